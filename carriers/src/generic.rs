@@ -381,7 +381,7 @@ mod tests {
         );
         assert_eq!(
             trackstream_proto::time::millis(events[0].occurred_at.as_ref()),
-            1_763_604_000_000
+            1_795_140_000_000
         );
     }
 
