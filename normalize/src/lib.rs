@@ -1,1 +1,65 @@
-//! placeholder
+//! normalize — every provider's format in, one canonical event out.
+//!
+//! Consumes `scans.raw` (one provider item per waybill, bytes as received), finds
+//! the provider's adapter in `trackstream_carriers`, and writes one
+//! `TrackingEvent` per scan to `tracking.events`, keyed `carrier:waybill`. Records
+//! that cannot be parsed go to `scans.dlq` unchanged, with the cause and their
+//! source position in headers — never dropped, never a panic. Unknown provider
+//! codes still produce events (reason `UNKNOWN`) and are counted.
+//!
+//! normalize is stateless: dedup happens downstream by event id, which is stable
+//! across resends, so replaying `scans.raw` (see `docs/ARCHITECTURE.md`,
+//! "Re-normalize") only re-derives events the detector already has.
+//!
+//! Layout: [`config`], [`handler`] (the batch handler), this file (wiring).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod handler;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use trackstream_proto::topics;
+use trackstream_runtime::admin::{self, Health};
+use trackstream_runtime::kafka::{ConsumerLoop, Producer};
+use trackstream_runtime::{CancellationToken, Error, telemetry};
+
+pub use config::Config;
+
+/// A started normalize.
+pub struct Running {
+    /// `/healthz` and `/metrics` address.
+    pub admin_addr: SocketAddr,
+    /// Completes after shutdown, once the last batch is stored.
+    pub task: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+/// Joins the consumer group and starts normalizing.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    let mut registry = telemetry::registry("normalize");
+    let producer = Producer::new(&config.kafka, "trackstream-normalize", &mut registry)?;
+    let group = config
+        .kafka
+        .group_id
+        .clone()
+        .unwrap_or_else(|| "trackstream-normalize".into());
+    let consumer = ConsumerLoop::subscribe(&config.kafka, &group, &[topics::SCANS_RAW], &mut registry)?;
+    let handler = Arc::new(handler::Normalizer::new(
+        producer.clone(),
+        config.providers.clone(),
+        &mut registry,
+    ));
+    let health = Health::default();
+    let admin_addr = admin::serve(&config.admin.listen, Arc::new(registry), health.clone(), shutdown.clone()).await?;
+    health.set(true);
+    tracing::info!(%admin_addr, group, "normalize consuming scans.raw");
+    let task = tokio::spawn(async move {
+        let result = consumer.run(handler, shutdown).await;
+        health.set(false);
+        producer.flush(std::time::Duration::from_secs(10));
+        tracing::info!("normalize stopped");
+        result
+    });
+    Ok(Running { admin_addr, task })
+}

@@ -1,1 +1,26 @@
-//! placeholder
+//! The machinery every trackstream service shares, so the four services contain
+//! only their own logic.
+//!
+//! - [`config`] — TOML file plus `TRACKSTREAM__SECTION__KEY` env overrides, and the
+//!   sections every service has (Kafka, Redis, admin HTTP, logging);
+//! - [`kafka`] — the idempotent `acks=all` producer and the at-least-once consumer
+//!   loop (offsets stored only after a batch's effects are acknowledged);
+//! - [`redis`] — one connection type over standalone Redis and Redis Cluster;
+//! - [`telemetry`] — `tracing` setup and the Prometheus registry;
+//! - [`merchants`] — merchant ids and their bearer tokens (ingest and gRPC auth);
+//! - [`admin`] — the `/healthz` and `/metrics` HTTP endpoints;
+//! - [`shutdown`] — SIGTERM/SIGINT into a cancellation token;
+//! - [`error`] — the one error type, mapped once to HTTP and gRPC status codes.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod kafka;
+pub mod merchants;
+pub mod redis;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::{ApiError, Error};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,57 @@
+//! ingest's internal events: each is logged and counted together.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Counters and histograms of the HTTP front door.
+#[derive(Clone)]
+pub struct Metrics {
+    requests: Family<Labels, Counter>,
+    items: Family<Labels, Counter>,
+    latency: Histogram,
+}
+
+impl Metrics {
+    /// Registers ingest's metrics.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Metrics {
+            requests: Family::default(),
+            items: Family::default(),
+            latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        };
+        registry.register(
+            "requests",
+            "HTTP requests by route and outcome (accepted, unauthorized, bad_request, ...)",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "records_written",
+            "Records acknowledged by Kafka, by route",
+            metrics.items.clone(),
+        );
+        registry.register(
+            "request_seconds",
+            "Time from request to answer, Kafka acknowledgement included",
+            metrics.latency.clone(),
+        );
+        metrics
+    }
+
+    /// A request was answered.
+    pub fn answered(&self, route: &str, outcome: &str, items: usize, seconds: f64) {
+        self.requests
+            .get_or_create(&vec![("route", route.to_owned()), ("outcome", outcome.to_owned())])
+            .inc();
+        if items > 0 {
+            self.items
+                .get_or_create(&vec![("route", route.to_owned())])
+                .inc_by(items as u64);
+        }
+        self.latency.observe(seconds);
+        tracing::info!(route, outcome, items, seconds, "request answered");
+    }
+}

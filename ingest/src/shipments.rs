@@ -1,0 +1,182 @@
+//! `POST /v1/shipments`: a merchant registers parcels (order ↔ waybill ↔ buyer).
+//!
+//! Authenticated by the merchant's bearer token; the merchant id comes from the
+//! token, never from the body, so one merchant cannot register into another's
+//! account. Body: one shipment, an array, or `{"shipments": [...]}`:
+//!
+//! ```json
+//! {"order_id": "O-1001", "carrier": "sf", "waybill": "SF100",
+//!  "buyer": {"name": "Li Lei", "phone": "13812345678", "email": "li@example.com",
+//!            "locale": "zh-CN", "time_zone": "Asia/Shanghai"},
+//!  "promised_delivery_at": "2026-11-23T18:00:00+08:00",
+//!  "service_level": "express", "is_return": false}
+//! ```
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use prost::Message;
+use serde::Deserialize;
+use trackstream_carriers::carrier_code;
+use trackstream_proto::v1::{BuyerContact, Shipment};
+use trackstream_proto::{keys, time, topics};
+use trackstream_runtime::ApiError;
+use trackstream_runtime::kafka::OutRecord;
+
+use crate::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShipmentIn {
+    order_id: String,
+    carrier: String,
+    waybill: String,
+    #[serde(default)]
+    buyer: Option<BuyerIn>,
+    #[serde(default)]
+    promised_delivery_at: Option<String>,
+    #[serde(default)]
+    service_level: Option<String>,
+    #[serde(default)]
+    is_return: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuyerIn {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    locale: String,
+    #[serde(default)]
+    time_zone: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Batch {
+    Wrapped { shipments: Vec<ShipmentIn> },
+    Many(Vec<ShipmentIn>),
+    One(Box<ShipmentIn>),
+}
+
+/// Handles one registration request.
+pub async fn register(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let result = register_inner(&state, &headers, body).await;
+    let (label, items) = match &result {
+        Ok(n) => ("accepted", *n),
+        Err(err) => (err.kind(), 0),
+    };
+    state
+        .metrics
+        .answered("shipments", label, items, started.elapsed().as_secs_f64());
+    match result {
+        Ok(n) => Json(serde_json::json!({ "accepted": n })).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn register_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<usize, ApiError> {
+    let merchant = state.merchants.authenticate(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let body = crate::read_body(body, headers, state.body_limit).await?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::BadRequest(format!("body is not UTF-8: {e}")))?;
+    let batch = match serde_json::from_str::<Batch>(text) {
+        Ok(Batch::Wrapped { shipments }) | Ok(Batch::Many(shipments)) => shipments,
+        Ok(Batch::One(one)) => vec![*one],
+        Err(_) => {
+            let detail = serde_json::from_str::<ShipmentIn>(text)
+                .err()
+                .map_or_else(|| "invalid shipment JSON".to_owned(), |e| format!("invalid shipment JSON: {e}"));
+            return Err(ApiError::BadRequest(detail));
+        }
+    };
+    if batch.is_empty() {
+        return Err(ApiError::BadRequest("no shipments in body".into()));
+    }
+    let now = time::to_proto(chrono::Utc::now());
+    let mut records = Vec::with_capacity(batch.len());
+    for (index, input) in batch.into_iter().enumerate() {
+        let shipment = to_shipment(input, &merchant.id, &merchant.name, now)
+            .map_err(|reason| ApiError::BadRequest(format!("shipments[{index}]: {reason}")))?;
+        tracing::info!(order_id = %shipment.order_id, waybill = %shipment.waybill,
+            carrier = %shipment.carrier, merchant_id = %shipment.merchant_id, "shipment registered");
+        records.push(OutRecord::new(
+            topics::SHIPMENTS,
+            keys::waybill_key(&shipment.carrier, &shipment.waybill),
+            shipment.encode_to_vec(),
+        ));
+    }
+    let count = records.len();
+    state.producer.send_all(records).await.map_err(|err| {
+        tracing::warn!(%err, "kafka did not acknowledge shipments; answering 503");
+        ApiError::Unavailable("event log unavailable, retry later".into())
+    })?;
+    Ok(count)
+}
+
+fn to_shipment(
+    input: ShipmentIn,
+    merchant_id: &str,
+    merchant_name: &str,
+    now: prost_types::Timestamp,
+) -> Result<Shipment, String> {
+    let order_id = input.order_id.trim();
+    let waybill = input.waybill.trim();
+    if order_id.is_empty() || waybill.is_empty() || input.carrier.trim().is_empty() {
+        return Err("order_id, carrier and waybill are required".into());
+    }
+    if waybill.contains(':') || order_id.len() > 128 || waybill.len() > 64 {
+        return Err("order_id or waybill has an invalid form".into());
+    }
+    let promised_delivery_at = input
+        .promised_delivery_at
+        .as_deref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| time::to_proto(t.with_timezone(&chrono::Utc)))
+                .map_err(|e| format!("promised_delivery_at: {e} (RFC 3339 with offset expected)"))
+        })
+        .transpose()?;
+    let buyer = input
+        .buyer
+        .map(|b| {
+            if !b.time_zone.is_empty() && b.time_zone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(format!("buyer.time_zone {:?} is not an IANA zone", b.time_zone));
+            }
+            Ok(BuyerContact {
+                name: b.name,
+                phone: b.phone,
+                email: b.email,
+                locale: b.locale,
+                time_zone: b.time_zone,
+            })
+        })
+        .transpose()?;
+    Ok(Shipment {
+        order_id: order_id.to_owned(),
+        merchant_id: merchant_id.to_owned(),
+        carrier: carrier_code::canonical(&input.carrier),
+        waybill: waybill.to_owned(),
+        buyer,
+        promised_delivery_at,
+        service_level: input.service_level.unwrap_or_default(),
+        is_return: input.is_return,
+        registered_at: Some(now),
+        merchant_name: merchant_name.to_owned(),
+    })
+}

@@ -1,0 +1,20 @@
+//! normalize configuration (TOML + `TRACKSTREAM__...` env overrides).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use trackstream_carriers::ProviderSettings;
+use trackstream_runtime::config::{AdminConfig, KafkaConfig};
+
+/// Everything normalize reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Kafka; `group_id` defaults to `trackstream-normalize`.
+    pub kafka: KafkaConfig,
+    /// `/healthz` + `/metrics` listener and logging.
+    pub admin: AdminConfig,
+    /// Per-provider settings; normalize uses `time_zone` (zone of zone-less times).
+    /// Providers without an entry use their built-in defaults.
+    pub providers: BTreeMap<String, ProviderSettings>,
+}

@@ -1,0 +1,200 @@
+//! Configuration: a TOML file, then environment overrides, then defaults.
+//!
+//! Every service reads `--config <file>` (or `TRACKSTREAM_CONFIG`); any key can be
+//! overridden by `TRACKSTREAM__<SECTION>__<KEY>=value` (double underscores separate
+//! levels, the value is read as TOML if it parses — numbers, booleans, arrays — and
+//! as a string otherwise). Two conventional variables are honoured too:
+//! `KAFKA_BROKERS` → `kafka.brokers`, `REDIS_URL` → `redis.url`.
+//! Missing keys take the documented defaults of each struct below.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+/// Loads `T` from an optional TOML file plus the process environment.
+pub fn load<T: DeserializeOwned>(path: Option<&Path>) -> Result<T, Error> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?,
+        None => String::new(),
+    };
+    load_from(&text, std::env::vars())
+}
+
+/// Loads `T` from TOML text plus explicit `(name, value)` environment pairs, so
+/// tests do not have to mutate the process environment.
+pub fn load_from<T: DeserializeOwned>(
+    toml_text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, Error> {
+    let mut root: toml::Table = toml::from_str(toml_text)
+        .map_err(|e| Error::Config(format!("invalid TOML: {e}")))?;
+    for (name, value) in env {
+        let path: Vec<String> = match name.as_str() {
+            "KAFKA_BROKERS" => vec!["kafka".into(), "brokers".into()],
+            "REDIS_URL" => vec!["redis".into(), "url".into()],
+            _ => match name.strip_prefix("TRACKSTREAM__") {
+                Some(rest) => rest.split("__").map(str::to_ascii_lowercase).collect(),
+                None => continue,
+            },
+        };
+        set_path(&mut root, &path, parse_env_value(&value))
+            .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+    }
+    T::deserialize(toml::Value::Table(root))
+        .map_err(|e| Error::Config(format!("invalid configuration: {e}")))
+}
+
+/// Reads the config path from `--config <file>` or `TRACKSTREAM_CONFIG`.
+pub fn path_from_args() -> Option<std::path::PathBuf> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            return args.next().map(Into::into);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(path.into());
+        }
+    }
+    std::env::var_os("TRACKSTREAM_CONFIG").map(Into::into)
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // Parse as the right-hand side of a TOML assignment; fall back to a string.
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut table = root;
+    for part in parents {
+        let entry = table
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a table"))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Kafka connection and client settings shared by every service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Consumer group of the service. Default: the service name.
+    pub group_id: Option<String>,
+    /// How long ingest waits for Kafka to acknowledge a record before answering
+    /// 503 (librdkafka `message.timeout.ms`). Default 10 000 ms.
+    pub produce_timeout_ms: u64,
+    /// Max records per consumer batch. Default 500.
+    pub batch_max: usize,
+    /// How long a consumer waits to fill a batch after its first record. Default 5 ms.
+    pub batch_linger_ms: u64,
+    /// Extra librdkafka properties (e.g. `security.protocol`), applied last.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: None,
+            produce_timeout_ms: 10_000,
+            batch_max: 500,
+            batch_linger_ms: 5,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Redis connection settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`. Default `redis://127.0.0.1:6379/`.
+    pub url: String,
+    /// Cluster seed nodes; when non-empty, Redis Cluster mode is used and `url`
+    /// is ignored.
+    pub cluster_nodes: Vec<String>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/".into(),
+            cluster_nodes: Vec::new(),
+        }
+    }
+}
+
+/// The admin HTTP endpoint (`/healthz`, `/metrics`) and logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address for `/healthz` and `/metrics`. Default `127.0.0.1:0` (any free
+    /// port; the bound port is logged).
+    pub listen: String,
+    /// `json` (default; for log shippers) or `pretty` (for humans).
+    pub log_format: String,
+    /// `tracing` filter directive; `RUST_LOG` wins when set. Default `info`.
+    pub log_level: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:0".into(),
+            log_format: "json".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        #[serde(default)]
+        kafka: KafkaConfig,
+        #[serde(default)]
+        redis: RedisConfig,
+    }
+
+    #[test]
+    fn env_overrides_file_and_defaults_fill_the_rest() {
+        let env = [
+            ("TRACKSTREAM__KAFKA__BATCH_MAX".to_owned(), "42".to_owned()),
+            ("REDIS_URL".to_owned(), "redis://10.0.0.1:7000/".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let cfg: Sample =
+            load_from("[kafka]\nbrokers = \"a:1\"\nbatch_max = 7\n", env).expect("loads");
+        assert_eq!(cfg.kafka.brokers, "a:1");
+        assert_eq!(cfg.kafka.batch_max, 42);
+        assert_eq!(cfg.kafka.produce_timeout_ms, 10_000);
+        assert_eq!(cfg.redis.url, "redis://10.0.0.1:7000/");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = load_from::<Sample>("[kafka]\nbrokrs = \"a\"\n", Vec::new())
+            .expect_err("typo must fail");
+        assert!(err.to_string().contains("brokrs"), "{err}");
+    }
+}

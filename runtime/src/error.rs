@@ -1,0 +1,134 @@
+//! Errors. [`Error`] is what a service's startup and loops fail with; [`ApiError`] is
+//! what a caller is told, mapped to HTTP and gRPC status codes in exactly one place.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Why a service could not start or a loop had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Configuration could not be read or is invalid.
+    #[error("config: {0}")]
+    Config(String),
+    /// Kafka client error.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Redis error.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// I/O error (binding a port, reading a file).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// gRPC transport error.
+    #[error("grpc transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// A record that cannot be processed and was not dead-lettered.
+    #[error("record: {0}")]
+    Record(String),
+}
+
+/// A failure to report to an API caller. Messages are safe to show: they never
+/// contain secrets or buyer contact data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input: 400 / INVALID_ARGUMENT.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong credentials: 401 / UNAUTHENTICATED.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Not found, or not visible to this caller: 404 / NOT_FOUND.
+    #[error("{0}")]
+    NotFound(String),
+    /// Body over the configured limit: 413 / RESOURCE_EXHAUSTED.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A dependency (Kafka, Redis) is down; the caller should retry: 503 / UNAVAILABLE.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The caller fell behind and must resume: 429 / RESOURCE_EXHAUSTED.
+    #[error("{0}")]
+    TooSlow(String),
+    /// A bug or an unexpected state: 500 / INTERNAL.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status for this error.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooSlow(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The gRPC code for this error.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
+            ApiError::Unauthorized(_) => tonic::Code::Unauthenticated,
+            ApiError::NotFound(_) => tonic::Code::NotFound,
+            ApiError::PayloadTooLarge(_) | ApiError::TooSlow(_) => tonic::Code::ResourceExhausted,
+            ApiError::Unavailable(_) => tonic::Code::Unavailable,
+            ApiError::Internal(_) => tonic::Code::Internal,
+        }
+    }
+
+    /// A short machine-readable kind, used as the JSON `error` field and a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooSlow(_) => "too_slow",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.kind(), "reason": self.to_string() });
+        (self.http_status(), axum::Json(body)).into_response()
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        tonic::Status::new(err.grpc_code(), err.to_string())
+    }
+}
+
+impl From<::redis::RedisError> for ApiError {
+    fn from(err: ::redis::RedisError) -> Self {
+        ApiError::Unavailable(format!("state store unavailable: {}", err.category()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_matching_http_and_grpc_codes() {
+        let cases = [
+            (ApiError::BadRequest("x".into()), 400, tonic::Code::InvalidArgument),
+            (ApiError::Unauthorized("x".into()), 401, tonic::Code::Unauthenticated),
+            (ApiError::NotFound("x".into()), 404, tonic::Code::NotFound),
+            (ApiError::PayloadTooLarge("x".into()), 413, tonic::Code::ResourceExhausted),
+            (ApiError::Unavailable("x".into()), 503, tonic::Code::Unavailable),
+        ];
+        for (err, http, grpc) in cases {
+            assert_eq!(err.http_status().as_u16(), http);
+            assert_eq!(tonic::Status::from(err).code(), grpc);
+        }
+    }
+}

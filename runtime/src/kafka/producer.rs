@@ -1,0 +1,156 @@
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+
+use crate::Error;
+use crate::config::KafkaConfig;
+
+/// One record to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Destination topic.
+    pub topic: &'static str,
+    /// Partitioning key.
+    pub key: String,
+    /// Encoded protobuf.
+    pub payload: Vec<u8>,
+    /// Headers (e.g. the dead-letter cause).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl OutRecord {
+    /// A record without headers.
+    pub fn new(topic: &'static str, key: impl Into<String>, payload: Vec<u8>) -> Self {
+        OutRecord {
+            topic,
+            key: key.into(),
+            payload,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+type TopicLabel = Vec<(&'static str, String)>;
+
+/// The idempotent, `acks=all` producer. Cloning shares one librdkafka client.
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+    produced: Family<TopicLabel, Counter>,
+    failed: Family<TopicLabel, Counter>,
+}
+
+impl Producer {
+    /// Creates a producer. `message.timeout.ms` is `cfg.produce_timeout_ms`: after it,
+    /// an unacknowledged record fails, which ingest turns into a 503.
+    pub fn new(cfg: &KafkaConfig, client_id: &str, registry: &mut Registry) -> Result<Self, Error> {
+        let mut config = super::client_config(cfg, client_id);
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("compression.type", "none")
+            .set("message.timeout.ms", cfg.produce_timeout_ms.to_string());
+        super::apply_extra(&mut config, cfg);
+        let inner: FutureProducer = config.create()?;
+        let produced = Family::<TopicLabel, Counter>::default();
+        let failed = Family::<TopicLabel, Counter>::default();
+        registry.register(
+            "kafka_produced_records",
+            "Records acknowledged by Kafka, by topic",
+            produced.clone(),
+        );
+        registry.register(
+            "kafka_produce_failures",
+            "Records Kafka did not acknowledge in time, by topic",
+            failed.clone(),
+        );
+        Ok(Producer {
+            inner,
+            produced,
+            failed,
+        })
+    }
+
+    /// Writes one record and waits for the broker's acknowledgement.
+    pub async fn send(&self, record: OutRecord) -> Result<(), KafkaError> {
+        self.send_all(vec![record]).await
+    }
+
+    /// Writes records (enqueued in order, so per-key order holds) and waits until
+    /// every one is acknowledged. Fails if any is not.
+    pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<(), KafkaError> {
+        let mut pending = Vec::with_capacity(records.len());
+        for record in &records {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (name, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let mut future_record = FutureRecord::to(record.topic)
+                .key(record.key.as_bytes())
+                .payload(record.payload.as_slice())
+                .headers(headers);
+            let delivery = loop {
+                match self.inner.send_result(future_record) {
+                    Ok(delivery) => break delivery,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
+                        // Local queue full: let librdkafka drain, then retry.
+                        future_record = rec;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((err, _)) => {
+                        self.failed.get_or_create(&label(record.topic)).inc();
+                        return Err(err);
+                    }
+                }
+            };
+            pending.push((record.topic, delivery));
+        }
+        let mut first_error = None;
+        for (topic, delivery) in pending {
+            let outcome = match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((err, _))) => Err(err),
+                Err(_canceled) => Err(KafkaError::Canceled),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.produced.get_or_create(&label(topic)).inc();
+                }
+                Err(err) => {
+                    self.failed.get_or_create(&label(topic)).inc();
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for queued records to be delivered, for shutdown.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(err) = self.inner.flush(timeout) {
+            tracing::warn!(%err, "producer flush did not complete");
+        }
+    }
+}
+
+fn label(topic: &'static str) -> TopicLabel {
+    vec![("topic", topic.to_owned())]
+}
