@@ -1,1 +1,93 @@
-//! placeholder
+//! detector — catches every stuck parcel before the buyer complains.
+//!
+//! Consumes `tracking.events` and `shipments` (co-partitioned by waybill key, so
+//! one instance owns both sides of a parcel), keeps per-waybill state in Redis,
+//! and emits `tracking.updates` (per-order, sequence-numbered) and
+//! `tracking.alerts` (OPENED → ESCALATED → RESOLVED, stable ids).
+//!
+//! Layout:
+//! - [`rules`] — rule ids, thresholds, overrides (configuration);
+//! - [`engine`] — the pure per-waybill state machine (status monotonicity,
+//!   registration join, alert lifecycle, deadlines);
+//! - [`store`] — Redis layout, the atomic commit, sequence numbers, outbox, timers;
+//! - [`service`] — the Kafka batch handler and the timer loop;
+//! - [`config`] — what it reads.
+//!
+//! Delivery is at-least-once with idempotent effects: a waybill's change and its
+//! outputs are committed together (state + history + timers + outbox, one Lua
+//! script, compare-and-set on a version), outputs are produced, then cleared from
+//! the outbox, then offsets are stored. A crash replays into the same ids.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod engine;
+pub mod rules;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use trackstream_proto::topics;
+use trackstream_runtime::admin::{self, Health};
+use trackstream_runtime::kafka::{ConsumerLoop, Producer};
+use trackstream_runtime::redis::RedisConn;
+use trackstream_runtime::{CancellationToken, Error, telemetry};
+
+pub use config::Config;
+
+/// A started detector.
+pub struct Running {
+    /// `/healthz` and `/metrics` address.
+    pub admin_addr: SocketAddr,
+    /// Completes after shutdown.
+    pub task: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+/// Connects to Redis and Kafka and starts both loops.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    let mut registry = telemetry::registry("detector");
+    let conn = RedisConn::connect(&config.redis).await?;
+    let producer = Producer::new(&config.kafka, "trackstream-detector", &mut registry)?;
+    let group = config
+        .kafka
+        .group_id
+        .clone()
+        .unwrap_or_else(|| "trackstream-detector".into());
+    let consumer = ConsumerLoop::subscribe(
+        &config.kafka,
+        &group,
+        &[topics::TRACKING_EVENTS, topics::SHIPMENTS],
+        &mut registry,
+    )?;
+    let detector = Arc::new(service::Detector::new(
+        engine::Engine::new(config.rules.clone()),
+        store::Store::new(conn),
+        producer.clone(),
+        config.timers.clone(),
+        &mut registry,
+    ));
+    let health = Health::default();
+    let admin_addr =
+        admin::serve(&config.admin.listen, Arc::new(registry), health.clone(), shutdown.clone()).await?;
+    health.set(true);
+    tracing::info!(%admin_addr, group, clock = ?config.timers.clock, "detector running");
+
+    let timers = {
+        let detector = detector.clone();
+        let assignment = consumer.assignment();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { detector.run_timers(assignment, shutdown).await })
+    };
+    let task = tokio::spawn(async move {
+        let result = consumer.run(detector, shutdown).await;
+        health.set(false);
+        if let Err(err) = timers.await {
+            tracing::error!(%err, "timer loop panicked");
+        }
+        producer.flush(std::time::Duration::from_secs(10));
+        tracing::info!("detector stopped");
+        result
+    });
+    Ok(Running { admin_addr, task })
+}

@@ -37,6 +37,9 @@ pub enum ApiError {
     /// Missing or wrong credentials: 401 / UNAUTHENTICATED.
     #[error("{0}")]
     Unauthorized(String),
+    /// Authenticated, but not allowed to act for that merchant: 403 / PERMISSION_DENIED.
+    #[error("{0}")]
+    Forbidden(String),
     /// Not found, or not visible to this caller: 404 / NOT_FOUND.
     #[error("{0}")]
     NotFound(String),
@@ -60,6 +63,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -73,6 +77,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::Unauthorized(_) => tonic::Code::Unauthenticated,
+            ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
             ApiError::NotFound(_) => tonic::Code::NotFound,
             ApiError::PayloadTooLarge(_) | ApiError::TooSlow(_) => tonic::Code::ResourceExhausted,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
@@ -85,6 +90,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unavailable(_) => "unavailable",

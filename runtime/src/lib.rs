@@ -8,6 +8,7 @@
 //! - [`redis`] — one connection type over standalone Redis and Redis Cluster;
 //! - [`telemetry`] — `tracing` setup and the Prometheus registry;
 //! - [`merchants`] — merchant ids and their bearer tokens (ingest and gRPC auth);
+//! - [`order_log`] — the per-order update log in Redis (detector writes, notifier reads);
 //! - [`admin`] — the `/healthz` and `/metrics` HTTP endpoints;
 //! - [`shutdown`] — SIGTERM/SIGINT into a cancellation token;
 //! - [`error`] — the one error type, mapped once to HTTP and gRPC status codes.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod kafka;
 pub mod merchants;
+pub mod order_log;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;

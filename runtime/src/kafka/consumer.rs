@@ -59,6 +59,15 @@ pub trait BatchHandler: Send + Sync + 'static {
     fn handle(&self, batch: &[Inbound]) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
+/// Where a consumer group without committed offsets starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// From the oldest retained record.
+    Earliest,
+    /// From records produced after joining.
+    Latest,
+}
+
 /// The partitions this instance owns, per topic; updated on every rebalance. The
 /// detector fires timers only for partitions in here.
 pub type Assignment = watch::Receiver<BTreeMap<String, BTreeSet<i32>>>;
@@ -116,11 +125,24 @@ pub struct ConsumerLoop {
 }
 
 impl ConsumerLoop {
-    /// Joins `group_id` and subscribes to `topics`.
+    /// Joins `group_id` and subscribes to `topics`; a new group starts at the
+    /// earliest offset (nothing is skipped).
     pub fn subscribe(
         cfg: &KafkaConfig,
         group_id: &str,
         topics: &[&str],
+        registry: &mut Registry,
+    ) -> Result<Self, Error> {
+        Self::subscribe_from(cfg, group_id, topics, StartAt::Earliest, registry)
+    }
+
+    /// Like [`ConsumerLoop::subscribe`], choosing where a new group starts. Live
+    /// followers (gRPC fan-out) start at the latest offset: history comes from Redis.
+    pub fn subscribe_from(
+        cfg: &KafkaConfig,
+        group_id: &str,
+        topics: &[&str],
+        start_at: StartAt,
         registry: &mut Registry,
     ) -> Result<Self, Error> {
         let (sender, assignment) = watch::channel(BTreeMap::new());
@@ -131,7 +153,13 @@ impl ConsumerLoop {
             .set("auto.commit.interval.ms", "1000")
             // Offsets are stored by us, after the batch's effects are durable.
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            .set(
+                "auto.offset.reset",
+                match start_at {
+                    StartAt::Earliest => "earliest",
+                    StartAt::Latest => "latest",
+                },
+            )
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
         super::apply_extra(&mut config, cfg);

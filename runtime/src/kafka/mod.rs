@@ -9,8 +9,9 @@
 mod consumer;
 mod producer;
 
-pub use consumer::{Assignment, BatchHandler, ConsumerLoop, HandlerError, Inbound};
+pub use consumer::{Assignment, BatchHandler, ConsumerLoop, HandlerError, Inbound, StartAt};
 pub use producer::{OutRecord, Producer};
+pub use rdkafka::error::KafkaError;
 
 use rdkafka::ClientConfig;
 

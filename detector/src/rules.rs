@@ -1,0 +1,352 @@
+//! Rules as configuration: which stalls and exceptions raise alerts, after how
+//! long, how they escalate, and per-carrier / per-service-level overrides.
+//!
+//! ```toml
+//! [rules.stalled_in_transit]
+//! tiers = ["24h", "48h", "72h"]          # open, then escalate twice
+//! severities = ["warning", "warning", "critical"]
+//! [[rules.stalled_in_transit.overrides]]
+//! carrier = "sf"
+//! service_level = "express"
+//! tiers = ["12h", "24h"]
+//! ```
+
+use serde::{Deserialize, Deserializer};
+use trackstream_proto::v1::{Reason, Severity, Status};
+
+/// The stable id of each rule; part of every alert id, so never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RuleId {
+    /// Registered / info received but not picked up.
+    NoPickup,
+    /// No new scan while moving.
+    StalledInTransit,
+    /// Out for delivery but not delivered.
+    OutForDeliveryNotDelivered,
+    /// Waiting at a locker or pickup point.
+    UncollectedAtPickupPoint,
+    /// Promised delivery time passed without delivery.
+    PromisedDateMissed,
+    /// A return shipment not picked up.
+    ReturnNotPickedUp,
+    /// A carrier-reported problem (raised at once).
+    CarrierException,
+}
+
+impl RuleId {
+    /// Every timer-driven rule, in evaluation order.
+    pub const TIMED: [RuleId; 6] = [
+        RuleId::NoPickup,
+        RuleId::StalledInTransit,
+        RuleId::OutForDeliveryNotDelivered,
+        RuleId::UncollectedAtPickupPoint,
+        RuleId::PromisedDateMissed,
+        RuleId::ReturnNotPickedUp,
+    ];
+
+    /// The name used in config, alert records, timer members and alert ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleId::NoPickup => "no_pickup",
+            RuleId::StalledInTransit => "stalled_in_transit",
+            RuleId::OutForDeliveryNotDelivered => "out_for_delivery_not_delivered",
+            RuleId::UncollectedAtPickupPoint => "uncollected_at_pickup_point",
+            RuleId::PromisedDateMissed => "promised_date_missed",
+            RuleId::ReturnNotPickedUp => "return_not_picked_up",
+            RuleId::CarrierException => "carrier_exception",
+        }
+    }
+
+    /// Parses a rule name (timer members carry it).
+    pub fn from_name(name: &str) -> Option<RuleId> {
+        RuleId::TIMED
+            .into_iter()
+            .chain([RuleId::CarrierException])
+            .find(|r| r.name() == name)
+    }
+}
+
+/// A duration written as `90s`, `15m`, `24h`, `3d` or `500ms`; stored in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Millis(pub i64);
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text).map(Millis).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `90s`, `15m`, `24h`, `3d`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m, h, d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} has no number"))?;
+    let factor = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("duration {text:?}: unknown unit {unit:?}")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("duration {text:?} overflows"))
+}
+
+fn severity<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Severity>, D::Error> {
+    let names = Vec::<String>::deserialize(deserializer)?;
+    names
+        .iter()
+        .map(|n| {
+            Severity::from_str_name(&format!("SEVERITY_{}", n.to_ascii_uppercase()))
+                .filter(|s| *s != Severity::Unspecified)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown severity {n:?}")))
+        })
+        .collect()
+}
+
+/// A threshold override for one carrier and/or service level.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// Canonical carrier code this applies to (any when absent).
+    #[serde(default)]
+    pub carrier: Option<String>,
+    /// Service level this applies to (any when absent).
+    #[serde(default)]
+    pub service_level: Option<String>,
+    /// Replacement tiers.
+    pub tiers: Vec<Millis>,
+}
+
+/// A timer-driven rule: tier `i` fires at `anchor + tiers[i]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TimerRule {
+    /// Off switch.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Offsets from the rule's anchor: the first opens, later ones escalate.
+    pub tiers: Vec<Millis>,
+    /// Severity per tier (the last one repeats).
+    #[serde(default = "default_severities", deserialize_with = "severity")]
+    pub severities: Vec<Severity>,
+    /// Most specific match wins (carrier + service level, then carrier, then level).
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_severities() -> Vec<Severity> {
+    vec![Severity::Warning, Severity::Warning, Severity::Critical]
+}
+
+impl TimerRule {
+    fn hours(tiers: &[i64]) -> Self {
+        TimerRule {
+            enabled: true,
+            tiers: tiers.iter().map(|h| Millis(h * 3_600_000)).collect(),
+            severities: default_severities(),
+            overrides: Vec::new(),
+        }
+    }
+
+    /// The tiers for a parcel of `carrier` at `service_level`.
+    pub fn tiers_for(&self, carrier: &str, service_level: &str) -> &[Millis] {
+        let matches = |o: &&Override| {
+            o.carrier.as_deref().is_none_or(|c| c == carrier)
+                && o.service_level.as_deref().is_none_or(|s| s == service_level)
+        };
+        let specificity = |o: &Override| {
+            usize::from(o.carrier.is_some()) * 2 + usize::from(o.service_level.is_some())
+        };
+        self.overrides
+            .iter()
+            .filter(matches)
+            .max_by_key(|o| specificity(o))
+            .map_or(self.tiers.as_slice(), |o| o.tiers.as_slice())
+    }
+
+    /// Severity of tier `tier`.
+    pub fn severity(&self, tier: u32) -> Severity {
+        let index = usize::try_from(tier).unwrap_or(usize::MAX);
+        self.severities
+            .get(index)
+            .or(self.severities.last())
+            .copied()
+            .unwrap_or(Severity::Warning)
+    }
+}
+
+/// The carrier-exception rule: raised at once, with the carrier's reason.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionRule {
+    /// Off switch.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Severity of a carrier exception alert.
+    #[serde(default = "critical", deserialize_with = "one_severity")]
+    pub severity: Severity,
+}
+
+fn critical() -> Severity {
+    Severity::Critical
+}
+
+fn one_severity<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Severity, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    Severity::from_str_name(&format!("SEVERITY_{}", name.to_ascii_uppercase()))
+        .filter(|s| *s != Severity::Unspecified)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown severity {name:?}")))
+}
+
+/// All rules. Defaults are the product defaults from the issue tracker.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Default 24 h / 48 h / 72 h after registration or info received.
+    pub no_pickup: TimerRule,
+    /// Default 24 h / 48 h / 72 h after the last scan.
+    pub stalled_in_transit: TimerRule,
+    /// Default 36 h after going out for delivery.
+    pub out_for_delivery_not_delivered: TimerRule,
+    /// Default 18 h at a locker or pickup point.
+    pub uncollected_at_pickup_point: TimerRule,
+    /// Default: at the promised time, escalating 24 h later.
+    pub promised_date_missed: TimerRule,
+    /// Default 7 days after a return was registered.
+    pub return_not_picked_up: TimerRule,
+    /// Carrier-reported problems.
+    pub carrier_exception: ExceptionRule,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            no_pickup: TimerRule::hours(&[24, 48, 72]),
+            stalled_in_transit: TimerRule::hours(&[24, 48, 72]),
+            out_for_delivery_not_delivered: TimerRule::hours(&[36]),
+            uncollected_at_pickup_point: TimerRule::hours(&[18]),
+            promised_date_missed: TimerRule::hours(&[0, 24]),
+            return_not_picked_up: TimerRule::hours(&[7 * 24]),
+            carrier_exception: ExceptionRule {
+                enabled: true,
+                severity: Severity::Critical,
+            },
+        }
+    }
+}
+
+impl RulesConfig {
+    /// The config of a timer rule.
+    pub fn timer(&self, rule: RuleId) -> Option<&TimerRule> {
+        let rule = match rule {
+            RuleId::NoPickup => &self.no_pickup,
+            RuleId::StalledInTransit => &self.stalled_in_transit,
+            RuleId::OutForDeliveryNotDelivered => &self.out_for_delivery_not_delivered,
+            RuleId::UncollectedAtPickupPoint => &self.uncollected_at_pickup_point,
+            RuleId::PromisedDateMissed => &self.promised_date_missed,
+            RuleId::ReturnNotPickedUp => &self.return_not_picked_up,
+            RuleId::CarrierException => return None,
+        };
+        (rule.enabled && !rule.tiers.is_empty()).then_some(rule)
+    }
+}
+
+/// Whether a status is final: nothing moves a parcel out of it.
+pub fn is_terminal(status: Status) -> bool {
+    matches!(
+        status,
+        Status::Delivered | Status::Returned | Status::Cancelled | Status::Expired
+    )
+}
+
+/// Progress rank for tie-breaking scans with the same time.
+pub fn rank(status: Status) -> i32 {
+    match status {
+        Status::Unspecified => 0,
+        Status::Pending => 1,
+        Status::InfoReceived => 2,
+        Status::PickedUp => 3,
+        Status::InTransit | Status::Customs | Status::Exception => 4,
+        Status::OutForDelivery | Status::DeliveryAttemptFailed => 5,
+        Status::AvailableForPickup => 6,
+        Status::Returning => 7,
+        Status::Delivered | Status::Returned | Status::Cancelled | Status::Expired => 8,
+    }
+}
+
+/// Whether an event is a carrier-reported problem that raises an alert at once.
+pub fn is_carrier_problem(status: Status, reason: Reason) -> bool {
+    matches!(
+        status,
+        Status::DeliveryAttemptFailed
+            | Status::Exception
+            | Status::Returning
+            | Status::Returned
+            | Status::Cancelled
+    ) || matches!(
+        reason,
+        Reason::Address
+            | Reason::Refused
+            | Reason::RecipientUnreachable
+            | Reason::Damaged
+            | Reason::Lost
+            | Reason::CustomsHold
+            | Reason::CustomsDocuments
+            | Reason::CustomsDuties
+            | Reason::DeliveryAttemptFailed
+            | Reason::Cancelled
+            | Reason::ReturnToSender
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_garbage() {
+        assert_eq!(parse_duration("24h"), Ok(86_400_000));
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("3d"), Ok(259_200_000));
+        assert!(parse_duration("24").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("9999999999999999d").is_err());
+    }
+
+    #[test]
+    fn most_specific_override_wins() {
+        let rule: TimerRule = toml_rule(
+            r#"tiers = ["24h"]
+            [[overrides]]
+            carrier = "sf"
+            tiers = ["12h"]
+            [[overrides]]
+            carrier = "sf"
+            service_level = "express"
+            tiers = ["6h"]
+            [[overrides]]
+            service_level = "economy"
+            tiers = ["48h"]"#,
+        );
+        assert_eq!(rule.tiers_for("sf", "express"), [Millis(6 * 3_600_000)]);
+        assert_eq!(rule.tiers_for("sf", "standard"), [Millis(12 * 3_600_000)]);
+        assert_eq!(rule.tiers_for("yto", "economy"), [Millis(48 * 3_600_000)]);
+        assert_eq!(rule.tiers_for("yto", "standard"), [Millis(24 * 3_600_000)]);
+    }
+
+    fn toml_rule(text: &str) -> TimerRule {
+        trackstream_runtime::config::load_from(text, Vec::new()).expect("valid rule")
+    }
+}

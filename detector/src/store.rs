@@ -1,0 +1,444 @@
+//! Redis layout and the atomic operations on it.
+//!
+//! Per partition `p` (hash tag `{p<p>}`, so a partition's keys share one Cluster
+//! slot and one Lua script may touch them together):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{pP}:wb:<carrier:waybill>` | hash | `v` version, `s` state (protobuf), `r` registration |
+//! | `{pP}:ev:<carrier:waybill>` | hash | event id → event (history; doubles as the dedup set) |
+//! | `{pP}:timers` | zset | `<carrier:waybill>\|<rule>` → deadline (ms) |
+//! | `{pP}:outbox` | hash | emission id → output not yet acknowledged by Kafka |
+//! | `{pP}:wm` | string | event-time watermark (ms), for `clock = "event"` |
+//!
+//! Per order `o` (hash tag `{o:<order>}`):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{o:O}:seq` | string | last sequence number |
+//! | `{o:O}:ids` | hash | update id → sequence number (makes assignment idempotent) |
+//! | `{o:O}:updates` | zset | seq → encoded `ShipmentUpdate` (WatchOrder replay) |
+//! | `{o:O}:merchant` | string | owning merchant id (scopes gRPC reads) |
+//!
+//! A waybill change is committed by [`COMMIT`]: compare the version, write state,
+//! history, timers and outbox entries in one step. Outputs are then delivered
+//! (sequence assigned, produced, acknowledged) and only then removed from the
+//! outbox, so a crash anywhere re-delivers the same ids instead of losing them.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use redis::Script;
+use trackstream_proto::v1::{Alert, Shipment, ShipmentUpdate, TrackingEvent};
+use trackstream_runtime::redis::RedisConn;
+
+use crate::engine::{Output, Waybill, WaybillState};
+
+/// Keys of one partition.
+pub fn state_key(partition: i32, waybill_key: &str) -> String {
+    format!("{{p{partition}}}:wb:{waybill_key}")
+}
+
+/// History hash of a waybill.
+pub fn history_key(partition: i32, waybill_key: &str) -> String {
+    format!("{{p{partition}}}:ev:{waybill_key}")
+}
+
+/// Timer set of a partition.
+pub fn timers_key(partition: i32) -> String {
+    format!("{{p{partition}}}:timers")
+}
+
+/// Outbox of a partition.
+pub fn outbox_key(partition: i32) -> String {
+    format!("{{p{partition}}}:outbox")
+}
+
+/// Watermark of a partition.
+pub fn watermark_key(partition: i32) -> String {
+    format!("{{p{partition}}}:wm")
+}
+
+/// Order keys share the `{o:<order>}` tag (layout in `trackstream_runtime::order_log`).
+pub fn order_key(order_id: &str, suffix: &str) -> String {
+    trackstream_runtime::order_log::key(order_id, suffix)
+}
+
+/// Timer member of a waybill's rule.
+pub fn timer_member(waybill_key: &str, rule: &str) -> String {
+    format!("{waybill_key}|{rule}")
+}
+
+const COMMIT_LUA: &str = r"
+-- KEYS: 1 state hash, 2 history hash, 3 timers zset, 4 outbox hash
+-- ARGV: 1 expected version, 2 state, 3 registration ('' = unchanged), 4 waybill key,
+--       then counted groups: history (id, bytes)*, timer sets (rule, deadline)*,
+--       timer deletes (rule)*, outbox (id, bytes)*
+local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if version ~= tonumber(ARGV[1]) then return -1 end
+redis.call('HSET', KEYS[1], 'v', version + 1, 's', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'r', ARGV[3]) end
+local i = 5
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[4] .. '|' .. ARGV[i]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('ZREM', KEYS[3], ARGV[4] .. '|' .. ARGV[i]); i = i + 1 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2 end
+return version + 1
+";
+
+const SEQUENCE_LUA: &str = r"
+-- KEYS: 1 ids hash, 2 seq counter, 3 updates zset, 4 owner (merchant id)
+-- ARGV: 1 update id, 2 update encoded without seq, 3 merchant id
+-- Returns the update's sequence number, assigning it on first sight.
+redis.call('SETNX', KEYS[4], ARGV[3])
+local seq = redis.call('HGET', KEYS[1], ARGV[1])
+if seq then return tonumber(seq) end
+seq = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], ARGV[1], seq)
+local n, bytes = seq, {}
+while n >= 128 do bytes[#bytes + 1] = string.char(n % 128 + 128); n = math.floor(n / 128) end
+bytes[#bytes + 1] = string.char(n)
+redis.call('ZADD', KEYS[3], seq, string.char(8) .. table.concat(bytes) .. ARGV[2])
+return seq
+";
+
+/// Prepends protobuf field 1 (`seq`, varint) to an update encoded without it —
+/// the same bytes the sequence script stores, so replay and live agree exactly.
+pub fn with_seq(seq: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 11);
+    out.push(0x08);
+    prost::encoding::encode_varint(seq, &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A loaded waybill plus the ids of the batch's events it already has.
+pub struct Loaded {
+    /// The waybill.
+    pub waybill: Waybill,
+    /// Event ids of the batch already in history (duplicates).
+    pub known: std::collections::HashSet<String>,
+}
+
+/// The detector's Redis operations.
+#[derive(Clone)]
+pub struct Store {
+    conn: RedisConn,
+    commit: Script,
+    sequence: Script,
+}
+
+/// An output ready for Kafka.
+pub struct Delivery {
+    /// Destination topic.
+    pub topic: &'static str,
+    /// Record key.
+    pub key: String,
+    /// Record value.
+    pub payload: Vec<u8>,
+    /// Outbox id to clear once acknowledged.
+    pub outbox_id: String,
+    /// Partition whose outbox holds it.
+    pub partition: i32,
+}
+
+impl Store {
+    /// A store over `conn`.
+    pub fn new(conn: RedisConn) -> Self {
+        Store {
+            conn,
+            commit: Script::new(COMMIT_LUA),
+            sequence: Script::new(SEQUENCE_LUA),
+        }
+    }
+
+    /// The connection (for the timer loop's own queries).
+    pub fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// Loads a waybill and checks which of `event_ids` it already has.
+    pub async fn load(
+        &self,
+        partition: i32,
+        waybill_key: &str,
+        event_ids: &[String],
+    ) -> redis::RedisResult<Loaded> {
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(state_key(partition, waybill_key))
+            .query_async(&mut conn)
+            .await?;
+        let known = if event_ids.is_empty() || fields.is_empty() {
+            Default::default()
+        } else {
+            let present: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(history_key(partition, waybill_key))
+                .arg(event_ids)
+                .query_async(&mut conn)
+                .await?;
+            event_ids
+                .iter()
+                .zip(present)
+                .filter(|(_, v)| v.is_some())
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let version = fields
+            .get("v")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let state = fields
+            .get("s")
+            .and_then(|s| WaybillState::decode(s.as_slice()).ok())
+            .unwrap_or_default();
+        let registration = fields.get("r").and_then(|r| Shipment::decode(r.as_slice()).ok());
+        Ok(Loaded {
+            waybill: Waybill {
+                key: waybill_key.to_owned(),
+                partition,
+                version,
+                state,
+                registration,
+                registration_changed: false,
+            },
+            known,
+        })
+    }
+
+    /// The waybill's whole history (for a registration that joins late).
+    pub async fn history(&self, partition: i32, waybill_key: &str) -> redis::RedisResult<Vec<TrackingEvent>> {
+        let mut conn = self.conn.clone();
+        let values: Vec<Vec<u8>> = redis::cmd("HVALS")
+            .arg(history_key(partition, waybill_key))
+            .query_async(&mut conn)
+            .await?;
+        Ok(values
+            .iter()
+            .filter_map(|v| TrackingEvent::decode(v.as_slice()).ok())
+            .collect())
+    }
+
+    /// Commits a waybill's new state with its effects. `Ok(false)` means another
+    /// writer got there first (version moved): reload and re-apply.
+    pub async fn commit(
+        &self,
+        before: &WaybillState,
+        waybill: &Waybill,
+        history: &[TrackingEvent],
+        outputs: &[Output],
+    ) -> redis::RedisResult<bool> {
+        let partition = waybill.partition;
+        let mut invocation = self.commit.prepare_invoke();
+        invocation
+            .key(state_key(partition, &waybill.key))
+            .key(history_key(partition, &waybill.key))
+            .key(timers_key(partition))
+            .key(outbox_key(partition))
+            .arg(waybill.version)
+            .arg(crate::engine::encode_state(&waybill.state))
+            .arg(if waybill.registration_changed {
+                waybill.registration.as_ref().map(Message::encode_to_vec).unwrap_or_default()
+            } else {
+                Vec::new()
+            })
+            .arg(&waybill.key);
+        invocation.arg(history.len());
+        for event in history {
+            invocation.arg(&event.event_id).arg(event.encode_to_vec());
+        }
+        let old: HashMap<&str, i64> = before.deadlines().collect();
+        let new: HashMap<&str, i64> = waybill.state.deadlines().collect();
+        let sets: Vec<_> = new.iter().filter(|(r, d)| old.get(*r) != Some(*d)).collect();
+        invocation.arg(sets.len());
+        for (rule, deadline) in sets {
+            invocation.arg(*rule).arg(*deadline);
+        }
+        let deletes: Vec<_> = old.keys().filter(|r| !new.contains_key(*r)).collect();
+        invocation.arg(deletes.len());
+        for rule in deletes {
+            invocation.arg(*rule);
+        }
+        invocation.arg(outputs.len());
+        for output in outputs {
+            invocation.arg(output.outbox_id()).arg(encode_output(output));
+        }
+        let mut conn = self.conn.clone();
+        let result: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(result >= 0)
+    }
+
+    /// Turns outputs into Kafka records, assigning update sequence numbers
+    /// (idempotently: a re-delivery gets the same number).
+    pub async fn prepare(&self, partition: i32, outputs: &[Output]) -> redis::RedisResult<Vec<Delivery>> {
+        let futures = outputs.iter().map(|output| self.prepare_one(partition, output));
+        futures::future::try_join_all(futures).await
+    }
+
+    async fn prepare_one(&self, partition: i32, output: &Output) -> redis::RedisResult<Delivery> {
+        match output {
+            Output::Update { id, update } => {
+                let body = update.encode_to_vec();
+                let mut conn = self.conn.clone();
+                let seq: u64 = self
+                    .sequence
+                    .key(order_key(&update.order_id, "ids"))
+                    .key(order_key(&update.order_id, "seq"))
+                    .key(order_key(&update.order_id, "updates"))
+                    .key(order_key(&update.order_id, "merchant"))
+                    .arg(id)
+                    .arg(&body)
+                    .arg(&update.merchant_id)
+                    .invoke_async(&mut conn)
+                    .await?;
+                let key = update
+                    .event
+                    .as_ref()
+                    .map(|e| trackstream_proto::keys::waybill_key(&e.carrier, &e.waybill))
+                    .unwrap_or_default();
+                Ok(Delivery {
+                    topic: trackstream_proto::topics::TRACKING_UPDATES,
+                    key,
+                    payload: with_seq(seq, &body),
+                    outbox_id: id.clone(),
+                    partition,
+                })
+            }
+            Output::Alert(alert) => Ok(Delivery {
+                topic: trackstream_proto::topics::TRACKING_ALERTS,
+                key: trackstream_proto::keys::waybill_key(&alert.carrier, &alert.waybill),
+                payload: alert.encode_to_vec(),
+                outbox_id: output.outbox_id(),
+                partition,
+            }),
+        }
+    }
+
+    /// Clears delivered outbox entries.
+    pub async fn clear_outbox(&self, deliveries: &[Delivery]) -> redis::RedisResult<()> {
+        let mut by_partition: HashMap<i32, Vec<&str>> = HashMap::new();
+        for d in deliveries {
+            by_partition.entry(d.partition).or_default().push(&d.outbox_id);
+        }
+        let futures = by_partition.into_iter().map(|(partition, ids)| {
+            let mut conn = self.conn.clone();
+            async move {
+                redis::cmd("HDEL")
+                    .arg(outbox_key(partition))
+                    .arg(ids)
+                    .query_async::<()>(&mut conn)
+                    .await
+            }
+        });
+        futures::future::try_join_all(futures).await.map(|_| ())
+    }
+
+    /// Outputs left in a partition's outbox (after a crash or a failed produce).
+    pub async fn pending_outbox(&self, partition: i32) -> redis::RedisResult<Vec<Output>> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(outbox_key(partition))
+            .query_async(&mut conn)
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, bytes)| decode_output(&id, &bytes))
+            .collect())
+    }
+
+    /// Due timers of a partition: `(waybill key, rule, deadline)`.
+    pub async fn due_timers(&self, partition: i32, now: i64, limit: usize) -> redis::RedisResult<Vec<(String, String, i64)>> {
+        let mut conn = self.conn.clone();
+        let due: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(timers_key(partition))
+            .arg("-inf")
+            .arg(now)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        Ok(due
+            .into_iter()
+            .filter_map(|(member, deadline)| {
+                let (key, rule) = member.rsplit_once('|')?;
+                Some((key.to_owned(), rule.to_owned(), deadline))
+            })
+            .collect())
+    }
+
+    /// Removes a timer member whose deadline no longer matches the state (stale).
+    pub async fn drop_timer(&self, partition: i32, waybill_key: &str, rule: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("ZREM")
+            .arg(timers_key(partition))
+            .arg(timer_member(waybill_key, rule))
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Raises a partition's event-time watermark (never lowers it); returns it.
+    pub async fn advance_watermark(&self, partition: i32, candidate: i64) -> redis::RedisResult<i64> {
+        let mut conn = self.conn.clone();
+        let script = Script::new(
+            "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
+             local n = tonumber(ARGV[1]) \
+             if n > c then redis.call('SET', KEYS[1], ARGV[1]); return n end return c",
+        );
+        script
+            .key(watermark_key(partition))
+            .arg(candidate)
+            .invoke_async(&mut conn)
+            .await
+    }
+}
+
+fn encode_output(output: &Output) -> Vec<u8> {
+    match output {
+        Output::Update { update, .. } => {
+            let mut bytes = vec![b'u'];
+            bytes.extend(update.encode_to_vec());
+            bytes
+        }
+        Output::Alert(alert) => {
+            let mut bytes = vec![b'a'];
+            bytes.extend(alert.encode_to_vec());
+            bytes
+        }
+    }
+}
+
+fn decode_output(id: &str, bytes: &[u8]) -> Option<Output> {
+    let (tag, body) = bytes.split_first()?;
+    match tag {
+        b'u' => Some(Output::Update {
+            id: id.to_owned(),
+            update: Box::new(ShipmentUpdate::decode(body).ok()?),
+        }),
+        b'a' => Some(Output::Alert(Box::new(Alert::decode(body).ok()?))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_prefix_decodes_as_the_update_with_seq() {
+        let update = ShipmentUpdate {
+            order_id: "O1".into(),
+            ..Default::default()
+        };
+        let bytes = with_seq(300, &update.encode_to_vec());
+        let decoded = ShipmentUpdate::decode(bytes.as_slice()).expect("valid protobuf");
+        assert_eq!(decoded.seq, 300);
+        assert_eq!(decoded.order_id, "O1");
+    }
+}
