@@ -32,7 +32,9 @@ const ALIASES: &[(&str, &str)] = &[
     ("yzpy", "chinapost"),
     ("youzhengguonei", "chinapost"),
     ("china-post", "chinapost"),
+    ("3011", "chinapost"),
     ("usps", "usps"),
+    ("21051", "usps"),
     ("ups", "ups"),
     ("fedex", "fedex"),
     ("dhl", "dhl"),
@@ -60,5 +62,8 @@ mod tests {
         assert_eq!(canonical("shunfeng"), "sf");
         assert_eq!(canonical("sf-express"), "sf");
         assert_eq!(canonical(" New-Carrier "), "new-carrier");
+        // 17TRACK numbers its carriers.
+        assert_eq!(canonical("21051"), "usps");
+        assert_eq!(canonical("3011"), "chinapost");
     }
 }

@@ -20,11 +20,18 @@
 pub mod carrier_code;
 pub mod error;
 pub mod event;
+pub mod form;
+pub mod lenient;
 pub mod settings;
 pub mod signature;
 pub mod time;
 
+pub mod aftership;
+pub mod easypost;
 pub mod generic;
+pub mod kdniao;
+pub mod kuaidi100;
+pub mod seventeen_track;
 
 use std::collections::BTreeMap;
 
@@ -104,16 +111,31 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// Our own JSON dialect: `{"accepted": n}` or `{"error": reason}`.
+    /// Our own JSON dialect: `{"accepted": n}`, or `{"error": kind, "reason": text}`
+    /// with the same kinds ingest uses for its own errors.
     pub fn json_default(outcome: Outcome<'_>) -> Self {
         let value = match outcome {
             Outcome::Accepted { items, .. } => serde_json::json!({ "accepted": items }),
-            Outcome::Rejected { reason, .. } => serde_json::json!({ "error": reason }),
+            Outcome::Rejected { status, reason } => {
+                serde_json::json!({ "error": error_kind(status), "reason": reason })
+            }
         };
         Reply {
             content_type: "application/json",
             body: value.to_string().into_bytes(),
         }
+    }
+}
+
+/// The machine-readable error kind of an HTTP status, as ingest names it.
+pub fn error_kind(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        404 => "not_found",
+        413 => "payload_too_large",
+        503 => "unavailable",
+        _ => "error",
     }
 }
 
@@ -158,7 +180,14 @@ impl Registry {
     /// All built-in providers.
     pub fn builtin() -> Self {
         Registry {
-            adapters: vec![Box::new(generic::Generic)],
+            adapters: vec![
+                Box::new(generic::Generic),
+                Box::new(kdniao::Kdniao),
+                Box::new(kuaidi100::Kuaidi100),
+                Box::new(seventeen_track::SeventeenTrack),
+                Box::new(aftership::Aftership),
+                Box::new(easypost::Easypost),
+            ],
         }
     }
 

@@ -70,6 +70,25 @@ pub fn parse_local_or_offset(text: &str, zone: Tz) -> Option<ParsedTime> {
     })
 }
 
+/// Parses a time or a bare date (`2026-11-22`), as providers send estimated
+/// delivery: a date is read as its first instant in `zone`, because an estimate
+/// "on the 22nd" is already late once the 22nd has begun somewhere else.
+pub fn parse_date_or_time(text: &str, zone: Tz) -> Option<ParsedTime> {
+    let text = text.trim();
+    if let Some(parsed) = parse_local_or_offset(text, zone) {
+        return Some(parsed);
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let local = zone
+        .from_local_datetime(&date.and_hms_opt(0, 0, 0)?)
+        .earliest()?;
+    Some(ParsedTime {
+        utc: local.with_timezone(&Utc),
+        zone: zone.name().to_owned(),
+        source: ZoneSource::ProviderDefault,
+    })
+}
+
 fn offset_time(t: DateTime<FixedOffset>) -> ParsedTime {
     let offset = t.offset().local_minus_utc();
     let (sign, abs) = if offset < 0 {
@@ -117,6 +136,13 @@ mod tests {
         assert_eq!(t.utc.to_rfc3339(), "2026-11-20T14:00:00+00:00");
         assert_eq!(t.zone, "-05:00");
         assert_eq!(t.source, ZoneSource::ExplicitOffset);
+    }
+
+    #[test]
+    fn bare_dates_are_midnight_in_the_zone() {
+        let t = parse_date_or_time("2026-11-22", chrono_tz::Asia::Shanghai).expect("valid");
+        assert_eq!(t.utc.to_rfc3339(), "2026-11-21T16:00:00+00:00");
+        assert_eq!(parse_date_or_time("soon", chrono_tz::UTC), None);
     }
 
     #[test]

@@ -19,7 +19,8 @@
 use prost::Message as _;
 use sha2::Digest as _;
 use trackstream_proto::v1::{
-    Alert, AlertState, Reason, Severity, Shipment, ShipmentUpdate, Status, TrackingEvent, UpdateKind,
+    Alert, AlertState, Reason, Severity, Shipment, ShipmentUpdate, Status, TrackingEvent,
+    UpdateKind,
 };
 use trackstream_proto::{keys, time};
 
@@ -192,16 +193,25 @@ impl Engine {
         }
         state.last_event_at = state.last_event_at.max(at);
         state.events = state.events.saturating_add(1);
-        if matches!(status, Status::Pending | Status::InfoReceived) && (state.info_at == 0 || at < state.info_at) {
+        if matches!(status, Status::Pending | Status::InfoReceived)
+            && (state.info_at == 0 || at < state.info_at)
+        {
             state.info_at = at;
         }
         let current = state.status();
 
         if let Some(reg) = &wb.registration {
-            fx.outputs.push(update("u", reg, &event, current, late, UpdateKind::Scan));
+            fx.outputs
+                .push(update("u", reg, &event, current, late, UpdateKind::Scan));
             if reg.is_return && status == Status::Delivered && current == Status::Delivered {
-                fx.outputs
-                    .push(update("r", reg, &event, current, late, UpdateKind::ReturnReceived));
+                fx.outputs.push(update(
+                    "r",
+                    reg,
+                    &event,
+                    current,
+                    late,
+                    UpdateKind::ReturnReceived,
+                ));
             }
         }
         self.carrier_exception(wb, status, reason, at, late, fx);
@@ -233,10 +243,20 @@ impl Engine {
                 let at = time::millis(event.occurred_at.as_ref());
                 let late = at < latest;
                 latest = latest.max(at);
-                fx.outputs.push(update("u", reg, event, current, late, UpdateKind::Scan));
-                if reg.is_return && event.status == Status::Delivered as i32 && current == Status::Delivered {
-                    fx.outputs
-                        .push(update("r", reg, event, current, late, UpdateKind::ReturnReceived));
+                fx.outputs
+                    .push(update("u", reg, event, current, late, UpdateKind::Scan));
+                if reg.is_return
+                    && event.status == Status::Delivered as i32
+                    && current == Status::Delivered
+                {
+                    fx.outputs.push(update(
+                        "r",
+                        reg,
+                        event,
+                        current,
+                        late,
+                        UpdateKind::ReturnReceived,
+                    ));
                 }
             }
         }
@@ -279,12 +299,15 @@ impl Engine {
             slot.opened_at = deadline;
             AlertState::Opened
         };
-        let next = usize::try_from(slot.tier + 1).ok().and_then(|i| tiers.get(i));
+        let next = usize::try_from(slot.tier + 1)
+            .ok()
+            .and_then(|i| tiers.get(i));
         slot.deadline = next.map_or(0, |t| slot.anchor.saturating_add(t.0).max(deadline + 1));
         let slot = slot.clone();
         let severity = config.severity(slot.tier);
-        fx.outputs
-            .push(Output::Alert(Box::new(self.alert(wb, rule, &slot, state, severity, deadline))));
+        fx.outputs.push(Output::Alert(Box::new(
+            self.alert(wb, rule, &slot, state, severity, deadline),
+        )));
     }
 
     /// Resolves, re-arms or disarms every timer rule after a change.
@@ -295,7 +318,10 @@ impl Engine {
             let (carrier, level) = carrier_and_level(wb);
             let Some(slot) = wb.state.slots.iter().position(|s| s.rule == rule.name()) else {
                 if let (Some(config), Some(anchor)) = (config, anchor) {
-                    let first = config.tiers_for(&carrier, &level).first().map_or(0, |t| t.0);
+                    let first = config
+                        .tiers_for(&carrier, &level)
+                        .first()
+                        .map_or(0, |t| t.0);
                     let slot = wb.state.slot_mut(rule);
                     slot.anchor = anchor;
                     slot.deadline = anchor.saturating_add(first).max(1);
@@ -365,8 +391,14 @@ impl Engine {
                 reason as i32
             };
             let opened = slot.clone();
-            fx.outputs
-                .push(Output::Alert(Box::new(self.alert(wb, rule, &opened, AlertState::Opened, severity, at))));
+            fx.outputs.push(Output::Alert(Box::new(self.alert(
+                wb,
+                rule,
+                &opened,
+                AlertState::Opened,
+                severity,
+                at,
+            ))));
             if late && !current_is_problem {
                 // A later scan already shows the parcel moving again.
                 self.resolve_exception(wb, wb.state.last_event_at, fx);
@@ -383,8 +415,14 @@ impl Engine {
         };
         wb.state.slot_mut(rule).open = false;
         let severity = self.rules.carrier_exception.severity;
-        fx.outputs
-            .push(Output::Alert(Box::new(self.alert(wb, rule, &slot, AlertState::Resolved, severity, at))));
+        fx.outputs.push(Output::Alert(Box::new(self.alert(
+            wb,
+            rule,
+            &slot,
+            AlertState::Resolved,
+            severity,
+            at,
+        ))));
     }
 
     fn alert(
@@ -403,7 +441,10 @@ impl Engine {
             "{} {} {}: {} (tier {}, last scan {}, status {})",
             wb.key,
             rule.name(),
-            state.as_str_name().trim_start_matches("ALERT_STATE_").to_ascii_lowercase(),
+            state
+                .as_str_name()
+                .trim_start_matches("ALERT_STATE_")
+                .to_ascii_lowercase(),
             describe(rule),
             slot.tier,
             time::from_proto(&time::from_millis(wb.state.last_event_at))
@@ -423,7 +464,8 @@ impl Engine {
             merchant_id: reg.map(|r| r.merchant_id.clone()).unwrap_or_default(),
             reason: slot.reason,
             last_status: status as i32,
-            last_event_at: (wb.state.last_event_at > 0).then(|| time::from_millis(wb.state.last_event_at)),
+            last_event_at: (wb.state.last_event_at > 0)
+                .then(|| time::from_millis(wb.state.last_event_at)),
             effective_at: Some(time::from_millis(effective_at)),
             opened_at: Some(time::from_millis(slot.opened_at)),
             summary,
@@ -454,12 +496,22 @@ fn wins(status: Status, at: i64, state: &WaybillState) -> bool {
 
 fn anchor(rule: RuleId, wb: &Waybill) -> Option<i64> {
     let state = &wb.state;
-    let status = if state.events == 0 { Status::Unspecified } else { state.status() };
+    let status = if state.events == 0 {
+        Status::Unspecified
+    } else {
+        state.status()
+    };
     let reg = wb.registration.as_ref();
     let registered_at = reg.map_or(0, |r| time::millis(r.registered_at.as_ref()));
     let is_return = reg.is_some_and(|r| r.is_return);
-    let not_picked_up = matches!(status, Status::Unspecified | Status::Pending | Status::InfoReceived);
-    let earliest = [registered_at, state.info_at].into_iter().filter(|t| *t > 0).min();
+    let not_picked_up = matches!(
+        status,
+        Status::Unspecified | Status::Pending | Status::InfoReceived
+    );
+    let earliest = [registered_at, state.info_at]
+        .into_iter()
+        .filter(|t| *t > 0)
+        .min();
     match rule {
         RuleId::NoPickup => (not_picked_up && !is_return).then_some(earliest).flatten(),
         RuleId::ReturnNotPickedUp => (not_picked_up && is_return).then_some(earliest).flatten(),
@@ -501,7 +553,9 @@ fn problem_reason(status: Status) -> Reason {
 }
 
 fn carrier_and_level(wb: &Waybill) -> (String, String) {
-    let carrier = keys::split_waybill_key(&wb.key).map_or("", |(c, _)| c).to_owned();
+    let carrier = keys::split_waybill_key(&wb.key)
+        .map_or("", |(c, _)| c)
+        .to_owned();
     let level = wb
         .registration
         .as_ref()

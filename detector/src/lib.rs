@@ -68,8 +68,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &mut registry,
     ));
     let health = Health::default();
-    let admin_addr =
-        admin::serve(&config.admin.listen, Arc::new(registry), health.clone(), shutdown.clone()).await?;
+    let admin_addr = admin::serve(
+        &config.admin.listen,
+        Arc::new(registry),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     health.set(true);
     tracing::info!(%admin_addr, group, clock = ?config.timers.clock, "detector running");
 

@@ -73,7 +73,9 @@ pub struct Millis(pub i64);
 impl<'de> Deserialize<'de> for Millis {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_duration(&text).map(Millis).map_err(serde::de::Error::custom)
+        parse_duration(&text)
+            .map(Millis)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -164,7 +166,9 @@ impl TimerRule {
     pub fn tiers_for(&self, carrier: &str, service_level: &str) -> &[Millis] {
         let matches = |o: &&Override| {
             o.carrier.as_deref().is_none_or(|c| c == carrier)
-                && o.service_level.as_deref().is_none_or(|s| s == service_level)
+                && o.service_level
+                    .as_deref()
+                    .is_none_or(|s| s == service_level)
         };
         let specificity = |o: &Override| {
             usize::from(o.carrier.is_some()) * 2 + usize::from(o.service_level.is_some())

@@ -10,10 +10,10 @@ use prometheus_client::registry::Registry;
 use prost::Message;
 use trackstream_proto::v1::{Alert, AlertState, Shipment, TrackingEvent};
 use trackstream_proto::{time, topics};
+use trackstream_runtime::CancellationToken;
 use trackstream_runtime::kafka::{
     Assignment, BatchHandler, HandlerError, Inbound, KafkaError, OutRecord, Producer,
 };
-use trackstream_runtime::CancellationToken;
 
 use crate::config::{ClockMode, TimerConfig};
 use crate::engine::{Effects, Engine, Output};
@@ -62,17 +62,39 @@ impl From<Failure> for HandlerError {
 
 impl Detector {
     /// A detector over `store`, writing through `producer`.
-    pub fn new(engine: Engine, store: Store, producer: Producer, timers: TimerConfig, registry: &mut Registry) -> Self {
+    pub fn new(
+        engine: Engine,
+        store: Store,
+        producer: Producer,
+        timers: TimerConfig,
+        registry: &mut Registry,
+    ) -> Self {
         let metrics = Metrics {
             inputs: Family::default(),
             alerts: Family::default(),
             conflicts: Counter::default(),
             timers_fired: Counter::default(),
         };
-        registry.register("inputs", "Inputs applied, by kind (event, duplicate, registration, undecodable)", metrics.inputs.clone());
-        registry.register("alerts", "Alert transitions emitted, by rule and state", metrics.alerts.clone());
-        registry.register("commit_conflicts", "Optimistic commits retried because the waybill changed concurrently", metrics.conflicts.clone());
-        registry.register("timers_fired", "Deadlines processed by the timer loop", metrics.timers_fired.clone());
+        registry.register(
+            "inputs",
+            "Inputs applied, by kind (event, duplicate, registration, undecodable)",
+            metrics.inputs.clone(),
+        );
+        registry.register(
+            "alerts",
+            "Alert transitions emitted, by rule and state",
+            metrics.alerts.clone(),
+        );
+        registry.register(
+            "commit_conflicts",
+            "Optimistic commits retried because the waybill changed concurrently",
+            metrics.conflicts.clone(),
+        );
+        registry.register(
+            "timers_fired",
+            "Deadlines processed by the timer loop",
+            metrics.timers_fired.clone(),
+        );
         Detector {
             engine,
             store,
@@ -84,12 +106,20 @@ impl Detector {
     }
 
     fn count(&self, kind: &str) {
-        self.metrics.inputs.get_or_create(&vec![("kind", kind.to_owned())]).inc();
+        self.metrics
+            .inputs
+            .get_or_create(&vec![("kind", kind.to_owned())])
+            .inc();
     }
 
     /// Applies one waybill's inputs: load, run the engine, commit (retrying on a
     /// concurrent change), and return the outputs to deliver.
-    async fn process(&self, partition: i32, key: &str, inputs: &[Input]) -> Result<Vec<Output>, Failure> {
+    async fn process(
+        &self,
+        partition: i32,
+        key: &str,
+        inputs: &[Input],
+    ) -> Result<Vec<Output>, Failure> {
         let span = tracing::debug_span!("waybill", waybill = key, partition);
         let _guard = span.enter();
         drop(_guard);
@@ -110,29 +140,44 @@ impl Detector {
                 match input {
                     Input::Event(event) => {
                         if known.insert(event.event_id.clone()) {
-                            self.engine.apply_event(&mut waybill, event.clone(), &mut fx);
+                            self.engine
+                                .apply_event(&mut waybill, event.clone(), &mut fx);
                         } else {
                             self.count("duplicate");
                         }
                     }
                     Input::Registration(shipment) => {
-                        let mut history = if waybill.registration.is_none() && waybill.state.events > 0 {
-                            let mut stored = self.store.history(partition, key).await?;
-                            stored.extend(fx.history.iter().cloned());
-                            stored
-                        } else {
-                            Vec::new()
-                        };
+                        let mut history =
+                            if waybill.registration.is_none() && waybill.state.events > 0 {
+                                let mut stored = self.store.history(partition, key).await?;
+                                stored.extend(fx.history.iter().cloned());
+                                stored
+                            } else {
+                                Vec::new()
+                            };
                         let now = self.now_for(partition).await?;
-                        self.engine
-                            .apply_registration(&mut waybill, shipment.clone(), &mut history, now, &mut fx);
+                        self.engine.apply_registration(
+                            &mut waybill,
+                            shipment.clone(),
+                            &mut history,
+                            now,
+                            &mut fx,
+                        );
                     }
                 }
             }
-            if fx.history.is_empty() && fx.outputs.is_empty() && !waybill.registration_changed && waybill.state == before {
+            if fx.history.is_empty()
+                && fx.outputs.is_empty()
+                && !waybill.registration_changed
+                && waybill.state == before
+            {
                 return Ok(Vec::new());
             }
-            if self.store.commit(&before, &waybill, &fx.history, &fx.outputs).await? {
+            if self
+                .store
+                .commit(&before, &waybill, &fx.history, &fx.outputs)
+                .await?
+            {
                 return Ok(fx.outputs);
             }
             self.metrics.conflicts.inc();
@@ -175,7 +220,10 @@ impl Detector {
         let state = AlertState::try_from(alert.state).unwrap_or(AlertState::Unspecified);
         self.metrics
             .alerts
-            .get_or_create(&vec![("rule", alert.rule.clone()), ("state", state.as_str_name().to_owned())])
+            .get_or_create(&vec![
+                ("rule", alert.rule.clone()),
+                ("state", state.as_str_name().to_owned()),
+            ])
             .inc();
         tracing::info!(alert_id = %alert.alert_id, rule = %alert.rule, state = state.as_str_name(),
             tier = alert.tier, waybill = %alert.waybill, order_id = %alert.order_id, "alert emitted");
@@ -183,7 +231,11 @@ impl Detector {
 
     /// Re-delivers whatever a partition's outbox still holds.
     pub async fn flush_outbox(&self, partition: i32) -> Result<usize, HandlerError> {
-        let pending = self.store.pending_outbox(partition).await.map_err(Failure::from)?;
+        let pending = self
+            .store
+            .pending_outbox(partition)
+            .await
+            .map_err(Failure::from)?;
         let count = pending.len();
         self.deliver(partition, &pending).await?;
         if count > 0 {
@@ -235,7 +287,14 @@ impl Detector {
         Ok(due.len())
     }
 
-    async fn fire_one(&self, partition: i32, key: &str, rule: &str, deadline: i64, now: i64) -> Result<Vec<Output>, Failure> {
+    async fn fire_one(
+        &self,
+        partition: i32,
+        key: &str,
+        rule: &str,
+        deadline: i64,
+        now: i64,
+    ) -> Result<Vec<Output>, Failure> {
         loop {
             let loaded = self.store.load(partition, key, &[]).await?;
             let before = loaded.waybill.state.clone();
@@ -253,7 +312,11 @@ impl Detector {
                 }
                 return Ok(Vec::new());
             }
-            if self.store.commit(&before, &waybill, &[], &fx.outputs).await? {
+            if self
+                .store
+                .commit(&before, &waybill, &[], &fx.outputs)
+                .await?
+            {
                 return Ok(fx.outputs);
             }
             self.metrics.conflicts.inc();
@@ -321,9 +384,13 @@ impl BatchHandler for Detector {
         let mut watermarks: std::collections::HashMap<i32, i64> = Default::default();
         for record in batch {
             let input = if record.topic == topics::SHIPMENTS {
-                Shipment::decode(record.payload.as_slice()).ok().map(Input::Registration)
+                Shipment::decode(record.payload.as_slice())
+                    .ok()
+                    .map(Input::Registration)
             } else {
-                TrackingEvent::decode(record.payload.as_slice()).ok().map(Input::Event)
+                TrackingEvent::decode(record.payload.as_slice())
+                    .ok()
+                    .map(Input::Event)
             };
             let Some(input) = input else {
                 self.count("undecodable");
@@ -348,7 +415,11 @@ impl BatchHandler for Detector {
         }
         let results = futures::future::try_join_all(order.iter().map(|key| {
             let inputs = groups.get(key).map(Vec::as_slice).unwrap_or_default();
-            async move { self.process(key.0, &key.1, inputs).await.map(|o| (key.0, o)) }
+            async move {
+                self.process(key.0, &key.1, inputs)
+                    .await
+                    .map(|o| (key.0, o))
+            }
         }))
         .await?;
         let mut by_partition: std::collections::BTreeMap<i32, Vec<Output>> = Default::default();
@@ -356,7 +427,9 @@ impl BatchHandler for Detector {
             by_partition.entry(partition).or_default().extend(outputs);
         }
         let deliveries = futures::future::try_join_all(
-            by_partition.iter().map(|(p, outputs)| self.store.prepare(*p, outputs)),
+            by_partition
+                .iter()
+                .map(|(p, outputs)| self.store.prepare(*p, outputs)),
         )
         .await
         .map_err(Failure::from)?;
@@ -371,10 +444,12 @@ impl BatchHandler for Detector {
         }
         if self.timers.clock == ClockMode::Event {
             for (partition, at) in watermarks {
-                self.store.advance_watermark(partition, at).await.map_err(Failure::from)?;
+                self.store
+                    .advance_watermark(partition, at)
+                    .await
+                    .map_err(Failure::from)?;
             }
         }
         Ok(())
     }
 }
-

@@ -197,7 +197,9 @@ impl Store {
             .get("s")
             .and_then(|s| WaybillState::decode(s.as_slice()).ok())
             .unwrap_or_default();
-        let registration = fields.get("r").and_then(|r| Shipment::decode(r.as_slice()).ok());
+        let registration = fields
+            .get("r")
+            .and_then(|r| Shipment::decode(r.as_slice()).ok());
         Ok(Loaded {
             waybill: Waybill {
                 key: waybill_key.to_owned(),
@@ -212,7 +214,11 @@ impl Store {
     }
 
     /// The waybill's whole history (for a registration that joins late).
-    pub async fn history(&self, partition: i32, waybill_key: &str) -> redis::RedisResult<Vec<TrackingEvent>> {
+    pub async fn history(
+        &self,
+        partition: i32,
+        waybill_key: &str,
+    ) -> redis::RedisResult<Vec<TrackingEvent>> {
         let mut conn = self.conn.clone();
         let values: Vec<Vec<u8>> = redis::cmd("HVALS")
             .arg(history_key(partition, waybill_key))
@@ -243,7 +249,11 @@ impl Store {
             .arg(waybill.version)
             .arg(crate::engine::encode_state(&waybill.state))
             .arg(if waybill.registration_changed {
-                waybill.registration.as_ref().map(Message::encode_to_vec).unwrap_or_default()
+                waybill
+                    .registration
+                    .as_ref()
+                    .map(Message::encode_to_vec)
+                    .unwrap_or_default()
             } else {
                 Vec::new()
             })
@@ -254,7 +264,10 @@ impl Store {
         }
         let old: HashMap<&str, i64> = before.deadlines().collect();
         let new: HashMap<&str, i64> = waybill.state.deadlines().collect();
-        let sets: Vec<_> = new.iter().filter(|(r, d)| old.get(*r) != Some(*d)).collect();
+        let sets: Vec<_> = new
+            .iter()
+            .filter(|(r, d)| old.get(*r) != Some(*d))
+            .collect();
         invocation.arg(sets.len());
         for (rule, deadline) in sets {
             invocation.arg(*rule).arg(*deadline);
@@ -266,7 +279,9 @@ impl Store {
         }
         invocation.arg(outputs.len());
         for output in outputs {
-            invocation.arg(output.outbox_id()).arg(encode_output(output));
+            invocation
+                .arg(output.outbox_id())
+                .arg(encode_output(output));
         }
         let mut conn = self.conn.clone();
         let result: i64 = invocation.invoke_async(&mut conn).await?;
@@ -275,8 +290,14 @@ impl Store {
 
     /// Turns outputs into Kafka records, assigning update sequence numbers
     /// (idempotently: a re-delivery gets the same number).
-    pub async fn prepare(&self, partition: i32, outputs: &[Output]) -> redis::RedisResult<Vec<Delivery>> {
-        let futures = outputs.iter().map(|output| self.prepare_one(partition, output));
+    pub async fn prepare(
+        &self,
+        partition: i32,
+        outputs: &[Output],
+    ) -> redis::RedisResult<Vec<Delivery>> {
+        let futures = outputs
+            .iter()
+            .map(|output| self.prepare_one(partition, output));
         futures::future::try_join_all(futures).await
     }
 
@@ -323,7 +344,10 @@ impl Store {
     pub async fn clear_outbox(&self, deliveries: &[Delivery]) -> redis::RedisResult<()> {
         let mut by_partition: HashMap<i32, Vec<&str>> = HashMap::new();
         for d in deliveries {
-            by_partition.entry(d.partition).or_default().push(&d.outbox_id);
+            by_partition
+                .entry(d.partition)
+                .or_default()
+                .push(&d.outbox_id);
         }
         let futures = by_partition.into_iter().map(|(partition, ids)| {
             let mut conn = self.conn.clone();
@@ -352,7 +376,12 @@ impl Store {
     }
 
     /// Due timers of a partition: `(waybill key, rule, deadline)`.
-    pub async fn due_timers(&self, partition: i32, now: i64, limit: usize) -> redis::RedisResult<Vec<(String, String, i64)>> {
+    pub async fn due_timers(
+        &self,
+        partition: i32,
+        now: i64,
+        limit: usize,
+    ) -> redis::RedisResult<Vec<(String, String, i64)>> {
         let mut conn = self.conn.clone();
         let due: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
             .arg(timers_key(partition))
@@ -374,7 +403,12 @@ impl Store {
     }
 
     /// Removes a timer member whose deadline no longer matches the state (stale).
-    pub async fn drop_timer(&self, partition: i32, waybill_key: &str, rule: &str) -> redis::RedisResult<()> {
+    pub async fn drop_timer(
+        &self,
+        partition: i32,
+        waybill_key: &str,
+        rule: &str,
+    ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::cmd("ZREM")
             .arg(timers_key(partition))
@@ -384,7 +418,11 @@ impl Store {
     }
 
     /// Raises a partition's event-time watermark (never lowers it); returns it.
-    pub async fn advance_watermark(&self, partition: i32, candidate: i64) -> redis::RedisResult<i64> {
+    pub async fn advance_watermark(
+        &self,
+        partition: i32,
+        candidate: i64,
+    ) -> redis::RedisResult<i64> {
         let mut conn = self.conn.clone();
         let script = Script::new(
             "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \

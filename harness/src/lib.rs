@@ -1,1 +1,48 @@
-//! placeholder
+//! The sandbox: a whole trackstream cluster on loopback, for tests and the demo.
+//!
+//! - [`processes`] — real `redis-server` and `tansu` (Kafka protocol) child
+//!   processes on free ports, killed on drop; the broker sits behind a
+//!   [`link::Link`] that fault tests cut and restore;
+//! - [`kafka`] — topic creation through the Kafka admin API (works against any
+//!   broker), and [`kafka::TopicReader`] to read what the services wrote, polling
+//!   with a deadline (never sleeping as synchronisation);
+//! - [`sandbox`] — [`sandbox::Sandbox`]: Redis + broker + topics + the four
+//!   services in-process, with configs tests can tweak first.
+//!
+//! Nothing here depends on a service someone started by hand: the broker binary
+//! is installed and cached by `deploy/local/install-deps.sh` (run by the test
+//! command), and found via `TANSU_BIN` or that cache.
+#![forbid(unsafe_code)]
+
+pub mod kafka;
+pub mod link;
+pub mod processes;
+pub mod sandbox;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`. The way tests
+/// wait for asynchronous effects: a condition with a deadline, not a sleep.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; the caller binds it next).
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}

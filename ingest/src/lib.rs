@@ -82,7 +82,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let http_shutdown = CancellationToken::new();
     let http_addr = admin::serve_router(&config.http.listen, app, http_shutdown.clone()).await?;
-    let admin_addr = admin::serve(&config.admin.listen, registry, health.clone(), http_shutdown.clone()).await?;
+    let admin_addr = admin::serve(
+        &config.admin.listen,
+        registry,
+        health.clone(),
+        http_shutdown.clone(),
+    )
+    .await?;
     health.set(true);
     tracing::info!(%http_addr, %admin_addr, "ingest listening");
 
@@ -104,7 +110,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
 /// Reads a request body up to `limit` bytes; larger bodies are 413 without being
 /// read in full (a declared `Content-Length` over the limit is refused at once).
-pub(crate) async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

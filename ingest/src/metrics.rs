@@ -44,7 +44,10 @@ impl Metrics {
     /// A request was answered.
     pub fn answered(&self, route: &str, outcome: &str, items: usize, seconds: f64) {
         self.requests
-            .get_or_create(&vec![("route", route.to_owned()), ("outcome", outcome.to_owned())])
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
             .inc();
         if items > 0 {
             self.items

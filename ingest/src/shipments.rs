@@ -70,7 +70,11 @@ enum Batch {
 }
 
 /// Handles one registration request.
-pub async fn register(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn register(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let result = register_inner(&state, &headers, body).await;
     let (label, items) = match &result {
@@ -86,7 +90,11 @@ pub async fn register(State(state): State<Arc<AppState>>, headers: HeaderMap, bo
     }
 }
 
-async fn register_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<usize, ApiError> {
+async fn register_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<usize, ApiError> {
     let merchant = state.merchants.authenticate(
         headers
             .get(header::AUTHORIZATION)
@@ -99,9 +107,10 @@ async fn register_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Re
         Ok(Batch::Wrapped { shipments }) | Ok(Batch::Many(shipments)) => shipments,
         Ok(Batch::One(one)) => vec![*one],
         Err(_) => {
-            let detail = serde_json::from_str::<ShipmentIn>(text)
-                .err()
-                .map_or_else(|| "invalid shipment JSON".to_owned(), |e| format!("invalid shipment JSON: {e}"));
+            let detail = serde_json::from_str::<ShipmentIn>(text).err().map_or_else(
+                || "invalid shipment JSON".to_owned(),
+                |e| format!("invalid shipment JSON: {e}"),
+            );
             return Err(ApiError::BadRequest(detail));
         }
     };
@@ -156,7 +165,10 @@ fn to_shipment(
         .buyer
         .map(|b| {
             if !b.time_zone.is_empty() && b.time_zone.parse::<chrono_tz::Tz>().is_err() {
-                return Err(format!("buyer.time_zone {:?} is not an IANA zone", b.time_zone));
+                return Err(format!(
+                    "buyer.time_zone {:?} is not an IANA zone",
+                    b.time_zone
+                ));
             }
             Ok(BuyerContact {
                 name: b.name,

@@ -29,7 +29,9 @@ pub async fn receive(
     let started = Instant::now();
     let Some(adapter) = state.carriers.by_route(&route) else {
         let err = ApiError::NotFound(format!("no webhook route for provider {route:?}"));
-        state.metrics.answered("unknown", err.kind(), 0, started.elapsed().as_secs_f64());
+        state
+            .metrics
+            .answered("unknown", err.kind(), 0, started.elapsed().as_secs_f64());
         return err.into_response();
     };
     let span = tracing::info_span!("webhook", provider = adapter.route());
@@ -41,10 +43,7 @@ pub async fn receive(
         Err(err) => (err.http_status(), err.to_string(), 0),
     };
     let outcome = if status == StatusCode::OK {
-        Outcome::Accepted {
-            account: "",
-            items,
-        }
+        Outcome::Accepted { account: "", items }
     } else {
         Outcome::Rejected {
             status: status.as_u16(),
@@ -54,16 +53,24 @@ pub async fn receive(
     let label = if status == StatusCode::OK {
         "accepted"
     } else {
-        status_label(status)
+        trackstream_carriers::error_kind(status.as_u16())
     };
-    state
-        .metrics
-        .answered(adapter.route(), label, items, started.elapsed().as_secs_f64());
+    state.metrics.answered(
+        adapter.route(),
+        label,
+        items,
+        started.elapsed().as_secs_f64(),
+    );
     if status != StatusCode::OK {
         tracing::warn!(parent: &span, %status, %reason, "webhook rejected");
     }
     let reply = adapter.reply(outcome);
-    (status, [(header::CONTENT_TYPE, reply.content_type)], reply.body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, reply.content_type)],
+        reply.body,
+    )
+        .into_response()
 }
 
 async fn accept(
@@ -80,14 +87,15 @@ async fn accept(
         query,
         body: &body,
     };
-    let settings = state
-        .providers
-        .get(adapter.route())
-        .ok_or_else(|| ApiError::Unauthorized(format!("provider {} is not configured", adapter.route())))?;
-    let push = adapter.accept(&request, settings).map_err(|err| match err {
-        PushError::Unauthorized(reason) => ApiError::Unauthorized(reason),
-        PushError::BadRequest(reason) => ApiError::BadRequest(reason),
+    let settings = state.providers.get(adapter.route()).ok_or_else(|| {
+        ApiError::Unauthorized(format!("provider {} is not configured", adapter.route()))
     })?;
+    let push = adapter
+        .accept(&request, settings)
+        .map_err(|err| match err {
+            PushError::Unauthorized(reason) => ApiError::Unauthorized(reason),
+            PushError::BadRequest(reason) => ApiError::BadRequest(reason),
+        })?;
 
     let received_at = time::to_proto(chrono::Utc::now());
     let records: Vec<OutRecord> = push
@@ -128,15 +136,4 @@ fn lowercase_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
                 .map(|v| (name.as_str().to_ascii_lowercase(), v.to_owned()))
         })
         .collect()
-}
-
-pub(crate) fn status_label(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 => "bad_request",
-        401 => "unauthorized",
-        404 => "not_found",
-        413 => "payload_too_large",
-        503 => "unavailable",
-        _ => "error",
-    }
 }

@@ -46,7 +46,11 @@ impl Normalizer {
             unknown_codes: Family::default(),
             dead_letters: Family::default(),
         };
-        registry.register("events", "Canonical events written, by provider", normalizer.events.clone());
+        registry.register(
+            "events",
+            "Canonical events written, by provider",
+            normalizer.events.clone(),
+        );
         registry.register(
             "unknown_codes",
             "Events whose provider code is not in our tables (kept with reason UNKNOWN), by provider",
@@ -65,7 +69,9 @@ impl Normalizer {
     pub fn normalize(&self, record: &Inbound) -> Normalized {
         let raw = match RawScan::decode(record.payload.as_slice()) {
             Ok(raw) => raw,
-            Err(err) => return self.dead_letter(record, "undecodable", &format!("not a RawScan: {err}")),
+            Err(err) => {
+                return self.dead_letter(record, "undecodable", &format!("not a RawScan: {err}"));
+            }
         };
         let provider = Provider::try_from(raw.provider).unwrap_or(Provider::Unspecified);
         let span = tracing::info_span!("normalize", waybill = %raw.waybill, carrier = %raw.carrier, ingest_id = %raw.ingest_id);
@@ -75,7 +81,10 @@ impl Normalizer {
             return self.dead_letter(record, "unknown_provider", &err.to_string());
         };
         let default_settings = ProviderSettings::default();
-        let settings = self.providers.get(adapter.route()).unwrap_or(&default_settings);
+        let settings = self
+            .providers
+            .get(adapter.route())
+            .unwrap_or(&default_settings);
         match adapter.normalize(&raw, settings) {
             Ok(events) => {
                 let route = adapter.route();
@@ -101,8 +110,16 @@ impl Normalizer {
     }
 
     fn dead_letter(&self, record: &Inbound, cause: &'static str, detail: &str) -> Normalized {
-        self.dead_letters.get_or_create(&vec![("cause", cause.to_owned())]).inc();
-        tracing::warn!(cause, detail, partition = record.partition, offset = record.offset, "raw record dead-lettered");
+        self.dead_letters
+            .get_or_create(&vec![("cause", cause.to_owned())])
+            .inc();
+        tracing::warn!(
+            cause,
+            detail,
+            partition = record.partition,
+            offset = record.offset,
+            "raw record dead-lettered"
+        );
         Normalized::DeadLetter(
             OutRecord::new(topics::SCANS_DLQ, record.key_str(), record.payload.clone())
                 .with_header("dlq.cause", cause)

@@ -44,14 +44,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .group_id
         .clone()
         .unwrap_or_else(|| "trackstream-normalize".into());
-    let consumer = ConsumerLoop::subscribe(&config.kafka, &group, &[topics::SCANS_RAW], &mut registry)?;
+    let consumer =
+        ConsumerLoop::subscribe(&config.kafka, &group, &[topics::SCANS_RAW], &mut registry)?;
     let handler = Arc::new(handler::Normalizer::new(
         producer.clone(),
         config.providers.clone(),
         &mut registry,
     ));
     let health = Health::default();
-    let admin_addr = admin::serve(&config.admin.listen, Arc::new(registry), health.clone(), shutdown.clone()).await?;
+    let admin_addr = admin::serve(
+        &config.admin.listen,
+        Arc::new(registry),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     health.set(true);
     tracing::info!(%admin_addr, group, "normalize consuming scans.raw");
     let task = tokio::spawn(async move {

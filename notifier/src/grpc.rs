@@ -17,7 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use trackstream_proto::v1::tracking_service_server::TrackingService;
 use trackstream_proto::v1::{
-    Alert, AlertState, GetOrderRequest, Order, Parcel, ShipmentUpdate, WatchAlertsRequest, WatchOrderRequest,
+    Alert, AlertState, GetOrderRequest, Order, Parcel, ShipmentUpdate, WatchAlertsRequest,
+    WatchOrderRequest,
 };
 use trackstream_proto::{keys, time};
 use trackstream_runtime::ApiError;
@@ -43,6 +44,17 @@ pub struct Api {
     pub alerts: Arc<Hub<Alert>>,
     /// Per-watcher buffer.
     pub buffer: usize,
+    /// Cancelled at shutdown: open watches end with UNAVAILABLE and a resume point
+    /// so clients reconnect to another instance.
+    pub shutdown: trackstream_runtime::CancellationToken,
+}
+
+fn resume_status(status: Status, last: u64) -> Status {
+    let mut status = status;
+    if let Ok(value) = last.to_string().parse() {
+        status.metadata_mut().insert("resume-after-seq", value);
+    }
+    status
 }
 
 impl Api {
@@ -56,7 +68,11 @@ impl Api {
 
     /// Checks that `order_id` exists and belongs to `merchant`; otherwise
     /// NOT_FOUND, the same answer either way, so existence does not leak.
-    async fn authorize_order(&self, merchant: &MerchantConfig, order_id: &str) -> Result<(), ApiError> {
+    async fn authorize_order(
+        &self,
+        merchant: &MerchantConfig,
+        order_id: &str,
+    ) -> Result<(), ApiError> {
         if order_id.is_empty() {
             return Err(ApiError::BadRequest("order_id is required".into()));
         }
@@ -83,7 +99,10 @@ fn for_display(mut update: ShipmentUpdate) -> ShipmentUpdate {
 
 #[tonic::async_trait]
 impl TrackingService for Api {
-    async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
         let merchant = self.merchant(&request)?.clone();
         let order_id = request.into_inner().order_id;
         self.authorize_order(&merchant, &order_id).await?;
@@ -97,7 +116,9 @@ impl TrackingService for Api {
         let mut last_seq = 0;
         for update in updates {
             last_seq = last_seq.max(update.seq);
-            let Some(event) = update.event.clone() else { continue };
+            let Some(event) = update.event.clone() else {
+                continue;
+            };
             let key = keys::waybill_key(&event.carrier, &event.waybill);
             let parcel = parcels.entry(key).or_default();
             let mut shipment = update.shipment.clone();
@@ -147,30 +168,47 @@ impl TrackingService for Api {
         request: Request<WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
         let merchant = self.merchant(&request)?.clone();
-        let WatchOrderRequest { order_id, after_seq } = request.into_inner();
+        let WatchOrderRequest {
+            order_id,
+            after_seq,
+        } = request.into_inner();
         self.authorize_order(&merchant, &order_id).await?;
         // Subscribe first: anything produced from now on reaches us live.
         let mut live = self.orders.subscribe(&order_id, self.buffer);
         let (tx, rx) = mpsc::channel(self.buffer.max(1));
         let mut conn = self.conn.clone();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let span = tracing::info_span!("watch_order", order_id = %order_id, after_seq);
             let _entered = span.enter();
             drop(_entered);
             let mut last = after_seq;
             // Replay history after `after_seq`, then fill holes while live.
-            if send_history(&mut conn, &order_id, &mut last, u64::MAX, &tx).await.is_err() {
+            if send_history(&mut conn, &order_id, &mut last, u64::MAX, &tx)
+                .await
+                .is_err()
+            {
                 return;
             }
             loop {
-                let Some(update) = live.rx.recv().await else {
-                    if live.lagged.load(Ordering::Acquire) {
-                        let mut status = Status::resource_exhausted(format!(
-                            "watcher fell behind; reconnect with after_seq={last}"
+                let next = tokio::select! {
+                    next = live.rx.recv() => next,
+                    _ = shutdown.cancelled() => {
+                        let status = Status::unavailable(format!(
+                            "server shutting down; reconnect with after_seq={last}"
                         ));
-                        if let Ok(value) = last.to_string().parse() {
-                            status.metadata_mut().insert("resume-after-seq", value);
-                        }
+                        let _ = tx.send(Err(resume_status(status, last))).await;
+                        return;
+                    }
+                };
+                let Some(update) = next else {
+                    if live.lagged.load(Ordering::Acquire) {
+                        let status = resume_status(
+                            Status::resource_exhausted(format!(
+                                "watcher fell behind; reconnect with after_seq={last}"
+                            )),
+                            last,
+                        );
                         tracing::info!(parent: &span, last, "slow watcher cut off with resume point");
                         let _ = tx.send(Err(status)).await;
                     }
@@ -180,7 +218,9 @@ impl TrackingService for Api {
                     continue;
                 }
                 if update.seq > last + 1
-                    && send_history(&mut conn, &order_id, &mut last, update.seq - 1, &tx).await.is_err()
+                    && send_history(&mut conn, &order_id, &mut last, update.seq - 1, &tx)
+                        .await
+                        .is_err()
                 {
                     return;
                 }
@@ -202,14 +242,26 @@ impl TrackingService for Api {
         request: Request<WatchAlertsRequest>,
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
         let merchant = self.merchant(&request)?.clone();
-        let WatchAlertsRequest { merchant_id, min_severity } = request.into_inner();
+        let WatchAlertsRequest {
+            merchant_id,
+            min_severity,
+        } = request.into_inner();
         if !merchant_id.is_empty() && merchant_id != merchant.id {
             return Err(ApiError::Forbidden("token is not valid for that merchant".into()).into());
         }
         let mut live = self.alerts.subscribe(&merchant.id, self.buffer);
         let (tx, rx) = mpsc::channel(self.buffer.max(1));
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            while let Some(alert) = live.rx.recv().await {
+            loop {
+                let next = tokio::select! {
+                    next = live.rx.recv() => next,
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("server shutting down; reconnect"))).await;
+                        return;
+                    }
+                };
+                let Some(alert) = next else { break };
                 if alert.severity < min_severity {
                     continue;
                 }
@@ -219,7 +271,9 @@ impl TrackingService for Api {
             }
             if live.lagged.load(Ordering::Acquire) {
                 let _ = tx
-                    .send(Err(Status::resource_exhausted("alert watcher fell behind; reconnect")))
+                    .send(Err(Status::resource_exhausted(
+                        "alert watcher fell behind; reconnect",
+                    )))
                     .await;
             }
         });

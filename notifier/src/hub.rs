@@ -73,8 +73,12 @@ impl<T> Hub<T> {
     /// Delivers `item` to every watcher of `key` without waiting; a watcher whose
     /// buffer is full is cut off.
     pub fn publish(&self, key: &str, item: Arc<T>) {
-        let Ok(mut watchers) = self.watchers.lock() else { return };
-        let Some(list) = watchers.get_mut(key) else { return };
+        let Ok(mut watchers) = self.watchers.lock() else {
+            return;
+        };
+        let Some(list) = watchers.get_mut(key) else {
+            return;
+        };
         list.retain(|w| match w.tx.try_send(item.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -90,6 +90,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         orders: fan_out.orders.clone(),
         alerts: fan_out.alerts.clone(),
         buffer: config.grpc.watch_buffer,
+        shutdown: shutdown.clone(),
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -115,8 +116,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     );
 
     let health = Health::default();
-    let admin_addr =
-        admin::serve(&config.admin.listen, Arc::new(registry), health.clone(), shutdown.clone()).await?;
+    let admin_addr = admin::serve(
+        &config.admin.listen,
+        Arc::new(registry),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     health.set(true);
     tracing::info!(%grpc_addr, %admin_addr, group, live_group, "notifier running");
 

@@ -3,7 +3,10 @@
 
 /// `13812345678` → `138****5678`; short numbers keep only their last two digits.
 pub fn phone(raw: &str) -> String {
-    let digits: Vec<char> = raw.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
+    let digits: Vec<char> = raw
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
     let n = digits.len();
     if n == 0 {
         return String::new();

@@ -12,7 +12,8 @@ use prometheus_client::registry::Registry;
 use prost::Message;
 use redis::AsyncCommands;
 use trackstream_proto::v1::{
-    Alert, AlertState, BuyerNotification, Channel, Milestone, Reason, Shipment, ShipmentUpdate, Status, UpdateKind,
+    Alert, AlertState, BuyerNotification, Channel, Milestone, Reason, Shipment, ShipmentUpdate,
+    Status, UpdateKind,
 };
 use trackstream_proto::{time, topics};
 use trackstream_runtime::kafka::{BatchHandler, HandlerError, Inbound, OutRecord, Producer};
@@ -69,7 +70,11 @@ impl Messenger {
             suppressed: Family::default(),
             index_alert: redis::Script::new(INDEX_ALERT_LUA),
         };
-        registry.register("buyer_messages", "Buyer messages sent, by milestone", messenger.sent.clone());
+        registry.register(
+            "buyer_messages",
+            "Buyer messages sent, by milestone",
+            messenger.sent.clone(),
+        );
         registry.register(
             "buyer_messages_suppressed",
             "Milestones not sent because the order already had one (resend, replay, second parcel)",
@@ -78,21 +83,38 @@ impl Messenger {
         messenger
     }
 
-    async fn on_update(&self, update: ShipmentUpdate) -> Result<Option<Pending>, redis::RedisError> {
-        let Some(event) = update.event.as_ref() else { return Ok(None) };
-        let Some(shipment) = update.shipment.as_ref() else { return Ok(None) };
+    async fn on_update(
+        &self,
+        update: ShipmentUpdate,
+    ) -> Result<Option<Pending>, redis::RedisError> {
+        let Some(event) = update.event.as_ref() else {
+            return Ok(None);
+        };
+        let Some(shipment) = update.shipment.as_ref() else {
+            return Ok(None);
+        };
         let mut conn = self.conn.clone();
         // Remember the shipment for alert-driven messages of this order.
         let _: () = conn
-            .set(order_log::key(&update.order_id, "shipment"), shipment.encode_to_vec())
+            .set(
+                order_log::key(&update.order_id, "shipment"),
+                shipment.encode_to_vec(),
+            )
             .await?;
         if update.late || update.kind != UpdateKind::Scan as i32 || shipment.is_return {
             return Ok(None);
         }
         let status = Status::try_from(event.status).unwrap_or(Status::Unspecified);
-        let Some(milestone) = templates::milestone_for_status(status) else { return Ok(None) };
-        let location = event.location.as_ref().map(|l| l.text.as_str()).unwrap_or_default();
-        self.claim(shipment, milestone, location, "", event.occurred_at).await
+        let Some(milestone) = templates::milestone_for_status(status) else {
+            return Ok(None);
+        };
+        let location = event
+            .location
+            .as_ref()
+            .map(|l| l.text.as_str())
+            .unwrap_or_default();
+        self.claim(shipment, milestone, location, "", event.occurred_at)
+            .await
     }
 
     async fn on_alert(&self, alert: Alert) -> Result<Option<Pending>, redis::RedisError> {
@@ -117,7 +139,9 @@ impl Messenger {
             "carrier_exception" => Milestone::Exception,
             _ => return Ok(None),
         };
-        let stored: Option<Vec<u8>> = conn.get(order_log::key(&alert.order_id, "shipment")).await?;
+        let stored: Option<Vec<u8>> = conn
+            .get(order_log::key(&alert.order_id, "shipment"))
+            .await?;
         let Some(shipment) = stored.and_then(|b| Shipment::decode(b.as_slice()).ok()) else {
             return Ok(None);
         };
@@ -125,8 +149,13 @@ impl Messenger {
             return Ok(None);
         }
         let locale = locale_of(&shipment, &self.config);
-        let reason = templates::reason_text(&locale, Reason::try_from(alert.reason).unwrap_or(Reason::Unspecified), "");
-        self.claim(&shipment, milestone, "", &reason, alert.effective_at).await
+        let reason = templates::reason_text(
+            &locale,
+            Reason::try_from(alert.reason).unwrap_or(Reason::Unspecified),
+            "",
+        );
+        self.claim(&shipment, milestone, "", &reason, alert.effective_at)
+            .await
     }
 
     /// Claims the milestone for the order; renders the message if it is new.
@@ -145,15 +174,24 @@ impl Messenger {
         if !claimed {
             let state: Option<String> = conn.hget(&key, field).await?;
             if state.as_deref() == Some("sent") {
-                self.suppressed.get_or_create(&vec![("milestone", field.to_owned())]).inc();
+                self.suppressed
+                    .get_or_create(&vec![("milestone", field.to_owned())])
+                    .inc();
                 return Ok(None);
             }
         }
         let locale = locale_of(shipment, &self.config);
         let buyer = shipment.buyer.clone().unwrap_or_default();
-        let contact = if buyer.phone.is_empty() { mask::email(&buyer.email) } else { mask::phone(&buyer.phone) };
+        let contact = if buyer.phone.is_empty() {
+            mask::email(&buyer.email)
+        } else {
+            mask::phone(&buyer.phone)
+        };
         let merchant_name = if shipment.merchant_name.is_empty() {
-            self.merchants.get(&shipment.merchant_id).map(|m| m.name.clone()).unwrap_or_default()
+            self.merchants
+                .get(&shipment.merchant_id)
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
         } else {
             shipment.merchant_name.clone()
         };
@@ -166,7 +204,13 @@ impl Messenger {
             reason,
             contact: &contact,
         };
-        let text = templates::render(&self.config, &shipment.merchant_id, &locale, milestone, &vars);
+        let text = templates::render(
+            &self.config,
+            &shipment.merchant_id,
+            &locale,
+            milestone,
+            &vars,
+        );
         let mut channels = vec![Channel::App as i32];
         if !buyer.phone.is_empty() {
             channels.push(Channel::Sms as i32);
@@ -179,7 +223,11 @@ impl Messenger {
         }
         let now = time::to_proto(chrono::Utc::now());
         let notification = BuyerNotification {
-            notification_id: format!("{}:{}", shipment.order_id, field.trim_start_matches("MILESTONE_").to_ascii_lowercase()),
+            notification_id: format!(
+                "{}:{}",
+                shipment.order_id,
+                field.trim_start_matches("MILESTONE_").to_ascii_lowercase()
+            ),
             order_id: shipment.order_id.clone(),
             merchant_id: shipment.merchant_id.clone(),
             merchant_name,
@@ -198,7 +246,11 @@ impl Messenger {
         Ok(Some(Pending {
             order_id: shipment.order_id.clone(),
             milestone,
-            record: OutRecord::new(topics::BUYER_NOTIFICATIONS, shipment.order_id.clone(), notification.encode_to_vec()),
+            record: OutRecord::new(
+                topics::BUYER_NOTIFICATIONS,
+                shipment.order_id.clone(),
+                notification.encode_to_vec(),
+            ),
         }))
     }
 }
@@ -247,7 +299,11 @@ impl BatchHandler for Messenger {
         let mut conn = self.conn.clone();
         for p in &pending {
             let _: () = conn
-                .hset(order_log::key(&p.order_id, "ms"), p.milestone.as_str_name(), "sent")
+                .hset(
+                    order_log::key(&p.order_id, "ms"),
+                    p.milestone.as_str_name(),
+                    "sent",
+                )
                 .await
                 .map_err(redis_err)?;
             self.sent

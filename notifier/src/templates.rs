@@ -37,20 +37,59 @@ pub struct Vars<'a> {
 fn builtin(locale: &str, milestone: Milestone) -> (&'static str, &'static str) {
     let zh = locale.starts_with("zh");
     match (milestone, zh) {
-        (Milestone::Shipped, true) => ("您的包裹已发出", "{merchant}：订单 {order_id} 已由 {carrier} 揽收，运单号 {waybill}。"),
-        (Milestone::Shipped, false) => ("Your parcel is on its way", "{merchant}: order {order_id} was picked up by {carrier}, waybill {waybill}."),
-        (Milestone::OutForDelivery, true) => ("包裹正在派送", "{merchant}：订单 {order_id} 今天派送中，请保持电话 {contact} 畅通。"),
-        (Milestone::OutForDelivery, false) => ("Out for delivery", "{merchant}: order {order_id} is out for delivery today; we'll reach you at {contact}."),
-        (Milestone::AvailableForPickup, true) => ("包裹待取件", "{merchant}：订单 {order_id} 已到 {location}，请尽快取件。"),
-        (Milestone::AvailableForPickup, false) => ("Ready for pickup", "{merchant}: order {order_id} is waiting at {location}. Please collect it soon."),
-        (Milestone::Delivered, true) => ("包裹已签收", "{merchant}：订单 {order_id} 已签收，感谢您的购买。"),
-        (Milestone::Delivered, false) => ("Delivered", "{merchant}: order {order_id} was delivered. Thank you for your purchase."),
-        (Milestone::Delayed, true) => ("包裹可能延误", "{merchant}：订单 {order_id} 的物流更新有延迟（{reason}），我们正在联系 {carrier} 跟进，无需您操作。"),
-        (Milestone::Delayed, false) => ("Your parcel may be delayed", "{merchant}: order {order_id} is delayed ({reason}). We are following up with {carrier}; no action is needed from you."),
-        (Milestone::Exception, true) => ("包裹派送异常", "{merchant}：订单 {order_id} 派送遇到问题（{reason}），客服会尽快联系您 {contact}。"),
-        (Milestone::Exception, false) => ("Delivery problem", "{merchant}: order {order_id} ran into a problem ({reason}). Our support team will contact you at {contact}."),
+        (Milestone::Shipped, true) => (
+            "您的包裹已发出",
+            "{merchant}：订单 {order_id} 已由 {carrier} 揽收，运单号 {waybill}。",
+        ),
+        (Milestone::Shipped, false) => (
+            "Your parcel is on its way",
+            "{merchant}: order {order_id} was picked up by {carrier}, waybill {waybill}.",
+        ),
+        (Milestone::OutForDelivery, true) => (
+            "包裹正在派送",
+            "{merchant}：订单 {order_id} 今天派送中，请保持电话 {contact} 畅通。",
+        ),
+        (Milestone::OutForDelivery, false) => (
+            "Out for delivery",
+            "{merchant}: order {order_id} is out for delivery today; we'll reach you at {contact}.",
+        ),
+        (Milestone::AvailableForPickup, true) => (
+            "包裹待取件",
+            "{merchant}：订单 {order_id} 已到 {location}，请尽快取件。",
+        ),
+        (Milestone::AvailableForPickup, false) => (
+            "Ready for pickup",
+            "{merchant}: order {order_id} is waiting at {location}. Please collect it soon.",
+        ),
+        (Milestone::Delivered, true) => (
+            "包裹已签收",
+            "{merchant}：订单 {order_id} 已签收，感谢您的购买。",
+        ),
+        (Milestone::Delivered, false) => (
+            "Delivered",
+            "{merchant}: order {order_id} was delivered. Thank you for your purchase.",
+        ),
+        (Milestone::Delayed, true) => (
+            "包裹可能延误",
+            "{merchant}：订单 {order_id} 的物流更新有延迟（{reason}），我们正在联系 {carrier} 跟进，无需您操作。",
+        ),
+        (Milestone::Delayed, false) => (
+            "Your parcel may be delayed",
+            "{merchant}: order {order_id} is delayed ({reason}). We are following up with {carrier}; no action is needed from you.",
+        ),
+        (Milestone::Exception, true) => (
+            "包裹派送异常",
+            "{merchant}：订单 {order_id} 派送遇到问题（{reason}），客服会尽快联系您 {contact}。",
+        ),
+        (Milestone::Exception, false) => (
+            "Delivery problem",
+            "{merchant}: order {order_id} ran into a problem ({reason}). Our support team will contact you at {contact}.",
+        ),
         (_, true) => ("物流更新", "{merchant}：订单 {order_id} 有新的物流信息。"),
-        (_, false) => ("Tracking update", "{merchant}: order {order_id} has a tracking update."),
+        (_, false) => (
+            "Tracking update",
+            "{merchant}: order {order_id} has a tracking update.",
+        ),
     }
 }
 
@@ -70,8 +109,12 @@ pub fn reason_text(locale: &str, reason: Reason, fallback: &str) -> String {
         (Reason::Lost, false) => "lost",
         (Reason::Weather, true) => "天气原因",
         (Reason::Weather, false) => "weather",
-        (Reason::CustomsHold | Reason::CustomsDocuments | Reason::CustomsDuties, true) => "海关清关",
-        (Reason::CustomsHold | Reason::CustomsDocuments | Reason::CustomsDuties, false) => "customs",
+        (Reason::CustomsHold | Reason::CustomsDocuments | Reason::CustomsDuties, true) => {
+            "海关清关"
+        }
+        (Reason::CustomsHold | Reason::CustomsDocuments | Reason::CustomsDuties, false) => {
+            "customs"
+        }
         (Reason::DeliveryAttemptFailed, true) => "派送未成功",
         (Reason::DeliveryAttemptFailed, false) => "delivery attempt failed",
         (_, true) if fallback.is_empty() => "物流停滞",
@@ -83,7 +126,13 @@ pub fn reason_text(locale: &str, reason: Reason, fallback: &str) -> String {
 
 /// Renders `milestone` for `merchant_id` in `locale`: a merchant override if
 /// configured, else the built-in template of the locale (zh-CN or en).
-pub fn render(config: &MessagesConfig, merchant_id: &str, locale: &str, milestone: Milestone, vars: &Vars<'_>) -> Template {
+pub fn render(
+    config: &MessagesConfig,
+    merchant_id: &str,
+    locale: &str,
+    milestone: Milestone,
+    vars: &Vars<'_>,
+) -> Template {
     let name = milestone
         .as_str_name()
         .trim_start_matches("MILESTONE_")
@@ -125,20 +174,38 @@ mod tests {
     #[test]
     fn renders_builtin_locales_and_merchant_overrides() {
         let mut config = MessagesConfig::default();
-        let vars = Vars { merchant: "Acme", order_id: "O1", contact: "138****5678", ..Vars::default() };
+        let vars = Vars {
+            merchant: "Acme",
+            order_id: "O1",
+            contact: "138****5678",
+            ..Vars::default()
+        };
         let zh = render(&config, "m1", "zh-CN", Milestone::OutForDelivery, &vars);
-        assert!(zh.body.contains("138****5678") && zh.body.contains("O1"), "{}", zh.body);
+        assert!(
+            zh.body.contains("138****5678") && zh.body.contains("O1"),
+            "{}",
+            zh.body
+        );
         let en = render(&config, "m1", "en", Milestone::Delivered, &vars);
         assert_eq!(en.title, "Delivered");
         config.overrides.insert(
             "m1".into(),
-            BTreeMap::from([("en".into(), BTreeMap::from([("delivered".into(), Template {
-                title: "Arrived!".into(),
-                body: "{merchant} says hi".into(),
-            })]))]),
+            BTreeMap::from([(
+                "en".into(),
+                BTreeMap::from([(
+                    "delivered".into(),
+                    Template {
+                        title: "Arrived!".into(),
+                        body: "{merchant} says hi".into(),
+                    },
+                )]),
+            )]),
         );
         let custom = render(&config, "m1", "en", Milestone::Delivered, &vars);
-        assert_eq!((custom.title.as_str(), custom.body.as_str()), ("Arrived!", "Acme says hi"));
+        assert_eq!(
+            (custom.title.as_str(), custom.body.as_str()),
+            ("Arrived!", "Acme says hi")
+        );
         let other = render(&config, "m2", "en", Milestone::Delivered, &vars);
         assert_eq!(other.title, "Delivered");
     }

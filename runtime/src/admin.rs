@@ -80,7 +80,10 @@ pub async fn serve_router(
 
 async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.health.get() {
-        (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ok" })))
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "ok" })),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -91,7 +94,10 @@ async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         crate::telemetry::encode(&state.registry),
     )
 }

@@ -31,8 +31,8 @@ pub fn load_from<T: DeserializeOwned>(
     toml_text: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, Error> {
-    let mut root: toml::Table = toml::from_str(toml_text)
-        .map_err(|e| Error::Config(format!("invalid TOML: {e}")))?;
+    let mut root: toml::Table =
+        toml::from_str(toml_text).map_err(|e| Error::Config(format!("invalid TOML: {e}")))?;
     for (name, value) in env {
         let path: Vec<String> = match name.as_str() {
             "KAFKA_BROKERS" => vec!["kafka".into(), "brokers".into()],

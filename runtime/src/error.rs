@@ -126,11 +126,27 @@ mod tests {
     #[test]
     fn each_error_maps_to_matching_http_and_grpc_codes() {
         let cases = [
-            (ApiError::BadRequest("x".into()), 400, tonic::Code::InvalidArgument),
-            (ApiError::Unauthorized("x".into()), 401, tonic::Code::Unauthenticated),
+            (
+                ApiError::BadRequest("x".into()),
+                400,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ApiError::Unauthorized("x".into()),
+                401,
+                tonic::Code::Unauthenticated,
+            ),
             (ApiError::NotFound("x".into()), 404, tonic::Code::NotFound),
-            (ApiError::PayloadTooLarge("x".into()), 413, tonic::Code::ResourceExhausted),
-            (ApiError::Unavailable("x".into()), 503, tonic::Code::Unavailable),
+            (
+                ApiError::PayloadTooLarge("x".into()),
+                413,
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                ApiError::Unavailable("x".into()),
+                503,
+                tonic::Code::Unavailable,
+            ),
         ];
         for (err, http, grpc) in cases {
             assert_eq!(err.http_status().as_u16(), http);

@@ -44,7 +44,10 @@ impl MerchantDirectory {
     /// The merchant for an `Authorization` header value (`Bearer <token>`).
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<&MerchantConfig, ApiError> {
         let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
@@ -75,11 +78,25 @@ mod tests {
     #[test]
     fn tokens_map_to_their_merchant_only() {
         let dir = MerchantDirectory::new(vec![
-            MerchantConfig { id: "a".into(), name: "A".into(), tokens: vec!["ta".into()] },
-            MerchantConfig { id: "b".into(), name: "B".into(), tokens: vec!["tb".into(), "tb2".into()] },
+            MerchantConfig {
+                id: "a".into(),
+                name: "A".into(),
+                tokens: vec!["ta".into()],
+            },
+            MerchantConfig {
+                id: "b".into(),
+                name: "B".into(),
+                tokens: vec!["tb".into(), "tb2".into()],
+            },
         ]);
-        assert_eq!(dir.authenticate(Some("Bearer ta")).map(|m| m.id.as_str()), Ok("a"));
-        assert_eq!(dir.authenticate(Some("Bearer tb2")).map(|m| m.id.as_str()), Ok("b"));
+        assert_eq!(
+            dir.authenticate(Some("Bearer ta")).map(|m| m.id.as_str()),
+            Ok("a")
+        );
+        assert_eq!(
+            dir.authenticate(Some("Bearer tb2")).map(|m| m.id.as_str()),
+            Ok("b")
+        );
         assert!(dir.authenticate(Some("Bearer t")).is_err());
         assert!(dir.authenticate(None).is_err());
         assert!(dir.authenticate(Some("Basic ta")).is_err());

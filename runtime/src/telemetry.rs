@@ -18,7 +18,11 @@ pub fn init_tracing(cfg: &AdminConfig) {
     let result = if cfg.log_format == "pretty" {
         builder.try_init()
     } else {
-        builder.json().flatten_event(true).with_current_span(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
     };
     // Already installed: keep the first subscriber.
     drop(result);

@@ -1,8 +1,10 @@
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -44,11 +46,19 @@ impl OutRecord {
 type TopicLabel = Vec<(&'static str, String)>;
 
 /// The idempotent, `acks=all` producer. Cloning shares one librdkafka client.
+///
+/// If the broker rejects records with a non-transient error (e.g. it lost the
+/// idempotent producer's sequence state) or librdkafka reports a fatal error, the
+/// client is rebuilt so it gets a fresh producer id. Callers were told those
+/// records failed, so nothing acknowledged is lost.
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    inner: Arc<RwLock<FutureProducer>>,
+    config: Arc<ClientConfig>,
+    last_reset: Arc<RwLock<Instant>>,
     produced: Family<TopicLabel, Counter>,
     failed: Family<TopicLabel, Counter>,
+    resets: Counter,
 }
 
 impl Producer {
@@ -66,6 +76,12 @@ impl Producer {
         let inner: FutureProducer = config.create()?;
         let produced = Family::<TopicLabel, Counter>::default();
         let failed = Family::<TopicLabel, Counter>::default();
+        let resets = Counter::default();
+        registry.register(
+            "kafka_producer_resets",
+            "Producer clients rebuilt after non-transient delivery errors",
+            resets.clone(),
+        );
         registry.register(
             "kafka_produced_records",
             "Records acknowledged by Kafka, by topic",
@@ -77,10 +93,50 @@ impl Producer {
             failed.clone(),
         );
         Ok(Producer {
-            inner,
+            inner: Arc::new(RwLock::new(inner)),
+            config: Arc::new(config),
+            last_reset: Arc::new(RwLock::new(Instant::now())),
             produced,
             failed,
+            resets,
         })
+    }
+
+    fn client(&self) -> Option<FutureProducer> {
+        self.inner.read().ok().map(|p| p.clone())
+    }
+
+    /// Rebuilds the client after a non-transient failure (at most once a second):
+    /// a broker that lost the idempotent producer's state rejects its records
+    /// forever (librdkafka reports them as unknown broker errors, not fatal).
+    fn maybe_reset(&self, err: &KafkaError, producer: &FutureProducer) {
+        let transient = matches!(
+            err,
+            KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::QueueFull
+            )
+        );
+        let fatal = producer.client().fatal_error();
+        if transient && fatal.is_none() {
+            return;
+        }
+        let Ok(mut last) = self.last_reset.write() else {
+            return;
+        };
+        if last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                if let Ok(mut inner) = self.inner.write() {
+                    *inner = fresh;
+                }
+                *last = Instant::now();
+                self.resets.inc();
+                tracing::warn!(%err, ?fatal, "producer rebuilt after a non-transient error");
+            }
+            Err(create_err) => tracing::error!(%create_err, "cannot rebuild producer"),
+        }
     }
 
     /// Writes one record and waits for the broker's acknowledgement.
@@ -91,6 +147,21 @@ impl Producer {
     /// Writes records (enqueued in order, so per-key order holds) and waits until
     /// every one is acknowledged. Fails if any is not.
     pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<(), KafkaError> {
+        let Some(producer) = self.client() else {
+            return Err(KafkaError::Canceled);
+        };
+        let result = self.send_with(&producer, records).await;
+        if let Err(err) = &result {
+            self.maybe_reset(err, &producer);
+        }
+        result
+    }
+
+    async fn send_with(
+        &self,
+        producer: &FutureProducer,
+        records: Vec<OutRecord>,
+    ) -> Result<(), KafkaError> {
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
@@ -105,7 +176,7 @@ impl Producer {
                 .payload(record.payload.as_slice())
                 .headers(headers);
             let delivery = loop {
-                match self.inner.send_result(future_record) {
+                match producer.send_result(future_record) {
                     Ok(delivery) => break delivery,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
                         // Local queue full: let librdkafka drain, then retry.
@@ -145,7 +216,10 @@ impl Producer {
 
     /// Waits for queued records to be delivered, for shutdown.
     pub fn flush(&self, timeout: Duration) {
-        if let Err(err) = self.inner.flush(timeout) {
+        let Some(producer) = self.client() else {
+            return;
+        };
+        if let Err(err) = producer.flush(timeout) {
             tracing::warn!(%err, "producer flush did not complete");
         }
     }

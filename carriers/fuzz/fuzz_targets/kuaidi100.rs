@@ -1,0 +1,7 @@
+//! Arbitrary bytes into the kuaidi100 adapter's `accept` (signed and unsigned) and
+//! `normalize`; any panic is a finding.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    trackstream_carriers_fuzz::exercise("kuaidi100", data);
+});

@@ -1,0 +1,241 @@
+//! AfterShip: HMAC with rotating secrets, offsets in checkpoint times, subtags.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use serde_json::Value;
+use trackstream_carriers::aftership::{self, Aftership};
+use trackstream_carriers::{ProviderAdapter, PushError};
+use trackstream_proto::v1::{Reason, Status, ZoneSource};
+
+const OLD: &str = "whsec-old-7d1e";
+const NEW: &str = "whsec-new-93af";
+
+fn as_settings() -> trackstream_carriers::ProviderSettings {
+    settings(&[("current", NEW), ("previous", OLD)])
+}
+
+fn signed_with(body: &[u8], secret: &str) -> BTreeMap<String, String> {
+    headers(&[("aftership-hmac-sha256", &aftership::sign(body, secret))])
+}
+
+#[test]
+fn round_trip_honours_checkpoint_offsets() {
+    let body = fixture("aftership.json");
+    let verified = accept(
+        &Aftership,
+        &signed_with(&body, NEW),
+        &BTreeMap::new(),
+        &body,
+        &as_settings(),
+    )
+    .expect("accepted");
+    assert_eq!(verified.account, "current");
+    let item = &verified.items[0];
+    assert_eq!(
+        (item.carrier.as_str(), item.waybill.as_str()),
+        ("ups", "1Z999AA10123456784")
+    );
+    assert_eq!(
+        item.envelope["event_id"],
+        "6d3c1b8e-4f1a-4c4e-9d0e-2b9f3f7a1c55"
+    );
+    assert_eq!(item.envelope["event"], "tracking_update");
+
+    let events = Aftership
+        .normalize(&raw_scan(&Aftership, item, "current"), &as_settings())
+        .unwrap();
+    assert_eq!(events.len(), 3);
+    let x = ZoneSource::ExplicitOffset;
+    assert_event(
+        &events[0],
+        Status::InfoReceived,
+        Reason::Unspecified,
+        "InfoReceived_001",
+        "2026-11-17T10:01:00Z",
+        x,
+        "LOUISVILLE, KY, US",
+    );
+    assert_event(
+        &events[1],
+        Status::PickedUp,
+        Reason::Unspecified,
+        "InTransit_002",
+        "2026-11-17T22:45:00Z",
+        x,
+        "LOUISVILLE, KY, US",
+    );
+    // "2026-11-20T09:00:00-05:00" is 14:00 UTC, and the offset is the source zone.
+    assert_event(
+        &events[2],
+        Status::OutForDelivery,
+        Reason::Unspecified,
+        "OutForDelivery_001",
+        "2026-11-20T14:00:00Z",
+        x,
+        "SECAUCUS, NJ, US",
+    );
+    assert_eq!(events[2].source_time_zone, "-05:00");
+    assert_eq!(events[2].carrier_sequence, 3);
+    let location = events[2].location.as_ref().unwrap();
+    assert_eq!(
+        (
+            location.city.as_str(),
+            location.region.as_str(),
+            location.country.as_str(),
+            location.postal_code.as_str()
+        ),
+        ("SECAUCUS", "NJ", "USA", "07094")
+    );
+    let estimate = events[2].estimated_delivery_at.as_ref().unwrap();
+    assert_eq!(
+        trackstream_proto::time::from_proto(estimate).unwrap(),
+        utc("2026-11-21T00:00:00Z")
+    );
+}
+
+#[test]
+fn every_secret_of_a_rotation_verifies() {
+    let body = fixture("aftership.json");
+    let verified = accept(
+        &Aftership,
+        &signed_with(&body, OLD),
+        &BTreeMap::new(),
+        &body,
+        &as_settings(),
+    )
+    .unwrap();
+    assert_eq!(verified.account, "previous");
+}
+
+fn with_checkpoints(
+    checkpoints: Value,
+    signed_by: Value,
+) -> Vec<trackstream_proto::v1::TrackingEvent> {
+    let body = serde_json::json!({"event": "tracking_update", "event_id": "e1", "msg": {
+        "slug": "fedex", "tracking_number": "7700", "signed_by": signed_by, "checkpoints": checkpoints}})
+    .to_string()
+    .into_bytes();
+    let mut all = accept_and_normalize(
+        &Aftership,
+        &signed_with(&body, NEW),
+        &BTreeMap::new(),
+        &body,
+        &as_settings(),
+    );
+    all.remove(0)
+}
+
+#[test]
+fn subtags_map_and_unknown_codes_keep_the_tag_status() {
+    let events = with_checkpoints(
+        serde_json::json!([
+            {"checkpoint_time": "2026-11-19T08:00:00+09:00", "tag": "Exception", "subtag": "Exception_007", "message": "Incorrect address"},
+            {"checkpoint_time": "2026-11-19T09:00:00+09:00", "tag": "Exception", "subtag": "Exception_010"},
+            {"checkpoint_time": "2026-11-19T10:00:00+09:00", "tag": "Exception", "subtag": "Exception_099", "message": "New thing"},
+            {"checkpoint_time": "2026-11-19T11:00:00", "tag": "Teleported", "subtag": ""},
+            {"checkpoint_time": "2026-11-19T12:00:00Z", "tag": "Delivered", "subtag": "Delivered_001", "city": "OSAKA", "country_iso3": "JPN"}
+        ]),
+        "K.TANAKA".into(),
+    );
+    assert_eq!(events[0].carrier, "fedex");
+    assert_event(
+        &events[0],
+        Status::Exception,
+        Reason::Address,
+        "Exception_007",
+        "2026-11-18T23:00:00Z",
+        ZoneSource::ExplicitOffset,
+        "",
+    );
+    assert_event(
+        &events[1],
+        Status::Returning,
+        Reason::ReturnToSender,
+        "Exception_010",
+        "2026-11-19T00:00:00Z",
+        ZoneSource::ExplicitOffset,
+        "",
+    );
+    assert_event(
+        &events[2],
+        Status::Exception,
+        Reason::Unknown,
+        "Exception_099",
+        "2026-11-19T01:00:00Z",
+        ZoneSource::ExplicitOffset,
+        "",
+    );
+    assert_eq!(events[2].raw_text, "New thing");
+    // No offset: read in the configured zone (default UTC), and say so.
+    assert_event(
+        &events[3],
+        Status::InTransit,
+        Reason::Unknown,
+        "Teleported",
+        "2026-11-19T11:00:00Z",
+        ZoneSource::ProviderDefault,
+        "",
+    );
+    assert_event(
+        &events[4],
+        Status::Delivered,
+        Reason::Unspecified,
+        "Delivered_001",
+        "2026-11-19T12:00:00Z",
+        ZoneSource::ExplicitOffset,
+        "OSAKA, JPN",
+    );
+    assert_eq!(
+        events[4].proof_of_delivery.as_ref().unwrap().signer,
+        "K.TANAKA"
+    );
+    assert!(events[3].proof_of_delivery.is_none());
+}
+
+#[test]
+fn forged_and_missing_signatures_are_unauthorized() {
+    let body = fixture("aftership.json");
+    for h in [
+        signed_with(&body, "whsec-guess"),
+        BTreeMap::new(),
+        headers(&[("aftership-hmac-sha256", "")]),
+    ] {
+        let result = accept(&Aftership, &h, &BTreeMap::new(), &body, &as_settings());
+        assert!(
+            matches!(result, Err(PushError::Unauthorized(_))),
+            "{result:?}"
+        );
+    }
+}
+
+#[test]
+fn malformed_bodies_are_bad_requests() {
+    let body = fixture("aftership.json");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", body[..body.len() - 1].to_vec()),
+        ("invalid UTF-8", b"{\"msg\":\"\xed\xa0\x80\"}".to_vec()),
+        ("no msg", br#"{"event":"tracking_update"}"#.to_vec()),
+        ("no slug", br#"{"msg":{"tracking_number":"1"}}"#.to_vec()),
+        (
+            "checkpoint not an object",
+            br#"{"msg":{"slug":"ups","tracking_number":"1","checkpoints":[5]}}"#.to_vec(),
+        ),
+    ];
+    for (name, data) in cases {
+        let result = accept(
+            &Aftership,
+            &signed_with(&data, NEW),
+            &BTreeMap::new(),
+            &data,
+            &as_settings(),
+        );
+        assert!(
+            matches!(result, Err(PushError::BadRequest(_))),
+            "{name}: {result:?}"
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Kafka helpers for tests, the demo and the stack script: topic creation through
+//! the admin API (any Kafka-protocol broker), and a reader of what services wrote.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Whether the broker at `bootstrap` answers a metadata request.
+pub async fn metadata_ok(bootstrap: &str) -> bool {
+    let bootstrap = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: Result<rdkafka::consumer::BaseConsumer, _> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("log_level", "0")
+            .create();
+        consumer.is_ok_and(|c| c.fetch_metadata(None, Duration::from_secs(2)).is_ok())
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Creates `topics` with their partition counts; existing topics are fine.
+pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("creating {topic}: {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Key as UTF-8 (lossy).
+    pub key: String,
+    /// Value bytes.
+    pub payload: Vec<u8>,
+    /// Headers as UTF-8 (lossy).
+    pub headers: Vec<(String, String)>,
+    /// Partition.
+    pub partition: i32,
+}
+
+/// Reads a topic from the beginning in a fresh consumer group, accumulating
+/// records so tests can wait for conditions over everything seen so far.
+pub struct TopicReader {
+    consumer: StreamConsumer,
+    /// Everything read so far, in arrival order.
+    pub records: Vec<Record>,
+}
+
+impl TopicReader {
+    /// Subscribes to `topic` on `bootstrap`.
+    pub fn new(bootstrap: &str, topic: &str) -> Self {
+        let group = format!("reader-{:016x}", rand::random::<u64>());
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", &group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap_or_else(|e| panic!("creating reader for {topic}: {e}"));
+        consumer
+            .subscribe(&[topic])
+            .unwrap_or_else(|e| panic!("subscribing to {topic}: {e}"));
+        TopicReader {
+            consumer,
+            records: Vec::new(),
+        }
+    }
+
+    /// Reads until `done(records)` holds or `timeout` passes (then panics,
+    /// naming `what`). Returns all records read so far.
+    pub async fn until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Record]) -> bool,
+    ) -> &[Record] {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.records) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out after {timeout:?} waiting for {what}; read {} records",
+                self.records.len()
+            );
+            if let Ok(Ok(message)) =
+                tokio::time::timeout(left.min(Duration::from_millis(500)), self.consumer.recv())
+                    .await
+            {
+                self.records.push(Record {
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers: message
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_owned(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    partition: message.partition(),
+                });
+            }
+        }
+        &self.records
+    }
+
+    /// Records decoded as `T` (undecodable ones skipped).
+    pub fn decoded<T: prost::Message + Default>(&self) -> Vec<T> {
+        self.records
+            .iter()
+            .filter_map(|r| T::decode(r.payload.as_slice()).ok())
+            .collect()
+    }
+}
+
+/// Decodes every record as `T` and applies `check`.
+pub fn all<T: prost::Message + Default>(records: &[Record], check: impl Fn(&[T]) -> bool) -> bool {
+    let decoded: Vec<T> = records
+        .iter()
+        .filter_map(|r| T::decode(r.payload.as_slice()).ok())
+        .collect();
+    check(&decoded)
+}
