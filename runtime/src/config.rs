@@ -103,6 +103,9 @@ pub struct KafkaConfig {
     pub batch_max: usize,
     /// How long a consumer waits to fill a batch after its first record. Default 5 ms.
     pub batch_linger_ms: u64,
+    /// How often librdkafka reports per-partition lag (used to tell when a
+    /// consumer has caught up). Default 500 ms.
+    pub statistics_interval_ms: u64,
     /// Extra librdkafka properties (e.g. `security.protocol`), applied last.
     pub extra: BTreeMap<String, String>,
 }
@@ -115,6 +118,7 @@ impl Default for KafkaConfig {
             produce_timeout_ms: 10_000,
             batch_max: 500,
             batch_linger_ms: 5,
+            statistics_interval_ms: 500,
             extra: BTreeMap::new(),
         }
     }

@@ -1,6 +1,6 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +11,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -72,11 +73,101 @@ pub enum StartAt {
 /// detector fires timers only for partitions in here.
 pub type Assignment = watch::Receiver<BTreeMap<String, BTreeSet<i32>>>;
 
-struct RebalanceContext {
-    assignment: watch::Sender<BTreeMap<String, BTreeSet<i32>>>,
+#[derive(Default)]
+struct PartitionProgress {
+    /// A batch holding records of this partition is being processed.
+    in_flight: bool,
+    /// When the last batch holding records of this partition finished.
+    last_batch_done: Option<Instant>,
+    /// Lag from the latest librdkafka statistics, and when they were taken.
+    lag: Option<(i64, Instant)>,
 }
 
-impl ClientContext for RebalanceContext {}
+/// Whether a consumer has processed everything the broker holds on a partition.
+///
+/// The detector fires a partition's wall-clock deadlines only when it is caught
+/// up: a backlog may hold the scan that cancels the deadline (a carrier snapshot
+/// whose scans are split across batches, a push that arrived late), and firing
+/// before reading it would raise a false alarm.
+#[derive(Clone, Default)]
+pub struct Progress {
+    partitions: Arc<Mutex<HashMap<(String, i32), PartitionProgress>>>,
+}
+
+impl Progress {
+    /// True when no batch of `topic`/`partition` is in flight and statistics taken
+    /// after the last batch finished show no lag.
+    pub fn caught_up(&self, topic: &str, partition: i32) -> bool {
+        let Ok(partitions) = self.partitions.lock() else {
+            return false;
+        };
+        let Some(progress) = partitions.get(&(topic.to_owned(), partition)) else {
+            return false;
+        };
+        match progress.lag {
+            Some((lag, at)) => {
+                !progress.in_flight
+                    && lag <= 0
+                    && progress.last_batch_done.is_none_or(|done| at > done)
+            }
+            None => false,
+        }
+    }
+
+    fn set_in_flight(&self, batch: &[Inbound], in_flight: bool) {
+        let Ok(mut partitions) = self.partitions.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        for record in batch {
+            let entry = partitions
+                .entry((record.topic.clone(), record.partition))
+                .or_default();
+            entry.in_flight = in_flight;
+            if !in_flight {
+                entry.last_batch_done = Some(now);
+            }
+        }
+    }
+
+    fn record_stats(&self, statistics: &Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (id, partition) in &stats.partitions {
+                // Negative ids are librdkafka's internal "unassigned" partition.
+                if *id >= 0 {
+                    self.record_lag(topic, *id, partition.consumer_lag, partition.hi_offset);
+                }
+            }
+        }
+    }
+
+    /// Records a lag reading; `consumer_lag` -1 means "no offset known yet",
+    /// which counts as caught up only when the partition is empty.
+    fn record_lag(&self, topic: &str, partition: i32, consumer_lag: i64, hi_offset: i64) {
+        let lag = match (consumer_lag, hi_offset) {
+            (lag, _) if lag >= 0 => lag,
+            (_, hi) if hi <= 0 => 0,
+            (_, hi) => hi,
+        };
+        if let Ok(mut partitions) = self.partitions.lock() {
+            partitions
+                .entry((topic.to_owned(), partition))
+                .or_default()
+                .lag = Some((lag, Instant::now()));
+        }
+    }
+}
+
+struct RebalanceContext {
+    assignment: watch::Sender<BTreeMap<String, BTreeSet<i32>>>,
+    progress: Progress,
+}
+
+impl ClientContext for RebalanceContext {
+    fn stats(&self, statistics: Statistics) {
+        self.progress.record_stats(&statistics);
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -119,6 +210,7 @@ struct LoopMetrics {
 pub struct ConsumerLoop {
     consumer: StreamConsumer<RebalanceContext>,
     assignment: Assignment,
+    progress: Progress,
     batch_max: usize,
     batch_linger: Duration,
     metrics: LoopMetrics,
@@ -146,6 +238,7 @@ impl ConsumerLoop {
         registry: &mut Registry,
     ) -> Result<Self, Error> {
         let (sender, assignment) = watch::channel(BTreeMap::new());
+        let progress = Progress::default();
         let mut config = super::client_config(cfg, group_id);
         config
             .set("group.id", group_id)
@@ -161,10 +254,18 @@ impl ConsumerLoop {
                 },
             )
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set("heartbeat.interval.ms", "1000")
+            // Per-partition lag for `Progress` (cheap: one JSON document a tick).
+            .set(
+                "statistics.interval.ms",
+                cfg.statistics_interval_ms.to_string(),
+            );
         super::apply_extra(&mut config, cfg);
         let consumer: StreamConsumer<RebalanceContext> =
-            config.create_with_context(RebalanceContext { assignment: sender })?;
+            config.create_with_context(RebalanceContext {
+                assignment: sender,
+                progress: progress.clone(),
+            })?;
         consumer.subscribe(topics)?;
 
         let metrics = LoopMetrics {
@@ -190,6 +291,7 @@ impl ConsumerLoop {
         Ok(ConsumerLoop {
             consumer,
             assignment,
+            progress,
             batch_max: cfg.batch_max.max(1),
             batch_linger: Duration::from_millis(cfg.batch_linger_ms),
             metrics,
@@ -199,6 +301,11 @@ impl ConsumerLoop {
     /// The partition assignment, updated on rebalances.
     pub fn assignment(&self) -> Assignment {
         self.assignment.clone()
+    }
+
+    /// How far processing has got on each partition.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// Runs until `shutdown`: fetch a batch, hand it to `handler` (retrying
@@ -235,6 +342,7 @@ impl ConsumerLoop {
             }
 
             let started = Instant::now();
+            self.progress.set_in_flight(&batch, true);
             loop {
                 match handler.handle(&batch).await {
                     Ok(()) => break,
@@ -251,6 +359,7 @@ impl ConsumerLoop {
                 }
             }
             backoff = Duration::from_millis(50);
+            self.progress.set_in_flight(&batch, false);
             self.metrics
                 .batch_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -303,5 +412,50 @@ fn detach(message: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().unwrap_or_default().to_vec(),
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32) -> Inbound {
+        Inbound {
+            topic: "t".into(),
+            partition,
+            offset: 0,
+            key: None,
+            payload: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn caught_up_needs_fresh_zero_lag_after_the_last_batch() {
+        let progress = Progress::default();
+        assert!(!progress.caught_up("t", 0), "no statistics yet");
+        progress.record_lag("t", 0, 0, 10);
+        assert!(progress.caught_up("t", 0));
+
+        progress.set_in_flight(&[record(0)], true);
+        progress.record_lag("t", 0, 0, 10);
+        assert!(!progress.caught_up("t", 0), "a batch is in flight");
+        progress.set_in_flight(&[record(0)], false);
+        assert!(!progress.caught_up("t", 0), "statistics predate the batch");
+        progress.record_lag("t", 0, 3, 13);
+        assert!(!progress.caught_up("t", 0), "records still waiting");
+        progress.record_lag("t", 0, 0, 13);
+        assert!(progress.caught_up("t", 0));
+
+        progress.record_lag("t", 1, -1, 0);
+        assert!(
+            progress.caught_up("t", 1),
+            "an empty partition is caught up"
+        );
+        progress.record_lag("t", 2, -1, 5);
+        assert!(
+            !progress.caught_up("t", 2),
+            "unknown position on a non-empty partition"
+        );
     }
 }

@@ -9,7 +9,9 @@
 mod consumer;
 mod producer;
 
-pub use consumer::{Assignment, BatchHandler, ConsumerLoop, HandlerError, Inbound, StartAt};
+pub use consumer::{
+    Assignment, BatchHandler, ConsumerLoop, HandlerError, Inbound, Progress, StartAt,
+};
 pub use producer::{OutRecord, Producer};
 pub use rdkafka::error::KafkaError;
 
