@@ -137,7 +137,7 @@ impl RedisServer {
 pub struct Broker {
     /// The broker process's own port (clients use [`Broker::bootstrap`]).
     pub port: u16,
-    link: Link,
+    link: Option<Link>,
     binary: PathBuf,
     dir: tempfile::TempDir,
     guard: Guard,
@@ -165,14 +165,30 @@ pub fn tansu_binary() -> Result<PathBuf, StartError> {
 }
 
 impl Broker {
-    /// Starts a broker and waits until it serves metadata.
+    /// Starts a broker behind a cuttable link and waits until it serves metadata.
     pub async fn start() -> Result<Self, StartError> {
+        Self::start_with(true).await
+    }
+
+    /// Starts a broker clients reach directly (no link hop), for benchmarks.
+    pub async fn start_direct() -> Result<Self, StartError> {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(linked: bool) -> Result<Self, StartError> {
         let binary = tansu_binary()?;
         let dir = tempfile::tempdir().map_err(|e| StartError::Io("tempdir", e))?;
         let port = crate::free_port().map_err(|e| StartError::Io("free port", e))?;
-        let link = Link::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-            .await
-            .map_err(|e| StartError::Io("broker link", e))?;
+        let link = if linked {
+            let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            Some(
+                Link::start(target)
+                    .await
+                    .map_err(|e| StartError::Io("broker link", e))?,
+            )
+        } else {
+            None
+        };
         let mut broker = Broker {
             port,
             link,
@@ -184,23 +200,31 @@ impl Broker {
         Ok(broker)
     }
 
-    /// The address clients use (the link's).
+    /// The address clients use (the link's, if any).
     pub fn bootstrap(&self) -> String {
-        self.link.addr.to_string()
+        match &self.link {
+            Some(link) => link.addr.to_string(),
+            None => format!("127.0.0.1:{}", self.port),
+        }
     }
 
     /// Takes the broker away from every client: connects are refused and open
-    /// connections drop, as when a broker goes down.
+    /// connections drop, as when a broker goes down. No-op without a link.
     pub fn cut(&self) {
-        self.link.cut();
+        if let Some(link) = &self.link {
+            link.cut();
+        }
     }
 
     /// Brings the broker back on the same address, state intact.
     pub async fn restore(&self) -> Result<(), StartError> {
-        self.link
-            .restore()
-            .await
-            .map_err(|e| StartError::Io("broker link", e))
+        match &self.link {
+            Some(link) => link
+                .restore()
+                .await
+                .map_err(|e| StartError::Io("broker link", e)),
+            None => Ok(()),
+        }
     }
 
     /// The last `lines` lines of the broker's log, for failure diagnostics.
@@ -217,7 +241,7 @@ impl Broker {
 
     async fn spawn(&mut self) -> Result<(), StartError> {
         let listen = format!("tcp://127.0.0.1:{}", self.port);
-        let advertised = format!("tcp://{}", self.link.addr);
+        let advertised = format!("tcp://{}", self.bootstrap());
         let storage = "memory://tansu/";
         let log = std::fs::OpenOptions::new()
             .create(true)

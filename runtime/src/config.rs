@@ -106,6 +106,11 @@ pub struct KafkaConfig {
     /// How often librdkafka reports per-partition lag (used to tell when a
     /// consumer has caught up). Default 500 ms.
     pub statistics_interval_ms: u64,
+    /// Longest a fetch waits on the broker for new records (librdkafka
+    /// `fetch.wait.max.ms`). Every consumer hop can add up to this much latency
+    /// when traffic is light (librdkafka's 500 ms default made webhook → update
+    /// take over a second); lower costs more idle fetch requests. Default 20 ms.
+    pub fetch_wait_max_ms: u64,
     /// Extra librdkafka properties (e.g. `security.protocol`), applied last.
     pub extra: BTreeMap<String, String>,
 }
@@ -119,6 +124,7 @@ impl Default for KafkaConfig {
             batch_max: 500,
             batch_linger_ms: 5,
             statistics_interval_ms: 500,
+            fetch_wait_max_ms: 20,
             extra: BTreeMap::new(),
         }
     }

@@ -259,7 +259,8 @@ impl ConsumerLoop {
             .set(
                 "statistics.interval.ms",
                 cfg.statistics_interval_ms.to_string(),
-            );
+            )
+            .set("fetch.wait.max.ms", cfg.fetch_wait_max_ms.to_string());
         super::apply_extra(&mut config, cfg);
         let consumer: StreamConsumer<RebalanceContext> =
             config.create_with_context(RebalanceContext {
