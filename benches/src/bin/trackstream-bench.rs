@@ -393,11 +393,16 @@ async fn main() -> anyhow::Result<()> {
         let pushes_wanted = (offered * opts.step_secs as f64) as usize;
         // ~3.3 pushes per parcel on average, plus duplicates.
         let count = (pushes_wanted / 3).max(10);
+        // Event time runs forward across steps: each step lives four days after
+        // the previous one, so the detector's event-time watermark never runs
+        // ahead of a step's parcels.
+        let virtual_now = started_at + chrono::Duration::days(4 * step_index as i64);
+        final_time = virtual_now;
         let parcels = loadgen::generate(
             count,
             &mix,
             step_index as u64,
-            chrono::Utc::now(),
+            virtual_now,
             &format!("{run}{step_index}"),
             next_tag,
         );
@@ -538,11 +543,12 @@ async fn main() -> anyhow::Result<()> {
     // Let the last deadlines fire, then score the detector against ground truth.
     let last_deadline = Instant::now() + Duration::from_secs(12);
     tokio::time::sleep_until(last_deadline.into()).await;
-    let now = chrono::Utc::now();
+    // Score at the last step's event time (the watermark the detector reached).
+    let score_at = final_time - chrono::Duration::hours(1);
     let expected: BTreeSet<(String, String)> = all_parcels
         .iter()
         .flat_map(|p| {
-            p.expected_alerts(now)
+            p.expected_alerts(score_at)
                 .into_iter()
                 .map(|r| (p.waybill.clone(), r.to_owned()))
         })
