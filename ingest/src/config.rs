@@ -19,8 +19,19 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// `/healthz` + `/metrics` listener and logging.
     pub admin: AdminConfig,
-    /// Per-provider secrets and zones, keyed by route (`kdniao`, `generic`, ...).
-    /// A provider without an entry rejects every push (no secret, no trust).
+    /// Per-provider secrets and zones, keyed by route (`kdniao`, `kuaidi100`,
+    /// `17track`, `aftership`, `easypost`, `generic`). A provider without an entry
+    /// rejects every push (no secret, no trust). Several accounts per provider are
+    /// tried in constant time, which is also how a secret is rotated:
+    ///
+    /// ```toml
+    /// [providers.kdniao]      # account = EBusinessID, secret = AppKey
+    /// secrets = [{ account = "1237100", secret = "..." }, { account = "1999999", secret = "..." }]
+    /// [providers.kuaidi100]   # secret = the subscription's salt
+    /// secrets = [{ account = "shop-a", secret = "..." }]
+    /// [providers.aftership]   # old and new webhook secret during a rotation
+    /// secrets = [{ account = "current", secret = "..." }, { account = "previous", secret = "..." }]
+    /// ```
     pub providers: BTreeMap<String, ProviderSettings>,
     /// Merchants allowed to register shipments, with their bearer tokens.
     pub merchants: Vec<MerchantConfig>,
@@ -35,6 +46,13 @@ pub struct HttpConfig {
     /// Largest accepted request body; larger ones get 413. Default 1 MiB (Kdniao
     /// batches of hundreds of waybills stay well under it).
     pub body_limit_bytes: usize,
+    /// Deepest nesting of JSON arrays/objects in a push; deeper gets 400. Default
+    /// 32 (the deepest provider format, 17TRACK, uses 9). See `guard`.
+    pub json_max_depth: usize,
+    /// Most entries in one JSON array or object of a push (waybills of a Kdniao
+    /// batch, traces of a snapshot, ...); more gets 413. Default 10 000. See
+    /// `guard`.
+    pub json_max_elements: usize,
 }
 
 impl Default for HttpConfig {
@@ -42,6 +60,8 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
             body_limit_bytes: 1024 * 1024,
+            json_max_depth: 32,
+            json_max_elements: 10_000,
         }
     }
 }

@@ -8,13 +8,25 @@
 //! nothing it was told we have is lost.
 //!
 //! Layout: [`config`] (what it reads), [`webhooks`] (carrier pushes, one generic
-//! handler over `trackstream_carriers` adapters), [`shipments`] (registration),
-//! [`metrics`] (logged-and-counted events). Status codes: 400 bad body, 401 bad
-//! signature or token, 404 unknown provider, 413 body over `http.body_limit_bytes`,
-//! 503 Kafka unavailable — each with a JSON reason.
+//! handler over `trackstream_carriers` adapters), [`guard`] (JSON nesting and
+//! size limits), [`shipments`] (registration), [`metrics`] (logged-and-counted
+//! events).
+//!
+//! Status codes, each with a JSON `error` kind and `reason` (for webhooks, added
+//! to the provider's own reply object, so Kdniao still reads `Success: false`):
+//!
+//! | status | when | written |
+//! |---|---|---|
+//! | 200 | every item acknowledged by Kafka | one `scans.raw` record per waybill |
+//! | 400 | unparseable body, invalid UTF-8, missing required field, body cut short in transit, JSON nested deeper than `http.json_max_depth` | nothing |
+//! | 401 | missing or wrong signature, unknown account, provider not configured | nothing |
+//! | 404 | unknown provider route | nothing |
+//! | 413 | body over `http.body_limit_bytes`, or a JSON array/object over `http.json_max_elements` entries | nothing |
+//! | 503 | Kafka did not acknowledge within `kafka.produce_timeout_ms` | possibly some items (the provider retries; downstream dedups by event id) |
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod guard;
 pub mod metrics;
 pub mod shipments;
 pub mod webhooks;
@@ -43,6 +55,7 @@ pub struct AppState {
     merchants: MerchantDirectory,
     producer: Producer,
     body_limit: usize,
+    json_limits: guard::JsonLimits,
     metrics: metrics::Metrics,
 }
 
@@ -70,6 +83,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         merchants: MerchantDirectory::new(config.merchants.clone()),
         producer: producer.clone(),
         body_limit: config.http.body_limit_bytes,
+        json_limits: guard::JsonLimits {
+            max_depth: config.http.json_max_depth,
+            max_elements: config.http.json_max_elements,
+        },
         metrics,
     });
     let app = Router::new()
@@ -108,25 +125,77 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     })
 }
 
-/// Reads a request body up to `limit` bytes; larger bodies are 413 without being
-/// read in full (a declared `Content-Length` over the limit is refused at once).
+/// At most this much of an oversized body is read and thrown away before the 413
+/// is sent. A server that answers while the sender is still writing, and then
+/// closes, makes the sender's kernel see a reset: most HTTP clients report that
+/// as a connection error and never read the 413, so the provider retries the
+/// same oversized push forever instead of learning why it failed. Draining a
+/// bounded amount (as nginx's lingering close does) lets the answer arrive;
+/// anything larger is cut off.
+const OVERSIZE_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long draining an oversized body may take, so a slow sender cannot hold a
+/// connection open with a body we already refused.
+const OVERSIZE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a request body up to `limit` bytes.
+///
+/// - over `limit` (declared or actual) → 413; the excess is drained within
+///   [`OVERSIZE_DRAIN_BYTES`] / [`OVERSIZE_DRAIN_TIME`] so the sender can read
+///   the answer (see there), and is never buffered;
+/// - a body that ends early (shorter than its `Content-Length`, or a broken
+///   chunked encoding) → 400: what arrived is not what was sent, and must not
+///   be written.
 pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Vec<u8>, ApiError> {
+    use futures::StreamExt as _;
+
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     let too_large = || ApiError::PayloadTooLarge(format!("body exceeds {limit} bytes"));
-    if declared.is_some_and(|n| n > limit) {
+    let mut stream = body.into_data_stream();
+    if let Some(declared) = declared.filter(|n| *n > limit) {
+        if declared <= limit.saturating_add(OVERSIZE_DRAIN_BYTES) {
+            drain(&mut stream).await;
+        }
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|_| too_large())
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| {
+            ApiError::BadRequest(format!(
+                "request body could not be read in full (truncated in transit?): {err}"
+            ))
+        })?;
+        if buffer.len().saturating_add(chunk.len()) > limit {
+            drain(&mut stream).await;
+            return Err(too_large());
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer)
+}
+
+/// Reads and discards the rest of a refused body, within the drain bounds.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    use futures::StreamExt as _;
+
+    let discard = async {
+        let mut drained = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained = drained.saturating_add(chunk.len());
+            if drained > OVERSIZE_DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    // Elapsed just means we stop draining; the 413 goes out either way.
+    let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIME, discard).await;
 }
 
 /// A random 128-bit id for tracing a record from ingest through the pipeline.

@@ -146,3 +146,134 @@ impl BatchHandler for Normalizer {
             .map_err(|err| HandlerError(format!("writing events: {err}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trackstream_proto::v1::{Status, TrackingEvent};
+    use trackstream_runtime::config::KafkaConfig;
+
+    /// A normalizer whose producer is never used (normalize() is pure).
+    fn normalizer() -> (Normalizer, Registry) {
+        let mut registry = Registry::default();
+        let mut producer_registry = Registry::default();
+        let producer = Producer::new(&KafkaConfig::default(), "test", &mut producer_registry)
+            .unwrap_or_else(|e| panic!("producer: {e}"));
+        let normalizer = Normalizer::new(producer, BTreeMap::new(), &mut registry);
+        (normalizer, registry)
+    }
+
+    fn inbound(payload: Vec<u8>) -> Inbound {
+        Inbound {
+            topic: topics::SCANS_RAW.to_owned(),
+            partition: 2,
+            offset: 41,
+            key: Some(b"sf:SF1".to_vec()),
+            payload,
+            headers: Vec::new(),
+        }
+    }
+
+    fn kdniao_raw(payload: &str) -> Vec<u8> {
+        RawScan {
+            ingest_id: "i-1".into(),
+            provider: Provider::Kdniao as i32,
+            carrier: "sf".into(),
+            waybill: "SF1".into(),
+            payload: payload.as_bytes().to_vec(),
+            ..RawScan::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn metrics(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry)
+            .unwrap_or_else(|e| panic!("encode: {e}"));
+        text
+    }
+
+    #[test]
+    fn an_unknown_code_is_kept_with_reason_unknown_and_counted() {
+        let (normalizer, registry) = normalizer();
+        let record = inbound(kdniao_raw(
+            r#"{"ShipperCode":"SF","LogisticCode":"SF1","State":"4","Traces":[
+                {"AcceptTime":"2026-11-20 09:00:00","AcceptStation":"新异常","Location":"深圳市","Action":"499"}]}"#,
+        ));
+        let Normalized::Events(records) = normalizer.normalize(&record) else {
+            panic!("an unknown code must not be dead-lettered");
+        };
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].topic, records[0].key.as_str()),
+            (topics::TRACKING_EVENTS, "sf:SF1")
+        );
+        let event = TrackingEvent::decode(records[0].payload.as_slice())
+            .unwrap_or_else(|e| panic!("decode: {e}"));
+        assert_eq!(event.raw_code, "499");
+        assert_eq!(event.raw_text, "新异常");
+        assert_eq!(event.reason, Reason::Unknown as i32);
+        // The coarse code (leading 4: problem) gives a safe status.
+        assert_eq!(event.status, Status::Exception as i32);
+        let text = metrics(&registry);
+        assert!(
+            text.contains(r#"unknown_codes_total{provider="kdniao"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"events_total{provider="kdniao"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unparseable_and_undecodable_records_are_dead_lettered_unchanged_with_their_cause() {
+        let (normalizer, registry) = normalizer();
+        let cases = [
+            (kdniao_raw("{\"Traces\": [oops"), "unparseable", "kdniao"),
+            (b"\xff\xfenot a protobuf".to_vec(), "undecodable", "RawScan"),
+            (
+                RawScan {
+                    provider: 99,
+                    ..RawScan::default()
+                }
+                .encode_to_vec(),
+                "unknown_provider",
+                "99",
+            ),
+        ];
+        for (payload, cause, detail) in cases {
+            let record = inbound(payload.clone());
+            let Normalized::DeadLetter(letter) = normalizer.normalize(&record) else {
+                panic!("{cause}: expected a dead letter");
+            };
+            assert_eq!(letter.topic, topics::SCANS_DLQ);
+            assert_eq!(letter.key, "sf:SF1");
+            assert_eq!(letter.payload, payload, "{cause}: the original bytes");
+            let header = |name: &str| {
+                letter
+                    .headers
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            assert_eq!(header("dlq.cause"), cause);
+            assert!(
+                header("dlq.detail").contains(detail),
+                "{}",
+                header("dlq.detail")
+            );
+            assert_eq!(header("dlq.source.topic"), topics::SCANS_RAW);
+            assert_eq!(header("dlq.source.partition"), "2");
+            assert_eq!(header("dlq.source.offset"), "41");
+        }
+        let text = metrics(&registry);
+        for cause in ["unparseable", "undecodable", "unknown_provider"] {
+            assert!(
+                text.contains(&format!("dead_letters_total{{cause=\"{cause}\"}} 1")),
+                "{text}"
+            );
+        }
+    }
+}

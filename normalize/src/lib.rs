@@ -8,14 +8,17 @@
 //! codes still produce events (reason `UNKNOWN`) and are counted.
 //!
 //! normalize is stateless: dedup happens downstream by event id, which is stable
-//! across resends, so replaying `scans.raw` (see `docs/ARCHITECTURE.md`,
-//! "Re-normalize") only re-derives events the detector already has.
+//! across resends, so replaying `scans.raw` ([`replay`], `trackstream-normalize
+//! replay`, operator guide in `docs/REPLAY.md`) only re-derives events the
+//! detector already has.
 //!
-//! Layout: [`config`], [`handler`] (the batch handler), this file (wiring).
+//! Layout: [`config`], [`handler`] (the batch handler), [`replay`] (the
+//! re-normalize command), this file (wiring).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod handler;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,616 @@
+//! Re-normalize: read `scans.raw` again from a chosen point and run every record
+//! through the adapters once more, writing to `tracking.events` (and `scans.dlq`)
+//! exactly as the live service does. Operator guide: `docs/REPLAY.md`.
+//!
+//! ```text
+//! trackstream-normalize --config normalize.toml replay --from 2026-11-20T00:00:00Z [--to 2026-11-21T00:00:00Z]
+//! trackstream-normalize --config normalize.toml replay --offsets 0:1200,3:880 [--dry-run]
+//! ```
+//!
+//! Why it is safe to run at any time:
+//!
+//! - it reads with a manual partition assignment and never commits, so the live
+//!   normalize group's position is untouched and a replay can be repeated;
+//! - it stops at a fixed end: the first record at or after `--to`, else the end of
+//!   each partition *when the replay started*, so it terminates while ingest
+//!   keeps writing;
+//! - event ids are a hash of what identifies a scan (carrier, waybill, time, raw
+//!   code, location), never of its mapping, so a replayed record yields the ids it
+//!   yielded before and the detector — which deduplicates by event id — emits no
+//!   second update or alert for them;
+//! - it writes only after a batch is normalized and returns only once Kafka
+//!   acknowledged it; on failure the error names the offsets to resume from.
+//!
+//! Records that still cannot be parsed are dead-lettered again, with the same
+//! `dlq.source.*` headers, so a DLQ consumer can tell a repeat by its source
+//! position.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Serialize;
+use trackstream_proto::topics;
+use trackstream_runtime::kafka::{Inbound, Producer};
+
+use crate::Config;
+use crate::handler::{Normalized, Normalizer};
+
+/// The command-line help of the `trackstream-normalize` binary.
+pub const USAGE: &str = "\
+usage: trackstream-normalize [--config FILE]
+           run the service: consume scans.raw, write tracking.events / scans.dlq
+       trackstream-normalize [--config FILE] replay (--from TIME|earliest | --offsets P:O,...) [--to TIME] [--dry-run]
+           re-normalize scans.raw from a point (see docs/REPLAY.md)
+           --from TIME     start at the first record at or after TIME (RFC 3339) in every partition;
+                           `earliest` starts at the oldest retained record
+           --offsets P:O   start partition P at offset O (comma-separated; these partitions
+                           override --from, and without --from only they are replayed)
+           --to TIME       stop before the first record at or after TIME (default: the end of
+                           each partition when the replay starts)
+           --dry-run       read and normalize, count, write nothing";
+
+/// How long a replay waits without receiving a record before giving up.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Timeout of the metadata, watermark and offset lookups.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a replay starts in partitions without an explicit offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest retained record.
+    Earliest,
+    /// The first record whose timestamp is at or after this instant.
+    Time(DateTime<Utc>),
+}
+
+/// What to replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayOptions {
+    /// Start of every partition not in `offsets`; `None` replays only those.
+    pub from: Option<Start>,
+    /// Explicit start offsets by partition (e.g. from a failed replay's error).
+    pub offsets: BTreeMap<i32, i64>,
+    /// Stop before the first record at or after this instant.
+    pub to: Option<DateTime<Utc>>,
+    /// Normalize and count, but write nothing.
+    pub dry_run: bool,
+}
+
+/// What the binary was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run the service.
+    Serve,
+    /// Re-normalize a range of `scans.raw`.
+    Replay(ReplayOptions),
+    /// Print [`USAGE`].
+    Help,
+}
+
+/// One partition's replayed range, `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartitionRange {
+    /// Partition of `scans.raw`.
+    pub partition: i32,
+    /// First offset read.
+    pub start: i64,
+    /// First offset not read.
+    pub end: i64,
+}
+
+/// What a replay did, printed by the binary as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplaySummary {
+    /// Whether nothing was written.
+    pub dry_run: bool,
+    /// Partitions with something to replay.
+    pub partitions: Vec<PartitionRange>,
+    /// Raw records read.
+    pub records: u64,
+    /// Events written to `tracking.events` (or that would be, in a dry run).
+    pub events: u64,
+    /// Records dead-lettered to `scans.dlq` again.
+    pub dead_letters: u64,
+}
+
+/// Why a replay could not be set up or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The command line is wrong; the message says how.
+    #[error("{0}\n\n{USAGE}")]
+    Usage(String),
+    /// Kafka refused a lookup or the consumer could not be created.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// `scans.raw` is missing or unreadable, or the producer could not start.
+    #[error("{0}")]
+    Setup(String),
+    /// No record arrived for a while although the range is not finished.
+    #[error(
+        "no record received for {idle:?} before the end of the range; nothing after the \
+         offsets below was written — resume with `replay --offsets {resume}`"
+    )]
+    Stalled {
+        /// How long it waited.
+        idle: Duration,
+        /// `P:O,...` to resume from.
+        resume: String,
+    },
+    /// Kafka did not acknowledge normalized records.
+    #[error("writing normalized records failed: {source}; resume with `replay --offsets {resume}`")]
+    Produce {
+        /// The producer's error.
+        source: KafkaError,
+        /// `P:O,...` to resume from.
+        resume: String,
+    },
+}
+
+/// Parses the binary's arguments (without the program name). `--config FILE` may
+/// appear anywhere; it is read by `trackstream_runtime::config::path_from_args`.
+pub fn parse_command(args: &[String]) -> Result<Command, ReplayError> {
+    let mut rest = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--config" {
+            iter.next();
+        } else if !arg.starts_with("--config=") {
+            rest.push(arg.as_str());
+        }
+    }
+    match rest.split_first() {
+        None => Ok(Command::Serve),
+        Some((&("help" | "--help" | "-h"), _)) => Ok(Command::Help),
+        Some((&"replay", options)) => parse_replay(options).map(Command::Replay),
+        Some((other, _)) => Err(ReplayError::Usage(format!("unknown command {other:?}"))),
+    }
+}
+
+fn parse_replay(args: &[&str]) -> Result<ReplayOptions, ReplayError> {
+    let usage = |m: String| ReplayError::Usage(m);
+    let mut options = ReplayOptions::default();
+    let mut iter = args.iter();
+    while let Some(&arg) = iter.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .or_else(|| iter.next().copied())
+                .ok_or_else(|| usage(format!("{name} needs a value")))
+        };
+        match name {
+            "--from" => {
+                let text = value()?;
+                options.from = Some(if text == "earliest" {
+                    Start::Earliest
+                } else {
+                    Start::Time(parse_time("--from", text)?)
+                });
+            }
+            "--to" => options.to = Some(parse_time("--to", value()?)?),
+            "--offsets" => options.offsets = parse_offsets(value()?)?,
+            "--dry-run" if inline.is_none() => options.dry_run = true,
+            _ => return Err(usage(format!("unknown replay option {arg:?}"))),
+        }
+    }
+    if options.from.is_none() && options.offsets.is_empty() {
+        return Err(usage("replay needs --from and/or --offsets".into()));
+    }
+    if let (Some(Start::Time(from)), Some(to)) = (options.from, options.to)
+        && to <= from
+    {
+        return Err(usage(format!("--to {to} is not after --from {from}")));
+    }
+    Ok(options)
+}
+
+fn parse_time(option: &str, text: &str) -> Result<DateTime<Utc>, ReplayError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ReplayError::Usage(format!(
+                "{option} {text:?}: {e} (RFC 3339 with offset expected)"
+            ))
+        })
+}
+
+/// Parses `P:O,P:O`.
+fn parse_offsets(text: &str) -> Result<BTreeMap<i32, i64>, ReplayError> {
+    text.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let parsed = part.split_once(':').and_then(|(p, o)| {
+                Some((p.trim().parse::<i32>().ok()?, o.trim().parse::<i64>().ok()?))
+            });
+            match parsed {
+                Some((p, o)) if p >= 0 && o >= 0 => Ok((p, o)),
+                _ => Err(ReplayError::Usage(format!(
+                    "--offsets entry {part:?} is not PARTITION:OFFSET"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// The `--offsets` argument that resumes the unfinished partitions.
+fn resume(durable: &BTreeMap<i32, i64>, ends: &BTreeMap<i32, i64>) -> String {
+    let unfinished = durable
+        .iter()
+        .filter(|(p, o)| ends.get(p).is_some_and(|end| **o < *end))
+        .map(|(p, o)| (*p, *o))
+        .collect();
+    format_offsets(&unfinished)
+}
+
+/// Formats positions as `--offsets` takes them.
+fn format_offsets(positions: &BTreeMap<i32, i64>) -> String {
+    positions
+        .iter()
+        .map(|(p, o)| format!("{p}:{o}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn consumer(config: &Config) -> Result<StreamConsumer, KafkaError> {
+    let mut client = ClientConfig::new();
+    let group = config
+        .kafka
+        .group_id
+        .clone()
+        .unwrap_or_else(|| "trackstream-normalize".into());
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("client.id", "trackstream-normalize-replay")
+        // Never joined or committed (manual assignment); required by librdkafka.
+        .set("group.id", format!("{group}-replay"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    for (key, value) in &config.kafka.extra {
+        client.set(key, value);
+    }
+    client.create()
+}
+
+/// Offsets of the first record at or after `at` in each partition; a partition
+/// with no such record maps to its high watermark.
+fn offsets_at(
+    consumer: &StreamConsumer,
+    partitions: &[i32],
+    at: DateTime<Utc>,
+    high: &BTreeMap<i32, i64>,
+) -> Result<BTreeMap<i32, i64>, KafkaError> {
+    let mut query = TopicPartitionList::new();
+    for partition in partitions {
+        query.add_partition_offset(
+            topics::SCANS_RAW,
+            *partition,
+            Offset::Offset(at.timestamp_millis()),
+        )?;
+    }
+    let found = consumer.offsets_for_times(query, LOOKUP_TIMEOUT)?;
+    let mut offsets = BTreeMap::new();
+    for element in found.elements() {
+        let end = high.get(&element.partition()).copied().unwrap_or(0);
+        let offset = match element.offset() {
+            Offset::Offset(n) if n >= 0 => n.min(end),
+            _ => end,
+        };
+        offsets.insert(element.partition(), offset);
+    }
+    Ok(offsets)
+}
+
+/// Decides each partition's `[start, end)` (blocking lookups).
+fn plan(
+    consumer: &StreamConsumer,
+    options: &ReplayOptions,
+) -> Result<Vec<PartitionRange>, ReplayError> {
+    let metadata = consumer.fetch_metadata(Some(topics::SCANS_RAW), LOOKUP_TIMEOUT)?;
+    let topic = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topics::SCANS_RAW)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .ok_or_else(|| ReplayError::Setup(format!("topic {} not found", topics::SCANS_RAW)))?;
+    let partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+    if let Some(unknown) = options.offsets.keys().find(|p| !partitions.contains(p)) {
+        return Err(ReplayError::Usage(format!(
+            "--offsets names partition {unknown}, but {} has partitions {partitions:?}",
+            topics::SCANS_RAW
+        )));
+    }
+    let mut low = BTreeMap::new();
+    let mut high = BTreeMap::new();
+    for partition in &partitions {
+        let (l, h) = consumer.fetch_watermarks(topics::SCANS_RAW, *partition, LOOKUP_TIMEOUT)?;
+        low.insert(*partition, l);
+        high.insert(*partition, h);
+    }
+    let from_time = match options.from {
+        Some(Start::Time(at)) => Some(offsets_at(consumer, &partitions, at, &high)?),
+        _ => None,
+    };
+    let ends = match options.to {
+        Some(at) => offsets_at(consumer, &partitions, at, &high)?,
+        None => high.clone(),
+    };
+    let mut ranges = Vec::new();
+    for partition in partitions {
+        let start = match (options.offsets.get(&partition), options.from, &from_time) {
+            (Some(offset), _, _) => *offset,
+            (None, Some(Start::Earliest), _) => low.get(&partition).copied().unwrap_or(0),
+            (None, _, Some(by_time)) => by_time.get(&partition).copied().unwrap_or(0),
+            (None, _, None) => continue,
+        };
+        let start = start.max(low.get(&partition).copied().unwrap_or(0));
+        let end = ends.get(&partition).copied().unwrap_or(0);
+        if start < end {
+            ranges.push(PartitionRange {
+                partition,
+                start,
+                end,
+            });
+        }
+    }
+    Ok(ranges)
+}
+
+fn inbound(message: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
+    Inbound {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Normalizes and writes one batch; advances `durable` only once Kafka
+/// acknowledged it.
+async fn flush(
+    normalizer: &Normalizer,
+    producer: &Producer,
+    batch: &mut Vec<Inbound>,
+    progress: &mut Progress,
+    summary: &mut ReplaySummary,
+) -> Result<(), ReplayError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut out = Vec::with_capacity(batch.len() * 4);
+    for record in batch.iter() {
+        match normalizer.normalize(record) {
+            Normalized::Events(events) => {
+                summary.events += events.len() as u64;
+                out.extend(events);
+            }
+            Normalized::DeadLetter(letter) => {
+                summary.dead_letters += 1;
+                out.push(letter);
+            }
+        }
+    }
+    if !summary.dry_run
+        && let Err(source) = producer.send_all(out).await
+    {
+        return Err(ReplayError::Produce {
+            source,
+            resume: resume(&progress.durable, &progress.ends),
+        });
+    }
+    summary.records += batch.len() as u64;
+    for record in batch.drain(..) {
+        let next = progress.durable.entry(record.partition).or_insert(0);
+        *next = (*next).max(record.offset + 1);
+    }
+    Ok(())
+}
+
+/// Per partition: the end of the range, and the first offset whose output is
+/// not yet acknowledged.
+struct Progress {
+    ends: BTreeMap<i32, i64>,
+    durable: BTreeMap<i32, i64>,
+}
+
+/// Replays the range `options` describes and returns what it did. Builds its own
+/// consumer (manual assignment, no commits) and producer from `config.kafka`, and
+/// normalizes with `config.providers`, so run it with the (fixed) normalize
+/// config.
+pub async fn run(config: &Config, options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+    let consumer = Arc::new(consumer(config)?);
+    let ranges = {
+        let consumer = consumer.clone();
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || plan(&consumer, &options))
+            .await
+            .map_err(|e| ReplayError::Setup(format!("planning the replay: {e}")))??
+    };
+    let mut summary = ReplaySummary {
+        dry_run: options.dry_run,
+        partitions: ranges.clone(),
+        ..ReplaySummary::default()
+    };
+    tracing::info!(?ranges, dry_run = options.dry_run, "replaying scans.raw");
+    if ranges.is_empty() {
+        return Ok(summary);
+    }
+
+    let mut registry = trackstream_runtime::telemetry::registry("normalize_replay");
+    let producer = Producer::new(&config.kafka, "trackstream-normalize-replay", &mut registry)
+        .map_err(|e| ReplayError::Setup(e.to_string()))?;
+    let normalizer = Normalizer::new(producer.clone(), config.providers.clone(), &mut registry);
+
+    let mut assignment = TopicPartitionList::new();
+    for range in &ranges {
+        assignment.add_partition_offset(
+            topics::SCANS_RAW,
+            range.partition,
+            Offset::Offset(range.start),
+        )?;
+    }
+    consumer.assign(&assignment)?;
+
+    let mut progress = Progress {
+        ends: ranges.iter().map(|r| (r.partition, r.end)).collect(),
+        durable: ranges.iter().map(|r| (r.partition, r.start)).collect(),
+    };
+    let mut open: BTreeSet<i32> = ranges.iter().map(|r| r.partition).collect();
+    let batch_max = config.kafka.batch_max.max(1);
+    let mut batch = Vec::with_capacity(batch_max);
+    let mut last_progress = Instant::now();
+    while !open.is_empty() {
+        match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            Ok(Ok(message)) => {
+                last_progress = Instant::now();
+                let partition = message.partition();
+                let end = progress.ends.get(&partition).copied().unwrap_or(0);
+                if open.contains(&partition) && message.offset() < end {
+                    batch.push(inbound(&message));
+                }
+                if message.offset() + 1 >= end {
+                    open.remove(&partition);
+                }
+            }
+            // The end of the range is at or before the partition's end.
+            Ok(Err(KafkaError::PartitionEOF(partition))) => {
+                last_progress = Instant::now();
+                open.remove(&partition);
+            }
+            Ok(Err(err)) => tracing::warn!(%err, "kafka consumer error during replay"),
+            Err(_quiet) => {
+                flush(
+                    &normalizer,
+                    &producer,
+                    &mut batch,
+                    &mut progress,
+                    &mut summary,
+                )
+                .await?;
+                if last_progress.elapsed() > IDLE_TIMEOUT {
+                    return Err(ReplayError::Stalled {
+                        idle: IDLE_TIMEOUT,
+                        resume: resume(&progress.durable, &progress.ends),
+                    });
+                }
+            }
+        }
+        if batch.len() >= batch_max {
+            flush(
+                &normalizer,
+                &producer,
+                &mut batch,
+                &mut progress,
+                &mut summary,
+            )
+            .await?;
+        }
+    }
+    flush(
+        &normalizer,
+        &producer,
+        &mut batch,
+        &mut progress,
+        &mut summary,
+    )
+    .await?;
+    tracing::info!(
+        records = summary.records,
+        events = summary.events,
+        dead_letters = summary.dead_letters,
+        "replay finished"
+    );
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn replay(text: &str) -> ReplayOptions {
+        match parse_command(&args(text)) {
+            Ok(Command::Replay(options)) => options,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    fn usage_error(text: &str) -> String {
+        match parse_command(&args(text)) {
+            Err(ReplayError::Usage(message)) => message,
+            other => panic!("{text}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_command_serves_and_config_may_appear_anywhere() {
+        assert!(matches!(parse_command(&[]), Ok(Command::Serve)));
+        assert!(matches!(
+            parse_command(&args("--config n.toml")),
+            Ok(Command::Serve)
+        ));
+        assert!(matches!(parse_command(&args("--help")), Ok(Command::Help)));
+        let options = replay("replay --config n.toml --from 2026-11-20T08:00:00+08:00");
+        let at = DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .ok();
+        assert_eq!(options.from, at.map(Start::Time));
+        assert!(options.offsets.is_empty() && !options.dry_run && options.to.is_none());
+    }
+
+    #[test]
+    fn offsets_to_and_dry_run_are_read() {
+        let options = replay(
+            "--config=n.toml replay --offsets 0:120,3:7 --from=earliest --to 2026-11-21T00:00:00Z --dry-run",
+        );
+        assert_eq!(options.offsets, BTreeMap::from([(0, 120), (3, 7)]));
+        assert_eq!(options.from, Some(Start::Earliest));
+        assert!(options.to.is_some() && options.dry_run);
+        assert_eq!(format_offsets(&options.offsets), "0:120,3:7");
+    }
+
+    #[test]
+    fn resume_names_only_unfinished_partitions() {
+        let durable = BTreeMap::from([(0, 10), (1, 4), (2, 9)]);
+        let ends = BTreeMap::from([(0, 10), (1, 8), (2, 12)]);
+        assert_eq!(resume(&durable, &ends), "1:4,2:9");
+    }
+
+    #[test]
+    fn bad_command_lines_say_what_is_wrong() {
+        assert!(usage_error("replay").contains("--from and/or --offsets"));
+        assert!(usage_error("replay --from yesterday").contains("RFC 3339"));
+        assert!(usage_error("replay --offsets 0-12").contains("PARTITION:OFFSET"));
+        assert!(usage_error("replay --offsets -1:5").contains("PARTITION:OFFSET"));
+        assert!(usage_error("replay --from").contains("needs a value"));
+        assert!(usage_error("replay --from earliest --frm x").contains("--frm"));
+        assert!(
+            usage_error("replay --from 2026-11-21T00:00:00Z --to 2026-11-20T00:00:00Z")
+                .contains("not after")
+        );
+        assert!(usage_error("replya --from earliest").contains("replya"));
+    }
+}
