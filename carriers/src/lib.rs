@@ -133,6 +133,7 @@ pub fn error_kind(status: u16) -> &'static str {
         400 => "bad_request",
         401 => "unauthorized",
         404 => "not_found",
+        408 => "request_timeout",
         413 => "payload_too_large",
         503 => "unavailable",
         _ => "error",

@@ -53,6 +53,9 @@ pub struct HttpConfig {
     /// batch, traces of a snapshot, ...); more gets 413. Default 10 000. See
     /// `guard`.
     pub json_max_elements: usize,
+    /// Longest a client may take to send its body; slower gets 408 (a stalled
+    /// sender must not hold a connection and a buffer forever). Default 30 000 ms.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -60,6 +63,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
             body_limit_bytes: 1024 * 1024,
+            body_read_timeout_ms: 30_000,
             json_max_depth: 32,
             json_max_elements: 10_000,
         }

@@ -55,6 +55,7 @@ pub struct AppState {
     merchants: MerchantDirectory,
     producer: Producer,
     body_limit: usize,
+    body_read_timeout: std::time::Duration,
     json_limits: guard::JsonLimits,
     metrics: metrics::Metrics,
 }
@@ -83,6 +84,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         merchants: MerchantDirectory::new(config.merchants.clone()),
         producer: producer.clone(),
         body_limit: config.http.body_limit_bytes,
+        body_read_timeout: std::time::Duration::from_millis(config.http.body_read_timeout_ms),
         json_limits: guard::JsonLimits {
             max_depth: config.http.json_max_depth,
             max_elements: config.http.json_max_elements,
@@ -150,6 +152,22 @@ pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, ApiError> {
+    tokio::time::timeout(timeout, read_body_unbounded(body, headers, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::RequestTimeout(format!(
+                "request body not received within {} ms",
+                timeout.as_millis()
+            )))
+        })
+}
+
+async fn read_body_unbounded(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
 ) -> Result<Vec<u8>, ApiError> {
     use futures::StreamExt as _;
 
@@ -201,4 +219,40 @@ async fn drain(stream: &mut axum::body::BodyDataStream) {
 /// A random 128-bit id for tracing a record from ingest through the pipeline.
 pub(crate) fn new_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender that stops mid-body is answered 408 instead of holding the
+    /// connection forever (paused clock: no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_times_out_with_408() {
+        let stalled = futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+        let body = Body::from_stream(stalled);
+        let result = read_body(
+            body,
+            &HeaderMap::new(),
+            1024,
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+        let err = result.expect_err("must time out");
+        assert_eq!(err.http_status().as_u16(), 408, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_complete_body_is_read() {
+        let body = Body::from("hello");
+        let bytes = read_body(
+            body,
+            &HeaderMap::new(),
+            1024,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("read");
+        assert_eq!(bytes, b"hello");
+    }
 }

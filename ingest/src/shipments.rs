@@ -100,7 +100,7 @@ async fn register_inner(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     )?;
-    let body = crate::read_body(body, headers, state.body_limit).await?;
+    let body = crate::read_body(body, headers, state.body_limit, state.body_read_timeout).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not UTF-8: {e}")))?;
     let batch = match serde_json::from_str::<Batch>(text) {

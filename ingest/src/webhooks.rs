@@ -107,7 +107,7 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Accepted, ApiError> {
-    let body = crate::read_body(body, headers, state.body_limit).await?;
+    let body = crate::read_body(body, headers, state.body_limit, state.body_read_timeout).await?;
     let headers = lowercase_headers(headers);
     let request = PushRequest {
         headers: &headers,

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// Not found, or not visible to this caller: 404 / NOT_FOUND.
     #[error("{0}")]
     NotFound(String),
+    /// The client did not send its request in time: 408 / DEADLINE_EXCEEDED.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// Body over the configured limit: 413 / RESOURCE_EXHAUSTED.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooSlow(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -79,6 +83,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => tonic::Code::Unauthenticated,
             ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
             ApiError::NotFound(_) => tonic::Code::NotFound,
+            ApiError::RequestTimeout(_) => tonic::Code::DeadlineExceeded,
             ApiError::PayloadTooLarge(_) | ApiError::TooSlow(_) => tonic::Code::ResourceExhausted,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
             ApiError::Internal(_) => tonic::Code::Internal,
@@ -92,6 +97,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooSlow(_) => "too_slow",
