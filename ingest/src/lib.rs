@@ -21,6 +21,7 @@
 //! | 400 | unparseable body, invalid UTF-8, missing required field, body cut short in transit, JSON nested deeper than `http.json_max_depth` | nothing |
 //! | 401 | missing or wrong signature, unknown account, provider not configured | nothing |
 //! | 404 | unknown provider route | nothing |
+//! | 408 | body not received within `http.body_read_timeout_ms` | nothing |
 //! | 413 | body over `http.body_limit_bytes`, or a JSON array/object over `http.json_max_elements` entries | nothing |
 //! | 503 | Kafka did not acknowledge within `kafka.produce_timeout_ms` | possibly some items (the provider retries; downstream dedups by event id) |
 #![forbid(unsafe_code)]
