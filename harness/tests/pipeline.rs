@@ -275,3 +275,50 @@ async fn webhook_answers_503_while_the_broker_is_down_and_a_retry_goes_through()
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_prometheus_metrics_are_served_and_count_requests() {
+    let sandbox = Sandbox::start().await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", sandbox.ingest_addr);
+    let health = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(
+        health.json::<serde_json::Value>().await.expect("json"),
+        json!({"status": "ok"})
+    );
+
+    let (status, _) = sandbox
+        .post_generic(&scan("M-1", "in_transit", Utc::now(), "x"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = sandbox.post_generic(&json!({"carrier": "sf"})).await;
+    assert_eq!(status, 400);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let counted = |outcome: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("trackstream_ingest_requests_total{")
+                && l.contains("route=\"generic\"")
+                && l.contains(&format!("outcome=\"{outcome}\""))
+                && l.ends_with(" 1")
+        })
+    };
+    assert!(counted("accepted"), "{metrics}");
+    assert!(counted("bad_request"), "{metrics}");
+    assert!(
+        metrics.contains("trackstream_ingest_kafka_produced_records_total{topic=\"scans.raw\"} 1"),
+        "{metrics}"
+    );
+    sandbox.shutdown().await;
+}
