@@ -1,20 +1,28 @@
 //! The detection engine: a pure state machine per waybill.
 //!
-//! Inputs are canonical events, shipment registrations and fired timers; the
-//! engine mutates a [`Waybill`] snapshot and records [`Effects`] (history entries,
+//! Inputs are canonical events, shipment registrations and the clock; the engine
+//! mutates a [`Waybill`] snapshot and records [`Effects`] (history entries,
 //! updates and alerts to emit). No I/O happens here, so every rule is unit-tested
 //! without Redis or Kafka, and `store` commits the result atomically.
 //!
-//! Ordering rules (DESIGN.md "Order"):
-//! - the waybill's status is the status of the *winning* event, where a terminal
-//!   event beats any non-terminal one, then later `occurred_at` wins, then higher
-//!   progress rank. This is independent of arrival order, so duplicates and
-//!   shuffles converge on the same status, and nothing leaves a terminal state;
-//! - a late scan (older than the latest known) is kept in history and emitted as an
-//!   update flagged `late`, but moves nothing;
-//! - before an event at time `t` is applied, every armed deadline `<= t` fires
-//!   first, so a backlog replayed after an outage yields the alerts that living
-//!   through it would have.
+//! Event time and order (DESIGN.md "Order", "Timers"):
+//! - the waybill's alert state is a *fold* over its events in event-time order,
+//!   interleaved with its deadlines: an event at `t` is folded only after every
+//!   deadline `<= t` fired, and neither is folded before the clock reaches it. The
+//!   fold clock `folded_at` is the time of the last thing folded;
+//! - an arriving event at or after `folded_at` waits in `pending` (sorted) until
+//!   the clock passes it, so scans that arrive out of order, in any batching,
+//!   fold exactly as the time-sorted sequence would. With the event clock the
+//!   clock is the partition's watermark minus `allowed_lateness`: every scan no
+//!   more than that behind the newest one seen yields the alerts of the clean
+//!   sequence, however it was shuffled, duplicated, batched or replayed;
+//! - an event older than `folded_at` is *late*: it is kept in history, emitted as
+//!   an update flagged `late`, and applied without firing anything. It never moves
+//!   the waybill backwards: the status is the status of the winning event, where
+//!   a terminal event beats any non-terminal one, then later `occurred_at` wins,
+//!   then higher progress rank — so nothing leaves a terminal state;
+//! - updates (one per event id) are emitted when the event arrives, with the
+//!   status the fold has reached.
 
 use prost::Message as _;
 use sha2::Digest as _;
@@ -26,10 +34,13 @@ use trackstream_proto::{keys, time};
 
 use crate::rules::{self, RuleId, RulesConfig};
 
+/// Timer-member name of a waybill's earliest pending event (see [`WaybillState::deadlines`]).
+pub const PENDING_TIMER: &str = "pe";
+
 /// Per-rule alert bookkeeping of one waybill (stored inside [`WaybillState`]).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RuleSlot {
-    /// Rule name.
+    /// Rule code ([`RuleId::code`]).
     #[prost(string, tag = "1")]
     pub rule: String,
     /// Episodes opened so far; the current/last alert id uses this number.
@@ -64,13 +75,13 @@ pub struct WaybillState {
     /// `occurred_at` (ms) of the event that set `status`.
     #[prost(int64, tag = "2")]
     pub status_at: i64,
-    /// Latest `occurred_at` (ms) of any event.
+    /// Latest `occurred_at` (ms) of any applied event.
     #[prost(int64, tag = "3")]
     pub last_event_at: i64,
     /// First time a pending / info-received event was seen (ms).
     #[prost(int64, tag = "4")]
     pub info_at: i64,
-    /// Events applied (duplicates excluded).
+    /// Events applied (duplicates and pending ones excluded).
     #[prost(uint32, tag = "5")]
     pub events: u32,
     /// Reason of the winning event.
@@ -79,6 +90,16 @@ pub struct WaybillState {
     /// Alert slots, one per rule that ever armed.
     #[prost(message, repeated, tag = "7")]
     pub slots: Vec<RuleSlot>,
+    /// The fold clock (ms): time of the last event folded or deadline fired.
+    /// Events older than this are late.
+    #[prost(int64, tag = "8")]
+    pub folded_at: i64,
+    /// Received events the clock has not reached yet, in fold order.
+    #[prost(message, repeated, tag = "9")]
+    pub pending: Vec<TrackingEvent>,
+    /// Whether the `return received` update was emitted (once per waybill).
+    #[prost(bool, tag = "10")]
+    pub return_received: bool,
 }
 
 impl WaybillState {
@@ -88,11 +109,11 @@ impl WaybillState {
     }
 
     fn slot_mut(&mut self, rule: RuleId) -> &mut RuleSlot {
-        let index = match self.slots.iter().position(|s| s.rule == rule.name()) {
+        let index = match self.slots.iter().position(|s| s.rule == rule.code()) {
             Some(index) => index,
             None => {
                 self.slots.push(RuleSlot {
-                    rule: rule.name().to_owned(),
+                    rule: rule.code().to_owned(),
                     ..RuleSlot::default()
                 });
                 self.slots.len() - 1
@@ -103,15 +124,29 @@ impl WaybillState {
 
     /// The slot of `rule`, if it ever armed.
     pub fn slot(&self, rule: RuleId) -> Option<&RuleSlot> {
-        self.slots.iter().find(|s| s.rule == rule.name())
+        self.slots.iter().find(|s| s.rule == rule.code())
     }
 
-    /// Armed deadlines, for the timer set.
+    /// Armed timers, for the partition's timer set: each rule's deadline, plus
+    /// [`PENDING_TIMER`] at the earliest pending event (folded when the clock
+    /// reaches it).
     pub fn deadlines(&self) -> impl Iterator<Item = (&str, i64)> {
         self.slots
             .iter()
             .filter(|s| s.deadline > 0)
             .map(|s| (s.rule.as_str(), s.deadline))
+            .chain(
+                self.pending
+                    .first()
+                    .map(|e| (PENDING_TIMER, event_at(e).max(1))),
+            )
+    }
+
+    /// The newest event time received (applied or pending); `None` before any.
+    fn seen_until(&self) -> Option<i64> {
+        let applied = (self.events > 0).then_some(self.last_event_at);
+        let pending = self.pending.iter().map(event_at).max();
+        applied.max(pending)
     }
 }
 
@@ -132,12 +167,21 @@ pub struct Waybill {
     pub registration_changed: bool,
 }
 
+/// One input for a waybill.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A canonical event (already checked not to be a duplicate).
+    Event(TrackingEvent),
+    /// A shipment registration (joins whenever it arrives).
+    Registration(Shipment),
+}
+
 /// An output waiting to be written to Kafka (through the outbox).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// An order update; its sequence number is assigned at delivery.
     Update {
-        /// Idempotency id: `u:<event_id>` or `r:<event_id>` (return received).
+        /// Idempotency id: `u:<event_id>`, or `r:<carrier:waybill>` (return received).
         id: String,
         /// The update with `seq` unset.
         update: Box<ShipmentUpdate>,
@@ -171,17 +215,147 @@ pub struct Engine {
     rules: RulesConfig,
 }
 
+/// Upper bound on fold steps per call: every step folds a pending event or
+/// moves a deadline strictly forward, so this only guards against bad config.
+const MAX_STEPS: usize = 10_000;
+
 impl Engine {
     /// An engine with `rules`.
     pub fn new(rules: RulesConfig) -> Self {
         Engine { rules }
     }
 
-    /// Applies a new (not duplicate) event.
-    pub fn apply_event(&self, wb: &mut Waybill, event: TrackingEvent, fx: &mut Effects) {
-        let at = time::millis(event.occurred_at.as_ref());
-        self.fire_due(wb, at, fx);
+    /// The rules it runs.
+    pub fn rules(&self) -> &RulesConfig {
+        &self.rules
+    }
 
+    /// Applies one waybill's inputs (events already de-duplicated) in arrival
+    /// order, then folds up to `clock`. `stored_history` is the waybill's stored
+    /// history; it is only read when a registration joins for the first time
+    /// (to emit the updates the order missed), so callers may pass it empty
+    /// otherwise.
+    pub fn apply(
+        &self,
+        wb: &mut Waybill,
+        inputs: &[Input],
+        stored_history: &[TrackingEvent],
+        clock: i64,
+        fx: &mut Effects,
+    ) {
+        let first_output = fx.outputs.len();
+        let mut received: Vec<(usize, bool)> = Vec::new();
+        let mut joined = false;
+        for input in inputs {
+            match input {
+                Input::Event(event) => {
+                    let at = event_at(event);
+                    let late = wb.state.seen_until().is_some_and(|seen| at < seen);
+                    if at < wb.state.folded_at {
+                        self.apply_to_state(wb, event, at, fx);
+                    } else {
+                        let key = fold_key(event);
+                        let index = wb.state.pending.partition_point(|p| fold_key(p) <= key);
+                        wb.state.pending.insert(index, event.clone());
+                    }
+                    received.push((fx.history.len(), late));
+                    fx.history.push(event.clone());
+                }
+                Input::Registration(shipment) => {
+                    if wb.registration.as_ref() == Some(shipment) {
+                        continue;
+                    }
+                    joined |= wb.registration.is_none();
+                    wb.registration = Some(shipment.clone());
+                    wb.registration_changed = true;
+                    let at = wb.state.folded_at.max(wb.state.last_event_at);
+                    self.evaluate(wb, at, fx);
+                }
+            }
+        }
+        self.advance(wb, clock, fx);
+
+        let Some(reg) = wb.registration.clone() else {
+            return;
+        };
+        let current = wb.state.status();
+        let mut updates = Vec::new();
+        if joined {
+            // First join: the order's stream gets every scan so far, oldest first.
+            let mut all: Vec<&TrackingEvent> =
+                stored_history.iter().chain(fx.history.iter()).collect();
+            all.sort_by(|a, b| fold_key(a).cmp(&fold_key(b)));
+            all.dedup_by(|a, b| a.event_id == b.event_id);
+            let mut latest = i64::MIN;
+            for event in all {
+                let at = event_at(event);
+                updates.push(update(&reg, event, current, at < latest));
+                latest = latest.max(at);
+            }
+            if !wb.state.return_received
+                && reg.is_return
+                && current == Status::Delivered
+                && let Some(delivered) = stored_history
+                    .iter()
+                    .chain(fx.history.iter())
+                    .filter(|e| e.status == Status::Delivered as i32)
+                    .min_by_key(|e| (event_at(e) != wb.state.status_at, fold_key(e)))
+            {
+                wb.state.return_received = true;
+                fx.outputs.push(return_received(&wb.key, &reg, delivered));
+            }
+        } else {
+            for (index, late) in received {
+                if let Some(event) = fx.history.get(index) {
+                    updates.push(update(&reg, event, current, late));
+                }
+            }
+        }
+        fx.outputs.splice(first_output..first_output, updates);
+    }
+
+    /// Folds pending events and fires deadlines up to `clock`, in time order (a
+    /// deadline due at an event's time fires first). The timer loop calls this
+    /// for due timers; [`Engine::apply`] calls it after every batch.
+    pub fn advance(&self, wb: &mut Waybill, clock: i64, fx: &mut Effects) {
+        for _ in 0..MAX_STEPS {
+            let deadline = wb
+                .state
+                .slots
+                .iter()
+                .filter(|s| s.deadline > 0 && s.deadline <= clock)
+                .min_by_key(|s| s.deadline)
+                .and_then(|s| RuleId::from_code(&s.rule).map(|r| (r, s.deadline)));
+            let pending = wb
+                .state
+                .pending
+                .first()
+                .map(event_at)
+                .filter(|t| *t <= clock);
+            match (deadline, pending) {
+                (Some((rule, at)), pending) if pending.is_none_or(|p| at <= p) => {
+                    self.fire(wb, rule, at, fx);
+                }
+                (_, Some(at)) => {
+                    let event = wb.state.pending.remove(0);
+                    self.apply_to_state(wb, &event, at, fx);
+                    wb.state.folded_at = wb.state.folded_at.max(at);
+                }
+                _ => break,
+            }
+        }
+        // A slot of an unknown rule code (written by a newer version) cannot
+        // fire; disarm it rather than let the timer loop find it due forever.
+        for slot in &mut wb.state.slots {
+            if RuleId::from_code(&slot.rule).is_none() && slot.deadline <= clock {
+                slot.deadline = 0;
+            }
+        }
+    }
+
+    /// Applies one event to the state: status, anchors, carrier exceptions,
+    /// return received, then re-arms timers.
+    fn apply_to_state(&self, wb: &mut Waybill, event: &TrackingEvent, at: i64, fx: &mut Effects) {
         let status = Status::try_from(event.status).unwrap_or(Status::Unspecified);
         let reason = Reason::try_from(event.reason).unwrap_or(Reason::Unspecified);
         let state = &mut wb.state;
@@ -191,97 +365,30 @@ impl Engine {
             state.status_at = at;
             state.reason = reason as i32;
         }
-        state.last_event_at = state.last_event_at.max(at);
+        state.last_event_at = if state.events == 0 {
+            at
+        } else {
+            state.last_event_at.max(at)
+        };
         state.events = state.events.saturating_add(1);
         if matches!(status, Status::Pending | Status::InfoReceived)
             && (state.info_at == 0 || at < state.info_at)
         {
             state.info_at = at;
         }
-        let current = state.status();
-
-        if let Some(reg) = &wb.registration {
-            fx.outputs
-                .push(update("u", reg, &event, current, late, UpdateKind::Scan));
-            if reg.is_return && status == Status::Delivered && current == Status::Delivered {
-                fx.outputs.push(update(
-                    "r",
-                    reg,
-                    &event,
-                    current,
-                    late,
-                    UpdateKind::ReturnReceived,
-                ));
-            }
-        }
         self.carrier_exception(wb, status, reason, at, late, fx);
-        fx.history.push(event);
-        self.evaluate(wb, wb.state.last_event_at.max(at), fx);
-    }
-
-    /// Joins a registration. On first join, the waybill's buffered history is
-    /// emitted as updates (in event-time order) so the order's stream is complete.
-    pub fn apply_registration(
-        &self,
-        wb: &mut Waybill,
-        shipment: Shipment,
-        history: &mut [TrackingEvent],
-        now: i64,
-        fx: &mut Effects,
-    ) {
-        let first_join = wb.registration.is_none();
-        if wb.registration.as_ref() == Some(&shipment) {
-            return;
+        if !wb.state.return_received
+            && wb.state.status() == Status::Delivered
+            && let Some(reg) = wb.registration.as_ref().filter(|r| r.is_return)
+        {
+            wb.state.return_received = true;
+            fx.outputs.push(return_received(&wb.key, reg, event));
         }
-        wb.registration = Some(shipment);
-        wb.registration_changed = true;
-        if first_join && let Some(reg) = &wb.registration {
-            history.sort_by_key(|e| (time::millis(e.occurred_at.as_ref()), e.event_id.clone()));
-            let current = wb.state.status();
-            let mut latest = i64::MIN;
-            for event in history.iter() {
-                let at = time::millis(event.occurred_at.as_ref());
-                let late = at < latest;
-                latest = latest.max(at);
-                fx.outputs
-                    .push(update("u", reg, event, current, late, UpdateKind::Scan));
-                if reg.is_return
-                    && event.status == Status::Delivered as i32
-                    && current == Status::Delivered
-                {
-                    fx.outputs.push(update(
-                        "r",
-                        reg,
-                        event,
-                        current,
-                        late,
-                        UpdateKind::ReturnReceived,
-                    ));
-                }
-            }
-        }
-        self.evaluate(wb, now.max(wb.state.last_event_at), fx);
-    }
-
-    /// Fires every deadline of `wb` that is `<= now` (a fired timer, or an
-    /// overdue one after a restart), then re-evaluates.
-    pub fn fire_due(&self, wb: &mut Waybill, now: i64, fx: &mut Effects) {
-        // Each firing moves a slot's deadline strictly forward (next tier) or
-        // clears it, so this terminates; the bound guards against bad config.
-        for _ in 0..64 {
-            let due = wb
-                .state
-                .slots
-                .iter()
-                .filter(|s| s.deadline > 0 && s.deadline <= now)
-                .min_by_key(|s| s.deadline)
-                .and_then(|s| RuleId::from_name(&s.rule).map(|r| (r, s.deadline)));
-            let Some((rule, deadline)) = due else { break };
-            self.fire(wb, rule, deadline, fx);
-        }
+        self.evaluate(wb, wb.state.last_event_at, fx);
     }
 
     fn fire(&self, wb: &mut Waybill, rule: RuleId, deadline: i64, fx: &mut Effects) {
+        wb.state.folded_at = wb.state.folded_at.max(deadline);
         let Some(config) = self.rules.timer(rule) else {
             wb.state.slot_mut(rule).deadline = 0;
             return;
@@ -299,10 +406,7 @@ impl Engine {
             slot.opened_at = deadline;
             AlertState::Opened
         };
-        let next = usize::try_from(slot.tier + 1)
-            .ok()
-            .and_then(|i| tiers.get(i));
-        slot.deadline = next.map_or(0, |t| slot.anchor.saturating_add(t.0).max(deadline + 1));
+        slot.deadline = next_deadline(slot.anchor, tiers, slot.tier, deadline);
         let slot = slot.clone();
         let severity = config.severity(slot.tier);
         fx.outputs.push(Output::Alert(Box::new(
@@ -311,30 +415,43 @@ impl Engine {
     }
 
     /// Resolves, re-arms or disarms every timer rule after a change.
+    ///
+    /// A stall-type rule (anchored at the last scan or status change) resolves
+    /// when its anchor moves: the parcel moved. The "not picked up" rules resolve
+    /// only when the parcel is picked up; their anchor (earliest of registration
+    /// and info received) can move earlier when a registration joins late, which
+    /// reschedules the open alert instead of resolving it, so a late registration
+    /// yields the alerts of an early one.
     fn evaluate(&self, wb: &mut Waybill, at: i64, fx: &mut Effects) {
+        let (carrier, level) = carrier_and_level(wb);
         for rule in RuleId::TIMED {
             let config = self.rules.timer(rule);
             let anchor = config.and_then(|_| anchor(rule, wb));
-            let (carrier, level) = carrier_and_level(wb);
-            let Some(slot) = wb.state.slots.iter().position(|s| s.rule == rule.name()) else {
-                if let (Some(config), Some(anchor)) = (config, anchor) {
-                    let first = config
-                        .tiers_for(&carrier, &level)
-                        .first()
-                        .map_or(0, |t| t.0);
+            let tiers = config.map_or(&[][..], |c| c.tiers_for(&carrier, &level));
+            let first = tiers.first().map_or(0, |t| t.0);
+            let Some(index) = wb.state.slots.iter().position(|s| s.rule == rule.code()) else {
+                if let (Some(_), Some(anchor)) = (config, anchor) {
                     let slot = wb.state.slot_mut(rule);
                     slot.anchor = anchor;
                     slot.deadline = anchor.saturating_add(first).max(1);
                 }
                 continue;
             };
-            let current = wb.state.slots[slot].clone();
+            let current = wb.state.slots[index].clone();
+            let sticky = matches!(rule, RuleId::NoPickup | RuleId::ReturnNotPickedUp);
             if current.open && anchor != Some(current.anchor) {
+                if let (true, Some(anchor)) = (sticky, anchor) {
+                    let slot = &mut wb.state.slots[index];
+                    slot.anchor = anchor;
+                    if slot.deadline > 0 {
+                        slot.deadline = next_deadline(anchor, tiers, slot.tier, slot.opened_at);
+                    }
+                    continue;
+                }
                 let severity = config.map_or(Severity::Warning, |c| c.severity(current.tier));
-                let mut resolved = current.clone();
-                resolved.open = false;
-                resolved.deadline = 0;
-                wb.state.slots[slot] = resolved.clone();
+                let slot = &mut wb.state.slots[index];
+                slot.open = false;
+                slot.deadline = 0;
                 fx.outputs.push(Output::Alert(Box::new(self.alert(
                     wb,
                     rule,
@@ -344,11 +461,7 @@ impl Engine {
                     at,
                 ))));
             }
-            let first = config
-                .map(|c| c.tiers_for(&carrier, &level))
-                .and_then(|t| t.first())
-                .map_or(0, |t| t.0);
-            let slot = &mut wb.state.slots[slot];
+            let slot = &mut wb.state.slots[index];
             if !slot.open {
                 match anchor {
                     Some(anchor) => {
@@ -448,6 +561,7 @@ impl Engine {
             describe(rule),
             slot.tier,
             time::from_proto(&time::from_millis(wb.state.last_event_at))
+                .filter(|_| wb.state.events > 0)
                 .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
             status.as_str_name().trim_start_matches("STATUS_"),
         );
@@ -464,8 +578,7 @@ impl Engine {
             merchant_id: reg.map(|r| r.merchant_id.clone()).unwrap_or_default(),
             reason: slot.reason,
             last_status: status as i32,
-            last_event_at: (wb.state.last_event_at > 0)
-                .then(|| time::from_millis(wb.state.last_event_at)),
+            last_event_at: (wb.state.events > 0).then(|| time::from_millis(wb.state.last_event_at)),
             effective_at: Some(time::from_millis(effective_at)),
             opened_at: Some(time::from_millis(slot.opened_at)),
             summary,
@@ -483,6 +596,32 @@ pub fn alert_id(waybill_key: &str, rule: RuleId, episode: u32) -> String {
     hasher.update(b"\x1f");
     hasher.update(episode.to_be_bytes());
     hex::encode(&hasher.finalize()[..16])
+}
+
+/// `occurred_at` in ms.
+fn event_at(event: &TrackingEvent) -> i64 {
+    time::millis(event.occurred_at.as_ref())
+}
+
+/// The order events fold in: time, then progress, then id — independent of
+/// arrival order.
+fn fold_key(event: &TrackingEvent) -> (i64, i32, &str) {
+    let status = Status::try_from(event.status).unwrap_or(Status::Unspecified);
+    (
+        event_at(event),
+        rules::rank(status),
+        event.event_id.as_str(),
+    )
+}
+
+/// Deadline of the tier after `tier`, never at or before `after` (0 = none left).
+fn next_deadline(anchor: i64, tiers: &[rules::Millis], tier: u32, after: i64) -> i64 {
+    usize::try_from(tier.saturating_add(1))
+        .ok()
+        .and_then(|i| tiers.get(i))
+        .map_or(0, |t| {
+            anchor.saturating_add(t.0).max(after.saturating_add(1))
+        })
 }
 
 fn wins(status: Status, at: i64, state: &WaybillState) -> bool {
@@ -576,16 +715,9 @@ fn describe(rule: RuleId) -> &'static str {
     }
 }
 
-fn update(
-    prefix: &str,
-    reg: &Shipment,
-    event: &TrackingEvent,
-    current: Status,
-    late: bool,
-    kind: UpdateKind,
-) -> Output {
+fn update(reg: &Shipment, event: &TrackingEvent, current: Status, late: bool) -> Output {
     Output::Update {
-        id: format!("{prefix}:{}", event.event_id),
+        id: format!("u:{}", event.event_id),
         update: Box::new(ShipmentUpdate {
             seq: 0,
             order_id: reg.order_id.clone(),
@@ -593,7 +725,24 @@ fn update(
             event: Some(event.clone()),
             current_status: current as i32,
             late,
-            kind: kind as i32,
+            kind: UpdateKind::Scan as i32,
+            shipment: Some(reg.clone()),
+        }),
+    }
+}
+
+/// The refund trigger: once per return waybill, id `r:<carrier:waybill>`.
+fn return_received(waybill_key: &str, reg: &Shipment, event: &TrackingEvent) -> Output {
+    Output::Update {
+        id: format!("r:{waybill_key}"),
+        update: Box::new(ShipmentUpdate {
+            seq: 0,
+            order_id: reg.order_id.clone(),
+            merchant_id: reg.merchant_id.clone(),
+            event: Some(event.clone()),
+            current_status: Status::Delivered as i32,
+            late: false,
+            kind: UpdateKind::ReturnReceived as i32,
             shipment: Some(reg.clone()),
         }),
     }

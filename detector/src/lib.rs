@@ -11,6 +11,7 @@
 //!   registration join, alert lifecycle, deadlines);
 //! - [`store`] — Redis layout, the atomic commit, sequence numbers, outbox, timers;
 //! - [`service`] — the Kafka batch handler and the timer loop;
+//! - [`sink`] — where outputs go (Kafka; memory for tests and benches);
 //! - [`config`] — what it reads.
 //!
 //! Delivery is at-least-once with idempotent effects: a waybill's change and its
@@ -23,6 +24,7 @@ pub mod config;
 pub mod engine;
 pub mod rules;
 pub mod service;
+pub mod sink;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -57,12 +57,40 @@ impl RuleId {
         }
     }
 
-    /// Parses a rule name (timer members carry it).
+    /// Parses a rule name.
     pub fn from_name(name: &str) -> Option<RuleId> {
-        RuleId::TIMED
-            .into_iter()
-            .chain([RuleId::CarrierException])
-            .find(|r| r.name() == name)
+        RuleId::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// Every rule.
+    pub const ALL: [RuleId; 7] = [
+        RuleId::NoPickup,
+        RuleId::StalledInTransit,
+        RuleId::OutForDeliveryNotDelivered,
+        RuleId::UncollectedAtPickupPoint,
+        RuleId::PromisedDateMissed,
+        RuleId::ReturnNotPickedUp,
+        RuleId::CarrierException,
+    ];
+
+    /// The compact code stored in Redis (state slots and timer members). Redis
+    /// holds one state per active parcel, so two bytes instead of a 20-byte name
+    /// per slot and per timer member is most of the memory budget. Never reuse one.
+    pub fn code(self) -> &'static str {
+        match self {
+            RuleId::NoPickup => "np",
+            RuleId::StalledInTransit => "st",
+            RuleId::OutForDeliveryNotDelivered => "od",
+            RuleId::UncollectedAtPickupPoint => "up",
+            RuleId::PromisedDateMissed => "pd",
+            RuleId::ReturnNotPickedUp => "rp",
+            RuleId::CarrierException => "ce",
+        }
+    }
+
+    /// Parses a [`RuleId::code`].
+    pub fn from_code(code: &str) -> Option<RuleId> {
+        RuleId::ALL.into_iter().find(|r| r.code() == code)
     }
 }
 

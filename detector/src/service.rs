@@ -1,7 +1,14 @@
 //! The detector's two loops over one engine: the Kafka batch handler (events and
 //! registrations) and the timer loop (deadlines of owned partitions).
+//!
+//! The clock each fold runs to is [`Detector::clock`]: wall time, or with the
+//! event clock the partition's watermark (newest `occurred_at` seen, including
+//! the batch at hand) minus `allowed_lateness`. The stored watermark — what the
+//! timer loop fires against — only advances after a batch is committed, so the
+//! timer loop never fires a deadline that a scan of the batch in flight would
+//! have prevented.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
@@ -12,19 +19,18 @@ use trackstream_proto::v1::{Alert, AlertState, Shipment, TrackingEvent};
 use trackstream_proto::{time, topics};
 use trackstream_runtime::CancellationToken;
 use trackstream_runtime::kafka::{
-    Assignment, BatchHandler, HandlerError, Inbound, KafkaError, OutRecord, Producer,
+    Assignment, BatchHandler, HandlerError, Inbound, OutRecord, Producer,
 };
 
 use crate::config::{ClockMode, TimerConfig};
-use crate::engine::{Effects, Engine, Output};
+use crate::engine::{Effects, Engine, Input, Output};
+use crate::sink::{Sink, SinkError};
 use crate::store::{Delivery, Store};
 
 type Labels = Vec<(&'static str, String)>;
 
-enum Input {
-    Event(TrackingEvent),
-    Registration(Shipment),
-}
+/// Due timers of one partition fired at once (in flight against Redis).
+const FIRE_CONCURRENCY: usize = 64;
 
 /// Metrics of detection; each is logged where it happens too.
 #[derive(Clone)]
@@ -35,11 +41,11 @@ struct Metrics {
     timers_fired: Counter,
 }
 
-/// The detector: engine + store + producer.
-pub struct Detector {
+/// The detector: engine + store + sink (the Kafka producer in production).
+pub struct Detector<S: Sink = Producer> {
     engine: Engine,
     store: Store,
-    producer: Producer,
+    sink: S,
     timers: TimerConfig,
     metrics: Metrics,
     /// Partitions whose outbox may hold undelivered outputs.
@@ -50,8 +56,8 @@ pub struct Detector {
 enum Failure {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
+    #[error("produce: {0}")]
+    Sink(#[from] SinkError),
 }
 
 impl From<Failure> for HandlerError {
@@ -60,12 +66,12 @@ impl From<Failure> for HandlerError {
     }
 }
 
-impl Detector {
-    /// A detector over `store`, writing through `producer`.
+impl<S: Sink> Detector<S> {
+    /// A detector over `store`, writing through `sink`.
     pub fn new(
         engine: Engine,
         store: Store,
-        producer: Producer,
+        sink: S,
         timers: TimerConfig,
         registry: &mut Registry,
     ) -> Self {
@@ -98,11 +104,21 @@ impl Detector {
         Detector {
             engine,
             store,
-            producer,
+            sink,
             timers,
             metrics,
             dirty: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// The store (tests and benches inspect Redis through it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &S {
+        &self.sink
     }
 
     fn count(&self, kind: &str) {
@@ -112,17 +128,16 @@ impl Detector {
             .inc();
     }
 
-    /// Applies one waybill's inputs: load, run the engine, commit (retrying on a
-    /// concurrent change), and return the outputs to deliver.
+    /// Applies one waybill's inputs: load, de-duplicate, run the engine to
+    /// `clock`, commit (retrying on a concurrent change), and return the outputs
+    /// to deliver.
     async fn process(
         &self,
         partition: i32,
         key: &str,
         inputs: &[Input],
+        clock: i64,
     ) -> Result<Vec<Output>, Failure> {
-        let span = tracing::debug_span!("waybill", waybill = key, partition);
-        let _guard = span.enter();
-        drop(_guard);
         let ids: Vec<String> = inputs
             .iter()
             .filter_map(|i| match i {
@@ -135,37 +150,31 @@ impl Detector {
             let before = loaded.waybill.state.clone();
             let mut known = loaded.known;
             let mut waybill = loaded.waybill;
-            let mut fx = Effects::default();
-            for input in inputs {
-                match input {
+            let fresh: Vec<Input> = inputs
+                .iter()
+                .filter(|input| match input {
                     Input::Event(event) => {
-                        if known.insert(event.event_id.clone()) {
-                            self.engine
-                                .apply_event(&mut waybill, event.clone(), &mut fx);
-                        } else {
+                        let new = known.insert(event.event_id.clone());
+                        if !new {
                             self.count("duplicate");
                         }
+                        new
                     }
-                    Input::Registration(shipment) => {
-                        let mut history =
-                            if waybill.registration.is_none() && waybill.state.events > 0 {
-                                let mut stored = self.store.history(partition, key).await?;
-                                stored.extend(fx.history.iter().cloned());
-                                stored
-                            } else {
-                                Vec::new()
-                            };
-                        let now = self.now_for(partition).await?;
-                        self.engine.apply_registration(
-                            &mut waybill,
-                            shipment.clone(),
-                            &mut history,
-                            now,
-                            &mut fx,
-                        );
-                    }
-                }
-            }
+                    Input::Registration(_) => true,
+                })
+                .cloned()
+                .collect();
+            let joins = waybill.registration.is_none()
+                && fresh.iter().any(|i| matches!(i, Input::Registration(_)))
+                && (waybill.state.events > 0 || !waybill.state.pending.is_empty());
+            let history = if joins {
+                self.store.history(partition, key).await?
+            } else {
+                Vec::new()
+            };
+            let mut fx = Effects::default();
+            self.engine
+                .apply(&mut waybill, &fresh, &history, clock, &mut fx);
             if fx.history.is_empty()
                 && fx.outputs.is_empty()
                 && !waybill.registration_changed
@@ -201,11 +210,14 @@ impl Detector {
     }
 
     async fn send(&self, deliveries: &[Delivery]) -> Result<(), Failure> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
         let records = deliveries
             .iter()
             .map(|d| OutRecord::new(d.topic, d.key.clone(), d.payload.clone()))
             .collect();
-        if let Err(err) = self.producer.send_all(records).await {
+        if let Err(err) = self.sink.send_all(records).await {
             // Outputs stay in the outbox; flushed before the next attempt.
             if let Ok(mut dirty) = self.dirty.lock() {
                 dirty.extend(deliveries.iter().map(|d| d.partition));
@@ -260,28 +272,47 @@ impl Detector {
         Ok(())
     }
 
-    async fn now_for(&self, partition: i32) -> Result<i64, Failure> {
+    /// The clock deadlines of `partition` fire against, in ms: wall time, or
+    /// the stored event-time watermark minus `allowed_lateness`.
+    pub async fn clock(&self, partition: i32) -> Result<i64, HandlerError> {
+        self.clock_with(partition, i64::MIN)
+            .await
+            .map_err(HandlerError::from)
+    }
+
+    /// The clock with the batch at hand's newest event time `seen` included.
+    async fn clock_with(&self, partition: i32, seen: i64) -> Result<i64, Failure> {
         Ok(match self.timers.clock {
             ClockMode::Wall => chrono::Utc::now().timestamp_millis(),
             ClockMode::Event => {
-                self.store.advance_watermark(partition, 0).await? - self.timers.allowed_lateness.0
+                let stored = self.store.watermark(partition).await?;
+                stored
+                    .max(seen)
+                    .saturating_sub(self.timers.allowed_lateness.0)
             }
         })
     }
 
-    /// Fires due deadlines of `partition`; returns how many were processed.
+    /// Fires due timers of `partition` (deadlines, and pending events the
+    /// clock reached); returns how many were processed.
     pub async fn fire_timers(&self, partition: i32) -> Result<usize, HandlerError> {
-        let now = self.now_for(partition).await.map_err(HandlerError::from)?;
+        let now = self.clock(partition).await?;
         let due = self
             .store
             .due_timers(partition, now, self.timers.batch)
             .await
             .map_err(Failure::from)?;
+        // Waybills are independent (each commit is a compare-and-set on its own
+        // state), so their round trips to Redis overlap.
         let mut outputs = Vec::new();
-        for (key, rule, deadline) in &due {
-            self.metrics.timers_fired.inc();
-            let fired = self.fire_one(partition, key, rule, *deadline, now).await?;
-            outputs.extend(fired);
+        for chunk in due.chunks(FIRE_CONCURRENCY) {
+            self.metrics.timers_fired.inc_by(chunk.len() as u64);
+            let fired =
+                futures::future::try_join_all(chunk.iter().map(|(key, rule, deadline)| {
+                    self.fire_one(partition, key, rule, *deadline, now)
+                }))
+                .await?;
+            outputs.extend(fired.into_iter().flatten());
         }
         self.deliver(partition, &outputs).await?;
         Ok(due.len())
@@ -300,13 +331,10 @@ impl Detector {
             let before = loaded.waybill.state.clone();
             let mut waybill = loaded.waybill;
             let mut fx = Effects::default();
-            self.engine.fire_due(&mut waybill, now, &mut fx);
+            self.engine.advance(&mut waybill, now, &mut fx);
             if waybill.state == before {
                 // The member no longer matches the state (it moved on): drop it.
-                let armed = before
-                    .slots
-                    .iter()
-                    .any(|s| s.rule == rule && s.deadline == deadline);
+                let armed = before.deadlines().any(|(r, d)| r == rule && d == deadline);
                 if !armed {
                     self.store.drop_timer(partition, key, rule).await?;
                 }
@@ -323,9 +351,23 @@ impl Detector {
         }
     }
 
+    /// Fires every due timer of `partition`, batch after batch, until none is
+    /// due; returns how many were processed.
+    pub async fn drain_timers(&self, partition: i32) -> Result<usize, HandlerError> {
+        let mut total = 0;
+        loop {
+            let n = self.fire_timers(partition).await?;
+            total += n;
+            if n < self.timers.batch.max(1) {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The timer loop: every tick, fire due deadlines of the partitions this
     /// instance owns; on assignment, first re-deliver their outboxes (overdue
-    /// deadlines then fire at once on the next tick).
+    /// deadlines then fire at once on the next tick). Revoked partitions are
+    /// dropped from the set as soon as the consumer reports the revocation.
     pub async fn run_timers(&self, mut assignment: Assignment, shutdown: CancellationToken) {
         let mut owned: BTreeSet<i32> = BTreeSet::new();
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(
@@ -359,29 +401,26 @@ impl Detector {
                 continue;
             }
             for partition in &owned {
-                // Drain a backlog of overdue deadlines without waiting a tick each.
-                loop {
-                    match self.fire_timers(*partition).await {
-                        Ok(n) if n >= self.timers.batch => continue,
-                        Ok(_) => break,
-                        Err(err) => {
-                            tracing::warn!(%err, partition, "firing timers failed; will retry");
-                            break;
-                        }
-                    }
+                // Drain a backlog of overdue deadlines without waiting a tick
+                // each, but let an assignment change interrupt it.
+                if assignment.has_changed().unwrap_or(true) {
+                    break;
+                }
+                if let Err(err) = self.drain_timers(*partition).await {
+                    tracing::warn!(%err, partition, "firing timers failed; will retry");
                 }
             }
         }
     }
-}
 
-impl BatchHandler for Detector {
-    async fn handle(&self, batch: &[Inbound]) -> Result<(), HandlerError> {
+    /// Applies a batch of consumed records (what the Kafka loop calls; public so
+    /// tests and benches drive the exact same path without a broker).
+    pub async fn apply_batch(&self, batch: &[Inbound]) -> Result<(), HandlerError> {
         self.flush_dirty().await?;
         // Group inputs by waybill, keeping partition order within each waybill.
         let mut order: Vec<(i32, String)> = Vec::new();
-        let mut groups: std::collections::HashMap<(i32, String), Vec<Input>> = Default::default();
-        let mut watermarks: std::collections::HashMap<i32, i64> = Default::default();
+        let mut groups: HashMap<(i32, String), Vec<Input>> = HashMap::new();
+        let mut seen: BTreeMap<i32, i64> = BTreeMap::new();
         for record in batch {
             let input = if record.topic == topics::SHIPMENTS {
                 Shipment::decode(record.payload.as_slice())
@@ -402,10 +441,9 @@ impl BatchHandler for Detector {
                 Input::Event(_) => "event",
                 Input::Registration(_) => "registration",
             });
+            let newest = seen.entry(record.partition).or_insert(i64::MIN);
             if let Input::Event(event) = &input {
-                let at = time::millis(event.occurred_at.as_ref());
-                let wm = watermarks.entry(record.partition).or_insert(at);
-                *wm = (*wm).max(at);
+                *newest = (*newest).max(time::millis(event.occurred_at.as_ref()));
             }
             let key = (record.partition, record.key_str());
             if !groups.contains_key(&key) {
@@ -413,16 +451,21 @@ impl BatchHandler for Detector {
             }
             groups.entry(key).or_default().push(input);
         }
+        let mut clocks: BTreeMap<i32, i64> = BTreeMap::new();
+        for (partition, newest) in &seen {
+            clocks.insert(*partition, self.clock_with(*partition, *newest).await?);
+        }
         let results = futures::future::try_join_all(order.iter().map(|key| {
             let inputs = groups.get(key).map(Vec::as_slice).unwrap_or_default();
+            let clock = clocks.get(&key.0).copied().unwrap_or(i64::MIN);
             async move {
-                self.process(key.0, &key.1, inputs)
+                self.process(key.0, &key.1, inputs, clock)
                     .await
                     .map(|o| (key.0, o))
             }
         }))
         .await?;
-        let mut by_partition: std::collections::BTreeMap<i32, Vec<Output>> = Default::default();
+        let mut by_partition: BTreeMap<i32, Vec<Output>> = BTreeMap::new();
         for (partition, outputs) in results {
             by_partition.entry(partition).or_default().extend(outputs);
         }
@@ -443,13 +486,21 @@ impl BatchHandler for Detector {
             }
         }
         if self.timers.clock == ClockMode::Event {
-            for (partition, at) in watermarks {
-                self.store
-                    .advance_watermark(partition, at)
-                    .await
-                    .map_err(Failure::from)?;
+            for (partition, newest) in seen {
+                if newest > i64::MIN {
+                    self.store
+                        .advance_watermark(partition, newest)
+                        .await
+                        .map_err(Failure::from)?;
+                }
             }
         }
         Ok(())
+    }
+}
+
+impl<S: Sink> BatchHandler for Detector<S> {
+    async fn handle(&self, batch: &[Inbound]) -> Result<(), HandlerError> {
+        self.apply_batch(batch).await
     }
 }

@@ -106,6 +106,14 @@ redis.call('ZADD', KEYS[3], seq, string.char(8) .. table.concat(bytes) .. ARGV[2
 return seq
 ";
 
+const WATERMARK_LUA: &str = r"
+-- KEYS: 1 watermark; ARGV: 1 candidate. Raises, never lowers; returns the value.
+local c = tonumber(redis.call('GET', KEYS[1]))
+local n = tonumber(ARGV[1])
+if c == nil or n > c then redis.call('SET', KEYS[1], ARGV[1]); return n end
+return c
+";
+
 /// Prepends protobuf field 1 (`seq`, varint) to an update encoded without it —
 /// the same bytes the sequence script stores, so replay and live agree exactly.
 pub fn with_seq(seq: u64, body: &[u8]) -> Vec<u8> {
@@ -130,6 +138,7 @@ pub struct Store {
     conn: RedisConn,
     commit: Script,
     sequence: Script,
+    watermark: Script,
 }
 
 /// An output ready for Kafka.
@@ -153,6 +162,7 @@ impl Store {
             conn,
             commit: Script::new(COMMIT_LUA),
             sequence: Script::new(SEQUENCE_LUA),
+            watermark: Script::new(WATERMARK_LUA),
         }
     }
 
@@ -424,16 +434,21 @@ impl Store {
         candidate: i64,
     ) -> redis::RedisResult<i64> {
         let mut conn = self.conn.clone();
-        let script = Script::new(
-            "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
-             local n = tonumber(ARGV[1]) \
-             if n > c then redis.call('SET', KEYS[1], ARGV[1]); return n end return c",
-        );
-        script
+        self.watermark
             .key(watermark_key(partition))
             .arg(candidate)
             .invoke_async(&mut conn)
             .await
+    }
+
+    /// A partition's event-time watermark (`i64::MIN` before any event).
+    pub async fn watermark(&self, partition: i32) -> redis::RedisResult<i64> {
+        let mut conn = self.conn.clone();
+        let value: Option<i64> = redis::cmd("GET")
+            .arg(watermark_key(partition))
+            .query_async(&mut conn)
+            .await?;
+        Ok(value.unwrap_or(i64::MIN))
     }
 }
 

@@ -6,6 +6,8 @@
 //! - [`kafka`] — topic creation through the Kafka admin API (works against any
 //!   broker), and [`kafka::TopicReader`] to read what the services wrote, polling
 //!   with a deadline (never sleeping as synchronisation);
+//! - [`cluster`] — a three-master Redis Cluster on loopback ports;
+//! - [`child`] — a service binary as a child process, killed with SIGKILL;
 //! - [`sandbox`] — [`sandbox::Sandbox`]: Redis + broker + topics + the four
 //!   services in-process, with configs tests can tweak first.
 //!
@@ -14,6 +16,8 @@
 //! command), and found via `TANSU_BIN` or that cache.
 #![forbid(unsafe_code)]
 
+pub mod child;
+pub mod cluster;
 pub mod kafka;
 pub mod link;
 pub mod processes;

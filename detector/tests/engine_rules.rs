@@ -1,0 +1,636 @@
+//! The engine alone (pure, no I/O): every rule opens, escalates and resolves as
+//! configured; carrier problems are raised at once with their reason; returns;
+//! late, duplicate-free shuffled and terminal scans; per-carrier overrides; and
+//! order independence within the allowed lateness.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use trackstream_detector::engine::{Input, alert_id};
+use trackstream_detector::rules::{Millis, Override, RuleId, RulesConfig};
+use trackstream_proto::time;
+use trackstream_proto::v1::{AlertState, Reason, Severity, Status, UpdateKind};
+
+use AlertState::{Escalated, Opened, Resolved};
+
+const KEY: &str = "sf:SF1";
+
+fn t(rule: RuleId, state: AlertState, tier: u32) -> (String, AlertState, u32) {
+    (rule.name().to_owned(), state, tier)
+}
+
+fn registered(rules: RulesConfig) -> Sim {
+    let mut sim = Sim::new(rules, KEY);
+    sim.register(shipment(KEY, "O-1", T0), T0);
+    sim
+}
+
+#[test]
+fn no_pickup_opens_at_24h_escalates_at_48h_and_72h_and_resolves_on_pickup() {
+    let mut sim = registered(RulesConfig::default());
+    assert!(transitions(&sim.scan(Status::InfoReceived, T0 + H)).is_empty());
+    assert!(transitions(&sim.advance(T0 + 24 * H - 1)).is_empty());
+    let opened = alerts(&sim.advance(T0 + 24 * H));
+    assert_eq!(transitions(&sim.outputs), [t(RuleId::NoPickup, Opened, 0)]);
+    assert_eq!(opened[0].severity, Severity::Warning as i32);
+    assert_eq!(opened[0].order_id, "O-1");
+    assert_eq!(opened[0].alert_id, alert_id(KEY, RuleId::NoPickup, 1));
+    let escalated = alerts(&sim.advance(T0 + 72 * H));
+    assert_eq!(
+        transitions(&sim.outputs)[1..],
+        [
+            t(RuleId::NoPickup, Escalated, 1),
+            t(RuleId::NoPickup, Escalated, 2)
+        ]
+    );
+    assert_eq!(escalated[1].severity, Severity::Critical as i32);
+    assert!(sim.advance(T0 + 500 * H).is_empty(), "no tier after 72 h");
+    let resolved = alerts(&sim.scan(Status::PickedUp, T0 + 501 * H));
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].state, Resolved as i32);
+    assert_eq!(
+        resolved[0].alert_id, opened[0].alert_id,
+        "one id per episode"
+    );
+}
+
+#[test]
+fn no_pickup_without_registration_is_anchored_at_info_received() {
+    let mut sim = Sim::new(RulesConfig::default(), KEY);
+    sim.scan(Status::InfoReceived, T0 + 5 * H);
+    assert!(sim.advance(T0 + 29 * H - 1).is_empty());
+    assert_eq!(
+        transitions(&sim.advance(T0 + 29 * H)),
+        [t(RuleId::NoPickup, Opened, 0)]
+    );
+}
+
+#[test]
+fn a_parcel_picked_up_in_time_raises_nothing() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::InfoReceived, T0 + H);
+    sim.scan(Status::PickedUp, T0 + 23 * H);
+    sim.scan(Status::InTransit, T0 + 40 * H);
+    sim.scan(Status::OutForDelivery, T0 + 60 * H);
+    sim.scan(Status::Delivered, T0 + 70 * H);
+    sim.advance(T0 + 1000 * H);
+    assert!(
+        alerts(&sim.outputs).is_empty(),
+        "{:?}",
+        transitions(&sim.outputs)
+    );
+    assert!(
+        sim.wb.state.deadlines().next().is_none(),
+        "delivered: nothing armed"
+    );
+}
+
+#[test]
+fn stall_escalates_through_tiers_resolves_on_movement_and_opens_a_new_episode() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::InTransit, T0 + 10 * H);
+    assert!(
+        sim.advance(T0 + 34 * H - 1).is_empty(),
+        "24 h after the LAST scan"
+    );
+    sim.advance(T0 + 82 * H);
+    assert_eq!(
+        transitions(&sim.outputs),
+        [
+            t(RuleId::StalledInTransit, Opened, 0),
+            t(RuleId::StalledInTransit, Escalated, 1),
+            t(RuleId::StalledInTransit, Escalated, 2),
+        ]
+    );
+    let first = alerts(&sim.outputs)[0].alert_id.clone();
+    let moved = alerts(&sim.scan(Status::InTransit, T0 + 90 * H));
+    assert_eq!(
+        (moved[0].alert_id.as_str(), moved[0].state),
+        (first.as_str(), Resolved as i32)
+    );
+    let again = alerts(&sim.advance(T0 + 114 * H));
+    assert_eq!(again[0].state, Opened as i32);
+    assert_eq!(again[0].episode, 2);
+    assert_ne!(again[0].alert_id, first, "a new episode has a new id");
+    let delivered = alerts(&sim.scan(Status::Delivered, T0 + 115 * H));
+    assert_eq!(
+        (delivered[0].alert_id.as_str(), delivered[0].state),
+        (again[0].alert_id.as_str(), Resolved as i32),
+        "delivery resolves the stall"
+    );
+}
+
+#[test]
+fn out_for_delivery_not_delivered_within_36h() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::OutForDelivery, T0 + 5 * H);
+    assert!(sim.advance(T0 + 41 * H - 1).is_empty());
+    assert_eq!(
+        transitions(&sim.advance(T0 + 41 * H)),
+        [t(RuleId::OutForDeliveryNotDelivered, Opened, 0)]
+    );
+    assert!(sim.advance(T0 + 400 * H).is_empty(), "one tier only");
+    assert_eq!(
+        transitions(&sim.scan(Status::Delivered, T0 + 401 * H)),
+        [t(RuleId::OutForDeliveryNotDelivered, Resolved, 0)]
+    );
+}
+
+#[test]
+fn uncollected_at_pickup_point_after_18h_resolves_on_collection() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::AvailableForPickup, T0 + 10 * H);
+    assert!(sim.advance(T0 + 28 * H - 1).is_empty());
+    assert_eq!(
+        transitions(&sim.advance(T0 + 28 * H)),
+        [t(RuleId::UncollectedAtPickupPoint, Opened, 0)]
+    );
+    assert_eq!(
+        transitions(&sim.scan(Status::Delivered, T0 + 30 * H)),
+        [t(RuleId::UncollectedAtPickupPoint, Resolved, 0)]
+    );
+}
+
+#[test]
+fn promised_delivery_time_passed_opens_at_the_promise_escalates_and_resolves_on_delivery() {
+    let mut sim = Sim::new(RulesConfig::default(), KEY);
+    let mut reg = shipment(KEY, "O-1", T0);
+    reg.promised_delivery_at = Some(time::from_millis(T0 + 48 * H));
+    sim.register(reg, T0);
+    sim.scan(Status::PickedUp, T0 + H);
+    for h in [20, 40] {
+        sim.scan(Status::InTransit, T0 + h * H);
+    }
+    assert!(transitions(&sim.outputs).is_empty());
+    assert_eq!(
+        transitions(&sim.advance(T0 + 48 * H)),
+        [t(RuleId::PromisedDateMissed, Opened, 0)]
+    );
+    let escalated = transitions(&sim.advance(T0 + 72 * H));
+    assert!(escalated.contains(&t(RuleId::PromisedDateMissed, Escalated, 1)));
+    let delivered = transitions(&sim.scan(Status::Delivered, T0 + 73 * H));
+    assert!(delivered.contains(&t(RuleId::PromisedDateMissed, Resolved, 1)));
+
+    let mut on_time = Sim::new(RulesConfig::default(), "sf:SF2");
+    let mut reg = shipment("sf:SF2", "O-2", T0);
+    reg.promised_delivery_at = Some(time::from_millis(T0 + 48 * H));
+    on_time.register(reg, T0);
+    on_time.scan(Status::PickedUp, T0 + H);
+    on_time.scan(Status::Delivered, T0 + 20 * H);
+    on_time.advance(T0 + 1000 * H);
+    assert!(alerts(&on_time.outputs).is_empty());
+}
+
+#[test]
+fn every_carrier_problem_is_raised_at_once_with_its_reason() {
+    let cases = [
+        (
+            Status::DeliveryAttemptFailed,
+            Reason::Unspecified,
+            Reason::DeliveryAttemptFailed,
+        ),
+        (Status::Exception, Reason::Address, Reason::Address),
+        (Status::Exception, Reason::Refused, Reason::Refused),
+        (
+            Status::DeliveryAttemptFailed,
+            Reason::RecipientUnreachable,
+            Reason::RecipientUnreachable,
+        ),
+        (
+            Status::Returning,
+            Reason::Unspecified,
+            Reason::ReturnToSender,
+        ),
+        (
+            Status::Returned,
+            Reason::Unspecified,
+            Reason::ReturnToSender,
+        ),
+        (Status::Customs, Reason::CustomsHold, Reason::CustomsHold),
+        (Status::Exception, Reason::Damaged, Reason::Damaged),
+        (Status::Exception, Reason::Lost, Reason::Lost),
+        (Status::Cancelled, Reason::Unspecified, Reason::Cancelled),
+        (Status::InTransit, Reason::Refused, Reason::Refused),
+    ];
+    for (status, reason, expected) in cases {
+        let mut sim = registered(RulesConfig::default());
+        sim.scan(Status::PickedUp, T0);
+        let raised = alerts(&sim.event(event(KEY, status, reason, T0 + H)));
+        let case = format!("{status:?}/{reason:?}");
+        assert_eq!(raised.len(), 1, "{case}: {raised:?}");
+        assert_eq!(raised[0].rule, "carrier_exception", "{case}");
+        assert_eq!(raised[0].state, Opened as i32, "{case}");
+        assert_eq!(raised[0].reason, expected as i32, "{case}");
+        assert_eq!(raised[0].severity, Severity::Critical as i32, "{case}");
+        let next = transitions(&sim.scan(Status::InTransit, T0 + 2 * H));
+        let resolved = next.contains(&t(RuleId::CarrierException, Resolved, 0));
+        let terminal = matches!(status, Status::Returned | Status::Cancelled);
+        assert_eq!(
+            resolved, !terminal,
+            "{case}: moving again resolves it, unless terminal"
+        );
+    }
+}
+
+#[test]
+fn normal_customs_clearance_and_carrier_delay_in_transit_are_not_problems() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::Customs, T0 + H);
+    sim.event(event(
+        KEY,
+        Status::InTransit,
+        Reason::CarrierDelay,
+        T0 + 2 * H,
+    ));
+    assert!(alerts(&sim.outputs).is_empty());
+}
+
+#[test]
+fn a_second_problem_while_one_is_open_does_not_open_another_episode() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.event(event(KEY, Status::Exception, Reason::Address, T0 + H));
+    sim.event(event(
+        KEY,
+        Status::DeliveryAttemptFailed,
+        Reason::RecipientUnreachable,
+        T0 + 2 * H,
+    ));
+    sim.scan(Status::InTransit, T0 + 3 * H);
+    sim.event(event(KEY, Status::Exception, Reason::Damaged, T0 + 4 * H));
+    let exceptions: Vec<(u32, i32)> = alerts(&sim.outputs)
+        .iter()
+        .filter(|a| a.rule == "carrier_exception")
+        .map(|a| (a.episode, a.state))
+        .collect();
+    assert_eq!(
+        exceptions,
+        [(1, Opened as i32), (1, Resolved as i32), (2, Opened as i32)]
+    );
+}
+
+#[test]
+fn a_return_not_picked_up_raises_the_return_rule_not_no_pickup() {
+    let mut sim = Sim::new(RulesConfig::default(), KEY);
+    let mut reg = shipment(KEY, "R-1", T0);
+    reg.is_return = true;
+    sim.register(reg, T0);
+    sim.scan(Status::InfoReceived, T0 + H);
+    assert!(sim.advance(T0 + 7 * 24 * H - 1).is_empty());
+    assert_eq!(
+        transitions(&sim.advance(T0 + 7 * 24 * H)),
+        [t(RuleId::ReturnNotPickedUp, Opened, 0)]
+    );
+    assert_eq!(
+        transitions(&sim.scan(Status::PickedUp, T0 + 200 * H)),
+        [t(RuleId::ReturnNotPickedUp, Resolved, 0)]
+    );
+}
+
+#[test]
+fn a_delivered_return_emits_return_received_once() {
+    let mut sim = Sim::new(RulesConfig::default(), KEY);
+    let mut reg = shipment(KEY, "R-1", T0);
+    reg.is_return = true;
+    sim.register(reg, T0);
+    sim.scan(Status::PickedUp, T0 + H);
+    sim.scan(Status::Delivered, T0 + 10 * H);
+    // A second delivered scan (carriers resend with another code) adds nothing.
+    sim.event(event(
+        KEY,
+        Status::Delivered,
+        Reason::SignedByProxy,
+        T0 + 11 * H,
+    ));
+    let returns: Vec<_> = updates(&sim.outputs)
+        .into_iter()
+        .filter(|(_, u)| u.kind == UpdateKind::ReturnReceived as i32)
+        .collect();
+    assert_eq!(returns.len(), 1, "{returns:?}");
+    assert_eq!(returns[0].0, format!("r:{KEY}"));
+    assert_eq!(returns[0].1.order_id, "R-1");
+    assert_eq!(
+        returns[0].1.event.as_ref().map(|e| e.status),
+        Some(Status::Delivered as i32)
+    );
+
+    // Not a return: no refund trigger.
+    let mut outbound = registered(RulesConfig::default());
+    outbound.scan(Status::Delivered, T0 + H);
+    assert!(
+        updates(&outbound.outputs)
+            .iter()
+            .all(|(_, u)| u.kind == UpdateKind::Scan as i32)
+    );
+}
+
+#[test]
+fn a_return_registered_after_its_delivery_emits_return_received_on_join() {
+    let mut sim = Sim::new(RulesConfig::default(), KEY);
+    sim.scan(Status::PickedUp, T0 + H);
+    sim.scan(Status::Delivered, T0 + 10 * H);
+    assert!(updates(&sim.outputs).is_empty(), "no order to update yet");
+    let mut reg = shipment(KEY, "R-1", T0);
+    reg.is_return = true;
+    let joined = updates(&sim.register(reg, T0 + 11 * H));
+    let kinds: Vec<(String, i32)> = joined.iter().map(|(id, u)| (id.clone(), u.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                format!("u:{}", scan(KEY, Status::PickedUp, T0 + H).event_id),
+                UpdateKind::Scan as i32
+            ),
+            (
+                format!("u:{}", scan(KEY, Status::Delivered, T0 + 10 * H).event_id),
+                UpdateKind::Scan as i32
+            ),
+            (format!("r:{KEY}"), UpdateKind::ReturnReceived as i32),
+        ]
+    );
+}
+
+#[test]
+fn a_late_scan_is_an_update_flagged_late_but_never_moves_the_status_back() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::OutForDelivery, T0 + 30 * H);
+    let late = updates(&sim.scan(Status::InTransit, T0 + 20 * H));
+    assert_eq!(late.len(), 1);
+    assert!(late[0].1.late);
+    assert_eq!(late[0].1.current_status, Status::OutForDelivery as i32);
+    assert_eq!(sim.wb.state.status(), Status::OutForDelivery);
+    // The OFD timer still runs from the OFD scan, not from the late one.
+    assert_eq!(
+        transitions(&sim.advance(T0 + 66 * H)),
+        [t(RuleId::OutForDeliveryNotDelivered, Opened, 0)]
+    );
+}
+
+#[test]
+fn nothing_leaves_a_terminal_state() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::Delivered, T0 + 10 * H);
+    // A scan dated after delivery (mis-scan) and a late one: both history only.
+    sim.scan(Status::InTransit, T0 + 20 * H);
+    sim.scan(Status::OutForDelivery, T0 + 5 * H);
+    assert_eq!(sim.wb.state.status(), Status::Delivered);
+    sim.advance(T0 + 1000 * H);
+    assert!(
+        alerts(&sim.outputs).is_empty(),
+        "{:?}",
+        transitions(&sim.outputs)
+    );
+    assert_eq!(
+        updates(&sim.outputs).len(),
+        4,
+        "every scan is still an update"
+    );
+}
+
+#[test]
+fn a_scan_beyond_the_clock_waits_and_deadlines_before_it_fire_first() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    // The 30 h scan arrives while the clock is at 18 h: it waits.
+    let early = sim.feed(
+        &[Input::Event(scan(KEY, Status::InTransit, T0 + 30 * H))],
+        T0 + 18 * H,
+    );
+    assert_eq!(updates(&early).len(), 1, "the update goes out at once");
+    assert!(transitions(&early).is_empty());
+    assert_eq!(
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("st", T0 + 24 * H), ("pe", T0 + 30 * H)]
+    );
+    // When the clock passes both, the 24 h deadline fires before the scan
+    // resolves it: the alerts of living through it.
+    assert_eq!(
+        transitions(&sim.advance(T0 + 40 * H)),
+        [
+            t(RuleId::StalledInTransit, Opened, 0),
+            t(RuleId::StalledInTransit, Resolved, 0)
+        ]
+    );
+}
+
+#[test]
+fn a_deadline_due_at_an_event_time_fires_before_the_event() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    assert_eq!(
+        transitions(&sim.scan(Status::InTransit, T0 + 24 * H)),
+        [
+            t(RuleId::StalledInTransit, Opened, 0),
+            t(RuleId::StalledInTransit, Resolved, 0)
+        ]
+    );
+}
+
+fn with_overrides() -> RulesConfig {
+    let mut rules = RulesConfig::default();
+    rules.stalled_in_transit.overrides = vec![
+        Override {
+            carrier: Some("sf".into()),
+            service_level: Some("express".into()),
+            tiers: vec![Millis(6 * H), Millis(12 * H)],
+        },
+        Override {
+            carrier: Some("sf".into()),
+            service_level: None,
+            tiers: vec![Millis(10 * H)],
+        },
+    ];
+    rules
+}
+
+#[test]
+fn thresholds_are_overridden_per_carrier_and_service_level() {
+    let stall_opens_at = |key: &str, level: &str| {
+        let mut sim = Sim::new(with_overrides(), key);
+        let mut reg = shipment(key, "O", T0);
+        reg.service_level = level.into();
+        sim.register(reg, T0);
+        sim.scan(Status::PickedUp, T0);
+        sim.advance(T0 + 200 * H);
+        alerts(&sim.outputs)
+            .iter()
+            .filter(|a| a.rule == "stalled_in_transit")
+            .map(|a| time::millis(a.effective_at.as_ref()) - T0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stall_opens_at("sf:A", "express"), [6 * H, 12 * H]);
+    assert_eq!(stall_opens_at("sf:B", "standard"), [10 * H]);
+    assert_eq!(stall_opens_at("yto:C", "express"), [24 * H, 48 * H, 72 * H]);
+}
+
+#[test]
+fn rules_load_from_toml_with_overrides_and_severities() {
+    let rules: RulesConfig = trackstream_runtime::config::load_from(
+        r#"
+        [stalled_in_transit]
+        tiers = ["12h", "1d"]
+        severities = ["info", "critical"]
+        [[stalled_in_transit.overrides]]
+        carrier = "sf"
+        tiers = ["90m"]
+        [out_for_delivery_not_delivered]
+        enabled = false
+        tiers = ["36h"]
+        "#,
+        Vec::new(),
+    )
+    .expect("valid rules");
+    let mut sim = Sim::new(rules.clone(), "yto:Y1");
+    sim.scan(Status::PickedUp, T0);
+    sim.advance(T0 + 100 * H);
+    let severities: Vec<i32> = alerts(&sim.outputs).iter().map(|a| a.severity).collect();
+    assert_eq!(
+        severities,
+        [Severity::Info as i32, Severity::Critical as i32]
+    );
+    let mut sim = Sim::new(rules.clone(), "sf:S1");
+    sim.scan(Status::PickedUp, T0);
+    assert_eq!(
+        alerts(&sim.advance(T0 + 90 * 60_000))
+            .iter()
+            .map(|a| a.tier)
+            .collect::<Vec<_>>(),
+        [0]
+    );
+    let mut off = Sim::new(rules, "yto:Y2");
+    off.scan(Status::OutForDelivery, T0);
+    off.advance(T0 + 100 * H);
+    assert!(alerts(&off.outputs).is_empty(), "disabled rule");
+    assert_eq!(
+        trackstream_runtime::config::load_from::<RulesConfig>(
+            "[stalled_in_transit]\ntiers = [\"1x\"]",
+            Vec::new()
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string().contains("unknown unit")),
+        Err(true)
+    );
+}
+
+#[test]
+fn a_late_registration_earlier_than_info_received_reschedules_instead_of_resolving() {
+    // Clean: registered at 0, info at 10 h → opens at 24 h, escalates at 48 h.
+    // Late: info at 10 h alone opens at 34 h; the registration then joins.
+    let mut sim = Sim::new(RulesConfig::default(), KEY);
+    sim.scan(Status::InfoReceived, T0 + 10 * H);
+    sim.advance(T0 + 35 * H);
+    sim.register(shipment(KEY, "O-1", T0), T0 + 35 * H);
+    sim.advance(T0 + 50 * H);
+    assert_eq!(
+        transitions(&sim.outputs),
+        [
+            t(RuleId::NoPickup, Opened, 0),
+            t(RuleId::NoPickup, Escalated, 1)
+        ]
+    );
+    let tier1 = alerts(&sim.outputs)[1].clone();
+    assert_eq!(time::millis(tier1.effective_at.as_ref()), T0 + 48 * H);
+}
+
+/// Every scenario, fed shuffled (one batch, the clock far behind) with the
+/// registration anywhere in between, folds into exactly the clean run's alerts
+/// and updates.
+#[test]
+fn shuffled_scans_and_a_late_registration_yield_the_clean_alerts() {
+    let rules = RulesConfig::default();
+    let mut rng = Lcg(7);
+    for kind in 0..8 {
+        for round in 0..20 {
+            let key = format!("sf:K{kind}-{round}");
+            let (reg, events) = scenario(&key, "O", kind, T0);
+            let end = T0 + 1000 * H;
+            let clean = clean_run(&rules, &key, &reg, &events, end);
+            let mut inputs: Vec<Input> = events.iter().cloned().map(Input::Event).collect();
+            rng.shuffle(&mut inputs);
+            let at = usize::try_from(rng.below(inputs.len() as u64 + 1)).expect("fits");
+            inputs.insert(at, Input::Registration(reg.clone()));
+            let mut sim = Sim::new(rules.clone(), &key);
+            // Arrive in a few batches while the clock stays before the first scan.
+            let mut rest = inputs.as_slice();
+            while !rest.is_empty() {
+                let n = 1 + usize::try_from(rng.below(3)).expect("fits");
+                let (now, later) = rest.split_at(n.min(rest.len()));
+                sim.feed(now, T0);
+                rest = later;
+            }
+            sim.advance(end);
+            let got_alerts = alert_set(&alerts(&sim.outputs));
+            let got_updates: std::collections::BTreeSet<_> = updates(&sim.outputs)
+                .iter()
+                .map(|(_, u)| update_key(u))
+                .collect();
+            assert_eq!(got_alerts, clean.0, "kind {kind} round {round}");
+            assert_eq!(got_updates, clean.1, "kind {kind} round {round}");
+            if kind != 0 {
+                assert!(!clean.0.is_empty(), "scenario {kind} raises alerts");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Any scan sequence, delivered in any order where each scan is at most
+    /// `lateness` behind the newest seen, with the clock at the watermark, folds
+    /// into the alerts of the time-sorted sequence.
+    #[test]
+    fn disorder_within_the_allowed_lateness_never_changes_the_alerts(
+        steps in proptest::collection::vec((0usize..9, 0i64..40, 0usize..4), 1..12),
+        jitter in proptest::collection::vec(0i64..30, 12),
+        lateness_h in 0i64..30,
+    ) {
+        let statuses = [
+            Status::InfoReceived, Status::PickedUp, Status::InTransit, Status::InTransit,
+            Status::OutForDelivery, Status::AvailableForPickup, Status::DeliveryAttemptFailed,
+            Status::Exception, Status::Delivered,
+        ];
+        let reasons = [Reason::Unspecified, Reason::Address, Reason::Lost, Reason::CarrierDelay];
+        let mut at = T0;
+        let mut events = Vec::new();
+        for (status, gap_h, reason) in steps {
+            at += gap_h * H;
+            events.push(event(KEY, statuses[status], reasons[reason], at));
+        }
+        events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+        events.dedup_by(|a, b| a.event_id == b.event_id);
+        let reg = shipment(KEY, "O-1", T0);
+        let end = at + 1000 * H;
+        let rules = RulesConfig::default();
+        let clean = clean_run(&rules, KEY, &reg, &events, end);
+
+        // Arrival order: by time plus a jitter below the lateness.
+        let lateness = lateness_h * H;
+        let mut arrival: Vec<(i64, usize)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let j = if lateness == 0 { 0 } else { jitter[i % jitter.len()] * H % lateness };
+                (time::millis(e.occurred_at.as_ref()) + j, i)
+            })
+            .collect();
+        arrival.sort();
+        let mut sim = Sim::new(rules, KEY);
+        sim.register(reg, T0);
+        let mut newest = i64::MIN;
+        for (_, i) in arrival {
+            let e = events[i].clone();
+            newest = newest.max(time::millis(e.occurred_at.as_ref()));
+            sim.feed(&[Input::Event(e)], newest - lateness);
+        }
+        sim.advance(end);
+        prop_assert_eq!(alert_set(&alerts(&sim.outputs)), clean.0);
+    }
+}

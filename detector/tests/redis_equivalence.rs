@@ -1,0 +1,308 @@
+//! The whole batch path (dedup, fold, Lua commit, outbox, sequence numbers,
+//! timers) against a real redis-server, with the event-time clock and the timer
+//! loop driven deterministically: duplicated, shuffled and late-registration
+//! deliveries of the same scans yield exactly the clean run's alerts and updates.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use trackstream_detector::rules::RulesConfig;
+use trackstream_harness::processes::RedisServer;
+use trackstream_proto::v1::{Alert, ShipmentUpdate};
+use trackstream_runtime::config::RedisConfig;
+use trackstream_runtime::redis::RedisConn;
+
+const PARTITIONS: i32 = 4;
+/// Shuffling a parcel's scans among the stream positions they occupy moves a
+/// scan up to one parcel span (220 h) behind its position, while other parcels'
+/// shuffled scans push the watermark up to one span ahead of it: the allowed
+/// lateness must cover both for the guarantee ("no scan more than the lateness
+/// behind the newest seen") to hold.
+const LATENESS: i64 = 450 * H;
+
+async fn connect(server: &RedisServer, db: u8) -> RedisConn {
+    RedisConn::connect(&RedisConfig {
+        url: format!("redis://127.0.0.1:{}/{db}", server.port),
+        cluster_nodes: Vec::new(),
+    })
+    .await
+    .expect("redis connects")
+}
+
+struct Run {
+    alerts: Vec<Alert>,
+    updates: Vec<ShipmentUpdate>,
+}
+
+impl Run {
+    fn alert_set(&self) -> BTreeSet<AlertKey> {
+        alert_set(&self.alerts)
+    }
+    fn update_set(&self) -> BTreeSet<(i32, String)> {
+        self.updates.iter().map(update_key).collect()
+    }
+    fn assert_no_repeats(&self, what: &str) {
+        let mut seen = BTreeSet::new();
+        for a in &self.alerts {
+            assert!(
+                seen.insert(alert_key(a)),
+                "{what}: alert {a:?} emitted twice"
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for u in &self.updates {
+            assert!(seen.insert(update_key(u)), "{what}: update emitted twice");
+        }
+    }
+}
+
+async fn run(
+    server: &RedisServer,
+    db: u8,
+    lateness: i64,
+    records: Vec<trackstream_runtime::kafka::Inbound>,
+    seed: u64,
+) -> Run {
+    let rules = RulesConfig::default();
+    let detector = detector(connect(server, db).await, &rules, event_clock(lateness));
+    let mut rng = Lcg(seed);
+    let out = drive(&detector, &batches(records, 40, &mut rng), PARTITIONS).await;
+    let (alerts, updates) = decode_records(&out);
+    assert_sequences(&updates);
+    Run { alerts, updates }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_shuffled_and_late_registered_streams_yield_the_clean_alerts_and_updates() {
+    let server = RedisServer::start().await.expect("redis-server");
+    let rules = RulesConfig::default();
+    let parcels = world(64, PARTITIONS, "E");
+    let end = world_end(&parcels) + LATENESS;
+    let (want_alerts, want_updates) = expected(&rules, &parcels, end);
+    assert!(want_alerts.len() > 100, "the world exercises the rules");
+    let mut rng = Lcg(11);
+    let with_heartbeat = |mut records: Vec<_>| {
+        records.extend(heartbeats(PARTITIONS, end));
+        records
+    };
+
+    let clean = run(
+        &server,
+        0,
+        0,
+        with_heartbeat(stream(&parcels, Arrival::Clean, &mut rng)),
+        1,
+    )
+    .await;
+    clean.assert_no_repeats("clean");
+    assert_same_alerts(
+        &clean.alert_set(),
+        &want_alerts,
+        &parcels,
+        "clean run = engine reference",
+    );
+    assert_eq!(clean.update_set(), want_updates);
+
+    // Every record twice in a row, and the whole stream replayed afterwards.
+    let once = stream(&parcels, Arrival::Clean, &mut rng);
+    let mut twice: Vec<_> = once.iter().flat_map(|r| [r.clone(), r.clone()]).collect();
+    twice.extend(once);
+    let duplicated = run(&server, 1, 0, with_heartbeat(twice), 2).await;
+    duplicated.assert_no_repeats("duplicated");
+    assert_same_alerts(
+        &duplicated.alert_set(),
+        &want_alerts,
+        &parcels,
+        "duplicates",
+    );
+    assert_eq!(duplicated.update_set(), want_updates, "duplicates");
+
+    let late_reg = run(
+        &server,
+        2,
+        0,
+        with_heartbeat(stream(
+            &parcels,
+            Arrival::RegistrationAfterFirstScan,
+            &mut rng,
+        )),
+        3,
+    )
+    .await;
+    assert_same_alerts(
+        &late_reg.alert_set(),
+        &want_alerts,
+        &parcels,
+        "late registration",
+    );
+    assert_eq!(late_reg.update_set(), want_updates, "late registration");
+
+    let shuffled = run(
+        &server,
+        3,
+        LATENESS,
+        with_heartbeat(stream(&parcels, Arrival::ShuffledWithinWaybill, &mut rng)),
+        4,
+    )
+    .await;
+    shuffled.assert_no_repeats("shuffled");
+    assert_same_alerts(
+        &shuffled.alert_set(),
+        &want_alerts,
+        &parcels,
+        "shuffled within waybill",
+    );
+    assert_eq!(
+        shuffled.update_set(),
+        want_updates,
+        "shuffled within waybill"
+    );
+
+    let both = run(
+        &server,
+        4,
+        LATENESS,
+        with_heartbeat(stream(
+            &parcels,
+            Arrival::ShuffledRegistrationLast,
+            &mut rng,
+        )),
+        5,
+    )
+    .await;
+    assert_same_alerts(
+        &both.alert_set(),
+        &want_alerts,
+        &parcels,
+        "shuffled, registration last",
+    );
+    assert_eq!(
+        both.update_set(),
+        want_updates,
+        "shuffled, registration last"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_survive_a_failing_sink_in_the_outbox_with_the_same_ids_and_seqs() {
+    let server = RedisServer::start().await.expect("redis-server");
+    let rules = RulesConfig::default();
+    let parcels = world(16, PARTITIONS, "F");
+    let end = world_end(&parcels);
+    let (want_alerts, want_updates) = expected(&rules, &parcels, end);
+    let mut rng = Lcg(5);
+    let mut records = stream(&parcels, Arrival::Clean, &mut rng);
+    records.extend(heartbeats(PARTITIONS, end));
+    let detector = detector(connect(&server, 0).await, &rules, event_clock(0));
+    let mut failed = 0;
+    for (i, batch) in batches(records, 20, &mut rng).iter().enumerate() {
+        if i % 3 == 1 {
+            // Kafka is down: the batch fails after its Redis commit…
+            detector.sink().set_failing(true);
+            if detector.apply_batch(batch).await.is_err() {
+                failed += 1;
+            }
+            detector.sink().set_failing(false);
+        }
+        // …and the consumer retries it: duplicates now, outbox flushed first.
+        detector.apply_batch(batch).await.expect("retry applies");
+        for p in 0..PARTITIONS {
+            detector.drain_timers(p).await.expect("timers fire");
+        }
+    }
+    assert!(failed > 0, "the sink did fail some batches");
+    let (alerts, updates) = decode_records(&detector.sink().take());
+    assert_sequences(&updates);
+    assert_eq!(alert_set(&alerts), want_alerts);
+    assert_eq!(
+        updates.iter().map(update_key).collect::<BTreeSet<_>>(),
+        want_updates
+    );
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            detector.flush_outbox(p).await.expect("flush"),
+            0,
+            "outbox of partition {p} drained"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timer_loop_fires_only_owned_partitions_and_picks_up_overdue_ones_on_assignment() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use trackstream_proto::topics;
+    use trackstream_proto::v1::Status;
+    use trackstream_runtime::CancellationToken;
+
+    let server = RedisServer::start().await.expect("redis-server");
+    let rules = RulesConfig::default();
+    let detector = std::sync::Arc::new(detector(connect(&server, 0).await, &rules, event_clock(0)));
+    // Two stalls, one per partition, then heartbeats making both overdue.
+    let a = scan("sf:A", Status::PickedUp, T0);
+    let b = scan("sf:B", Status::PickedUp, T0);
+    detector
+        .apply_batch(&[event_record(0, &a), event_record(1, &b)])
+        .await
+        .expect("applies");
+    detector
+        .apply_batch(&heartbeats(2, T0 + 30 * H))
+        .await
+        .expect("applies");
+    assert!(detector.sink().take().is_empty(), "nothing fired yet");
+
+    let (assign, assignment) = tokio::sync::watch::channel(BTreeMap::new());
+    let own = |partitions: &[i32]| {
+        BTreeMap::from([(
+            topics::TRACKING_EVENTS.to_owned(),
+            partitions.iter().copied().collect::<BTreeSet<i32>>(),
+        )])
+    };
+    let shutdown = CancellationToken::new();
+    let timers = {
+        let detector = detector.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { detector.run_timers(assignment, shutdown).await })
+    };
+    let mut seen: Vec<Alert> = Vec::new();
+    let wait_for = async |waybill: &str, seen: &mut Vec<Alert>| {
+        trackstream_harness::eventually(
+            std::time::Duration::from_secs(20),
+            &format!("an alert for {waybill}"),
+            || {
+                seen.extend(decode_records(&detector.sink().take()).0);
+                let found = seen.iter().any(|a| a.waybill == waybill);
+                async move { found.then_some(()) }
+            },
+        )
+        .await;
+    };
+    assign.send_replace(own(&[0]));
+    wait_for("A", &mut seen).await;
+    // Another overdue stall on partition 0: once it fired, the loop has made
+    // full passes over what it owns, and partition 1 was not among them.
+    detector
+        .apply_batch(&[event_record(0, &scan("sf:C", Status::PickedUp, T0 + H))])
+        .await
+        .expect("applies");
+    wait_for("C", &mut seen).await;
+    assert!(
+        seen.iter().all(|a| a.waybill != "B"),
+        "partition 1 is not owned: its timers must not fire"
+    );
+    // Partition 1 assigned (0 revoked): its overdue stall fires at once.
+    assign.send_replace(own(&[1]));
+    wait_for("B", &mut seen).await;
+    shutdown.cancel();
+    timers.await.expect("timer loop stops");
+    let per_waybill: BTreeMap<&str, usize> = seen.iter().fold(BTreeMap::new(), |mut m, a| {
+        *m.entry(a.waybill.as_str()).or_default() += 1;
+        m
+    });
+    assert_eq!(
+        per_waybill,
+        BTreeMap::from([("A", 1), ("B", 1), ("C", 1)]),
+        "each stall opened exactly once"
+    );
+}
