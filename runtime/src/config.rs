@@ -107,9 +107,11 @@ pub struct KafkaConfig {
     /// consumer has caught up). Default 500 ms.
     pub statistics_interval_ms: u64,
     /// Longest a fetch waits on the broker for new records (librdkafka
-    /// `fetch.wait.max.ms`). Every consumer hop can add up to this much latency
-    /// when traffic is light (librdkafka's 500 ms default made webhook → update
-    /// take over a second); lower costs more idle fetch requests. Default 20 ms.
+    /// `fetch.wait.max.ms`). A broker that does not answer a waiting fetch as soon
+    /// as records arrive (tansu 0.6 waits it out once per partition) adds up to
+    /// this much latency per partition per hop; librdkafka's 500 ms default made
+    /// webhook → update take over a second. Apache Kafka answers early, so there a
+    /// higher value only saves idle fetch requests. Default 5 ms.
     pub fetch_wait_max_ms: u64,
     /// Extra librdkafka properties (e.g. `security.protocol`), applied last.
     pub extra: BTreeMap<String, String>,
@@ -124,7 +126,7 @@ impl Default for KafkaConfig {
             batch_max: 500,
             batch_linger_ms: 5,
             statistics_interval_ms: 500,
-            fetch_wait_max_ms: 20,
+            fetch_wait_max_ms: 5,
             extra: BTreeMap::new(),
         }
     }

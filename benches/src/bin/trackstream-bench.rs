@@ -567,9 +567,32 @@ async fn main() -> anyhow::Result<()> {
     let true_positive = observed_set.intersection(&expected).count();
     let precision = true_positive as f64 / observed_set.len().max(1) as f64;
     let recall = true_positive as f64 / expected.len().max(1) as f64;
+    // Which generated lifecycles the disagreements come from.
+    let kind_of: HashMap<&str, Kind> = all_parcels
+        .iter()
+        .map(|p| (p.waybill.as_str(), p.kind))
+        .collect();
     let mut false_by_rule: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, rule) in observed_set.difference(&expected) {
+    let mut disagreements: BTreeMap<(&str, String, String), usize> = BTreeMap::new();
+    for (waybill, rule) in observed_set.difference(&expected) {
         *false_by_rule.entry(rule.clone()).or_default() += 1;
+        let kind = kind_of
+            .get(waybill.as_str())
+            .map_or_else(|| "?".to_owned(), |k| format!("{k:?}"));
+        *disagreements
+            .entry(("false positive", rule.clone(), kind))
+            .or_default() += 1;
+    }
+    for (waybill, rule) in expected.difference(&observed_set) {
+        let kind = kind_of
+            .get(waybill.as_str())
+            .map_or_else(|| "?".to_owned(), |k| format!("{k:?}"));
+        *disagreements
+            .entry(("missed", rule.clone(), kind))
+            .or_default() += 1;
+    }
+    for ((what, rule, kind), n) in &disagreements {
+        eprintln!("[bench]   {what:<15} {rule:<32} {kind:<15} {n}");
     }
     let lateness = percentiles(&mut stall_lateness);
     eprintln!(
