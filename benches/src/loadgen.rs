@@ -411,10 +411,13 @@ fn china(at: DateTime<Utc>) -> String {
 }
 
 impl Parcel {
-    /// The registration body for `POST /v1/shipments`.
+    /// The registration body for `POST /v1/shipments`, registered an hour before
+    /// the parcel's first scan (event time, so replays stay consistent).
     pub fn registration(&self) -> serde_json::Value {
+        let registered_at = self.scans.first().map(|s| s.at - Span::hours(1));
         json!({
             "order_id": self.order_id, "carrier": self.carrier, "waybill": self.waybill,
+            "registered_at": registered_at.map(|t| t.to_rfc3339()),
             "service_level": if self.index.is_multiple_of(3) { "express" } else { "standard" },
             "buyer": {"name": "买家", "phone": format!("139{:08}", self.index * 7919 % 100_000_000),
                       "locale": if self.index.is_multiple_of(4) { "en" } else { "zh-CN" },

@@ -11,6 +11,10 @@
 //!  "promised_delivery_at": "2026-11-23T18:00:00+08:00",
 //!  "service_level": "express", "is_return": false}
 //! ```
+//!
+//! `registered_at` (RFC 3339) may be given for backfills and replays, where the
+//! order was created long before it reaches trackstream; it anchors the no-pickup
+//! rule. It defaults to the time of the request.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,6 +44,8 @@ struct ShipmentIn {
     buyer: Option<BuyerIn>,
     #[serde(default)]
     promised_delivery_at: Option<String>,
+    #[serde(default)]
+    registered_at: Option<String>,
     #[serde(default)]
     service_level: Option<String>,
     #[serde(default)]
@@ -152,6 +158,12 @@ fn to_shipment(
     if waybill.contains(':') || order_id.len() > 128 || waybill.len() > 64 {
         return Err("order_id or waybill has an invalid form".into());
     }
+    let registered_at = match input.registered_at.as_deref() {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| time::to_proto(t.with_timezone(&chrono::Utc)))
+            .map_err(|e| format!("registered_at: {e} (RFC 3339 with offset expected)"))?,
+        None => now,
+    };
     let promised_delivery_at = input
         .promised_delivery_at
         .as_deref()
@@ -188,7 +200,35 @@ fn to_shipment(
         promised_delivery_at,
         service_level: input.service_level.unwrap_or_default(),
         is_return: input.is_return,
-        registered_at: Some(now),
+        registered_at: Some(registered_at),
         merchant_name: merchant_name.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(registered_at: Option<&str>) -> ShipmentIn {
+        serde_json::from_value(serde_json::json!({
+            "order_id": "O-1", "carrier": "SF", "waybill": "SF1", "registered_at": registered_at
+        }))
+        .expect("valid input")
+    }
+
+    #[test]
+    fn registered_at_defaults_to_now_and_accepts_a_backfilled_time() {
+        let now = time::from_millis(1_795_000_000_000);
+        let shipment = to_shipment(input(None), "m", "M", now).expect("valid");
+        assert_eq!(shipment.registered_at, Some(now));
+        assert_eq!(shipment.carrier, "sf", "carrier aliases are canonicalized");
+        let backfilled =
+            to_shipment(input(Some("2026-11-01T08:00:00+08:00")), "m", "M", now).expect("valid");
+        assert_eq!(
+            time::millis(backfilled.registered_at.as_ref()),
+            1_793_491_200_000
+        );
+        let err = to_shipment(input(Some("yesterday")), "m", "M", now).expect_err("bad time");
+        assert!(err.contains("registered_at"), "{err}");
+    }
 }
