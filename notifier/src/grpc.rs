@@ -5,16 +5,27 @@
 //! subscribes to live updates *before* reading history, skips live updates it
 //! already sent (`seq <= last`), and fills any hole (`seq > last + 1`) from
 //! history — the detector writes history before it produces, so the hole is
-//! always there to read.
+//! always there to read. Live updates of one order come from several partitions
+//! (one per parcel), so they may arrive out of sequence order; the same two rules
+//! put them back in order.
+//!
+//! Every watcher has bounded buffers. One that falls behind is cut off and its
+//! stream ends with RESOURCE_EXHAUSTED carrying `resume-after-seq` (metadata and
+//! message): reconnecting with that `after_seq` continues exactly after the last
+//! update it received. Shutdown ends streams the same way with UNAVAILABLE.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use trackstream_proto::v1::tracking_service_server::TrackingService;
 use trackstream_proto::v1::{
     Alert, AlertState, GetOrderRequest, Order, Parcel, ShipmentUpdate, WatchAlertsRequest,
@@ -28,14 +39,48 @@ use trackstream_runtime::redis::RedisConn;
 
 use crate::hub::Hub;
 use crate::mask;
+use crate::outbox::Outbox;
 
 const HISTORY_PAGE: usize = 500;
-const ORDER_LIMIT: usize = 10_000;
+
+/// Watch-stream metrics, exported on `/metrics`.
+#[derive(Clone, Default)]
+pub struct WatchMetrics {
+    /// Open watch streams.
+    pub watchers: Gauge,
+    /// Watchers cut off for falling behind (counted by the hubs).
+    pub cutoffs: Counter,
+    /// Watches refused at the instance's limit.
+    pub refused: Counter,
+}
+
+impl WatchMetrics {
+    /// Registers the metrics.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "grpc_watchers",
+            "Open WatchOrder and WatchAlerts streams",
+            self.watchers.clone(),
+        );
+        registry.register(
+            "grpc_watch_cutoffs",
+            "Watch streams ended because the client fell behind (told where to resume)",
+            self.cutoffs.clone(),
+        );
+        registry.register(
+            "grpc_watch_refused",
+            "Watch streams refused because the instance was at max_watchers",
+            self.refused.clone(),
+        );
+    }
+}
 
 /// The service implementation.
 pub struct Api {
     /// Redis, for history and ownership.
     pub conn: RedisConn,
+    /// Registered parcels of orders (kept by the messenger).
+    pub outbox: Outbox,
     /// Merchants and tokens.
     pub merchants: MerchantDirectory,
     /// Live order watchers.
@@ -44,12 +89,44 @@ pub struct Api {
     pub alerts: Arc<Hub<Alert>>,
     /// Per-watcher buffer.
     pub buffer: usize,
+    /// Open watches this instance accepts.
+    pub max_watchers: usize,
+    /// Open watches now.
+    pub active: Arc<AtomicUsize>,
+    /// Bounds concurrent Redis reads of the API, so a reconnect storm queues
+    /// here instead of timing out on the shared Redis connection.
+    pub reads: Arc<tokio::sync::Semaphore>,
+    /// Metrics.
+    pub metrics: WatchMetrics,
     /// Cancelled at shutdown: open watches end with UNAVAILABLE and a resume point
     /// so clients reconnect to another instance.
     pub shutdown: trackstream_runtime::CancellationToken,
 }
 
-fn resume_status(status: Status, last: u64) -> Status {
+/// One open watch; frees its slot when the stream's task ends.
+struct Slot {
+    active: Arc<AtomicUsize>,
+    gauge: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.dec();
+    }
+}
+
+async fn read_permit(
+    reads: &tokio::sync::Semaphore,
+) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    reads
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("shutting down".into()))
+}
+
+/// `status` with the resume point in its metadata (`resume-after-seq`).
+pub fn resume_status(status: Status, last: u64) -> Status {
     let mut status = status;
     if let Ok(value) = last.to_string().parse() {
         status.metadata_mut().insert("resume-after-seq", value);
@@ -66,8 +143,25 @@ impl Api {
         self.merchants.authenticate(header)
     }
 
-    /// Checks that `order_id` exists and belongs to `merchant`; otherwise
-    /// NOT_FOUND, the same answer either way, so existence does not leak.
+    fn slot(&self) -> Result<Slot, Status> {
+        let before = self.active.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max_watchers {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.refused.inc();
+            return Err(Status::unavailable(
+                "this instance is at its watcher limit; retry, another instance will take it",
+            ));
+        }
+        self.metrics.watchers.inc();
+        Ok(Slot {
+            active: self.active.clone(),
+            gauge: self.metrics.watchers.clone(),
+        })
+    }
+
+    /// Checks that `order_id` exists and belongs to `merchant` (it has recorded
+    /// updates, or registered parcels of that merchant); otherwise NOT_FOUND, the
+    /// same answer either way, so existence does not leak.
     async fn authorize_order(
         &self,
         merchant: &MerchantConfig,
@@ -76,10 +170,21 @@ impl Api {
         if order_id.is_empty() {
             return Err(ApiError::BadRequest("order_id is required".into()));
         }
+        let _permit = read_permit(&self.reads).await?;
         let mut conn = self.conn.clone();
-        match order_log::owner(&mut conn, order_id).await? {
-            Some(owner) if owner == merchant.id => Ok(()),
-            _ => Err(ApiError::NotFound(format!("order {order_id:?} not found"))),
+        let visible = match order_log::owner(&mut conn, order_id).await? {
+            Some(owner) => owner == merchant.id,
+            None => self
+                .outbox
+                .parcels(order_id)
+                .await?
+                .iter()
+                .any(|s| s.merchant_id == merchant.id),
+        };
+        if visible {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!("order {order_id:?} not found")))
         }
     }
 }
@@ -97,6 +202,82 @@ fn for_display(mut update: ShipmentUpdate) -> ShipmentUpdate {
     update
 }
 
+/// Builds an order snapshot from its update log and registered parcels. Parcels
+/// registered but not yet scanned are PENDING; a parcel's shipment is its latest
+/// registration (which carries a changed promised date even without a new scan).
+pub fn build_order(
+    order_id: &str,
+    merchant_id: &str,
+    updates: Vec<ShipmentUpdate>,
+    registrations: Vec<trackstream_proto::v1::Shipment>,
+    open_alerts: Vec<Alert>,
+) -> Order {
+    use trackstream_proto::v1::Status as TrackingStatus;
+    let mut parcels: BTreeMap<String, Parcel> = BTreeMap::new();
+    let mut last_seq = 0;
+    for update in updates {
+        last_seq = last_seq.max(update.seq);
+        if update.merchant_id != merchant_id {
+            continue;
+        }
+        let Some(event) = update.event.clone() else {
+            continue;
+        };
+        let key = keys::waybill_key(&event.carrier, &event.waybill);
+        let parcel = parcels.entry(key).or_default();
+        if update.shipment.is_some() {
+            parcel.shipment = update.shipment.clone();
+        }
+        parcel.current_status = update.current_status;
+        if !update.late {
+            if event.estimated_delivery_at.is_some() {
+                parcel.estimated_delivery_at = event.estimated_delivery_at;
+            }
+            parcel.last_event = Some(event.clone());
+        }
+        if !parcel.timeline.iter().any(|e| e.event_id == event.event_id) {
+            parcel.timeline.push(event);
+        }
+    }
+    for shipment in registrations {
+        if shipment.merchant_id != merchant_id {
+            continue;
+        }
+        let key = keys::waybill_key(&shipment.carrier, &shipment.waybill);
+        let parcel = parcels.entry(key).or_insert_with(|| Parcel {
+            current_status: TrackingStatus::Pending as i32,
+            ..Parcel::default()
+        });
+        let newer = parcel.shipment.as_ref().is_none_or(|s| {
+            time::millis(s.registered_at.as_ref()) <= time::millis(shipment.registered_at.as_ref())
+        });
+        if newer {
+            parcel.shipment = Some(shipment);
+        }
+    }
+    let mut parcels: Vec<Parcel> = parcels.into_values().collect();
+    for parcel in &mut parcels {
+        parcel
+            .timeline
+            .sort_by_key(|e| (time::millis(e.occurred_at.as_ref()), e.event_id.clone()));
+        if let Some(shipment) = parcel.shipment.as_mut() {
+            mask::shipment(shipment);
+        }
+    }
+    // Outbound parcels first, then returns; each group by waybill key (stable).
+    parcels.sort_by_key(|p| p.shipment.as_ref().is_some_and(|s| s.is_return));
+    Order {
+        order_id: order_id.to_owned(),
+        merchant_id: merchant_id.to_owned(),
+        parcels,
+        open_alerts: open_alerts
+            .into_iter()
+            .filter(|a| a.state != AlertState::Resolved as i32 && a.merchant_id == merchant_id)
+            .collect(),
+        last_seq,
+    }
+}
+
 #[tonic::async_trait]
 impl TrackingService for Api {
     async fn get_order(
@@ -106,59 +287,44 @@ impl TrackingService for Api {
         let merchant = self.merchant(&request)?.clone();
         let order_id = request.into_inner().order_id;
         self.authorize_order(&merchant, &order_id).await?;
+        let _permit = read_permit(&self.reads).await?;
         let mut conn = self.conn.clone();
-        let updates = decode_updates(
-            order_log::updates_after(&mut conn, &order_id, 0, ORDER_LIMIT)
+        let mut updates = Vec::new();
+        let mut after = 0;
+        loop {
+            let raw = order_log::updates_after(&mut conn, &order_id, after, HISTORY_PAGE)
                 .await
-                .map_err(ApiError::from)?,
-        );
-        let mut parcels: BTreeMap<String, Parcel> = BTreeMap::new();
-        let mut last_seq = 0;
-        for update in updates {
-            last_seq = last_seq.max(update.seq);
-            let Some(event) = update.event.clone() else {
-                continue;
-            };
-            let key = keys::waybill_key(&event.carrier, &event.waybill);
-            let parcel = parcels.entry(key).or_default();
-            let mut shipment = update.shipment.clone();
-            if let Some(s) = shipment.as_mut() {
-                mask::shipment(s);
-            }
-            parcel.shipment = shipment;
-            parcel.current_status = update.current_status;
-            if !update.late {
-                parcel.last_event = Some(event.clone());
-            }
-            if event.estimated_delivery_at.is_some() {
-                parcel.estimated_delivery_at = event.estimated_delivery_at;
-            }
-            if !parcel.timeline.iter().any(|e| e.event_id == event.event_id) {
-                parcel.timeline.push(event);
+                .map_err(ApiError::from)?;
+            let full = raw.len() == HISTORY_PAGE;
+            let page = decode_updates(raw);
+            let next = page.last().map(|u| u.seq);
+            updates.extend(page);
+            match next {
+                Some(seq) if full && seq > after => after = seq,
+                _ => break,
             }
         }
-        for parcel in parcels.values_mut() {
-            parcel
-                .timeline
-                .sort_by_key(|e| (time::millis(e.occurred_at.as_ref()), e.event_id.clone()));
-        }
+        let registrations = self
+            .outbox
+            .parcels(&order_id)
+            .await
+            .map_err(ApiError::from)?;
         let stored: Vec<Vec<u8>> = redis::cmd("HVALS")
             .arg(order_log::key(&order_id, "alerts"))
             .query_async(&mut conn)
             .await
             .map_err(ApiError::from)?;
-        let open_alerts = stored
+        let alerts = stored
             .iter()
             .filter_map(|b| Alert::decode(b.get(8..)?).ok())
-            .filter(|a| a.state != AlertState::Resolved as i32)
             .collect();
-        Ok(Response::new(Order {
-            order_id,
-            merchant_id: merchant.id,
-            parcels: parcels.into_values().collect(),
-            open_alerts,
-            last_seq,
-        }))
+        Ok(Response::new(build_order(
+            &order_id,
+            &merchant.id,
+            updates,
+            registrations,
+            alerts,
+        )))
     }
 
     type WatchOrderStream = ReceiverStream<Result<ShipmentUpdate, Status>>;
@@ -173,65 +339,27 @@ impl TrackingService for Api {
             after_seq,
         } = request.into_inner();
         self.authorize_order(&merchant, &order_id).await?;
+        let slot = self.slot()?;
         // Subscribe first: anything produced from now on reaches us live.
-        let mut live = self.orders.subscribe(&order_id, self.buffer);
+        let live = self.orders.subscribe(&order_id, self.buffer);
         let (tx, rx) = mpsc::channel(self.buffer.max(1));
-        let mut conn = self.conn.clone();
+        let watch = OrderWatch {
+            conn: self.conn.clone(),
+            reads: self.reads.clone(),
+            order_id,
+            merchant_id: merchant.id,
+            last: after_seq,
+            tx,
+        };
+        let span = tracing::info_span!("watch_order", order_id = %watch.order_id, after_seq);
         let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let span = tracing::info_span!("watch_order", order_id = %order_id, after_seq);
-            let _entered = span.enter();
-            drop(_entered);
-            let mut last = after_seq;
-            // Replay history after `after_seq`, then fill holes while live.
-            if send_history(&mut conn, &order_id, &mut last, u64::MAX, &tx)
-                .await
-                .is_err()
-            {
-                return;
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                watch.run(live, shutdown).await;
             }
-            loop {
-                let next = tokio::select! {
-                    next = live.rx.recv() => next,
-                    _ = shutdown.cancelled() => {
-                        let status = Status::unavailable(format!(
-                            "server shutting down; reconnect with after_seq={last}"
-                        ));
-                        let _ = tx.send(Err(resume_status(status, last))).await;
-                        return;
-                    }
-                };
-                let Some(update) = next else {
-                    if live.lagged.load(Ordering::Acquire) {
-                        let status = resume_status(
-                            Status::resource_exhausted(format!(
-                                "watcher fell behind; reconnect with after_seq={last}"
-                            )),
-                            last,
-                        );
-                        tracing::info!(parent: &span, last, "slow watcher cut off with resume point");
-                        let _ = tx.send(Err(status)).await;
-                    }
-                    return;
-                };
-                if update.seq <= last {
-                    continue;
-                }
-                if update.seq > last + 1
-                    && send_history(&mut conn, &order_id, &mut last, update.seq - 1, &tx)
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                if update.seq == last + 1 {
-                    last = update.seq;
-                    if tx.send(Ok(for_display((*update).clone()))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+            .instrument(span),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -249,10 +377,12 @@ impl TrackingService for Api {
         if !merchant_id.is_empty() && merchant_id != merchant.id {
             return Err(ApiError::Forbidden("token is not valid for that merchant".into()).into());
         }
+        let slot = self.slot()?;
         let mut live = self.alerts.subscribe(&merchant.id, self.buffer);
         let (tx, rx) = mpsc::channel(self.buffer.max(1));
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             loop {
                 let next = tokio::select! {
                     next = live.rx.recv() => next,
@@ -262,7 +392,7 @@ impl TrackingService for Api {
                     }
                 };
                 let Some(alert) = next else { break };
-                if alert.severity < min_severity {
+                if alert.severity < min_severity || alert.merchant_id != merchant.id {
                     continue;
                 }
                 if tx.send(Ok((*alert).clone())).await.is_err() {
@@ -272,7 +402,7 @@ impl TrackingService for Api {
             if live.lagged.load(Ordering::Acquire) {
                 let _ = tx
                     .send(Err(Status::resource_exhausted(
-                        "alert watcher fell behind; reconnect",
+                        "alert watcher fell behind; reconnect (GetOrder shows open alerts)",
                     )))
                     .await;
             }
@@ -281,33 +411,244 @@ impl TrackingService for Api {
     }
 }
 
-/// Sends stored updates with `last < seq <= upto`, advancing `last`. Errors mean
-/// the client is gone or Redis failed (the client was told).
-async fn send_history(
-    conn: &mut RedisConn,
-    order_id: &str,
-    last: &mut u64,
-    upto: u64,
-    tx: &mpsc::Sender<Result<ShipmentUpdate, Status>>,
-) -> Result<(), ()> {
-    loop {
-        let page = match order_log::updates_after(conn, order_id, *last, HISTORY_PAGE).await {
-            Ok(page) => page,
-            Err(err) => {
-                let _ = tx.send(Err(ApiError::from(err).into())).await;
-                return Err(());
-            }
-        };
-        let full = page.len() == HISTORY_PAGE;
-        for update in decode_updates(page) {
-            if update.seq > upto {
-                return Ok(());
-            }
-            *last = update.seq;
-            tx.send(Ok(for_display(update))).await.map_err(|_| ())?;
+/// The state of one WatchOrder stream.
+struct OrderWatch {
+    conn: RedisConn,
+    reads: Arc<tokio::sync::Semaphore>,
+    order_id: String,
+    merchant_id: String,
+    /// Highest sequence number handled (sent, or skipped as another merchant's).
+    last: u64,
+    tx: mpsc::Sender<Result<ShipmentUpdate, Status>>,
+}
+
+/// The client went away or was told about a failure: end the stream.
+struct Ended;
+
+impl OrderWatch {
+    async fn run(
+        mut self,
+        mut live: crate::hub::Subscription<ShipmentUpdate>,
+        shutdown: trackstream_runtime::CancellationToken,
+    ) {
+        // Replay history after `after_seq`, then live, filling holes from history.
+        if self.send_history(u64::MAX).await.is_err() {
+            return;
         }
-        if !full {
+        loop {
+            let next = tokio::select! {
+                next = live.rx.recv() => next,
+                _ = shutdown.cancelled() => {
+                    let last = self.last;
+                    let status = Status::unavailable(format!(
+                        "server shutting down; reconnect with after_seq={last}"
+                    ));
+                    let _ = self.tx.send(Err(resume_status(status, last))).await;
+                    return;
+                }
+            };
+            let Some(update) = next else {
+                if live.lagged.load(Ordering::Acquire) {
+                    let last = self.last;
+                    let status = resume_status(
+                        Status::resource_exhausted(format!(
+                            "watcher fell behind; reconnect with after_seq={last}"
+                        )),
+                        last,
+                    );
+                    tracing::info!(last, "slow watcher cut off with resume point");
+                    let _ = self.tx.send(Err(status)).await;
+                }
+                return;
+            };
+            if update.seq <= self.last {
+                continue;
+            }
+            if update.seq > self.last + 1 && self.send_history(update.seq - 1).await.is_err() {
+                return;
+            }
+            // History normally had everything below; if it did not (it never
+            // should), the live update is still sent rather than dropped.
+            if update.seq > self.last && self.send((*update).clone()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn send(&mut self, update: ShipmentUpdate) -> Result<(), Ended> {
+        self.last = update.seq;
+        if update.merchant_id != self.merchant_id {
             return Ok(());
         }
+        self.tx
+            .send(Ok(for_display(update)))
+            .await
+            .map_err(|_| Ended)
+    }
+
+    /// Sends stored updates with `last < seq <= upto`, advancing `last`.
+    async fn send_history(&mut self, upto: u64) -> Result<(), Ended> {
+        loop {
+            let read = async {
+                let _permit = self.reads.acquire().await.map_err(|_| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "shutting down"))
+                })?;
+                order_log::updates_after(&mut self.conn, &self.order_id, self.last, HISTORY_PAGE)
+                    .await
+            };
+            let page = match read.await {
+                Ok(page) => page,
+                Err(err) => {
+                    let last = self.last;
+                    let status = resume_status(ApiError::from(err).into(), last);
+                    let _ = self.tx.send(Err(status)).await;
+                    return Err(Ended);
+                }
+            };
+            let full = page.len() == HISTORY_PAGE;
+            let before = self.last;
+            for update in decode_updates(page) {
+                if update.seq > upto {
+                    return Ok(());
+                }
+                if update.seq > self.last {
+                    self.send(update).await?;
+                }
+            }
+            if !full || self.last == before {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trackstream_proto::v1::{BuyerContact, Shipment, Status as S, TrackingEvent};
+
+    fn shipment(waybill: &str, is_return: bool, registered_ms: i64) -> Shipment {
+        Shipment {
+            order_id: "O".into(),
+            merchant_id: "m".into(),
+            carrier: "sf".into(),
+            waybill: waybill.into(),
+            is_return,
+            registered_at: Some(time::from_millis(registered_ms)),
+            promised_delivery_at: Some(time::from_millis(registered_ms + 86_400_000)),
+            buyer: Some(BuyerContact {
+                phone: "13812345678".into(),
+                email: "john@example.com".into(),
+                ..BuyerContact::default()
+            }),
+            ..Shipment::default()
+        }
+    }
+
+    fn update(seq: u64, waybill: &str, status: S, at_ms: i64, late: bool) -> ShipmentUpdate {
+        ShipmentUpdate {
+            seq,
+            order_id: "O".into(),
+            merchant_id: "m".into(),
+            event: Some(TrackingEvent {
+                event_id: format!("e{seq}"),
+                carrier: "sf".into(),
+                waybill: waybill.into(),
+                status: status as i32,
+                occurred_at: Some(time::from_millis(at_ms)),
+                ..TrackingEvent::default()
+            }),
+            current_status: status as i32,
+            late,
+            shipment: Some(shipment(waybill, false, 0)),
+            ..ShipmentUpdate::default()
+        }
+    }
+
+    #[test]
+    fn an_order_shows_scanned_unscanned_and_return_parcels_with_newest_registration() {
+        let updates = vec![
+            update(1, "A", S::PickedUp, 1_000, false),
+            update(2, "A", S::InTransit, 3_000, false),
+            // A late scan is in the timeline but does not become the last event
+            // (and the detector does not move the status back for it).
+            ShipmentUpdate {
+                current_status: S::InTransit as i32,
+                ..update(3, "A", S::InfoReceived, 500, true)
+            },
+        ];
+        let registrations = vec![
+            shipment("A", false, 5_000),
+            shipment("B", false, 0),
+            shipment("R", true, 0),
+        ];
+        let order = build_order("O", "m", updates, registrations, Vec::new());
+        assert_eq!(order.last_seq, 3);
+        let summary: Vec<(String, i32, bool)> = order
+            .parcels
+            .iter()
+            .map(|p| {
+                let s = p.shipment.clone().unwrap_or_default();
+                (s.waybill, p.current_status, s.is_return)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("A".to_owned(), S::InTransit as i32, false),
+                ("B".to_owned(), S::Pending as i32, false),
+                ("R".to_owned(), S::Pending as i32, true),
+            ]
+        );
+        let a = &order.parcels[0];
+        let times: Vec<i64> = a
+            .timeline
+            .iter()
+            .map(|e| time::millis(e.occurred_at.as_ref()))
+            .collect();
+        assert_eq!(times, [500, 1_000, 3_000]);
+        assert_eq!(
+            a.last_event.as_ref().map(|e| e.status),
+            Some(S::InTransit as i32)
+        );
+        let shipment = a.shipment.clone().unwrap_or_default();
+        assert_eq!(
+            time::millis(shipment.promised_delivery_at.as_ref()),
+            5_000 + 86_400_000,
+            "the newest registration's promise"
+        );
+        let buyer = shipment.buyer.unwrap_or_default();
+        assert_eq!(
+            (buyer.phone.as_str(), buyer.email.as_str()),
+            ("138****5678", "j***@example.com")
+        );
+    }
+
+    #[test]
+    fn another_merchants_records_never_appear() {
+        let mut foreign = update(2, "X", S::Delivered, 2_000, false);
+        foreign.merchant_id = "other".into();
+        let mut foreign_reg = shipment("Y", false, 0);
+        foreign_reg.merchant_id = "other".into();
+        let order = build_order(
+            "O",
+            "m",
+            vec![update(1, "A", S::PickedUp, 1_000, false), foreign],
+            vec![foreign_reg],
+            vec![
+                Alert {
+                    merchant_id: "other".into(),
+                    state: AlertState::Opened as i32,
+                    ..Alert::default()
+                },
+                Alert {
+                    merchant_id: "m".into(),
+                    state: AlertState::Resolved as i32,
+                    ..Alert::default()
+                },
+            ],
+        );
+        assert_eq!(order.parcels.len(), 1);
+        assert!(order.open_alerts.is_empty());
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 struct Watcher<T> {
@@ -20,14 +21,12 @@ struct Watcher<T> {
 pub struct Hub<T> {
     watchers: Mutex<HashMap<String, Vec<Watcher<T>>>>,
     next_id: AtomicU64,
+    cutoffs: Counter,
 }
 
 impl<T> Default for Hub<T> {
     fn default() -> Self {
-        Hub {
-            watchers: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-        }
+        Hub::new(Counter::default())
     }
 }
 
@@ -49,6 +48,16 @@ impl<T> Drop for Subscription<T> {
 }
 
 impl<T> Hub<T> {
+    /// A hub counting the watchers it cuts off in `cutoffs` (counted when the
+    /// buffer overflows, not when the slow client finally reads its status).
+    pub fn new(cutoffs: Counter) -> Self {
+        Hub {
+            watchers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            cutoffs,
+        }
+    }
+
     /// Subscribes to `key` with a buffer of `capacity` records.
     pub fn subscribe(self: &Arc<Self>, key: &str, capacity: usize) -> Subscription<T> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -83,6 +92,7 @@ impl<T> Hub<T> {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 w.lagged.store(true, Ordering::Release);
+                self.cutoffs.inc();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -118,7 +128,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_watcher_is_cut_off_and_others_keep_receiving() {
-        let hub: Arc<Hub<u32>> = Arc::new(Hub::default());
+        let cutoffs = Counter::default();
+        let hub: Arc<Hub<u32>> = Arc::new(Hub::new(cutoffs.clone()));
         let mut fast = hub.subscribe("o1", 8);
         let slow = hub.subscribe("o1", 2);
         for i in 0..5 {
@@ -126,6 +137,7 @@ mod tests {
             assert_eq!(fast.rx.recv().await.as_deref(), Some(&i));
         }
         assert!(slow.lagged.load(Ordering::Acquire));
+        assert_eq!(cutoffs.get(), 1);
         assert!(!fast.lagged.load(Ordering::Acquire));
         assert_eq!(hub.watchers(), 1);
         drop(fast);

@@ -1,32 +1,41 @@
 //! notifier — the outward-facing side: buyer milestone messages and the gRPC
 //! tracking API.
 //!
-//! Two consumers run side by side:
+//! Three loops run side by side:
 //! - the **messenger** ([`messages`]) in the shared group `trackstream-notifier`
-//!   turns `tracking.updates` / `tracking.alerts` into one `buyer.notifications`
-//!   record per milestone per order (templated, contact masked) and keeps each
-//!   order's open-alert index;
+//!   turns `tracking.updates` / `tracking.alerts` into at most one
+//!   `buyer.notifications` record per milestone per order (templated, contact
+//!   masked, parcels of a burst merged, quiet hours respected), and keeps each
+//!   order's registered parcels (`shipments`) and open alerts for `GetOrder`;
+//! - the **flusher** (same [`messages::Messenger`]) sends held messages when they
+//!   become due, on any instance ([`outbox`] holds them in Redis);
 //! - the **live follower** ([`live`]) in a per-instance group fans updates and
-//!   alerts out to this instance's gRPC watchers through bounded [`hub`]s.
+//!   alerts out to this instance's gRPC watchers through bounded [`hub`]s, so
+//!   every instance can serve any order's watch.
 //!
 //! The gRPC server ([`grpc`]) reads history from the per-order log the detector
 //! writes (`trackstream_runtime::order_log`), serves `grpc.health.v1` and server
-//! reflection (so `grpcurl` works without the .proto files), and scopes every call
-//! to the merchant of the bearer token. Contacts are masked by [`mask`];
-//! messages are rendered by [`templates`].
+//! reflection (so `grpcurl` works without the .proto files), optionally over TLS,
+//! and scopes every call to the merchant of the bearer token. Contacts are masked
+//! by [`mask`]; messages are rendered by [`templates`]; time comes from a
+//! [`clock::Clock`] so quiet hours can be tested without waiting for night.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod config;
 pub mod grpc;
 pub mod hub;
 pub mod live;
 pub mod mask;
 pub mod messages;
+pub mod outbox;
+pub mod quiet;
 pub mod templates;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tonic_health::ServingStatus;
 use trackstream_proto::topics;
 use trackstream_proto::v1::tracking_service_server::TrackingServiceServer;
 use trackstream_runtime::admin::{self, Health};
@@ -36,6 +45,10 @@ use trackstream_runtime::redis::RedisConn;
 use trackstream_runtime::{CancellationToken, Error, telemetry};
 
 pub use config::Config;
+
+/// The gRPC name of the tracking service (health checks and reflection use it).
+pub const TRACKING_SERVICE: &str =
+    <TrackingServiceServer<grpc::Api> as tonic::server::NamedService>::NAME;
 
 /// A started notifier.
 pub struct Running {
@@ -47,8 +60,19 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<Result<(), Error>>,
 }
 
-/// Starts the messenger, the live follower and the gRPC server.
+/// Starts the messenger, the flusher, the live follower and the gRPC server on
+/// the wall clock.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    start_with_clock(config, Arc::new(clock::SystemClock), shutdown).await
+}
+
+/// Like [`start`], with the clock that quiet hours, burst windows and leases use
+/// (tests pass a [`clock::ManualClock`]).
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn clock::Clock>,
+    shutdown: CancellationToken,
+) -> Result<Running, Error> {
     let mut registry = telemetry::registry("notifier");
     let conn = RedisConn::connect(&config.redis).await?;
     let producer = Producer::new(&config.kafka, "trackstream-notifier", &mut registry)?;
@@ -58,19 +82,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .group_id
         .clone()
         .unwrap_or_else(|| "trackstream-notifier".into());
-    let messenger_loop = ConsumerLoop::subscribe(
-        &config.kafka,
-        &group,
-        &[topics::TRACKING_UPDATES, topics::TRACKING_ALERTS],
-        &mut registry,
-    )?;
+    let lease_ms = i64::try_from(config.kafka.produce_timeout_ms)
+        .unwrap_or(i64::MAX / 4)
+        .saturating_mul(2)
+        .saturating_add(5_000);
     let messenger = Arc::new(messages::Messenger::new(
         conn.clone(),
         producer.clone(),
         config.messages.clone(),
         merchants.clone(),
+        clock,
+        lease_ms,
         &mut registry,
-    ));
+    )?);
+    let messenger_loop = ConsumerLoop::subscribe(
+        &config.kafka,
+        &group,
+        &[
+            topics::TRACKING_UPDATES,
+            topics::TRACKING_ALERTS,
+            topics::SHIPMENTS,
+        ],
+        &mut registry,
+    )?;
     let live_group = format!("{group}-live-{:016x}", rand::random::<u64>());
     let live_loop = ConsumerLoop::subscribe_from(
         &config.kafka,
@@ -79,35 +113,79 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         StartAt::Latest,
         registry.sub_registry_with_prefix("live"),
     )?;
+    let metrics = grpc::WatchMetrics::default();
+    metrics.register(&mut registry);
     let fan_out = Arc::new(live::FanOut {
-        orders: Arc::default(),
-        alerts: Arc::default(),
+        orders: Arc::new(hub::Hub::new(metrics.cutoffs.clone())),
+        alerts: Arc::new(hub::Hub::new(metrics.cutoffs.clone())),
     });
-
     let api = grpc::Api {
-        conn,
+        conn: conn.clone(),
+        outbox: outbox::Outbox::new(conn, config.messages.state_ttl_days.max(1) * 86_400),
         merchants,
         orders: fan_out.orders.clone(),
         alerts: fan_out.alerts.clone(),
         buffer: config.grpc.watch_buffer,
+        max_watchers: config.grpc.max_watchers,
+        active: Arc::default(),
+        reads: Arc::new(tokio::sync::Semaphore::new(
+            config.grpc.max_concurrent_reads.max(1),
+        )),
+        metrics,
         shutdown: shutdown.clone(),
     };
+    // NOT_SERVING until the live follower owns its partitions: an instance that
+    // cannot deliver live updates yet should not be given watchers.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<TrackingServiceServer<grpc::Api>>()
-        .await;
+    let mut assignment = live_loop.assignment();
+    let live_health = tokio::spawn(async move {
+        loop {
+            let status = if assignment
+                .borrow_and_update()
+                .values()
+                .any(|p| !p.is_empty())
+            {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health_reporter.set_service_status("", status).await;
+            health_reporter
+                .set_service_status(TRACKING_SERVICE, status)
+                .await;
+            if assignment.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(trackstream_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Config(format!("reflection: {e}")))?;
+    // Older grpcurl releases only speak v1alpha reflection.
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trackstream_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Config(format!("reflection: {e}")))?;
     let listener = tokio::net::TcpListener::bind(&config.grpc.listen).await?;
     let grpc_addr = listener.local_addr()?;
     let grpc_shutdown = shutdown.clone();
+    let keepalive = (config.grpc.keepalive_secs > 0)
+        .then(|| std::time::Duration::from_secs(config.grpc.keepalive_secs));
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.grpc.max_streams_per_connection)
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(keepalive.map(|_| std::time::Duration::from_secs(20)));
+    if let Some(tls) = &config.grpc.tls {
+        builder = builder.tls_config(tls_config(tls).await?)?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .add_service(TrackingServiceServer::new(api))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -124,9 +202,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await?;
     health.set(true);
-    tracing::info!(%grpc_addr, %admin_addr, group, live_group, "notifier running");
+    tracing::info!(%grpc_addr, %admin_addr, group, live_group, tls = config.grpc.tls.is_some(),
+        "notifier running");
 
     let live_task = tokio::spawn(live_loop.run(fan_out, shutdown.clone()));
+    let flusher = tokio::spawn(messenger.clone().run_flusher(shutdown.clone()));
     let task = tokio::spawn(async move {
         let result = messenger_loop.run(messenger, shutdown).await;
         health.set(false);
@@ -134,6 +214,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             Ok(Err(err)) => tracing::warn!(%err, "live follower ended with an error"),
             Err(err) => tracing::error!(%err, "live follower panicked"),
             Ok(Ok(())) => {}
+        }
+        live_health.abort();
+        if let Err(err) = flusher.await {
+            tracing::error!(%err, "flusher panicked");
         }
         match server.await {
             Ok(Err(err)) => tracing::warn!(%err, "grpc server ended with an error"),
@@ -149,4 +233,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         admin_addr,
         task,
     })
+}
+
+/// Reads the server certificate, key and optional client CA (PEM) for rustls.
+async fn tls_config(tls: &config::TlsConfig) -> Result<tonic::transport::ServerTlsConfig, Error> {
+    let read = |path: std::path::PathBuf| async move {
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| Error::Config(format!("grpc.tls: reading {}: {e}", path.display())))
+    };
+    let cert = read(tls.cert_path.clone()).await?;
+    let key = read(tls.key_path.clone()).await?;
+    let mut server = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key));
+    if let Some(ca) = &tls.client_ca_path {
+        server = server.client_ca_root(tonic::transport::Certificate::from_pem(
+            read(ca.clone()).await?,
+        ));
+    }
+    Ok(server)
 }

@@ -1,11 +1,34 @@
-//! Buyer messages: one per milestone per order, written to `buyer.notifications`.
+//! Buyer messages: at most one per milestone per order, written to
+//! `buyer.notifications`.
 //!
 //! Runs in the notifier's shared consumer group, so each update is handled by one
-//! instance. Dedup is two-phase per order and milestone (`{o:O}:ms` hash:
-//! `pending` before producing, `sent` after the broker acknowledged): a resend or
-//! replay of a `sent` milestone is a no-op; a crash between the two re-sends the
-//! message with the same `notification_id`, which gateways dedup on.
+//! instance; the per-order state in Redis ([`crate::outbox`]) makes concurrent
+//! instances (parcels of one order arrive on different partitions) agree.
+//!
+//! A milestone reached by a parcel is **held** before it is sent:
+//! - **burst merging** — other parcels of the order reaching the same milestone
+//!   within `burst_window_secs` join the same message (one message listing every
+//!   waybill). The message goes out as soon as every parcel known for the order is
+//!   in it, so a single-parcel order never waits, or when the window ends;
+//! - **quiet hours** — a non-urgent milestone reached during the buyer's night
+//!   (buyer time zone from the shipment) is sent when the night ends. The notifier
+//!   holds it rather than emitting it at once with a future `deliver_at`: a gateway
+//!   cannot be trusted to honour a future time, and holding lets a later milestone
+//!   **supersede** an earlier one (a buyer whose parcel was shipped at 23:00 and went
+//!   out for delivery at 07:00 hears "out for delivery", not both at 08:00);
+//! - **dedup** — a resend, a replay or another parcel of an already-sent
+//!   milestone is a no-op (`{o:O}:ms`).
+//!
+//! Messages are sent by whoever finds them due: the instance that completed them
+//! (inline, right after its batch) or any instance's flusher (every
+//! `flush_interval_ms`). A lease makes that once per group; a crash between
+//! producing and marking sent re-sends with the same `notification_id`, which
+//! gateways dedup on.
 
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -15,27 +38,20 @@ use trackstream_proto::v1::{
     Alert, AlertState, BuyerNotification, Channel, Milestone, Reason, Shipment, ShipmentUpdate,
     Status, UpdateKind,
 };
-use trackstream_proto::{time, topics};
+use trackstream_proto::{keys, time, topics};
 use trackstream_runtime::kafka::{BatchHandler, HandlerError, Inbound, OutRecord, Producer};
 use trackstream_runtime::merchants::MerchantDirectory;
 use trackstream_runtime::order_log;
 use trackstream_runtime::redis::RedisConn;
+use trackstream_runtime::{CancellationToken, Error};
 
+use crate::clock::Clock;
 use crate::config::MessagesConfig;
+use crate::outbox::{self, Added, Held, Outbox, Taken};
+use crate::quiet::{self, QuietHours};
 use crate::{mask, templates};
 
 type Labels = Vec<(&'static str, String)>;
-
-/// The buyer-message handler (also maintains the open-alerts index of orders).
-pub struct Messenger {
-    conn: RedisConn,
-    producer: Producer,
-    config: MessagesConfig,
-    merchants: MerchantDirectory,
-    sent: Family<Labels, Counter>,
-    suppressed: Family<Labels, Counter>,
-    index_alert: redis::Script,
-}
 
 /// Keeps the newest emission of each alert per order (`{o:O}:alerts`), ordered by
 /// (state, tier), so a replayed OPENED cannot overwrite a RESOLVED.
@@ -43,81 +59,175 @@ const INDEX_ALERT_LUA: &str = r"
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current and tonumber(string.sub(current, 1, 8)) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%08d', tonumber(ARGV[2])) .. ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 ";
 
-struct Pending {
-    order_id: String,
+/// Held messages looked at per shard per flush.
+const FLUSH_PAGE: usize = 256;
+
+#[derive(Clone)]
+struct Metrics {
+    sent: Family<Labels, Counter>,
+    suppressed: Family<Labels, Counter>,
+    held: Family<Labels, Counter>,
+    superseded: Family<Labels, Counter>,
+}
+
+/// A parcel reaching a milestone.
+struct Trigger {
+    shipment: Shipment,
     milestone: Milestone,
-    record: OutRecord,
+    location: String,
+    reason: Reason,
+    at: Option<prost_types::Timestamp>,
+}
+
+/// The buyer-message handler (also maintains the order's parcel and open-alert
+/// indexes that `GetOrder` reads).
+pub struct Messenger {
+    conn: RedisConn,
+    producer: Producer,
+    config: MessagesConfig,
+    merchants: MerchantDirectory,
+    outbox: Outbox,
+    clock: Arc<dyn Clock>,
+    quiet: Option<QuietHours>,
+    default_zone: Tz,
+    burst_window: chrono::Duration,
+    lease_ms: i64,
+    instance: String,
+    metrics: Metrics,
+    index_alert: redis::Script,
+}
+
+/// Why the messenger could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Bad quiet hours.
+    #[error(transparent)]
+    QuietHours(#[from] quiet::QuietHoursError),
+    /// `default_time_zone` is not an IANA zone.
+    #[error("messages.default_time_zone {0:?} is not an IANA time zone")]
+    Zone(String),
+    /// `burst_window_secs` is longer than a buyer would wait for a message.
+    #[error("messages.burst_window_secs {0} is over the maximum of {MAX_BURST_WINDOW_SECS}")]
+    BurstWindow(u64),
+}
+
+/// The longest burst window accepted (one day): beyond it a "burst" is not one.
+pub const MAX_BURST_WINDOW_SECS: u64 = 86_400;
+
+impl From<ConfigError> for Error {
+    fn from(err: ConfigError) -> Self {
+        Error::Config(err.to_string())
+    }
 }
 
 impl Messenger {
-    /// A messenger writing through `producer`.
+    /// A messenger writing through `producer`. `lease_ms` bounds how long a
+    /// crashed sender can delay a message (longer than a produce can take).
     pub fn new(
         conn: RedisConn,
         producer: Producer,
         config: MessagesConfig,
         merchants: MerchantDirectory,
+        clock: Arc<dyn Clock>,
+        lease_ms: i64,
         registry: &mut Registry,
-    ) -> Self {
-        let messenger = Messenger {
-            conn,
-            producer,
-            config,
-            merchants,
+    ) -> Result<Self, ConfigError> {
+        let quiet = config
+            .quiet_hours
+            .as_ref()
+            .map(QuietHours::from_config)
+            .transpose()?;
+        let default_zone: Tz = config
+            .default_time_zone
+            .parse()
+            .map_err(|_| ConfigError::Zone(config.default_time_zone.clone()))?;
+        if config.burst_window_secs > MAX_BURST_WINDOW_SECS {
+            return Err(ConfigError::BurstWindow(config.burst_window_secs));
+        }
+        let burst_window =
+            chrono::Duration::seconds(i64::try_from(config.burst_window_secs).unwrap_or_default());
+        let metrics = Metrics {
             sent: Family::default(),
             suppressed: Family::default(),
-            index_alert: redis::Script::new(INDEX_ALERT_LUA),
+            held: Family::default(),
+            superseded: Family::default(),
         };
         registry.register(
             "buyer_messages",
             "Buyer messages sent, by milestone",
-            messenger.sent.clone(),
+            metrics.sent.clone(),
         );
         registry.register(
             "buyer_messages_suppressed",
-            "Milestones not sent because the order already had one (resend, replay, second parcel)",
-            messenger.suppressed.clone(),
+            "Milestones not sent because the order already had one (resend, replay, later parcel)",
+            metrics.suppressed.clone(),
         );
-        messenger
+        registry.register(
+            "buyer_messages_held",
+            "Buyer messages held before sending, by why (burst window, quiet hours)",
+            metrics.held.clone(),
+        );
+        registry.register(
+            "buyer_messages_superseded",
+            "Held buyer messages dropped because a later milestone covered their parcels",
+            metrics.superseded.clone(),
+        );
+        let ttl_secs = config.state_ttl_days.max(1) * 86_400;
+        Ok(Messenger {
+            outbox: Outbox::new(conn.clone(), ttl_secs),
+            conn,
+            producer,
+            config,
+            merchants,
+            clock,
+            quiet,
+            default_zone,
+            burst_window,
+            lease_ms: lease_ms.max(1_000),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            metrics,
+            index_alert: redis::Script::new(INDEX_ALERT_LUA),
+        })
     }
 
-    async fn on_update(
-        &self,
-        update: ShipmentUpdate,
-    ) -> Result<Option<Pending>, redis::RedisError> {
-        let Some(event) = update.event.as_ref() else {
+    fn label(milestone: Milestone) -> Labels {
+        vec![("milestone", templates::milestone_name(milestone))]
+    }
+
+    async fn on_update(&self, update: ShipmentUpdate) -> redis::RedisResult<Option<Trigger>> {
+        let (Some(event), Some(shipment)) = (update.event, update.shipment) else {
             return Ok(None);
         };
-        let Some(shipment) = update.shipment.as_ref() else {
-            return Ok(None);
-        };
-        let mut conn = self.conn.clone();
-        // Remember the shipment for alert-driven messages of this order.
-        let _: () = conn
-            .set(
-                order_log::key(&update.order_id, "shipment"),
-                shipment.encode_to_vec(),
-            )
-            .await?;
-        if update.late || update.kind != UpdateKind::Scan as i32 || shipment.is_return {
+        self.outbox.record_parcel(&shipment, false).await?;
+        if update.late {
             return Ok(None);
         }
-        let status = Status::try_from(event.status).unwrap_or(Status::Unspecified);
-        let Some(milestone) = templates::milestone_for_status(status) else {
+        let milestone = if update.kind == UpdateKind::ReturnReceived as i32 {
+            Milestone::ReturnReceived
+        } else if update.kind == UpdateKind::Scan as i32 && !shipment.is_return {
+            let status = Status::try_from(event.status).unwrap_or(Status::Unspecified);
+            match templates::milestone_for_status(status) {
+                Some(milestone) => milestone,
+                None => return Ok(None),
+            }
+        } else {
             return Ok(None);
         };
-        let location = event
-            .location
-            .as_ref()
-            .map(|l| l.text.as_str())
-            .unwrap_or_default();
-        self.claim(shipment, milestone, location, "", event.occurred_at)
-            .await
+        let location = event.location.map(|l| l.text).unwrap_or_default();
+        Ok(Some(Trigger {
+            shipment,
+            milestone,
+            location,
+            reason: Reason::Unspecified,
+            at: event.occurred_at,
+        }))
     }
 
-    async fn on_alert(&self, alert: Alert) -> Result<Option<Pending>, redis::RedisError> {
+    async fn on_alert(&self, alert: Alert) -> redis::RedisResult<Option<Trigger>> {
         if alert.order_id.is_empty() {
             return Ok(None);
         }
@@ -129,129 +239,408 @@ impl Messenger {
             .arg(&alert.alert_id)
             .arg(rank)
             .arg(alert.encode_to_vec())
+            .arg(self.config.state_ttl_days.max(1) * 86_400)
             .invoke_async(&mut conn)
             .await?;
         if alert.state != AlertState::Opened as i32 {
             return Ok(None);
         }
         let milestone = match alert.rule.as_str() {
-            "stalled_in_transit" | "promised_date_missed" => Milestone::Delayed,
+            "stalled_in_transit" | "promised_date_missed" | "out_for_delivery_not_delivered" => {
+                Milestone::Delayed
+            }
             "carrier_exception" => Milestone::Exception,
             _ => return Ok(None),
         };
-        let stored: Option<Vec<u8>> = conn
-            .get(order_log::key(&alert.order_id, "shipment"))
-            .await?;
-        let Some(shipment) = stored.and_then(|b| Shipment::decode(b.as_slice()).ok()) else {
+        let waybill_key = keys::waybill_key(&alert.carrier, &alert.waybill);
+        let shipment = match self.outbox.parcel(&alert.order_id, &waybill_key).await? {
+            Some(shipment) => Some(shipment),
+            None => self
+                .outbox
+                .parcels(&alert.order_id)
+                .await?
+                .into_iter()
+                .find(|s| !s.is_return && s.merchant_id == alert.merchant_id)
+                .map(|mut s| {
+                    s.carrier.clone_from(&alert.carrier);
+                    s.waybill.clone_from(&alert.waybill);
+                    s
+                }),
+        };
+        let Some(shipment) = shipment.filter(|s| !s.is_return) else {
+            tracing::info!(order_id = %alert.order_id, waybill = %alert.waybill,
+                "alert for a parcel the notifier has not seen registered: no buyer message");
             return Ok(None);
         };
-        if shipment.is_return {
-            return Ok(None);
-        }
-        let locale = locale_of(&shipment, &self.config);
-        let reason = templates::reason_text(
-            &locale,
-            Reason::try_from(alert.reason).unwrap_or(Reason::Unspecified),
-            "",
-        );
-        self.claim(&shipment, milestone, "", &reason, alert.effective_at)
-            .await
+        Ok(Some(Trigger {
+            shipment,
+            milestone,
+            location: String::new(),
+            reason: Reason::try_from(alert.reason).unwrap_or(Reason::Unspecified),
+            at: alert.effective_at,
+        }))
     }
 
-    /// Claims the milestone for the order; renders the message if it is new.
-    async fn claim(
+    /// Holds the trigger's parcel in its order's message; returns the message if
+    /// it is due now.
+    async fn hold(
         &self,
-        shipment: &Shipment,
-        milestone: Milestone,
-        location: &str,
-        reason: &str,
-        at: Option<prost_types::Timestamp>,
-    ) -> Result<Option<Pending>, redis::RedisError> {
-        let mut conn = self.conn.clone();
-        let key = order_log::key(&shipment.order_id, "ms");
-        let field = milestone.as_str_name();
-        let claimed: bool = conn.hset_nx(&key, field, "pending").await?;
-        if !claimed {
-            let state: Option<String> = conn.hget(&key, field).await?;
-            if state.as_deref() == Some("sent") {
-                self.suppressed
-                    .get_or_create(&vec![("milestone", field.to_owned())])
-                    .inc();
-                return Ok(None);
-            }
-        }
-        let locale = locale_of(shipment, &self.config);
-        let buyer = shipment.buyer.clone().unwrap_or_default();
-        let contact = if buyer.phone.is_empty() {
-            mask::email(&buyer.email)
-        } else {
-            mask::phone(&buyer.phone)
-        };
-        let merchant_name = if shipment.merchant_name.is_empty() {
-            self.merchants
-                .get(&shipment.merchant_id)
-                .map(|m| m.name.clone())
-                .unwrap_or_default()
-        } else {
-            shipment.merchant_name.clone()
-        };
-        let vars = templates::Vars {
-            merchant: &merchant_name,
-            order_id: &shipment.order_id,
-            waybill: &shipment.waybill,
-            carrier: &shipment.carrier,
+        trigger: Trigger,
+        now: DateTime<Utc>,
+    ) -> redis::RedisResult<Option<(String, Milestone)>> {
+        let Trigger {
+            shipment,
+            milestone,
             location,
             reason,
-            contact: &contact,
-        };
-        let text = templates::render(
-            &self.config,
-            &shipment.merchant_id,
-            &locale,
-            milestone,
-            &vars,
+            at,
+        } = trigger;
+        let order_id = shipment.order_id.clone();
+        if order_id.is_empty() {
+            return Ok(None);
+        }
+        // Fast path: most scans re-reach an already sent milestone.
+        if self
+            .outbox
+            .state(&order_id, milestone)
+            .await?
+            .is_some_and(|s| s != "held")
+        {
+            self.metrics
+                .suppressed
+                .get_or_create(&Self::label(milestone))
+                .inc();
+            return Ok(None);
+        }
+        let zone = quiet::zone(
+            shipment.buyer.as_ref().map_or("", |b| b.time_zone.as_str()),
+            self.default_zone,
         );
-        let mut channels = vec![Channel::App as i32];
-        if !buyer.phone.is_empty() {
-            channels.push(Channel::Sms as i32);
-            if locale.starts_with("zh") {
-                channels.push(Channel::Wechat as i32);
+        let release = self
+            .quiet
+            .as_ref()
+            .and_then(|q| q.release_at(now, zone, milestone, &order_id));
+        let earliest = release.unwrap_or(now);
+        let window_end = now + self.burst_window;
+        // Scheduled before it exists: a crash in between leaves a stray member,
+        // never an unscheduled message.
+        self.outbox
+            .schedule(
+                &order_id,
+                milestone,
+                earliest.max(window_end).timestamp_millis(),
+            )
+            .await?;
+        let waybill_key = keys::waybill_key(&shipment.carrier, &shipment.waybill);
+        let return_direction = milestone == Milestone::ReturnReceived;
+        let held = Held {
+            shipment: Some(shipment),
+            reason: reason as i32,
+            created_at: Some(at.unwrap_or_else(|| time::to_proto(now))),
+        };
+        let added = self
+            .outbox
+            .add(
+                &order_id,
+                milestone,
+                return_direction,
+                &waybill_key,
+                &location,
+                &held,
+            )
+            .await?;
+        let Added::Held {
+            created,
+            covered,
+            known,
+        } = added
+        else {
+            self.metrics
+                .suppressed
+                .get_or_create(&Self::label(milestone))
+                .inc();
+            return Ok(None);
+        };
+        let complete = covered >= known.max(1);
+        if created {
+            let why = if release.is_some() {
+                "quiet_hours"
+            } else if !complete {
+                "burst_window"
+            } else {
+                ""
+            };
+            if !why.is_empty() {
+                tracing::info!(order_id = %order_id, milestone = milestone.as_str_name(),
+                    why, due = %earliest, "buyer message held");
+                self.metrics
+                    .held
+                    .get_or_create(&vec![("why", why.to_owned())])
+                    .inc();
             }
         }
-        if !buyer.email.is_empty() {
-            channels.push(Channel::Email as i32);
+        if !complete {
+            return Ok(None);
         }
-        let now = time::to_proto(chrono::Utc::now());
-        let notification = BuyerNotification {
-            notification_id: format!(
-                "{}:{}",
-                shipment.order_id,
-                field.trim_start_matches("MILESTONE_").to_ascii_lowercase()
-            ),
-            order_id: shipment.order_id.clone(),
-            merchant_id: shipment.merchant_id.clone(),
-            merchant_name,
-            milestone: milestone as i32,
-            locale,
-            channels,
-            contact_masked: contact,
-            title: text.title,
-            body: text.body,
-            waybills: vec![shipment.waybill.clone()],
-            created_at: Some(at.unwrap_or(now)),
-            deliver_at: Some(now),
-        };
-        tracing::info!(order_id = %shipment.order_id, waybill = %shipment.waybill, milestone = field,
-            "buyer message rendered");
-        Ok(Some(Pending {
-            order_id: shipment.order_id.clone(),
-            milestone,
-            record: OutRecord::new(
-                topics::BUYER_NOTIFICATIONS,
-                shipment.order_id.clone(),
-                notification.encode_to_vec(),
-            ),
-        }))
+        self.outbox
+            .schedule(&order_id, milestone, earliest.timestamp_millis())
+            .await?;
+        Ok((earliest <= now).then_some((order_id, milestone)))
+    }
+
+    /// Sends the given held messages that are (still) ours to send. Failures are
+    /// logged: the messages stay scheduled and are retried by the flusher.
+    pub async fn flush(&self, due: Vec<(String, Milestone)>, now: DateTime<Utc>) {
+        if due.is_empty() {
+            return;
+        }
+        let now_ms = now.timestamp_millis();
+        let token = format!("sending:{}:{}", now_ms + self.lease_ms, self.instance);
+        let mut taken = Vec::new();
+        for (order_id, milestone) in due {
+            let result = self.take_one(&order_id, milestone, now, &token).await;
+            match result {
+                Ok(Some(record)) => taken.push((order_id, milestone, record)),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%err, order_id = %order_id, "cannot take held message; retried later");
+                }
+            }
+        }
+        if taken.is_empty() {
+            return;
+        }
+        let records = taken.iter().map(|(_, _, r)| r.clone()).collect();
+        if let Err(err) = self.producer.send_all(records).await {
+            tracing::warn!(%err, messages = taken.len(), "buyer messages not acknowledged; retried later");
+            for (order_id, milestone, _) in &taken {
+                if let Err(err) = self.outbox.release(order_id, *milestone, &token).await {
+                    tracing::warn!(%err, "cannot release lease; message retried when it expires");
+                }
+            }
+            return;
+        }
+        for (order_id, milestone, _) in &taken {
+            let done = async {
+                self.outbox.done(order_id, *milestone).await?;
+                self.outbox.unschedule(order_id, *milestone).await
+            };
+            if let Err(err) = done.await {
+                // Re-sent after the lease with the same notification id.
+                tracing::warn!(%err, order_id = %order_id, "sent message not marked sent");
+            }
+            self.metrics
+                .sent
+                .get_or_create(&Self::label(*milestone))
+                .inc();
+        }
+    }
+
+    async fn take_one(
+        &self,
+        order_id: &str,
+        milestone: Milestone,
+        now: DateTime<Utc>,
+        token: &str,
+    ) -> redis::RedisResult<Option<OutRecord>> {
+        match self
+            .outbox
+            .take(order_id, milestone, now.timestamp_millis(), token)
+            .await?
+        {
+            Taken::Busy => Ok(None),
+            Taken::Gone => {
+                self.outbox.unschedule(order_id, milestone).await?;
+                Ok(None)
+            }
+            Taken::Superseded(by) => {
+                tracing::info!(order_id = %order_id, milestone = milestone.as_str_name(),
+                    by = %by, "held buyer message superseded by a later milestone");
+                self.metrics
+                    .superseded
+                    .get_or_create(&Self::label(milestone))
+                    .inc();
+                self.outbox.unschedule(order_id, milestone).await?;
+                Ok(None)
+            }
+            Taken::Take {
+                held,
+                parcels,
+                superseded,
+            } => {
+                for lower in superseded {
+                    tracing::info!(order_id = %order_id, milestone = lower.as_str_name(),
+                        by = milestone.as_str_name(), "held buyer message superseded by a later milestone");
+                    self.metrics
+                        .superseded
+                        .get_or_create(&Self::label(lower))
+                        .inc();
+                }
+                let shipment = held.shipment.clone().unwrap_or_default();
+                // Due, but the buyer's night started again meanwhile (a flusher
+                // that was down): wait for the next morning.
+                let zone = quiet::zone(
+                    shipment.buyer.as_ref().map_or("", |b| b.time_zone.as_str()),
+                    self.default_zone,
+                );
+                if let Some(later) = self
+                    .quiet
+                    .as_ref()
+                    .and_then(|q| q.release_at(now, zone, milestone, order_id))
+                {
+                    self.outbox.release(order_id, milestone, token).await?;
+                    self.outbox
+                        .reschedule(order_id, milestone, later.timestamp_millis())
+                        .await?;
+                    return Ok(None);
+                }
+                Ok(Some(self.render(&held, milestone, &parcels, now)))
+            }
+        }
+    }
+
+    fn render(
+        &self,
+        held: &Held,
+        milestone: Milestone,
+        parcels: &[(String, String)],
+        now: DateTime<Utc>,
+    ) -> OutRecord {
+        let notification =
+            render_message(&self.config, &self.merchants, held, milestone, parcels, now);
+        tracing::info!(order_id = %notification.order_id, parcels = parcels.len(),
+            milestone = milestone.as_str_name(), "buyer message rendered");
+        OutRecord::new(
+            topics::BUYER_NOTIFICATIONS,
+            notification.order_id.clone(),
+            notification.encode_to_vec(),
+        )
+    }
+
+    /// Runs the flusher until `shutdown`: every `flush_interval_ms`, sends the
+    /// held messages of every shard that have become due.
+    pub async fn run_flusher(self: Arc<Self>, shutdown: CancellationToken) {
+        let interval = std::time::Duration::from_millis(self.config.flush_interval_ms.max(10));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let now = self.clock.now();
+            for shard in 0..outbox::SHARDS {
+                match self
+                    .outbox
+                    .due(shard, now.timestamp_millis(), FLUSH_PAGE)
+                    .await
+                {
+                    Ok(due) => self.flush(due, now).await,
+                    Err(err) => tracing::warn!(%err, shard, "cannot read the message schedule"),
+                }
+            }
+        }
+    }
+}
+
+/// Renders the buyer message for `milestone` covering `parcels` (waybill key →
+/// location): template of the merchant and locale, contact masked, waybills
+/// sorted, one location or each parcel's own, channel hints from the contact.
+pub fn render_message(
+    config: &MessagesConfig,
+    merchants: &MerchantDirectory,
+    held: &Held,
+    milestone: Milestone,
+    parcels: &[(String, String)],
+    now: DateTime<Utc>,
+) -> BuyerNotification {
+    let shipment = held.shipment.clone().unwrap_or_default();
+    let locale = locale_of(&shipment, config);
+    let buyer = shipment.buyer.clone().unwrap_or_default();
+    let contact = if buyer.phone.is_empty() {
+        mask::email(&buyer.email)
+    } else {
+        mask::phone(&buyer.phone)
+    };
+    let merchant_name = if shipment.merchant_name.is_empty() {
+        merchants
+            .get(&shipment.merchant_id)
+            .map(|m| m.name.clone())
+            .unwrap_or_default()
+    } else {
+        shipment.merchant_name.clone()
+    };
+    let mut parcels = parcels.to_vec();
+    parcels.sort();
+    let split: Vec<(&str, &str, &str)> = parcels
+        .iter()
+        .map(|(key, location)| {
+            let (carrier, waybill) = keys::split_waybill_key(key).unwrap_or(("", key.as_str()));
+            (carrier, waybill, location.as_str())
+        })
+        .collect();
+    let waybills: Vec<String> = split.iter().map(|(_, w, _)| (*w).to_owned()).collect();
+    let mut carriers: Vec<&str> = split.iter().map(|(c, _, _)| *c).collect();
+    carriers.dedup();
+    let mut locations: Vec<&str> = split
+        .iter()
+        .map(|(_, _, l)| *l)
+        .filter(|l| !l.is_empty())
+        .collect();
+    locations.sort_unstable();
+    locations.dedup();
+    let location = if locations.len() <= 1 {
+        locations.first().copied().unwrap_or_default().to_owned()
+    } else {
+        split
+            .iter()
+            .filter(|(_, _, l)| !l.is_empty())
+            .map(|(_, w, l)| format!("{w}: {l}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let reason = Reason::try_from(held.reason).unwrap_or(Reason::Unspecified);
+    let reason_text = templates::reason_text(&locale, reason, "");
+    let waybill_text = waybills.join(", ");
+    let carrier_text = carriers.join(", ");
+    let vars = templates::Vars {
+        merchant: &merchant_name,
+        order_id: &shipment.order_id,
+        waybill: &waybill_text,
+        count: waybills.len(),
+        carrier: &carrier_text,
+        location: &location,
+        reason: &reason_text,
+        next: templates::next_step(&locale, milestone, reason),
+        contact: &contact,
+    };
+    let text = templates::render(config, &shipment.merchant_id, &locale, milestone, &vars);
+    let mut channels = vec![Channel::App as i32];
+    if !buyer.phone.is_empty() {
+        channels.push(Channel::Sms as i32);
+        if locale.starts_with("zh") {
+            channels.push(Channel::Wechat as i32);
+        }
+    }
+    if !buyer.email.is_empty() {
+        channels.push(Channel::Email as i32);
+    }
+    BuyerNotification {
+        notification_id: format!(
+            "{}:{}",
+            shipment.order_id,
+            templates::milestone_name(milestone)
+        ),
+        order_id: shipment.order_id.clone(),
+        merchant_id: shipment.merchant_id.clone(),
+        merchant_name,
+        milestone: milestone as i32,
+        locale,
+        channels,
+        contact_masked: contact,
+        title: text.title,
+        body: text.body,
+        waybills,
+        created_at: held.created_at.or_else(|| Some(time::to_proto(now))),
+        deliver_at: Some(time::to_proto(now)),
     }
 }
 
@@ -267,9 +656,23 @@ fn locale_of(shipment: &Shipment, config: &MessagesConfig) -> String {
 impl BatchHandler for Messenger {
     async fn handle(&self, batch: &[Inbound]) -> Result<(), HandlerError> {
         let redis_err = |e: redis::RedisError| HandlerError(format!("redis: {e}"));
-        let mut pending = Vec::new();
+        let now = self.clock.now();
+        let mut due: Vec<(String, Milestone)> = Vec::new();
         for record in batch {
-            let result = if record.topic == topics::TRACKING_ALERTS {
+            let trigger = if record.topic == topics::SHIPMENTS {
+                match Shipment::decode(record.payload.as_slice()) {
+                    Ok(shipment) => {
+                        self.outbox
+                            .record_parcel(&shipment, true)
+                            .await
+                            .map_err(redis_err)?;
+                    }
+                    Err(err) => {
+                        tracing::error!(%err, offset = record.offset, "undecodable shipment skipped");
+                    }
+                }
+                None
+            } else if record.topic == topics::TRACKING_ALERTS {
                 match Alert::decode(record.payload.as_slice()) {
                     Ok(alert) => self.on_alert(alert).await.map_err(redis_err)?,
                     Err(err) => {
@@ -286,30 +689,101 @@ impl BatchHandler for Messenger {
                     }
                 }
             };
-            pending.extend(result);
+            if let Some(trigger) = trigger
+                && let Some(ready) = self.hold(trigger, now).await.map_err(redis_err)?
+                && !due.contains(&ready)
+            {
+                due.push(ready);
+            }
         }
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let records = pending.iter().map(|p| p.record.clone()).collect();
-        self.producer
-            .send_all(records)
-            .await
-            .map_err(|e| HandlerError(format!("writing buyer messages: {e}")))?;
-        let mut conn = self.conn.clone();
-        for p in &pending {
-            let _: () = conn
-                .hset(
-                    order_log::key(&p.order_id, "ms"),
-                    p.milestone.as_str_name(),
-                    "sent",
-                )
-                .await
-                .map_err(redis_err)?;
-            self.sent
-                .get_or_create(&vec![("milestone", p.milestone.as_str_name().to_owned())])
-                .inc();
-        }
+        // Held state is durable: sending is retried by the flusher if this fails.
+        self.flush(due, now).await;
         Ok(())
+    }
+}
+
+/// Reads the held state of an order's milestone, for tests and tooling.
+pub async fn milestone_state(
+    conn: &mut RedisConn,
+    order_id: &str,
+    milestone: Milestone,
+) -> redis::RedisResult<Option<String>> {
+    conn.hget(order_log::key(order_id, "ms"), milestone.as_str_name())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trackstream_proto::v1::BuyerContact;
+
+    fn held(locale: &str) -> Held {
+        Held {
+            shipment: Some(Shipment {
+                order_id: "O-1".into(),
+                merchant_id: "m".into(),
+                carrier: "sf".into(),
+                waybill: "SF2".into(),
+                buyer: Some(BuyerContact {
+                    phone: "13812345678".into(),
+                    locale: locale.into(),
+                    ..BuyerContact::default()
+                }),
+                ..Shipment::default()
+            }),
+            reason: Reason::Unspecified as i32,
+            created_at: Some(time::from_millis(1_000)),
+        }
+    }
+
+    #[test]
+    fn a_merged_message_lists_sorted_waybills_and_each_pickup_point_when_they_differ() {
+        let merchants =
+            MerchantDirectory::new(vec![trackstream_runtime::merchants::MerchantConfig {
+                id: "m".into(),
+                name: "Acme".into(),
+                tokens: Vec::new(),
+            }]);
+        let parcels = vec![
+            ("yto:YT9".to_owned(), "Locker B".to_owned()),
+            ("sf:SF2".to_owned(), "Locker A".to_owned()),
+        ];
+        let now = DateTime::from_timestamp(2_000, 0).unwrap_or_default();
+        let message = render_message(
+            &MessagesConfig::default(),
+            &merchants,
+            &held("en"),
+            Milestone::AvailableForPickup,
+            &parcels,
+            now,
+        );
+        assert_eq!(message.waybills, ["SF2", "YT9"]);
+        assert_eq!(message.merchant_name, "Acme", "from the directory");
+        assert!(
+            message.body.contains("waybill SF2, YT9")
+                && message.body.contains("SF2: Locker A; YT9: Locker B"),
+            "{}",
+            message.body
+        );
+        assert_eq!(message.notification_id, "O-1:available_for_pickup");
+        assert_eq!(message.created_at, Some(time::from_millis(1_000)));
+        assert_eq!(message.deliver_at, Some(time::to_proto(now)));
+        assert_eq!(message.channels, [Channel::App as i32, Channel::Sms as i32]);
+
+        let same_place = vec![
+            ("sf:SF2".to_owned(), "Locker A".to_owned()),
+            ("sf:SF3".to_owned(), "Locker A".to_owned()),
+        ];
+        let zh = render_message(
+            &MessagesConfig::default(),
+            &merchants,
+            &held("zh-CN"),
+            Milestone::AvailableForPickup,
+            &same_place,
+            now,
+        );
+        assert!(zh.body.contains("已到 Locker A，"), "{}", zh.body);
+        assert_eq!(zh.contact_masked, "138****5678");
+        assert!(!zh.body.contains("13812345678"));
     }
 }

@@ -1,0 +1,406 @@
+//! A notifier alone against a real Redis and a real broker, fed directly: tests
+//! write what the detector would (the order log in Redis, records on
+//! `tracking.updates` / `tracking.alerts`) and what ingest would (`shipments`),
+//! so each notifier behaviour can be driven exactly. The clock is manual.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use trackstream_harness::kafka::TopicReader;
+use trackstream_harness::processes::{Broker, RedisServer};
+use trackstream_harness::sandbox::{ACME_TOKEN, OTHER_TOKEN, authed};
+use trackstream_notifier::clock::ManualClock;
+use trackstream_notifier::{Config, Running};
+use trackstream_proto::v1::tracking_service_client::TrackingServiceClient;
+use trackstream_proto::v1::{
+    BuyerContact, BuyerNotification, Location, Shipment, ShipmentUpdate, Status, TrackingEvent,
+    UpdateKind, WatchOrderRequest,
+};
+use trackstream_proto::{keys, time, topics};
+use trackstream_runtime::CancellationToken;
+use trackstream_runtime::kafka::{OutRecord, Producer};
+use trackstream_runtime::merchants::MerchantConfig;
+use trackstream_runtime::order_log;
+use trackstream_runtime::redis::RedisConn;
+
+/// Deadline of every wait.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A running notifier with its own Redis and broker.
+pub struct Env {
+    /// Redis.
+    pub redis: RedisServer,
+    /// Broker.
+    pub broker: Broker,
+    /// A Redis connection for the test.
+    pub conn: RedisConn,
+    /// A producer for the test.
+    pub producer: Producer,
+    /// The notifier's clock.
+    pub clock: ManualClock,
+    /// The notifier.
+    pub running: Running,
+    /// Its configuration (for starting more instances).
+    pub config: Config,
+    shutdown: CancellationToken,
+}
+
+/// Another notifier instance of the same group.
+pub struct Instance {
+    /// The instance.
+    pub running: Running,
+    shutdown: CancellationToken,
+}
+
+impl Instance {
+    /// Stops it gracefully.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.running.task).await {
+            Ok(Ok(Ok(()))) => {}
+            other => panic!("notifier did not stop cleanly: {other:?}"),
+        }
+    }
+}
+
+/// The sandbox's merchants (same tokens as `trackstream_harness::sandbox`).
+pub fn merchants() -> Vec<MerchantConfig> {
+    vec![
+        MerchantConfig {
+            id: "m-acme".into(),
+            name: "Acme Live".into(),
+            tokens: vec![ACME_TOKEN.into()],
+        },
+        MerchantConfig {
+            id: "m-other".into(),
+            name: "Other Shop".into(),
+            tokens: vec![OTHER_TOKEN.into()],
+        },
+    ]
+}
+
+impl Env {
+    /// Starts Redis, the broker and a notifier whose clock stands at `now`.
+    pub async fn start(now: DateTime<Utc>, customize: impl FnOnce(&mut Config)) -> Env {
+        let redis = RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+        let broker = Broker::start().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut config = Config::default();
+        config.kafka.brokers = broker.bootstrap();
+        config.kafka.batch_linger_ms = 2;
+        config.kafka.produce_timeout_ms = 5_000;
+        config
+            .kafka
+            .extra
+            .insert("topic.metadata.refresh.interval.ms".into(), "2000".into());
+        config.redis.url = redis.url();
+        config.admin.log_format = "pretty".into();
+        config.admin.log_level = "warn".into();
+        config.grpc.listen = "127.0.0.1:0".into();
+        config.merchants = merchants();
+        config.messages.flush_interval_ms = 50;
+        customize(&mut config);
+        trackstream_runtime::telemetry::init_tracing(&config.admin);
+        let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, 4)).collect();
+        trackstream_harness::kafka::create_topics(&broker.bootstrap(), &all)
+            .await
+            .unwrap_or_else(|e| panic!("creating topics: {e}"));
+        let conn = RedisConn::connect(&config.redis)
+            .await
+            .unwrap_or_else(|e| panic!("redis: {e}"));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let producer = Producer::new(&config.kafka, "test", &mut registry)
+            .unwrap_or_else(|e| panic!("producer: {e}"));
+        let clock = ManualClock::new(now);
+        let shutdown = CancellationToken::new();
+        let running = trackstream_notifier::start_with_clock(
+            config.clone(),
+            Arc::new(clock.clone()),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("notifier: {e}"));
+        Env {
+            redis,
+            broker,
+            conn,
+            producer,
+            clock,
+            running,
+            config,
+            shutdown,
+        }
+    }
+
+    /// Starts another instance of the same consumer group on the same clock.
+    pub async fn start_instance(&self) -> Instance {
+        let shutdown = CancellationToken::new();
+        let running = trackstream_notifier::start_with_clock(
+            self.config.clone(),
+            Arc::new(self.clock.clone()),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("notifier: {e}"));
+        Instance { running, shutdown }
+    }
+
+    /// Writes `message` to `topic` under `key` and waits for the acknowledgement.
+    pub async fn produce<M: Message>(&self, topic: &'static str, key: &str, message: &M) {
+        self.producer
+            .send(OutRecord::new(topic, key, message.encode_to_vec()))
+            .await
+            .unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
+    }
+
+    /// Registers a parcel as ingest would.
+    pub async fn register(&self, shipment: &Shipment) {
+        let key = keys::waybill_key(&shipment.carrier, &shipment.waybill);
+        self.produce(topics::SHIPMENTS, &key, shipment).await;
+    }
+
+    /// Does what the detector does with an update: assigns the order's next
+    /// sequence number, appends it to the order log, then produces it (keyed by
+    /// waybill). Returns it with its `seq`.
+    pub async fn record_update(&self, update: ShipmentUpdate) -> ShipmentUpdate {
+        let key = update
+            .event
+            .as_ref()
+            .map(|e| keys::waybill_key(&e.carrier, &e.waybill))
+            .unwrap_or_default();
+        self.record_update_keyed(update, &key).await
+    }
+
+    /// [`Env::record_update`] with an explicit record key.
+    pub async fn record_update_keyed(
+        &self,
+        mut update: ShipmentUpdate,
+        key: &str,
+    ) -> ShipmentUpdate {
+        let mut conn = self.conn.clone();
+        let order = update.order_id.clone();
+        let seq: u64 = redis::cmd("INCR")
+            .arg(order_log::key(&order, "seq"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        update.seq = seq;
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(order_log::key(&order, "merchant"))
+            .arg(&update.merchant_id)
+            .arg("NX")
+            .ignore()
+            .cmd("ZADD")
+            .arg(order_log::key(&order, "updates"))
+            .arg(seq)
+            .arg(update.encode_to_vec())
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        self.produce(topics::TRACKING_UPDATES, key, &update).await;
+        update
+    }
+
+    /// Produces an update without touching the order log (what a re-delivery
+    /// or a replay of the topic looks like to the notifier).
+    pub async fn replay(&self, update: &ShipmentUpdate, key: &str) {
+        self.produce(topics::TRACKING_UPDATES, key, update).await;
+    }
+
+    /// A gRPC client on a connection of its own.
+    pub async fn client(&self) -> TrackingServiceClient<Channel> {
+        client_of(self.running.grpc_addr).await
+    }
+
+    /// A reader of `buyer.notifications` from the beginning.
+    pub fn messages(&self) -> TopicReader {
+        TopicReader::new(&self.broker.bootstrap(), topics::BUYER_NOTIFICATIONS)
+    }
+
+    /// Waits until the live path works end to end: health says SERVING (the live
+    /// follower owns its partitions) and an update recorded now reaches a watcher.
+    pub async fn wait_live(&self) {
+        self.wait_live_at(self.running.grpc_addr).await;
+    }
+
+    /// [`Env::wait_live`] for the instance serving gRPC at `addr`.
+    pub async fn wait_live_at(&self, addr: std::net::SocketAddr) {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        wait_serving(channel).await;
+        let probe = |n: u64| {
+            let shipment = shipment("probe", "PROBE", "m-acme");
+            update(&shipment, Status::InfoReceived, n, &format!("probe-{n}"))
+        };
+        let first = self.record_update(probe(0)).await;
+        let mut client = client_of(addr).await;
+        let mut stream = client
+            .watch_order(authed(
+                WatchOrderRequest {
+                    order_id: "probe".into(),
+                    after_seq: first.seq,
+                },
+                ACME_TOKEN,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let deadline = std::time::Instant::now() + WAIT;
+        for n in 1.. {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "live updates never reached a watcher"
+            );
+            self.record_update(probe(n)).await;
+            if let Ok(Ok(Some(_))) =
+                tokio::time::timeout(Duration::from_secs(1), stream.message()).await
+            {
+                return;
+            }
+        }
+    }
+
+    /// The value of a metric on `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_at(self.running.admin_addr, name).await
+    }
+    /// Stops the notifier gracefully.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.running.task).await {
+            Ok(Ok(Ok(()))) => {}
+            other => panic!("notifier did not stop cleanly: {other:?}"),
+        }
+    }
+}
+
+/// A gRPC client of the instance at `addr`, on a connection of its own.
+pub async fn client_of(addr: std::net::SocketAddr) -> TrackingServiceClient<Channel> {
+    TrackingServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap_or_else(|e| panic!("grpc connect: {e}"))
+}
+
+/// The value of a metric on the `/metrics` of `admin` (0 when absent).
+pub async fn metric_at(admin: std::net::SocketAddr, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name).then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits until the channel's server reports the tracking service SERVING.
+pub async fn wait_serving(channel: Channel) {
+    let health = HealthClient::new(channel);
+    trackstream_harness::eventually(WAIT, "health SERVING", || {
+        let mut health = health.clone();
+        async move {
+            let response = health
+                .check(HealthCheckRequest {
+                    service: trackstream_notifier::TRACKING_SERVICE.into(),
+                })
+                .await
+                .ok()?;
+            (response.get_ref().status == ServingStatus::Serving as i32).then_some(())
+        }
+    })
+    .await;
+}
+
+/// A parcel of `order` for merchant `merchant`, buyer in Shanghai speaking English.
+pub fn shipment(order: &str, waybill: &str, merchant: &str) -> Shipment {
+    Shipment {
+        order_id: order.into(),
+        merchant_id: merchant.into(),
+        carrier: "sf".into(),
+        waybill: waybill.into(),
+        buyer: Some(BuyerContact {
+            name: "Li Lei".into(),
+            phone: "13812345678".into(),
+            email: "john@example.com".into(),
+            locale: "en".into(),
+            time_zone: "Asia/Shanghai".into(),
+        }),
+        merchant_name: if merchant == "m-acme" {
+            "Acme Live".into()
+        } else {
+            String::new()
+        },
+        registered_at: Some(time::from_millis(1_700_000_000_000)),
+        ..Shipment::default()
+    }
+}
+
+/// The update the detector emits for a scan of `shipment`'s parcel with
+/// `status`, `n` seconds after a fixed epoch.
+pub fn update(shipment: &Shipment, status: Status, n: u64, event_id: &str) -> ShipmentUpdate {
+    let at = 1_741_600_000_000 + i64::try_from(n).unwrap_or(0) * 1_000;
+    ShipmentUpdate {
+        seq: 0,
+        order_id: shipment.order_id.clone(),
+        merchant_id: shipment.merchant_id.clone(),
+        event: Some(TrackingEvent {
+            event_id: event_id.into(),
+            carrier: shipment.carrier.clone(),
+            waybill: shipment.waybill.clone(),
+            status: status as i32,
+            occurred_at: Some(time::from_millis(at)),
+            location: Some(Location {
+                text: "Shenzhen Nanshan Locker #12".into(),
+                ..Location::default()
+            }),
+            ..TrackingEvent::default()
+        }),
+        current_status: status as i32,
+        late: false,
+        kind: UpdateKind::Scan as i32,
+        shipment: Some(shipment.clone()),
+    }
+}
+
+/// The buyer messages read so far for `order`.
+pub fn messages_of(reader: &TopicReader, order: &str) -> Vec<BuyerNotification> {
+    reader
+        .decoded::<BuyerNotification>()
+        .into_iter()
+        .filter(|m| m.order_id == order)
+        .collect()
+}
+
+/// Whether the reader has seen a message for `order` and `milestone`.
+pub fn has(
+    records: &[trackstream_harness::kafka::Record],
+    order: &str,
+    milestone: trackstream_proto::v1::Milestone,
+) -> bool {
+    records.iter().any(|r| {
+        BuyerNotification::decode(r.payload.as_slice())
+            .is_ok_and(|m| m.order_id == order && m.milestone == milestone as i32)
+    })
+}
+
+/// `at` as RFC 3339 text → UTC.
+pub fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
