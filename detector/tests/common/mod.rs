@@ -316,8 +316,21 @@ pub fn clean_run(
         reg.clone(),
         first.min(time::millis(reg.registered_at.as_ref())),
     );
+    // The engine's canonical fold order: time, then progress rank, then event id
+    // (same-time scans must fold the same way however they arrive).
     let mut sorted = events.to_vec();
-    sorted.sort_by_key(|e| time::millis(e.occurred_at.as_ref()));
+    sorted.sort_by(|a, b| {
+        let key = |e: &TrackingEvent| {
+            let status = trackstream_proto::v1::Status::try_from(e.status)
+                .unwrap_or(trackstream_proto::v1::Status::Unspecified);
+            (
+                time::millis(e.occurred_at.as_ref()),
+                trackstream_detector::rules::rank(status),
+                e.event_id.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
     for event in sorted {
         sim.event(event);
     }
