@@ -91,13 +91,20 @@ tick = "50ms"
 
     /// Starts an instance (`--clock event`), logging to `<name>.log`.
     fn spawn(&self, name: &str) -> ChildProcess {
+        self.spawn_with(name, &[])
+    }
+
+    /// Starts an instance with extra environment (config overrides).
+    fn spawn_with(&self, name: &str, env: &[(&str, &str)]) -> ChildProcess {
         let binary = Path::new(env!("CARGO_BIN_EXE_trackstream-detector"));
         let config = self.config.to_string_lossy().into_owned();
+        let mut all_env = vec![("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")];
+        all_env.extend_from_slice(env);
         ChildProcess::spawn(
             name,
             binary,
             ["--config", config.as_str(), "--clock", "event"],
-            &[("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")],
+            &all_env,
             &self.dir.path().join(format!("{name}.log")),
         )
         .expect("detector binary starts")
@@ -333,7 +340,16 @@ async fn a_detector_sigkilled_mid_stream_and_restarted_loses_no_alert() {
         at_kill < total,
         "killed mid-stream: {at_kill} of {total} scans applied"
     );
-    let second = rig.spawn("second");
+    // The restart replays the whole topic in a fresh consumer group: the
+    // harshest restart (every scan again, none skipped), and one that does not
+    // depend on the broker handing the dead member's partitions over — tansu
+    // 0.6.0 loses records across that rebalance (see docs/ARCHITECTURE.md), which
+    // would test the broker, not the detector. Redis state, dedup and the outbox
+    // carry over from the killed instance.
+    let second = rig.spawn_with(
+        "second",
+        &[("TRACKSTREAM__KAFKA__GROUP_ID", "detector-K-restarted")],
+    );
     assert_alerts(
         &mut alerts,
         &rig.expected(),

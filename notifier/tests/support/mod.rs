@@ -152,11 +152,21 @@ impl Env {
     }
 
     /// Writes `message` to `topic` under `key` and waits for the acknowledgement.
+    /// Retries like the detector's batch loop does: a timeout under load is a
+    /// retry, not a lost record.
     pub async fn produce<M: Message>(&self, topic: &'static str, key: &str, message: &M) {
-        self.producer
-            .send(OutRecord::new(topic, key, message.encode_to_vec()))
-            .await
-            .unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
+        let record = OutRecord::new(topic, key, message.encode_to_vec());
+        let mut attempts = 0;
+        loop {
+            match self.producer.send(record.clone()).await {
+                Ok(()) => return,
+                Err(e) if attempts < 3 => {
+                    attempts += 1;
+                    eprintln!("producing to {topic} failed ({e}); retrying");
+                }
+                Err(e) => panic!("producing to {topic}: {e}"),
+            }
+        }
     }
 
     /// Registers a parcel as ingest would.
