@@ -62,13 +62,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &[topics::TRACKING_EVENTS, topics::SHIPMENTS],
         &mut registry,
     )?;
-    let detector = Arc::new(service::Detector::new(
+    let mut detector = service::Detector::new(
         engine::Engine::new(config.rules.clone()),
         store::Store::new(conn),
         producer.clone(),
         config.timers.clone(),
         &mut registry,
-    ));
+    );
+    if config.kafka.statistics_interval_ms > 0 {
+        detector = detector.with_progress(consumer.progress());
+    }
+    let detector = Arc::new(detector);
     let health = Health::default();
     let admin_addr = admin::serve(
         &config.admin.listen,

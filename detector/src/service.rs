@@ -19,7 +19,7 @@ use trackstream_proto::v1::{Alert, AlertState, Shipment, TrackingEvent};
 use trackstream_proto::{time, topics};
 use trackstream_runtime::CancellationToken;
 use trackstream_runtime::kafka::{
-    Assignment, BatchHandler, HandlerError, Inbound, OutRecord, Producer,
+    Assignment, BatchHandler, HandlerError, Inbound, OutRecord, Producer, Progress,
 };
 
 use crate::config::{ClockMode, TimerConfig};
@@ -50,6 +50,9 @@ pub struct Detector<S: Sink = Producer> {
     metrics: Metrics,
     /// Partitions whose outbox may hold undelivered outputs.
     dirty: Mutex<BTreeSet<i32>>,
+    /// With the wall clock: how far the consumer has got, so deadlines fire only
+    /// on partitions it has caught up on (see [`Detector::with_progress`]).
+    progress: Option<Progress>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,28 @@ impl<S: Sink> Detector<S> {
             timers,
             metrics,
             dirty: Mutex::new(BTreeSet::new()),
+            progress: None,
+        }
+    }
+
+    /// Fires wall-clock deadlines of a partition only once the consumer has caught
+    /// up on it (no batch in flight, no lag in statistics taken after the last
+    /// batch). A backlog may hold the scan that cancels a deadline — the rest of a
+    /// late snapshot split across batches, a push that arrived late — and firing
+    /// before reading it raises a false alarm. (The event clock needs no gate: its
+    /// watermark only moves with committed batches.)
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    fn may_fire(&self, partition: i32) -> bool {
+        match (&self.progress, self.timers.clock) {
+            (Some(progress), ClockMode::Wall) => {
+                progress.caught_up(topics::TRACKING_EVENTS, partition)
+                    && progress.caught_up(topics::SHIPMENTS, partition)
+            }
+            _ => true,
         }
     }
 
@@ -405,6 +430,9 @@ impl<S: Sink> Detector<S> {
                 // each, but let an assignment change interrupt it.
                 if assignment.has_changed().unwrap_or(true) {
                     break;
+                }
+                if !self.may_fire(*partition) {
+                    continue;
                 }
                 if let Err(err) = self.drain_timers(*partition).await {
                     tracing::warn!(%err, partition, "firing timers failed; will retry");
