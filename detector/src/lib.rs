@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use trackstream_proto::topics;
-use trackstream_runtime::admin::{self, Health};
+use trackstream_runtime::admin;
 use trackstream_runtime::kafka::{ConsumerLoop, Producer};
 use trackstream_runtime::redis::RedisConn;
 use trackstream_runtime::{CancellationToken, Error, telemetry};
@@ -51,11 +51,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut registry = telemetry::registry("detector");
     let conn = RedisConn::connect(&config.redis).await?;
     let producer = Producer::new(&config.kafka, "trackstream-detector", &mut registry)?;
-    let group = config
-        .kafka
-        .group_id
-        .clone()
-        .unwrap_or_else(|| "trackstream-detector".into());
+    let group = config.kafka.group_for("detector");
     let consumer = ConsumerLoop::subscribe(
         &config.kafka,
         &group,
@@ -73,15 +69,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         detector = detector.with_progress(consumer.progress());
     }
     let detector = Arc::new(detector);
-    let health = Health::default();
-    let admin_addr = admin::serve(
-        &config.admin.listen,
-        Arc::new(registry),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    health.set(true);
+    let (admin_addr, health) =
+        admin::serve_ready(&config.admin.listen, registry, shutdown.clone()).await?;
     tracing::info!(%admin_addr, group, clock = ?config.timers.clock, "detector running");
 
     let timers = {

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use trackstream_proto::topics;
-use trackstream_runtime::admin::{self, Health};
+use trackstream_runtime::admin;
 use trackstream_runtime::kafka::{ConsumerLoop, Producer};
 use trackstream_runtime::{CancellationToken, Error, telemetry};
 
@@ -42,11 +42,7 @@ pub struct Running {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let mut registry = telemetry::registry("normalize");
     let producer = Producer::new(&config.kafka, "trackstream-normalize", &mut registry)?;
-    let group = config
-        .kafka
-        .group_id
-        .clone()
-        .unwrap_or_else(|| "trackstream-normalize".into());
+    let group = config.kafka.group_for("normalize");
     let consumer =
         ConsumerLoop::subscribe(&config.kafka, &group, &[topics::SCANS_RAW], &mut registry)?;
     let handler = Arc::new(handler::Normalizer::new(
@@ -54,15 +50,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config.providers.clone(),
         &mut registry,
     ));
-    let health = Health::default();
-    let admin_addr = admin::serve(
-        &config.admin.listen,
-        Arc::new(registry),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    health.set(true);
+    let (admin_addr, health) =
+        admin::serve_ready(&config.admin.listen, registry, shutdown.clone()).await?;
     tracing::info!(%admin_addr, group, "normalize consuming scans.raw");
     let task = tokio::spawn(async move {
         let result = consumer.run(handler, shutdown).await;

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use tonic_health::ServingStatus;
 use trackstream_proto::topics;
 use trackstream_proto::v1::tracking_service_server::TrackingServiceServer;
-use trackstream_runtime::admin::{self, Health};
+use trackstream_runtime::admin;
 use trackstream_runtime::kafka::{ConsumerLoop, Producer, StartAt};
 use trackstream_runtime::merchants::MerchantDirectory;
 use trackstream_runtime::redis::RedisConn;
@@ -77,11 +77,7 @@ pub async fn start_with_clock(
     let conn = RedisConn::connect(&config.redis).await?;
     let producer = Producer::new(&config.kafka, "trackstream-notifier", &mut registry)?;
     let merchants = MerchantDirectory::new(config.merchants.clone());
-    let group = config
-        .kafka
-        .group_id
-        .clone()
-        .unwrap_or_else(|| "trackstream-notifier".into());
+    let group = config.kafka.group_for("notifier");
     let lease_ms = i64::try_from(config.kafka.produce_timeout_ms)
         .unwrap_or(i64::MAX / 4)
         .saturating_mul(2)
@@ -193,15 +189,8 @@ pub async fn start_with_clock(
             ),
     );
 
-    let health = Health::default();
-    let admin_addr = admin::serve(
-        &config.admin.listen,
-        Arc::new(registry),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    health.set(true);
+    let (admin_addr, health) =
+        admin::serve_ready(&config.admin.listen, registry, shutdown.clone()).await?;
     tracing::info!(%grpc_addr, %admin_addr, group, live_group, tls = config.grpc.tls.is_some(),
         "notifier running");
 

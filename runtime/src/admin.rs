@@ -59,6 +59,19 @@ pub async fn serve(
     serve_router(listen, router(registry, health), shutdown).await
 }
 
+/// Serves the admin routes for a service that is ready now: returns the bound
+/// address and the [`Health`] handle to flip off when it starts draining.
+pub async fn serve_ready(
+    listen: &str,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, Health), Error> {
+    let health = Health::default();
+    let addr = serve(listen, Arc::new(registry), health.clone(), shutdown).await?;
+    health.set(true);
+    Ok((addr, health))
+}
+
 /// Binds `listen` and serves `app` until `shutdown`; returns the bound address.
 pub async fn serve_router(
     listen: &str,

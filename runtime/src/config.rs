@@ -117,6 +117,16 @@ pub struct KafkaConfig {
     pub extra: BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// The consumer group of `service`: `group_id` if set, else
+    /// `trackstream-<service>`.
+    pub fn group_for(&self, service: &str) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("trackstream-{service}"))
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
