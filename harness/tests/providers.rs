@@ -1112,19 +1112,14 @@ async fn kdniao_gets_503_in_its_dialect_while_the_broker_is_down_and_a_retry_lan
         "{body}"
     );
     sandbox.broker.restore().await.expect("broker back");
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let (status, body) = push.send(&sandbox).await;
-        if status == 200 {
-            assert_eq!(body["Success"], true);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "retry never acknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Kdniao retries until it is acknowledged.
+    let body =
+        trackstream_harness::eventually(WAIT, "a retried push to be acknowledged", || async {
+            let (status, body) = push.send(&sandbox).await;
+            (status == 200).then_some(body)
+        })
+        .await;
+    assert_eq!(body["Success"], true);
     let mut events = sandbox.reader(topics::TRACKING_EVENTS);
     events
         .until(WAIT, "both waybills' events", |r| {
