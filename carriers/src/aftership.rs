@@ -35,11 +35,9 @@
 //! the estimate.
 
 use serde::Deserialize;
-use trackstream_proto::v1::{
-    Location, ProofOfDelivery, Provider, RawScan, Reason, Status, TrackingEvent,
-};
+use trackstream_proto::v1::{Location, Provider, RawScan, Reason, Status, TrackingEvent};
 
-use crate::event::{CodeRow, ScanFacts, lookup};
+use crate::event::{CodeRow, ScanFacts, join_nonempty, lookup};
 use crate::signature::{base64_std, find_account, hmac_sha256};
 use crate::{
     NormalizeError, ProviderAdapter, ProviderSettings, PushError, PushItem, PushRequest,
@@ -274,16 +272,11 @@ impl ProviderAdapter for Aftership {
                 facts.occurred_at =
                     crate::time::parse_local_or_offset(&checkpoint.checkpoint_time, zone);
                 let text = if checkpoint.location.trim().is_empty() {
-                    [
+                    join_nonempty(&[
                         &checkpoint.city,
                         &checkpoint.state,
                         &checkpoint.country_iso3,
-                    ]
-                    .iter()
-                    .filter(|part| !part.trim().is_empty())
-                    .map(|part| part.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                    ])
                 } else {
                     checkpoint.location.clone()
                 };
@@ -295,15 +288,9 @@ impl ProviderAdapter for Aftership {
                     postal_code: checkpoint.zip.clone(),
                     admin_area_code: String::new(),
                 };
-                facts.carrier_sequence = i64::try_from(index + 1).unwrap_or(i64::MAX);
-                if status == Status::Delivered && !signer.is_empty() {
-                    facts.proof_of_delivery = Some(ProofOfDelivery {
-                        signer: signer.to_owned(),
-                        photo_url: String::new(),
-                    });
-                }
-                facts.estimated_delivery_at = estimate;
-                facts.into_event(raw, Provider::Aftership)
+                facts
+                    .with_tracker_context(index, signer, estimate)
+                    .into_event(raw, Provider::Aftership)
             })
             .collect();
         Ok(events)

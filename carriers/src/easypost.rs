@@ -37,12 +37,10 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use trackstream_proto::v1::{
-    Location, ProofOfDelivery, Provider, RawScan, Reason, Status, TrackingEvent,
-};
+use trackstream_proto::v1::{Location, Provider, RawScan, Reason, Status, TrackingEvent};
 use unicode_normalization::UnicodeNormalization as _;
 
-use crate::event::{CodeRow, ScanFacts, lookup};
+use crate::event::{CodeRow, ScanFacts, join_nonempty, lookup};
 use crate::signature::{find_account, hex_lower, hmac_sha256};
 use crate::{
     NormalizeError, ProviderAdapter, ProviderSettings, PushError, PushItem, PushRequest,
@@ -272,12 +270,7 @@ impl ProviderAdapter for Easypost {
                 facts.raw_text = detail.message.clone();
                 facts.occurred_at = crate::time::parse_local_or_offset(&detail.datetime, zone);
                 if let Some(at) = &detail.tracking_location {
-                    let text = [&at.city, &at.state, &at.zip, &at.country]
-                        .iter()
-                        .filter(|part| !part.trim().is_empty())
-                        .map(|part| part.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    let text = join_nonempty(&[&at.city, &at.state, &at.zip, &at.country]);
                     facts.location = Location {
                         text,
                         city: at.city.clone(),
@@ -287,15 +280,9 @@ impl ProviderAdapter for Easypost {
                         admin_area_code: String::new(),
                     };
                 }
-                facts.carrier_sequence = i64::try_from(index + 1).unwrap_or(i64::MAX);
-                if status == Status::Delivered && !signer.is_empty() {
-                    facts.proof_of_delivery = Some(ProofOfDelivery {
-                        signer: signer.to_owned(),
-                        photo_url: String::new(),
-                    });
-                }
-                facts.estimated_delivery_at = estimate;
-                facts.into_event(raw, Provider::Easypost)
+                facts
+                    .with_tracker_context(index, signer, estimate)
+                    .into_event(raw, Provider::Easypost)
             })
             .collect();
         Ok(events)

@@ -75,6 +75,26 @@ impl ScanFacts {
         }
     }
 
+    /// Adds what tracker-style providers (AfterShip, EasyPost) give per tracker
+    /// rather than per scan: the scan's 1-based position in their list, the
+    /// signer (kept only on the delivery scan) and the carrier's estimate.
+    pub fn with_tracker_context(
+        mut self,
+        index: usize,
+        signer: &str,
+        estimate: Option<DateTime<Utc>>,
+    ) -> Self {
+        self.carrier_sequence = i64::try_from(index.saturating_add(1)).unwrap_or(i64::MAX);
+        if self.status == Status::Delivered && !signer.is_empty() {
+            self.proof_of_delivery = Some(ProofOfDelivery {
+                signer: signer.to_owned(),
+                photo_url: String::new(),
+            });
+        }
+        self.estimated_delivery_at = estimate;
+        self
+    }
+
     /// Completes the event for the waybill of `raw`.
     pub fn into_event(self, raw: &RawScan, provider: Provider) -> TrackingEvent {
         let received_at = raw
@@ -118,6 +138,17 @@ impl ScanFacts {
             ingest_id: raw.ingest_id.clone(),
         }
     }
+}
+
+/// Joins the non-blank parts of an address (`city, state, country`), the
+/// location text providers that send structured addresses lack.
+pub fn join_nonempty(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .map(|part| part.trim())
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A code table row: provider code → canonical status and reason. Providers keep
