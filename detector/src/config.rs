@@ -31,6 +31,16 @@ pub struct TimerConfig {
     pub allowed_lateness: Millis,
     /// Max deadlines fired per partition per tick. Default 1000.
     pub batch: usize,
+    /// Wall clock only: after a waybill's inputs are applied, a deadline that
+    /// no received scan follows waits at least this long before it fires.
+    /// Normalize produces a carrier snapshot one record per scan, so when a
+    /// snapshot is pushed late the detector can read its first, old scan,
+    /// find the deadline computed from it already past, and — caught up for a
+    /// moment — fire it just before the next scan resolves it (a false
+    /// OPENED + RESOLVED pair). The grace lets the rest of the snapshot
+    /// arrive. Default 5 s; `0s` disables. Ignored by the event clock, whose
+    /// deadlines depend only on the scans (replays stay deterministic).
+    pub grace: Millis,
 }
 
 impl Default for TimerConfig {
@@ -40,6 +50,7 @@ impl Default for TimerConfig {
             tick: Millis(200),
             allowed_lateness: Millis(0),
             batch: 1000,
+            grace: Millis(5_000),
         }
     }
 }

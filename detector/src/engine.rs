@@ -165,6 +165,32 @@ pub struct Waybill {
     pub registration: Option<Shipment>,
     /// Set when `registration` changed and must be stored.
     pub registration_changed: bool,
+    /// Wall clock only (ms; 0 = none): a deadline that no received scan
+    /// follows does not fire before this time. The service sets it to the apply
+    /// time plus `timers.grace` whenever inputs are applied, because a carrier
+    /// snapshot pushed late reaches the detector one record per scan: firing a
+    /// deadline computed from its first, old scan before the next record is
+    /// read raises an alert that the next scan resolves at once. Not stored in
+    /// the state: the timer set carries it as the timer's score (see
+    /// [`Waybill::timer_scores`]), so the timer loop fires the deadline when
+    /// the grace is over. A deadline that a received scan follows in time
+    /// fires regardless — the fold knows the gap was real.
+    pub hold_until: i64,
+}
+
+impl Waybill {
+    /// What the partition's timer set should hold for this waybill: each armed
+    /// timer with the score it fires at — the rule's deadline, held until
+    /// [`Waybill::hold_until`] (the pending-event timer is never held).
+    pub fn timer_scores(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.state.deadlines().map(|(rule, deadline)| {
+            if rule == PENDING_TIMER {
+                (rule, deadline)
+            } else {
+                (rule, deadline.max(self.hold_until))
+            }
+        })
+    }
 }
 
 /// One input for a waybill.
@@ -316,7 +342,9 @@ impl Engine {
 
     /// Folds pending events and fires deadlines up to `clock`, in time order (a
     /// deadline due at an event's time fires first). The timer loop calls this
-    /// for due timers; [`Engine::apply`] calls it after every batch.
+    /// for due timers; [`Engine::apply`] calls it after every batch. A deadline
+    /// with no pending event after it waits while `clock < wb.hold_until`
+    /// (see [`Waybill::hold_until`]).
     pub fn advance(&self, wb: &mut Waybill, clock: i64, fx: &mut Effects) {
         for _ in 0..MAX_STEPS {
             let deadline = wb
@@ -333,6 +361,7 @@ impl Engine {
                 .map(event_at)
                 .filter(|t| *t <= clock);
             match (deadline, pending) {
+                (Some(_), None) if clock < wb.hold_until => break,
                 (Some((rule, at)), pending) if pending.is_none_or(|p| at <= p) => {
                     self.fire(wb, rule, at, fx);
                 }

@@ -53,7 +53,12 @@ pub struct Detector<S: Sink = Producer> {
     /// With the wall clock: how far the consumer has got, so deadlines fire only
     /// on partitions it has caught up on (see [`Detector::with_progress`]).
     progress: Option<Progress>,
+    /// The wall clock in ms (injectable so tests move time without sleeping).
+    wall: WallClock,
 }
+
+/// A source of wall-clock time in ms since the epoch.
+pub type WallClock = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 enum Failure {
@@ -112,6 +117,23 @@ impl<S: Sink> Detector<S> {
             metrics,
             dirty: Mutex::new(BTreeSet::new()),
             progress: None,
+            wall: std::sync::Arc::new(|| chrono::Utc::now().timestamp_millis()),
+        }
+    }
+
+    /// Replaces the wall clock (`clock = "wall"`): tests drive time with it
+    /// instead of sleeping through deadlines and graces.
+    pub fn with_wall_clock(mut self, wall: WallClock) -> Self {
+        self.wall = wall;
+        self
+    }
+
+    /// The grace a batch gives the deadlines of the waybills it touches, as the
+    /// time they may fire from (0 = none; see [`crate::engine::Waybill::hold_until`]).
+    fn hold_until(&self, clock: i64) -> i64 {
+        match self.timers.clock {
+            ClockMode::Wall if self.timers.grace.0 > 0 => clock.saturating_add(self.timers.grace.0),
+            _ => 0,
         }
     }
 
@@ -175,6 +197,7 @@ impl<S: Sink> Detector<S> {
             let before = loaded.waybill.state.clone();
             let mut known = loaded.known;
             let mut waybill = loaded.waybill;
+            waybill.hold_until = self.hold_until(clock);
             let fresh: Vec<Input> = inputs
                 .iter()
                 .filter(|input| match input {
@@ -308,7 +331,7 @@ impl<S: Sink> Detector<S> {
     /// The clock with the batch at hand's newest event time `seen` included.
     async fn clock_with(&self, partition: i32, seen: i64) -> Result<i64, Failure> {
         Ok(match self.timers.clock {
-            ClockMode::Wall => chrono::Utc::now().timestamp_millis(),
+            ClockMode::Wall => (self.wall)(),
             ClockMode::Event => {
                 let stored = self.store.watermark(partition).await?;
                 stored
@@ -332,11 +355,12 @@ impl<S: Sink> Detector<S> {
         let mut outputs = Vec::new();
         for chunk in due.chunks(FIRE_CONCURRENCY) {
             self.metrics.timers_fired.inc_by(chunk.len() as u64);
-            let fired =
-                futures::future::try_join_all(chunk.iter().map(|(key, rule, deadline)| {
-                    self.fire_one(partition, key, rule, *deadline, now)
-                }))
-                .await?;
+            let fired = futures::future::try_join_all(
+                chunk
+                    .iter()
+                    .map(|(key, rule, score)| self.fire_one(partition, key, rule, *score, now)),
+            )
+            .await?;
             outputs.extend(fired.into_iter().flatten());
         }
         self.deliver(partition, &outputs).await?;
@@ -348,7 +372,7 @@ impl<S: Sink> Detector<S> {
         partition: i32,
         key: &str,
         rule: &str,
-        deadline: i64,
+        score: i64,
         now: i64,
     ) -> Result<Vec<Output>, Failure> {
         loop {
@@ -358,11 +382,9 @@ impl<S: Sink> Detector<S> {
             let mut fx = Effects::default();
             self.engine.advance(&mut waybill, now, &mut fx);
             if waybill.state == before {
-                // The member no longer matches the state (it moved on): drop it.
-                let armed = before.deadlines().any(|(r, d)| r == rule && d == deadline);
-                if !armed {
-                    self.store.drop_timer(partition, key, rule).await?;
-                }
+                // Nothing was due: the member no longer matches the state (it
+                // moved on without its member being re-scored); drop it.
+                self.store.drop_timer(partition, key, rule, score).await?;
                 return Ok(Vec::new());
             }
             if self

@@ -106,6 +106,14 @@ redis.call('ZADD', KEYS[3], seq, string.char(8) .. table.concat(bytes) .. ARGV[2
 return seq
 ";
 
+const DROP_TIMER_LUA: &str = r"
+-- KEYS: 1 timers zset; ARGV: 1 member, 2 the score it was read with.
+-- Removes the member only if a commit has not re-armed it since.
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+";
+
 const WATERMARK_LUA: &str = r"
 -- KEYS: 1 watermark; ARGV: 1 candidate. Raises, never lowers; returns the value.
 local c = tonumber(redis.call('GET', KEYS[1]))
@@ -139,6 +147,7 @@ pub struct Store {
     commit: Script,
     sequence: Script,
     watermark: Script,
+    drop_timer: Script,
 }
 
 /// An output ready for Kafka.
@@ -163,6 +172,7 @@ impl Store {
             commit: Script::new(COMMIT_LUA),
             sequence: Script::new(SEQUENCE_LUA),
             watermark: Script::new(WATERMARK_LUA),
+            drop_timer: Script::new(DROP_TIMER_LUA),
         }
     }
 
@@ -218,6 +228,7 @@ impl Store {
                 state,
                 registration,
                 registration_changed: false,
+                hold_until: 0,
             },
             known,
         })
@@ -272,20 +283,14 @@ impl Store {
         for event in history {
             invocation.arg(&event.event_id).arg(event.encode_to_vec());
         }
-        let old: HashMap<&str, i64> = before.deadlines().collect();
-        let new: HashMap<&str, i64> = waybill.state.deadlines().collect();
-        let sets: Vec<_> = new
-            .iter()
-            .filter(|(r, d)| old.get(*r) != Some(*d))
-            .collect();
+        let (sets, deletes) = timer_changes(before, waybill);
         invocation.arg(sets.len());
-        for (rule, deadline) in sets {
-            invocation.arg(*rule).arg(*deadline);
+        for (rule, score) in sets {
+            invocation.arg(rule).arg(score);
         }
-        let deletes: Vec<_> = old.keys().filter(|r| !new.contains_key(*r)).collect();
         invocation.arg(deletes.len());
         for rule in deletes {
-            invocation.arg(*rule);
+            invocation.arg(rule);
         }
         invocation.arg(outputs.len());
         for output in outputs {
@@ -412,19 +417,25 @@ impl Store {
             .collect())
     }
 
-    /// Removes a timer member whose deadline no longer matches the state (stale).
+    /// Removes a timer member whose score no longer matches the state (stale),
+    /// unless a commit re-armed it after it was read at `score`: the batch path
+    /// and the timer loop run concurrently, and an unconditional remove could
+    /// drop a deadline armed in between.
     pub async fn drop_timer(
         &self,
         partition: i32,
         waybill_key: &str,
         rule: &str,
+        score: i64,
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("ZREM")
-            .arg(timers_key(partition))
+        self.drop_timer
+            .key(timers_key(partition))
             .arg(timer_member(waybill_key, rule))
-            .query_async(&mut conn)
+            .arg(score)
+            .invoke_async::<i64>(&mut conn)
             .await
+            .map(|_| ())
     }
 
     /// Raises a partition's event-time watermark (never lowers it); returns it.
@@ -450,6 +461,32 @@ impl Store {
             .await?;
         Ok(value.unwrap_or(i64::MIN))
     }
+}
+
+/// Timer-set changes of a commit: members to (re)set with their score, and
+/// members to remove. A rule whose deadline is unchanged keeps its member's
+/// score (which may carry an earlier hold), except that a held deadline is
+/// always re-scored to the new hold.
+fn timer_changes<'a>(
+    before: &'a WaybillState,
+    waybill: &'a Waybill,
+) -> (Vec<(&'a str, i64)>, Vec<&'a str>) {
+    let old: HashMap<&str, i64> = before.deadlines().collect();
+    let sets = waybill
+        .state
+        .deadlines()
+        .zip(waybill.timer_scores())
+        .filter(|((rule, deadline), (_, score))| {
+            old.get(rule) != Some(deadline) || score != deadline
+        })
+        .map(|(_, scored)| scored)
+        .collect();
+    let deletes = old
+        .keys()
+        .filter(|r| !waybill.state.deadlines().any(|(n, _)| n == **r))
+        .copied()
+        .collect();
+    (sets, deletes)
 }
 
 fn encode_output(output: &Output) -> Vec<u8> {

@@ -433,6 +433,90 @@ fn a_deadline_due_at_an_event_time_fires_before_the_event() {
     );
 }
 
+/// Wall clock: a snapshot pushed 3 days late arrives one record per scan; the
+/// batch path applies each with the grace (`hold_until`). The first scan's
+/// deadline is long past, but nothing fires before the next scan moves it on.
+#[test]
+fn a_late_snapshot_read_one_scan_at_a_time_raises_nothing_within_the_grace() {
+    let now = T0 + 72 * H;
+    let grace = 5_000;
+    let mut sim = registered(RulesConfig::default());
+    let snapshot = [
+        (Status::PickedUp, T0),
+        (Status::InTransit, T0 + 20 * H),
+        (Status::InTransit, T0 + 40 * H),
+        (Status::OutForDelivery, T0 + 60 * H),
+    ];
+    for (i, (status, at)) in snapshot.into_iter().enumerate() {
+        // A record every 100 ms, the consumer caught up in between.
+        let clock = now + i64::try_from(i).expect("small") * 100;
+        sim.wb.hold_until = clock + grace;
+        let out = sim.feed(&[Input::Event(scan(KEY, status, at))], clock);
+        assert!(
+            transitions(&out).is_empty(),
+            "scan {i}: {:?}",
+            transitions(&out)
+        );
+        // The timer loop (which never holds) only sees the member's score.
+        let score: Vec<i64> = sim.wb.timer_scores().map(|(_, s)| s).collect();
+        assert!(score.iter().all(|s| *s >= clock + grace), "{score:?}");
+    }
+    sim.wb.hold_until = 0;
+    assert!(transitions(&sim.advance(now + 10_000)).is_empty());
+    assert_eq!(
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("od", T0 + 96 * H)],
+        "the rule keeps its real deadline"
+    );
+}
+
+/// The grace only delays: a deadline still past when it ends fires, with its
+/// real time; and a deadline a received scan follows (a real gap inside the
+/// snapshot) fires during the grace as the event-time fold says.
+#[test]
+fn the_grace_delays_a_past_deadline_and_never_hides_a_real_gap() {
+    let now = T0 + 72 * H;
+    let mut sim = registered(RulesConfig::default());
+    sim.wb.hold_until = now + 5_000;
+    let out = sim.feed(&[Input::Event(scan(KEY, Status::PickedUp, T0))], now);
+    assert!(transitions(&out).is_empty());
+    assert_eq!(
+        sim.wb.timer_scores().collect::<Vec<_>>(),
+        [("st", now + 5_000)]
+    );
+    sim.wb.hold_until = 0;
+    let fired = sim.advance(now + 5_000);
+    assert_eq!(
+        transitions(&fired),
+        [
+            t(RuleId::StalledInTransit, Opened, 0),
+            t(RuleId::StalledInTransit, Escalated, 1),
+            t(RuleId::StalledInTransit, Escalated, 2)
+        ]
+    );
+    assert_eq!(
+        alerts(&fired)[0].effective_at,
+        Some(time::from_millis(T0 + 24 * H))
+    );
+
+    let mut sim = registered(RulesConfig::default());
+    sim.wb.hold_until = now + 5_000;
+    let out = sim.feed(
+        &[
+            Input::Event(scan(KEY, Status::PickedUp, T0)),
+            Input::Event(scan(KEY, Status::InTransit, T0 + 30 * H)),
+        ],
+        now,
+    );
+    assert_eq!(
+        transitions(&out),
+        [
+            t(RuleId::StalledInTransit, Opened, 0),
+            t(RuleId::StalledInTransit, Resolved, 0)
+        ]
+    );
+}
+
 fn with_overrides() -> RulesConfig {
     let mut rules = RulesConfig::default();
     rules.stalled_in_transit.overrides = vec![

@@ -505,6 +505,7 @@ pub fn event_clock(lateness: i64) -> TimerConfig {
         allowed_lateness: trackstream_detector::rules::Millis(lateness),
         tick: trackstream_detector::rules::Millis(20),
         batch: 1000,
+        ..TimerConfig::default()
     }
 }
 
