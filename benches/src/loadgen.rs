@@ -14,8 +14,6 @@
 //! text ends with `#<tag>`, a number unique in the run, so a benchmark can match the
 //! update on `tracking.updates` to the webhook that carried it.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Duration as Span, FixedOffset, Offset as _, SubsecRound, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -228,8 +226,17 @@ pub struct Mix {
     pub stall_soon: f64,
     /// Probability that a push is sent twice.
     pub duplicate_rate: f64,
-    /// Probability that two consecutive pushes of a parcel swap order.
+    /// Probability that a push is delivered late (out of order).
     pub reorder_rate: f64,
+    /// How far (event time) a late push may fall behind: up to this much after
+    /// its newest scan, so it can overtake the parcel's next push when that comes
+    /// sooner. Keep it below the detector's `allowed_lateness`: a push later
+    /// than that is a genuinely late scan, and the alerts the detector raises
+    /// meanwhile are right, while [`Parcel::expected_alerts`] assumes every scan
+    /// was known in time. (Swapping a push with the parcel's next one, as an
+    /// earlier version did, delayed scans by the whole gap to the next scan,
+    /// 10–20 h, and made those alerts count as false positives.)
+    pub reorder_within: Span,
 }
 
 impl Default for Mix {
@@ -242,6 +249,7 @@ impl Default for Mix {
             stall_soon: 0.0,
             duplicate_rate: 0.05,
             reorder_rate: 0.05,
+            reorder_within: Span::hours(5),
         }
     }
 }
@@ -373,14 +381,21 @@ impl Scan {
 
 /// The order of pushes for `parcels`: push `n` of a parcel carries its first `n`
 /// scans. Pushes go out in event-time order of their newest scan (as a carrier
-/// would have sent them, days compressed into seconds); some are sent twice, and
-/// some swap with the next push of the same parcel (late, out-of-order delivery).
+/// would have sent them, days compressed into seconds); some are sent twice (a
+/// resend five minutes later), and some are delivered late, by up to
+/// [`Mix::reorder_within`] of event time, overtaking whatever comes sooner,
+/// including the parcel's own next push.
 pub fn schedule(parcels: &[Parcel], mix: &Mix, seed: u64) -> Vec<(usize, usize)> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let window_ms = mix.reorder_within.num_milliseconds().max(0);
     let mut timed: Vec<(DateTime<Utc>, usize, usize)> = Vec::new();
     for parcel in parcels {
         for (i, scan) in parcel.scans.iter().enumerate() {
-            timed.push((scan.at, parcel.index, i + 1));
+            let mut at = scan.at;
+            if window_ms > 0 && rng.random::<f64>() < mix.reorder_rate {
+                at += Span::milliseconds(rng.random_range(0..=window_ms));
+            }
+            timed.push((at, parcel.index, i + 1));
             if rng.random::<f64>() < mix.duplicate_rate {
                 // A resend shortly after the original.
                 timed.push((scan.at + Span::minutes(5), parcel.index, i + 1));
@@ -388,19 +403,7 @@ pub fn schedule(parcels: &[Parcel], mix: &Mix, seed: u64) -> Vec<(usize, usize)>
         }
     }
     timed.sort();
-    let mut order: Vec<(usize, usize)> = timed.into_iter().map(|(_, p, n)| (p, n)).collect();
-    // Swap a push with the next push of the same parcel.
-    let mut next_of_parcel: HashMap<usize, usize> = HashMap::new();
-    for i in (0..order.len()).rev() {
-        let parcel = order[i].0;
-        if let Some(&j) = next_of_parcel.get(&parcel)
-            && rng.random::<f64>() < mix.reorder_rate
-        {
-            order.swap(i, j);
-        }
-        next_of_parcel.insert(parcel, i);
-    }
-    order
+    timed.into_iter().map(|(_, p, n)| (p, n)).collect()
 }
 
 fn china(at: DateTime<Utc>) -> String {
@@ -443,26 +446,37 @@ impl Parcel {
     }
 
     /// Ground truth: the rules that must have OPENED an alert for this parcel by
-    /// `now`, under the default thresholds (independent of the detector's code).
-    pub fn expected_alerts(&self, now: DateTime<Utc>) -> Vec<&'static str> {
+    /// `now`, each with the tier it must have reached, under the default
+    /// thresholds (independent of the detector's code). Stall-type rules count
+    /// from the last scan; "not picked up" from the registration
+    /// ([`Parcel::registration`]: an hour before the first scan), as the detector
+    /// anchors it at the earlier of registration and label information.
+    pub fn expected_alerts(&self, now: DateTime<Utc>) -> Vec<(&'static str, u32)> {
         let mut rules = Vec::new();
-        let Some(last) = self.scans.last() else {
+        let (Some(first), Some(last)) = (self.scans.first(), self.scans.last()) else {
             return rules;
         };
-        let age = now - last.at;
-        match last.stage {
-            Stage::PickedUp | Stage::InTransit | Stage::AttemptFailed if age >= Span::hours(24) => {
-                rules.push("stalled_in_transit");
+        let reached = |anchor: DateTime<Utc>, tiers: &[i64]| {
+            let age = now - anchor;
+            let passed = tiers.iter().filter(|h| age >= Span::hours(**h)).count();
+            passed.checked_sub(1).and_then(|t| u32::try_from(t).ok())
+        };
+        let timer = match last.stage {
+            Stage::PickedUp | Stage::InTransit | Stage::AttemptFailed => {
+                reached(last.at, &[24, 48, 72]).map(|t| ("stalled_in_transit", t))
             }
-            Stage::OutForDelivery if age >= Span::hours(36) => {
-                rules.push("out_for_delivery_not_delivered")
+            Stage::OutForDelivery => {
+                reached(last.at, &[36]).map(|t| ("out_for_delivery_not_delivered", t))
             }
-            Stage::Locker if age >= Span::hours(18) => rules.push("uncollected_at_pickup_point"),
-            Stage::Info if age >= Span::hours(24) => rules.push("no_pickup"),
-            _ => {}
-        }
+            Stage::Locker => reached(last.at, &[18]).map(|t| ("uncollected_at_pickup_point", t)),
+            Stage::Info => {
+                reached(first.at - Span::hours(1), &[24, 48, 72]).map(|t| ("no_pickup", t))
+            }
+            Stage::Delivered => None,
+        };
+        rules.extend(timer);
         if self.scans.iter().any(|s| s.stage == Stage::AttemptFailed) {
-            rules.push("carrier_exception");
+            rules.push(("carrier_exception", 0));
         }
         rules
     }
@@ -798,6 +812,7 @@ mod tests {
         let mix = Mix {
             duplicate_rate: 0.5,
             reorder_rate: 0.5,
+            reorder_within: Span::hours(30),
             ..Mix::default()
         };
         let parcels = generate(50, &mix, 1, Utc::now(), "S", 0);
@@ -813,5 +828,44 @@ mod tests {
                 );
             }
         }
+        let mut highest: std::collections::HashMap<usize, usize> = Default::default();
+        let mut overtaken = 0;
+        for (parcel, n) in &order {
+            let seen = highest.entry(*parcel).or_default();
+            overtaken += usize::from(*n < *seen);
+            *seen = (*seen).max(*n);
+        }
+        assert!(
+            overtaken > 0,
+            "some pushes arrive after the parcel's next one"
+        );
+    }
+
+    /// The property the ground truth relies on: no scan reaches the detector more
+    /// than `reorder_within` (event time) after a newer scan of the same run, so
+    /// a detector allowing that much lateness folds every parcel in order.
+    #[test]
+    fn late_pushes_stay_within_the_reorder_window() {
+        let mix = Mix {
+            reorder_rate: 0.5,
+            ..Mix::default()
+        };
+        let parcels = generate(400, &mix, 3, Utc::now(), "W", 0);
+        let order = schedule(&parcels, &mix, 3);
+        let mut newest_sent: Option<DateTime<Utc>> = None;
+        let mut late = 0;
+        for (parcel, n) in order {
+            let at = parcels[parcel].scans[n - 1].at;
+            if let Some(newest) = newest_sent {
+                assert!(
+                    newest - at <= mix.reorder_within,
+                    "a scan {} behind",
+                    newest - at
+                );
+                late += usize::from(at < newest);
+            }
+            newest_sent = Some(newest_sent.map_or(at, |t| t.max(at)));
+        }
+        assert!(late > 0, "some pushes are late");
     }
 }
