@@ -243,11 +243,13 @@ impl Broker {
         let listen = format!("tcp://127.0.0.1:{}", self.port);
         let advertised = format!("tcp://{}", self.bootstrap());
         let storage = "memory://tansu/";
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("broker.log"))
-            .map_err(|e| StartError::Io("broker log", e))?;
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join("broker.log"))
+                .map_err(|e| StartError::Io("broker log", e))
+        };
         let child = Command::new(&self.binary)
             .args([
                 "broker",
@@ -262,8 +264,9 @@ impl Broker {
                 "RUST_LOG",
                 std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::null())
-            .stderr(log)
+            // tansu's tracing goes to stdout: keep both in the log.
+            .stdout(open()?)
+            .stderr(open()?)
             .spawn()
             .map_err(|e| StartError::Io("tansu", e))?;
         self.guard = Guard(Some(child));

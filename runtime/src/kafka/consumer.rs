@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -161,6 +162,36 @@ impl Progress {
 struct RebalanceContext {
     assignment: watch::Sender<BTreeMap<String, BTreeSet<i32>>>,
     progress: Progress,
+    /// Partitions assigned whose first record has not been seen yet, so the
+    /// offset each owner resumed at is logged once per assignment (the evidence
+    /// needed to tell a skipped range from a partition nobody owns).
+    resuming: Arc<Mutex<BTreeSet<(String, i32)>>>,
+}
+
+/// `topic/partition` pairs, sorted and comma-separated: a stable, greppable
+/// form of an assignment for logs (`detector/tests/rebalance.rs` parses it).
+fn describe(tpl: &TopicPartitionList) -> String {
+    let mut parts: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect();
+    parts.sort();
+    parts.join(",")
+}
+
+/// `topic/partition@offset` pairs, for commit logs.
+fn describe_offsets(tpl: &TopicPartitionList) -> String {
+    let mut parts: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => format!("{}/{}@{o}", e.topic(), e.partition()),
+            other => format!("{}/{}@{other:?}", e.topic(), e.partition()),
+        })
+        .collect();
+    parts.sort();
+    parts.join(",")
 }
 
 impl ClientContext for RebalanceContext {
@@ -180,7 +211,7 @@ impl ConsumerContext for RebalanceContext {
             {
                 tracing::debug!(%err, "commit on revoke (nothing stored is fine)");
             }
-            tracing::info!(partitions = tpl.count(), "partitions revoked");
+            tracing::info!(partitions = %describe(tpl), "partitions revoked");
         }
     }
 
@@ -193,8 +224,135 @@ impl ConsumerContext for RebalanceContext {
                     .or_default()
                     .insert(element.partition());
             }
-            tracing::info!(assignment = ?owned, "partitions assigned");
+            if let Ok(mut resuming) = self.resuming.lock() {
+                resuming.clear();
+                resuming.extend(
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_owned(), e.partition())),
+                );
+            }
+            tracing::info!(partitions = %describe(tpl), "partitions assigned");
             self.assignment.send_replace(owned);
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => tracing::debug!(offsets = %describe_offsets(offsets), "offsets committed"),
+            // Nothing stored since the last commit: not a failure.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(err) => {
+                tracing::warn!(%err, offsets = %describe_offsets(offsets), "offset commit failed");
+            }
+        }
+    }
+}
+
+/// How often a consumer compares its assignment with the range assignor's.
+const ASSIGNMENT_CHECK: Duration = Duration::from_secs(3);
+
+/// A random suffix for client ids (no `rand` dependency for one number).
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    // Truncation is the point: eight hex digits are plenty to tell members apart.
+    hasher.finish() as u32
+}
+
+/// Guards against a group coordinator that evicts a dead member without
+/// rebalancing: the survivors rejoin into the *same* generation and get their
+/// old assignment back, and the dead member's partitions are owned by nobody,
+/// for good. tansu 0.6.0 does exactly that (its `Formed` heartbeat handler drops
+/// the expired member but stays `Formed` with the stale assignments; see
+/// docs/ARCHITECTURE.md). Every [`ASSIGNMENT_CHECK`], a member whose group is
+/// `Stable` computes what the range assignor gives it for the live members
+/// (DescribeGroups) and partition counts (metadata); if its assignment differs
+/// on two checks in a row, it leaves the group and joins again, which forces the
+/// coordinator into a new generation. On a correct broker the two never differ
+/// in a stable group, so the check only costs a DescribeGroups and a metadata
+/// request per interval; at worst (a batch longer than the interval while a
+/// rebalance completes, so the new assignment is not yet applied at two checks)
+/// it causes one needless rejoin, which commits first and so loses nothing.
+struct AssignmentCheck {
+    group: String,
+    /// `<client.id>-`: the prefix of this member's id.
+    me: String,
+    /// The mismatch seen by the previous check: (held, expected).
+    suspect: Option<(Owned, Owned)>,
+}
+
+type Owned = BTreeMap<String, BTreeSet<i32>>;
+
+impl AssignmentCheck {
+    /// The check models the range assignor (librdkafka's default first choice)
+    /// with dynamic membership and our own client ids; any other setup is left
+    /// alone.
+    fn applies(cfg: &KafkaConfig) -> bool {
+        let range = cfg
+            .extra
+            .get("partition.assignment.strategy")
+            .is_none_or(|s| s.split(',').next().map(str::trim) == Some("range"));
+        // Static membership and rack-aware assignment order members differently;
+        // a user-set client.id could be shared, and we could not find ourselves.
+        ["group.instance.id", "client.id", "client.rack"]
+            .iter()
+            .all(|key| !cfg.extra.contains_key(*key))
+            && range
+    }
+
+    /// What the range assignor gives member `me` (an id prefix) among
+    /// `members`, for topics with the given partition counts; `None` if `me` is
+    /// not (or ambiguously) among them. Members are ordered by id and each topic
+    /// is split into contiguous ranges, the first `partitions % members` one
+    /// larger — librdkafka's and the Java client's range assignor.
+    fn range_share(
+        partitions: &BTreeMap<String, i32>,
+        members: &[String],
+        me: &str,
+    ) -> Option<Owned> {
+        let mut sorted: Vec<&str> = members.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        let mut mine = sorted.iter().enumerate().filter(|(_, m)| m.starts_with(me));
+        let (index, _) = mine.next()?;
+        if mine.next().is_some() {
+            return None;
+        }
+        let n = i32::try_from(sorted.len()).ok()?;
+        let i = i32::try_from(index).ok()?;
+        let mut share = Owned::new();
+        for (topic, count) in partitions {
+            let (per, extra) = (count / n, count % n);
+            let start = i * per + i.min(extra);
+            let len = per + i32::from(i < extra);
+            if len > 0 {
+                share.insert(topic.clone(), (start..start + len).collect());
+            }
+        }
+        Some(share)
+    }
+
+    /// Records a comparison; true when the same mismatch was seen twice in a
+    /// row (a transient one, mid-rebalance, does not count).
+    fn mismatch_persists(&mut self, held: &Owned, expected: Option<Owned>) -> bool {
+        let Some(expected) = expected.filter(|e| e != held) else {
+            self.suspect = None;
+            return false;
+        };
+        let seen = (held.clone(), expected);
+        if self.suspect.as_ref() == Some(&seen) {
+            self.suspect = None;
+            true
+        } else {
+            self.suspect = Some(seen);
+            false
         }
     }
 }
@@ -208,9 +366,14 @@ struct LoopMetrics {
 
 /// A subscribed consumer running a [`BatchHandler`] with at-least-once semantics.
 pub struct ConsumerLoop {
-    consumer: StreamConsumer<RebalanceContext>,
+    consumer: Arc<StreamConsumer<RebalanceContext>>,
+    topics: Vec<String>,
+    /// Set when the assignment can be checked against the range assignor
+    /// (see [`AssignmentCheck`]).
+    check: Option<AssignmentCheck>,
     assignment: Assignment,
     progress: Progress,
+    resuming: Arc<Mutex<BTreeSet<(String, i32)>>>,
     batch_max: usize,
     batch_linger: Duration,
     metrics: LoopMetrics,
@@ -239,7 +402,11 @@ impl ConsumerLoop {
     ) -> Result<Self, Error> {
         let (sender, assignment) = watch::channel(BTreeMap::new());
         let progress = Progress::default();
-        let mut config = super::client_config(cfg, group_id);
+        let resuming = Arc::new(Mutex::new(BTreeSet::new()));
+        // A client id of its own, so this member finds itself among the group's
+        // member ids (`<client.id>-<uuid>`) when it checks its assignment.
+        let client_id = format!("{group_id}.{:08x}", rand_suffix());
+        let mut config = super::client_config(cfg, &client_id);
         config
             .set("group.id", group_id)
             .set("enable.auto.commit", "true")
@@ -266,8 +433,14 @@ impl ConsumerLoop {
             config.create_with_context(RebalanceContext {
                 assignment: sender,
                 progress: progress.clone(),
+                resuming: resuming.clone(),
             })?;
         consumer.subscribe(topics)?;
+        let check = AssignmentCheck::applies(cfg).then(|| AssignmentCheck {
+            group: group_id.to_owned(),
+            me: format!("{client_id}-"),
+            suspect: None,
+        });
 
         let metrics = LoopMetrics {
             records: Family::default(),
@@ -290,9 +463,12 @@ impl ConsumerLoop {
             metrics.batch_seconds.clone(),
         );
         Ok(ConsumerLoop {
-            consumer,
+            consumer: Arc::new(consumer),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            check,
             assignment,
             progress,
+            resuming,
             batch_max: cfg.batch_max.max(1),
             batch_linger: Duration::from_millis(cfg.batch_linger_ms),
             metrics,
@@ -313,14 +489,20 @@ impl ConsumerLoop {
     /// transient failures), store offsets. On shutdown the current batch finishes
     /// and stored offsets are committed synchronously.
     pub async fn run<H: BatchHandler>(
-        self,
+        mut self,
         handler: Arc<H>,
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
         let mut backoff = Duration::from_millis(50);
+        let mut check_tick = tokio::time::interval(ASSIGNMENT_CHECK);
+        check_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'outer: loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = check_tick.tick() => {
+                    self.check_assignment().await;
+                    continue;
+                }
                 message = self.consumer.recv() => message,
             };
             let mut batch = Vec::with_capacity(self.batch_max);
@@ -342,6 +524,7 @@ impl ConsumerLoop {
                 }
             }
 
+            self.log_resumed(&batch);
             let started = Instant::now();
             self.progress.set_in_flight(&batch, true);
             loop {
@@ -373,6 +556,87 @@ impl ConsumerLoop {
         Ok(())
     }
 
+    /// One [`AssignmentCheck`]: ask the coordinator who is in the group and
+    /// compare what we hold with the range assignor's share; rejoin if a
+    /// mismatch persists.
+    async fn check_assignment(&mut self) {
+        let Some(check) = self.check.as_mut() else {
+            return;
+        };
+        let held: Owned = self.assignment.borrow().clone();
+        let consumer = self.consumer.clone();
+        let group = check.group.clone();
+        let topics = self.topics.clone();
+        let me = check.me.clone();
+        let expected = tokio::task::spawn_blocking(move || -> Result<Option<Owned>, KafkaError> {
+            let timeout = Duration::from_secs(2);
+            let groups = consumer.fetch_group_list(Some(&group), timeout)?;
+            let Some(info) = groups.groups().iter().find(|g| g.name() == group) else {
+                return Ok(None);
+            };
+            if info.state() != "Stable" {
+                return Ok(None);
+            }
+            let members: Vec<String> = info.members().iter().map(|m| m.id().to_owned()).collect();
+            let mut partitions = BTreeMap::new();
+            for topic in &topics {
+                let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+                for t in metadata.topics() {
+                    let count = i32::try_from(t.partitions().len()).unwrap_or(i32::MAX);
+                    partitions.insert(t.name().to_owned(), count);
+                }
+            }
+            Ok(AssignmentCheck::range_share(&partitions, &members, &me))
+        })
+        .await;
+        let expected = match expected {
+            Ok(Ok(expected)) => expected,
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "assignment check skipped");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "assignment check panicked");
+                return;
+            }
+        };
+        let shown = expected
+            .as_ref()
+            .map(|e| format!("{e:?}"))
+            .unwrap_or_default();
+        if !check.mismatch_persists(&held, expected) {
+            return;
+        }
+        tracing::warn!(held = ?held, expected = %shown,
+            "the coordinator left this member's assignment stale; leaving and rejoining the group");
+        self.consumer.unsubscribe();
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        if let Err(err) = self.consumer.subscribe(&topics) {
+            tracing::error!(%err, "resubscribing failed");
+        }
+    }
+
+    /// Logs the first offset read on each newly assigned partition: where this
+    /// owner resumed, to compare with what the previous owner committed.
+    fn log_resumed(&self, batch: &[Inbound]) {
+        let Ok(mut resuming) = self.resuming.lock() else {
+            return;
+        };
+        if resuming.is_empty() {
+            return;
+        }
+        for record in batch {
+            if resuming.remove(&(record.topic.clone(), record.partition)) {
+                tracing::info!(
+                    topic = %record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    "partition resumed"
+                );
+            }
+        }
+    }
+
     fn store_offsets(&self, batch: &[Inbound]) {
         let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         for record in batch {
@@ -390,8 +654,10 @@ impl ConsumerLoop {
             }
         }
         // Fails for partitions revoked meanwhile; their new owner replays them.
-        if let Err(err) = self.consumer.store_offsets(&tpl) {
-            tracing::debug!(%err, "offset store skipped (partition revoked)");
+        match self.consumer.store_offsets(&tpl) {
+            Ok(()) => tracing::debug!(offsets = %describe_offsets(&tpl), "offsets stored"),
+            Err(err) => tracing::debug!(%err, offsets = %describe_offsets(&tpl),
+                "offset store skipped (partition revoked)"),
         }
     }
 }
@@ -419,6 +685,93 @@ fn detach(message: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn owned(entries: &[(&str, &[i32])]) -> Owned {
+        entries
+            .iter()
+            .map(|(t, ps)| ((*t).to_owned(), ps.iter().copied().collect()))
+            .collect()
+    }
+
+    fn counts(entries: &[(&str, i32)]) -> BTreeMap<String, i32> {
+        entries.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect()
+    }
+
+    fn ids(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn range_share_splits_each_topic_by_sorted_member_id() {
+        let partitions = counts(&[("events", 4), ("shipments", 5)]);
+        let members = ids(&["g.bbbb-2", "g.aaaa-1"]);
+        assert_eq!(
+            AssignmentCheck::range_share(&partitions, &members, "g.aaaa-"),
+            Some(owned(&[("events", &[0, 1]), ("shipments", &[0, 1, 2])]))
+        );
+        assert_eq!(
+            AssignmentCheck::range_share(&partitions, &members, "g.bbbb-"),
+            Some(owned(&[("events", &[2, 3]), ("shipments", &[3, 4])]))
+        );
+        // Alone: everything.
+        assert_eq!(
+            AssignmentCheck::range_share(&partitions, &ids(&["g.bbbb-2"]), "g.bbbb-"),
+            Some(owned(&[
+                ("events", &[0, 1, 2, 3]),
+                ("shipments", &[0, 1, 2, 3, 4])
+            ]))
+        );
+        // More members than partitions: the last ones get nothing.
+        let many = ids(&["a-1", "b-1", "c-1", "d-1", "e-1"]);
+        assert_eq!(
+            AssignmentCheck::range_share(&counts(&[("events", 4)]), &many, "e-"),
+            Some(Owned::new())
+        );
+        // Not found, or not unique: no opinion.
+        assert_eq!(
+            AssignmentCheck::range_share(&partitions, &members, "g.cccc-"),
+            None
+        );
+        assert_eq!(
+            AssignmentCheck::range_share(&partitions, &ids(&["g.a-1", "g.a-2"]), "g.a-"),
+            None
+        );
+    }
+
+    #[test]
+    fn only_a_mismatch_seen_twice_in_a_row_triggers_a_rejoin() {
+        let mut check = AssignmentCheck {
+            group: "g".into(),
+            me: "g.aaaa-".into(),
+            suspect: None,
+        };
+        let half = owned(&[("events", &[2, 3])]);
+        let all = owned(&[("events", &[0, 1, 2, 3])]);
+        assert!(
+            !check.mismatch_persists(&all, Some(all.clone())),
+            "consistent"
+        );
+        assert!(!check.mismatch_persists(&half, None), "no opinion");
+        // The stale state tansu 0.6.0 leaves a survivor in: alone, half the partitions.
+        assert!(
+            !check.mismatch_persists(&half, Some(all.clone())),
+            "first sighting"
+        );
+        assert!(
+            check.mismatch_persists(&half, Some(all.clone())),
+            "persists: rejoin"
+        );
+        assert!(
+            !check.mismatch_persists(&half, Some(all.clone())),
+            "counting restarts"
+        );
+        // A transient mismatch that resolves does not count.
+        assert!(!check.mismatch_persists(&Owned::new(), Some(all.clone())));
+        assert!(!check.mismatch_persists(&all, Some(all.clone())));
+        assert!(!check.mismatch_persists(&Owned::new(), Some(all.clone())));
+        // Nor does a mismatch that changes (a rebalance under way).
+        assert!(!check.mismatch_persists(&half, Some(all)));
+    }
 
     fn record(partition: i32) -> Inbound {
         Inbound {

@@ -1,0 +1,449 @@
+//! Two `trackstream-detector` processes in one consumer group on the real
+//! broker (tansu) and Redis; one is SIGKILLed mid-stream and the group
+//! rebalances onto the survivor. Asserted: both members held a share before
+//! the kill, the survivor ends up owning every partition, every scan is
+//! applied, and the alerts read back are exactly the clean run's
+//! `(alert_id, state, tier)` set (the model `kill_restart.rs` checks a real
+//! single-instance run against), every repeat being the identical alert.
+//!
+//! On tansu 0.6.0 this passes only because of the consumer loop's assignment
+//! check (`runtime::kafka::consumer::AssignmentCheck`): tansu evicts the dead
+//! member on the survivor's heartbeat but keeps the group `Formed` in the same
+//! generation with the old assignments, so the survivor rejoins, gets its old
+//! half back, and the dead member's partitions belong to nobody. The check
+//! sees "alone in a stable group, holding half" and leaves and rejoins, which
+//! forces a new generation. Set `REBALANCE_KEEP=1` to keep the instances' logs
+//! (`TANSU_LOG=warn,tansu_broker::coordinator=debug` for the coordinator's).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use trackstream_detector::rules::RulesConfig;
+use trackstream_harness::child::ChildProcess;
+use trackstream_harness::kafka::{TopicReader, create_topics};
+use trackstream_harness::processes::{Broker, RedisServer};
+use trackstream_proto::time;
+use trackstream_proto::topics;
+use trackstream_proto::v1::{Alert, ShipmentUpdate};
+use trackstream_runtime::config::KafkaConfig;
+use trackstream_runtime::kafka::{OutRecord, Producer};
+
+const PARTITIONS: i32 = 4;
+const WAIT: Duration = Duration::from_secs(45);
+/// Every partition the detector group consumes.
+const CONSUMED: [&str; 2] = [topics::TRACKING_EVENTS, topics::SHIPMENTS];
+
+type TopicPartition = (String, i32);
+
+struct Rig {
+    redis: RedisServer,
+    broker: Broker,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    producer: Producer,
+    parcels: Vec<Parcel>,
+}
+
+impl Rig {
+    async fn start(parcels: usize, prefix: &str) -> Rig {
+        let redis = RedisServer::start().await.expect("redis-server");
+        let broker = Broker::start().await.expect("broker");
+        let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, PARTITIONS)).collect();
+        create_topics(&broker.bootstrap(), &all)
+            .await
+            .expect("topics");
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        if std::env::var_os("REBALANCE_KEEP").is_some() {
+            dir.disable_cleanup(true);
+        }
+        let config = dir.path().join("detector.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "detector-{prefix}"
+batch_max = 20
+batch_linger_ms = 5
+produce_timeout_ms = 5000
+[kafka.extra]
+"session.timeout.ms" = "6000"
+"topic.metadata.refresh.interval.ms" = "2000"
+[redis]
+url = "{redis}"
+[admin]
+listen = "127.0.0.1:0"
+log_format = "json"
+log_level = "info"
+[timers]
+tick = "50ms"
+"#,
+                brokers = broker.bootstrap(),
+                redis = redis.url(),
+            ),
+        )
+        .expect("config written");
+        let kafka = KafkaConfig {
+            brokers: broker.bootstrap(),
+            ..Default::default()
+        };
+        let producer = Producer::new(
+            &kafka,
+            "test-producer",
+            &mut prometheus_client::registry::Registry::default(),
+        )
+        .expect("producer");
+        Rig {
+            redis,
+            broker,
+            dir,
+            config,
+            producer,
+            parcels: world(parcels, PARTITIONS, prefix),
+        }
+    }
+
+    /// Starts an instance (`--clock event`), logging to `<name>.log`.
+    fn spawn(&self, name: &str) -> ChildProcess {
+        let binary = Path::new(env!("CARGO_BIN_EXE_trackstream-detector"));
+        let config = self.config.to_string_lossy().into_owned();
+        let log = std::env::var("REBALANCE_LOG")
+            .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into());
+        ChildProcess::spawn(
+            name,
+            binary,
+            ["--config", config.as_str(), "--clock", "event"],
+            &[("RUST_LOG", log.as_str())],
+            &self.dir.path().join(format!("{name}.log")),
+        )
+        .expect("detector binary starts")
+    }
+
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis")
+    }
+
+    async fn produce(&self, records: Vec<OutRecord>) {
+        for chunk in records.chunks(500) {
+            self.producer
+                .send_all(chunk.to_vec())
+                .await
+                .unwrap_or_else(|e| panic!("produce: {e}\nbroker:\n{}", self.broker.log_tail(20)));
+        }
+    }
+
+    fn registrations(&self) -> Vec<OutRecord> {
+        self.parcels
+            .iter()
+            .map(|p| {
+                OutRecord::new(
+                    topics::SHIPMENTS,
+                    p.key.clone(),
+                    prost::Message::encode_to_vec(&p.registration),
+                )
+            })
+            .collect()
+    }
+
+    /// Every scan, time-ordered across parcels, split at the event times in
+    /// `splits` (ascending): `splits.len() + 1` phases.
+    fn scans(&self, splits: &[i64]) -> Vec<Vec<OutRecord>> {
+        let mut events: Vec<_> = self
+            .parcels
+            .iter()
+            .flat_map(|p| p.events.iter().map(move |e| (p, e)))
+            .collect();
+        events.sort_by_key(|(_, e)| time::millis(e.occurred_at.as_ref()));
+        let mut phases: Vec<Vec<OutRecord>> = vec![Vec::new(); splits.len() + 1];
+        for (p, e) in events {
+            let at = time::millis(e.occurred_at.as_ref());
+            let phase = splits.iter().take_while(|s| at >= **s).count();
+            phases[phase].push(OutRecord::new(
+                topics::TRACKING_EVENTS,
+                p.key.clone(),
+                prost::Message::encode_to_vec(e),
+            ));
+        }
+        phases
+    }
+
+    fn expected(&self) -> (BTreeSet<AlertKey>, BTreeSet<(i32, String)>) {
+        expected(
+            &RulesConfig::default(),
+            &self.parcels,
+            world_end(&self.parcels),
+        )
+    }
+
+    /// Keys matching `pattern` (one SCAN pass; the test keyspace is small).
+    async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut conn = self.redis().await;
+        let (_, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000_000)
+            .query_async(&mut conn)
+            .await
+            .expect("scan");
+        keys
+    }
+
+    /// Scans applied so far (history entries), per detector partition.
+    async fn applied_by_partition(&self) -> BTreeMap<i32, usize> {
+        let mut conn = self.redis().await;
+        let mut applied = BTreeMap::new();
+        for key in self.keys("*:ev:*").await {
+            let n: usize = redis::cmd("HLEN")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("hlen");
+            *applied.entry(partition_of(&key)).or_default() += n;
+        }
+        applied
+    }
+
+    async fn applied_scans(&self) -> usize {
+        self.applied_by_partition().await.values().sum()
+    }
+}
+
+/// The partition in a `{pP}:...` key (-1 if it has none).
+fn partition_of(key: &str) -> i32 {
+    key.strip_prefix("{p")
+        .and_then(|rest| rest.split_once('}'))
+        .and_then(|(p, _)| p.parse().ok())
+        .unwrap_or(-1)
+}
+
+/// The value of JSON string field `field` in a log line (our values hold no
+/// escaped quotes).
+fn field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    let start = line.find(&format!("\"{field}\":\""))? + field.len() + 4;
+    let len = line[start..].find('"')?;
+    Some(&line[start..start + len])
+}
+
+/// Every assignment the instance reported, in order (`partitions assigned`
+/// lines of the consumer loop; an empty set after a revocation).
+fn assignments(child: &ChildProcess) -> Vec<BTreeSet<TopicPartition>> {
+    let mut history = Vec::new();
+    for line in child.log().lines() {
+        let revoked = line.contains("\"message\":\"partitions revoked\"");
+        if !revoked && !line.contains("\"message\":\"partitions assigned\"") {
+            continue;
+        }
+        let owned: BTreeSet<TopicPartition> = if revoked {
+            BTreeSet::new()
+        } else {
+            field(line, "partitions")
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|tp| tp.rsplit_once('/'))
+                .filter_map(|(t, p)| Some((t.to_owned(), p.parse().ok()?)))
+                .collect()
+        };
+        history.push(owned);
+    }
+    history
+}
+
+/// What the instance owns now, by its log.
+fn owned(child: &ChildProcess) -> BTreeSet<TopicPartition> {
+    assignments(child).pop().unwrap_or_default()
+}
+
+fn every_partition() -> BTreeSet<TopicPartition> {
+    CONSUMED
+        .iter()
+        .flat_map(|t| (0..PARTITIONS).map(|p| ((*t).to_owned(), p)))
+        .collect()
+}
+
+/// Fails with the group-membership evidence, keeping the instances' and the
+/// broker's full logs on disk.
+async fn fail(rig: &Rig, children: &[&ChildProcess], what: &str) -> ! {
+    let _ = std::fs::write(
+        rig.dir.path().join("broker.log"),
+        rig.broker.log_tail(usize::MAX),
+    );
+    panic!(
+        "{what}\napplied per partition: {:?}\nlogs in {} (kept if REBALANCE_KEEP is set)\n{}",
+        rig.applied_by_partition().await,
+        rig.dir.path().display(),
+        diagnostics(rig, children)
+    );
+}
+
+/// Group-membership evidence from the instances' logs and the broker's, for
+/// failure messages.
+fn diagnostics(rig: &Rig, children: &[&ChildProcess]) -> String {
+    let mut out = String::new();
+    for child in children {
+        out.push_str(&format!("--- {}:\n", child.name()));
+        for line in child.log().lines() {
+            if line.contains("partitions")
+                || line.contains("resumed")
+                || line.contains("committed")
+                || line.contains("WARN")
+                || line.contains("ERROR")
+            {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out.push_str("--- broker:\n");
+    out.push_str(&rig.broker.log_tail(60));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_detectors_in_one_group_one_sigkilled_loses_no_alert() {
+    let rig = Rig::start(400, "R").await;
+    let all = every_partition();
+    // a creates the group, so the coordinator makes it the leader (the member
+    // that computes assignments): killing it needs a new leader elected, the
+    // case tansu handles worst (see the module comment).
+    let mut a = rig.spawn("a");
+    trackstream_harness::eventually(WAIT, "a alone owns every partition", || {
+        let done = owned(&a) == all;
+        async move { done.then_some(()) }
+    })
+    .await;
+    let b = rig.spawn("b");
+    // Both members hold a share before any record is produced.
+    let Some((a_before, b_before)) = trackstream_harness::within(WAIT, || {
+        let (a_owned, b_owned) = (owned(&a), owned(&b));
+        let split = !a_owned.is_empty()
+            && !b_owned.is_empty()
+            && a_owned.is_disjoint(&b_owned)
+            && a_owned.union(&b_owned).cloned().collect::<BTreeSet<_>>() == all;
+        async move { split.then_some((a_owned, b_owned)) }
+    })
+    .await
+    else {
+        fail(
+            &rig,
+            &[&a, &b],
+            "the two members never split the partitions",
+        )
+        .await
+    };
+
+    rig.produce(rig.registrations()).await;
+    let parcels = rig.parcels.len();
+    trackstream_harness::eventually(WAIT, "every registration stored", || async {
+        (rig.keys("*:wb:*").await.len() >= parcels).then_some(())
+    })
+    .await;
+
+    let phases = rig.scans(&[T0 + 100 * H, T0 + 200 * H]);
+    let total: usize = phases.iter().map(Vec::len).sum();
+    let mut phases = phases.into_iter();
+    rig.produce(phases.next().unwrap_or_default()).await;
+    let mut alerts = TopicReader::new(&rig.broker.bootstrap(), topics::TRACKING_ALERTS);
+    alerts
+        .until(WAIT, "the first alerts", |r| !r.is_empty())
+        .await;
+    let before = rig.applied_scans().await;
+    rig.produce(phases.next().unwrap_or_default()).await;
+    trackstream_harness::eventually(WAIT, "the second phase under way", || async {
+        (rig.applied_scans().await > before).then_some(())
+    })
+    .await;
+    // The partitions a is applying right now move to b.
+    assert_eq!(owned(&a), a_before, "a still owns its share at the kill");
+    assert_eq!(owned(&b), b_before, "b still owns its share at the kill");
+    a.kill();
+    let at_kill = rig.applied_scans().await;
+    assert!(at_kill < total, "killed mid-stream: {at_kill} of {total}");
+    // Records produced while the group has not noticed the death yet.
+    rig.produce(phases.next().unwrap_or_default()).await;
+
+    let Some(taken_over) = trackstream_harness::within(WAIT, || {
+        let b_owned = owned(&b);
+        async move { (b_owned == every_partition()).then_some(b_owned) }
+    })
+    .await
+    else {
+        fail(&rig, &[&a, &b], "b never owned every partition").await
+    };
+    assert!(taken_over.is_superset(&a_before));
+
+    let (want_alerts, want_updates) = rig.expected();
+    let applied_all = trackstream_harness::within(WAIT, || async {
+        (rig.applied_scans().await >= total).then_some(())
+    })
+    .await;
+    if applied_all.is_none() {
+        fail(&rig, &[&a, &b], &format!("not all {total} scans applied")).await;
+    }
+    assert_eq!(rig.applied_scans().await, total);
+    let done = |records: &[trackstream_harness::kafka::Record]| {
+        trackstream_harness::kafka::all::<Alert>(records, |got| {
+            alert_set(got).is_superset(&want_alerts)
+        })
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    alerts
+        .until(WAIT + Duration::from_secs(5), "every alert", |r| {
+            done(r) || std::time::Instant::now() > deadline
+        })
+        .await;
+    if !done(&alerts.records) {
+        fail(&rig, &[&a, &b], "alerts missing").await;
+    }
+    let got: Vec<Alert> = alerts.decoded();
+    assert_same_alerts(
+        &alert_set(&got),
+        &want_alerts,
+        &rig.parcels,
+        "alerts read back",
+    );
+    let mut first: BTreeMap<AlertKey, Alert> = BTreeMap::new();
+    for alert in got {
+        let previous = first
+            .entry(alert_key(&alert))
+            .or_insert_with(|| alert.clone());
+        assert_eq!(
+            (
+                &previous.rule,
+                previous.episode,
+                previous.severity,
+                &previous.waybill
+            ),
+            (&alert.rule, alert.episode, alert.severity, &alert.waybill),
+            "a repeat is the same alert"
+        );
+    }
+
+    let mut updates = TopicReader::new(&rig.broker.bootstrap(), topics::TRACKING_UPDATES);
+    updates
+        .until(WAIT, "every update", |r| {
+            trackstream_harness::kafka::all::<ShipmentUpdate>(r, |u| {
+                u.iter()
+                    .map(update_key)
+                    .collect::<BTreeSet<_>>()
+                    .is_superset(&want_updates)
+            })
+        })
+        .await;
+    let got: Vec<ShipmentUpdate> = updates.decoded();
+    assert_eq!(
+        got.iter().map(update_key).collect::<BTreeSet<_>>(),
+        want_updates
+    );
+    assert_sequences(&got);
+}
