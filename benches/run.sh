@@ -4,7 +4,12 @@
 # measures the machine's ceilings and offered-load steps, and rewrites the generated
 # part of benches/RESULTS.md and benches/e2e-latency.svg.
 #
-#   benches/run.sh [--steps 100,200,400,800,1600] [--step-secs 10]
+#   benches/run.sh [--steps 100,200,400,800,1600,3200,6400,12800] [--step-secs 10]
+#                  [--partitions 8] [--fetch-wait-ms N] [--batch-linger-ms N]
+#                  [--concurrency 256] [--results FILE]
+#
+# Ctrl-C / SIGTERM stop the services, broker and Redis with it (SIGKILL cannot:
+# leftovers are reported at the next start; they no longer take its ports).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
