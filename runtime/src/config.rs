@@ -113,6 +113,13 @@ pub struct KafkaConfig {
     /// webhook → update take over a second. Apache Kafka answers early, so there a
     /// higher value only saves idle fetch requests. Default 5 ms.
     pub fetch_wait_max_ms: u64,
+    /// How often a consumer checks that the group coordinator gave it the share
+    /// of partitions the range assignor computes for the live members, and
+    /// rejoins if not (0 disables). A guard against coordinators that evict a
+    /// dead member without rebalancing, which leaves its partitions unowned —
+    /// tansu 0.6 does (docs/ARCHITECTURE.md). On Apache Kafka it only costs a
+    /// DescribeGroups and a metadata request per interval. Default 3 000 ms.
+    pub assignment_check_ms: u64,
     /// Extra librdkafka properties (e.g. `security.protocol`), applied last.
     pub extra: BTreeMap<String, String>,
 }
@@ -137,6 +144,7 @@ impl Default for KafkaConfig {
             batch_linger_ms: 5,
             statistics_interval_ms: 500,
             fetch_wait_max_ms: 5,
+            assignment_check_ms: 3_000,
             extra: BTreeMap::new(),
         }
     }

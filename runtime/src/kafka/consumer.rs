@@ -255,9 +255,6 @@ impl ConsumerContext for RebalanceContext {
     }
 }
 
-/// How often a consumer compares its assignment with the range assignor's.
-const ASSIGNMENT_CHECK: Duration = Duration::from_secs(3);
-
 /// A random suffix for client ids (no `rand` dependency for one number).
 fn rand_suffix() -> u32 {
     use std::hash::{BuildHasher, Hasher};
@@ -272,7 +269,7 @@ fn rand_suffix() -> u32 {
 /// old assignment back, and the dead member's partitions are owned by nobody,
 /// for good. tansu 0.6.0 does exactly that (its `Formed` heartbeat handler drops
 /// the expired member but stays `Formed` with the stale assignments; see
-/// docs/ARCHITECTURE.md). Every [`ASSIGNMENT_CHECK`], a member whose group is
+/// docs/ARCHITECTURE.md). Every `kafka.assignment_check_ms`, a member whose group is
 /// `Stable` computes what the range assignor gives it for the live members
 /// (DescribeGroups) and partition counts (metadata); if its assignment differs
 /// on two checks in a row, it leaves the group and joins again, which forces the
@@ -296,6 +293,9 @@ impl AssignmentCheck {
     /// with dynamic membership and our own client ids; any other setup is left
     /// alone.
     fn applies(cfg: &KafkaConfig) -> bool {
+        if cfg.assignment_check_ms == 0 {
+            return false;
+        }
         let range = cfg
             .extra
             .get("partition.assignment.strategy")
@@ -362,6 +362,7 @@ struct LoopMetrics {
     records: Family<Vec<(&'static str, String)>, Counter>,
     retries: Counter,
     batch_seconds: Histogram,
+    rejoins: Counter,
 }
 
 /// A subscribed consumer running a [`BatchHandler`] with at-least-once semantics.
@@ -371,6 +372,7 @@ pub struct ConsumerLoop {
     /// Set when the assignment can be checked against the range assignor
     /// (see [`AssignmentCheck`]).
     check: Option<AssignmentCheck>,
+    check_interval: Duration,
     assignment: Assignment,
     progress: Progress,
     resuming: Arc<Mutex<BTreeSet<(String, i32)>>>,
@@ -446,6 +448,7 @@ impl ConsumerLoop {
             records: Family::default(),
             retries: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            rejoins: Counter::default(),
         };
         registry.register(
             "consumer_records",
@@ -462,10 +465,20 @@ impl ConsumerLoop {
             "Time to process one batch, effects included",
             metrics.batch_seconds.clone(),
         );
+        registry.register(
+            "consumer_group_rejoins",
+            "Times this consumer left and rejoined its group because the coordinator left its assignment stale",
+            metrics.rejoins.clone(),
+        );
         Ok(ConsumerLoop {
             consumer: Arc::new(consumer),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             check,
+            // With the check off the tick only wakes the loop; keep it rare.
+            check_interval: match cfg.assignment_check_ms {
+                0 => Duration::from_secs(3600),
+                ms => Duration::from_millis(ms),
+            },
             assignment,
             progress,
             resuming,
@@ -494,7 +507,7 @@ impl ConsumerLoop {
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
         let mut backoff = Duration::from_millis(50);
-        let mut check_tick = tokio::time::interval(ASSIGNMENT_CHECK);
+        let mut check_tick = tokio::time::interval(self.check_interval);
         check_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'outer: loop {
             let first = tokio::select! {
@@ -609,6 +622,7 @@ impl ConsumerLoop {
         }
         tracing::warn!(held = ?held, expected = %shown,
             "the coordinator left this member's assignment stale; leaving and rejoining the group");
+        self.metrics.rejoins.inc();
         self.consumer.unsubscribe();
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         if let Err(err) = self.consumer.subscribe(&topics) {
@@ -736,6 +750,32 @@ mod tests {
             AssignmentCheck::range_share(&partitions, &ids(&["g.a-1", "g.a-2"]), "g.a-"),
             None
         );
+    }
+
+    #[test]
+    fn the_check_runs_only_where_it_models_the_assignor() {
+        let mut cfg = KafkaConfig::default();
+        assert!(
+            AssignmentCheck::applies(&cfg),
+            "defaults: range, dynamic ids"
+        );
+        cfg.assignment_check_ms = 0;
+        assert!(!AssignmentCheck::applies(&cfg), "0 disables it");
+        for (key, value) in [
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("group.instance.id", "detector-0"),
+            ("client.id", "shared"),
+        ] {
+            let mut cfg = KafkaConfig::default();
+            cfg.extra.insert(key.into(), value.into());
+            assert!(!AssignmentCheck::applies(&cfg), "{key}={value}");
+        }
+        let mut cfg = KafkaConfig::default();
+        cfg.extra.insert(
+            "partition.assignment.strategy".into(),
+            "range,roundrobin".into(),
+        );
+        assert!(AssignmentCheck::applies(&cfg), "range first");
     }
 
     #[test]
