@@ -611,6 +611,9 @@ fn observe(seen: &mut Observed, topic: &'static str, message: &BorrowedMessage<'
     }
 }
 
+/// Fetch wait of the follower's consumers whose read time is not measured.
+const SLOW_FETCH_WAIT_MS: u64 = 100;
+
 /// Starts one assigned consumer per followed topic (one fetch request each, so a
 /// broker that waits per partition delays each topic by its own partitions only).
 fn follow(
@@ -620,7 +623,16 @@ fn follow(
     observed: Arc<Mutex<Observed>>,
 ) -> anyhow::Result<()> {
     for topic in FOLLOWED {
-        let consumer = assigned_consumer(brokers, topic, partitions, fetch_wait_ms)?;
+        // Only the updates' read time is a latency of its own; every other topic
+        // is timed by its record timestamps, so reading it late is fine, and a
+        // slow poll spares the broker (tansu spends CPU on every waiting fetch
+        // and shares the two cores with the pipeline).
+        let wait = if topic == topics::TRACKING_UPDATES {
+            fetch_wait_ms
+        } else {
+            SLOW_FETCH_WAIT_MS
+        };
+        let consumer = assigned_consumer(brokers, topic, partitions, wait)?;
         let observed = observed.clone();
         tokio::spawn(async move {
             let mut errors = 0u32;
@@ -1108,20 +1120,28 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
         let sent_in = started.elapsed();
         let acked: HashMap<u64, (Sent, String)> =
             acks.lock().map(|a| a.clone()).unwrap_or_default();
-        // Drain: wait until every acknowledged scan's update is out (or 60 s).
+        // Drain: wait until every acknowledged scan's update is out (or 60 s),
+        // and the follower has read each hop's record of it (the slow-polled
+        // topics lag behind by up to a fetch cycle).
         let drain_deadline = Instant::now() + Duration::from_secs(60);
         let mut unmatched = acked.len();
         while Instant::now() < drain_deadline {
-            unmatched = observed
+            let (without_update, unread) = observed
                 .lock()
                 .map(|o| {
-                    acked
+                    let without_update = acked
                         .keys()
                         .filter(|t| !o.update_at.contains_key(*t))
-                        .count()
+                        .count();
+                    let unread = acked
+                        .keys()
+                        .filter(|t| !o.raw_at.contains_key(*t) || !o.event_at.contains_key(*t))
+                        .count();
+                    (without_update, unread)
                 })
-                .unwrap_or(unmatched);
-            if unmatched == 0 {
+                .unwrap_or((unmatched, 1));
+            unmatched = without_update;
+            if unmatched == 0 && unread == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
