@@ -3,7 +3,8 @@
 //! deadlines, against a local redis-server the harness starts.
 //!
 //! `cargo bench -p trackstream-detector --bench detector` (release build).
-//! `DETECTOR_BENCH_SCALE=0.1` shrinks every population for a quick look.
+//! `DETECTOR_BENCH_SCALE=0.1` shrinks every population for a quick look;
+//! `DETECTOR_BENCH_ONLY=throughput|memory|timers` runs one part.
 //! Results and their reading: `benches/results/detector.md`.
 
 use std::sync::Arc;
@@ -50,9 +51,17 @@ async fn run() -> anyhow::Result<()> {
         redis_version(&server).await?,
         server.port
     );
-    throughput(&server).await?;
-    memory(&server).await?;
-    timers(&server).await?;
+    let only = std::env::var("DETECTOR_BENCH_ONLY").unwrap_or_default();
+    let runs = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    if runs("throughput") {
+        throughput(&server).await?;
+    }
+    if runs("memory") {
+        memory(&server).await?;
+    }
+    if runs("timers") {
+        timers(&server).await?;
+    }
     Ok(())
 }
 
@@ -210,6 +219,13 @@ async fn throughput(server: &RedisServer) -> anyhow::Result<()> {
     records.extend(timed.into_iter().map(|(_, r)| r));
     let events = parcels * statuses.len();
     let detector = detector(connect(server).await?, ClockMode::Event);
+    let mut conn = raw(server).await?;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut conn)
+        .await?;
+    let redis_cpu = redis_cpu_seconds(&mut conn).await?;
+    let own_cpu = process_cpu_seconds();
     let started = Instant::now();
     for batch in records.chunks(500) {
         detector
@@ -225,7 +241,73 @@ async fn throughput(server: &RedisServer) -> anyhow::Result<()> {
         events as f64 / elapsed.as_secs_f64(),
         records.len() as f64 / elapsed.as_secs_f64()
     );
+    let redis_cpu = redis_cpu_seconds(&mut conn).await? - redis_cpu;
+    let own_cpu = process_cpu_seconds() - own_cpu;
+    println!(
+        "throughput: CPU over {:.2} s wall: redis-server {:.2} s ({:.1} µs/event), bench process (detector + tokio) {:.2} s ({:.1} µs/event)",
+        elapsed.as_secs_f64(),
+        redis_cpu,
+        redis_cpu * 1e6 / events as f64,
+        own_cpu,
+        own_cpu * 1e6 / events as f64,
+    );
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    let mut rows: Vec<(f64, String)> = stats
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            let (calls, usec) = (field("calls")?, field("usec")?);
+            Some((
+                usec,
+                format!(
+                    "{name} {calls:.0} calls ({:.2}/event), {:.2} µs/call",
+                    calls / events as f64,
+                    usec / calls.max(1.0)
+                ),
+            ))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (_, row) in rows.iter().take(12) {
+        println!("throughput:   redis {row}");
+    }
     Ok(())
+}
+
+/// redis-server's own CPU time (user + sys), from `INFO cpu`.
+async fn redis_cpu_seconds(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    Ok(field("used_cpu_user").unwrap_or(0.0) + field("used_cpu_sys").unwrap_or(0.0))
+}
+
+/// This process's CPU time (user + sys) from `/proc/self/stat` (Linux; 0 elsewhere).
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Bytes of Redis per active waybill: state hash + armed timers, history,

@@ -24,8 +24,36 @@ use trackstream_runtime::kafka::{
 
 use crate::config::{ClockMode, TimerConfig};
 use crate::engine::{Effects, Engine, Input, Output};
+use crate::engine::{Waybill, WaybillState};
 use crate::sink::{Sink, SinkError};
-use crate::store::{Delivery, Store};
+use crate::store::{Change, Committed, Delivery, Encoded, LoadRequest, Store};
+
+/// One waybill's inputs in a batch.
+struct Group {
+    partition: i32,
+    key: String,
+    inputs: Vec<Input>,
+    event_ids: Vec<String>,
+}
+
+/// A waybill folded in a round, with its encoded outputs.
+struct Folded {
+    /// Index of its [`Group`].
+    group: usize,
+    waybill: Waybill,
+    outputs: Vec<Output>,
+    encoded: Vec<Encoded>,
+    /// Sequence number of each update output (alerts: `None`).
+    seqs: Vec<Option<u64>>,
+}
+
+/// The result of one round over a partition.
+struct Round {
+    clock: i64,
+    done: Vec<Folded>,
+    /// Groups whose compare-and-set failed.
+    conflicts: Vec<usize>,
+}
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -175,80 +203,14 @@ impl<S: Sink> Detector<S> {
             .inc();
     }
 
-    /// Applies one waybill's inputs: load, de-duplicate, run the engine to
-    /// `clock`, commit (retrying on a concurrent change), and return the outputs
-    /// to deliver.
-    async fn process(
-        &self,
-        partition: i32,
-        key: &str,
-        inputs: &[Input],
-        clock: i64,
-    ) -> Result<Vec<Output>, Failure> {
-        let ids: Vec<String> = inputs
-            .iter()
-            .filter_map(|i| match i {
-                Input::Event(e) => Some(e.event_id.clone()),
-                Input::Registration(_) => None,
-            })
-            .collect();
-        loop {
-            let loaded = self.store.load(partition, key, &ids).await?;
-            let before = loaded.waybill.state.clone();
-            let mut known = loaded.known;
-            let mut waybill = loaded.waybill;
-            waybill.hold_until = self.hold_until(clock);
-            let fresh: Vec<Input> = inputs
-                .iter()
-                .filter(|input| match input {
-                    Input::Event(event) => {
-                        let new = known.insert(event.event_id.clone());
-                        if !new {
-                            self.count("duplicate");
-                        }
-                        new
-                    }
-                    Input::Registration(_) => true,
-                })
-                .cloned()
-                .collect();
-            let joins = waybill.registration.is_none()
-                && fresh.iter().any(|i| matches!(i, Input::Registration(_)))
-                && (waybill.state.events > 0 || !waybill.state.pending.is_empty());
-            let history = if joins {
-                self.store.history(partition, key).await?
-            } else {
-                Vec::new()
-            };
-            let mut fx = Effects::default();
-            self.engine
-                .apply(&mut waybill, &fresh, &history, clock, &mut fx);
-            if fx.history.is_empty()
-                && fx.outputs.is_empty()
-                && !waybill.registration_changed
-                && waybill.state == before
-            {
-                return Ok(Vec::new());
-            }
-            if self
-                .store
-                .commit(&before, &waybill, &fx.history, &fx.outputs)
-                .await?
-            {
-                return Ok(fx.outputs);
-            }
-            self.metrics.conflicts.inc();
-            tracing::debug!(waybill = key, "concurrent change; re-applying");
-        }
-    }
-
     /// Prepares, produces and clears outputs of one partition.
     async fn deliver(&self, partition: i32, outputs: &[Output]) -> Result<(), Failure> {
         if outputs.is_empty() {
             return Ok(());
         }
         let deliveries = self.store.prepare(partition, outputs).await?;
-        self.send(&deliveries).await?;
+        self.produce(&deliveries).await?;
+        self.store.clear_outbox(&deliveries).await?;
         for output in outputs {
             if let Output::Alert(alert) = output {
                 self.log_alert(alert);
@@ -257,7 +219,9 @@ impl<S: Sink> Detector<S> {
         Ok(())
     }
 
-    async fn send(&self, deliveries: &[Delivery]) -> Result<(), Failure> {
+    /// Hands records to the sink; on failure marks their partitions' outboxes
+    /// for re-delivery before the next batch.
+    async fn produce(&self, deliveries: &[Delivery]) -> Result<(), Failure> {
         if deliveries.is_empty() {
             return Ok(());
         }
@@ -272,7 +236,6 @@ impl<S: Sink> Detector<S> {
             }
             return Err(err.into());
         }
-        self.store.clear_outbox(deliveries).await?;
         Ok(())
     }
 
@@ -465,11 +428,128 @@ impl<S: Sink> Detector<S> {
 
     /// Applies a batch of consumed records (what the Kafka loop calls; public so
     /// tests and benches drive the exact same path without a broker).
+    ///
+    /// The number of Redis round trips is constant per partition of the batch,
+    /// not per record: one pipelined load (states, registrations, duplicate
+    /// check, watermark), the fold in memory, one commit script (each waybill
+    /// on its own compare-and-set; on a standalone server it also assigns the
+    /// updates' sequence numbers), then — after the sink acknowledged — one
+    /// pipelined outbox clear and watermark raise. Partitions are independent
+    /// (their keys share one slot, their records one Kafka partition), so each
+    /// goes through those steps on its own and they overlap: Redis works on one
+    /// partition's commit while the detector folds another's. A waybill whose
+    /// compare-and-set failed (another instance wrote it) is reloaded and
+    /// re-applied in another round with the other conflicting ones.
     pub async fn apply_batch(&self, batch: &[Inbound]) -> Result<(), HandlerError> {
         self.flush_dirty().await?;
-        // Group inputs by waybill, keeping partition order within each waybill.
-        let mut order: Vec<(i32, String)> = Vec::new();
-        let mut groups: HashMap<(i32, String), Vec<Input>> = HashMap::new();
+        let (groups, seen) = self.group(batch);
+        let mut by_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (index, group) in groups.iter().enumerate() {
+            by_partition.entry(group.partition).or_default().push(index);
+        }
+        // Every partition runs to its end even if another fails: one that
+        // committed must either clear its outbox or be marked for re-delivery.
+        let groups = &groups;
+        let results =
+            futures::future::join_all(by_partition.into_iter().map(|(partition, members)| {
+                let newest = seen.get(&partition).copied().unwrap_or(i64::MIN);
+                async move {
+                    let mut committing = false;
+                    let result = self
+                        .apply_partition(partition, members, groups, newest, &mut committing)
+                        .await;
+                    if result.is_err()
+                        && committing
+                        && let Ok(mut dirty) = self.dirty.lock()
+                    {
+                        // Its outbox may hold committed outputs nobody produced.
+                        dirty.insert(partition);
+                    }
+                    result
+                }
+            }))
+            .await;
+        results.into_iter().collect::<Result<Vec<()>, Failure>>()?;
+        Ok(())
+    }
+
+    /// One partition's part of a batch: rounds of load → fold → commit until
+    /// no waybill conflicts, sequence numbers (when not inline), produce,
+    /// then clear the outbox and raise the watermark. Sets `committing` once a
+    /// commit may have written outputs to the outbox.
+    async fn apply_partition(
+        &self,
+        partition: i32,
+        members: Vec<usize>,
+        groups: &[Group],
+        newest: i64,
+        committing: &mut bool,
+    ) -> Result<(), Failure> {
+        let mut committed: Vec<Folded> = Vec::new();
+        let mut clock = None;
+        let mut todo = members;
+        while !todo.is_empty() {
+            *committing = true;
+            let round = self.round(partition, &todo, groups, clock, newest).await?;
+            clock = Some(round.clock);
+            if !round.conflicts.is_empty() {
+                self.metrics.conflicts.inc_by(round.conflicts.len() as u64);
+            }
+            committed.extend(round.done);
+            todo = round.conflicts;
+        }
+        // Sequence numbers not assigned by the commit (Redis Cluster): one
+        // idempotent script per update in its order's slot, all in flight.
+        if !self.store.inline_sequence() {
+            let pending = committed.iter_mut().flat_map(|f| {
+                f.encoded
+                    .iter()
+                    .zip(f.seqs.iter_mut())
+                    .filter(|(e, _)| e.order.is_some())
+            });
+            futures::future::try_join_all(pending.map(|(encoded, seq)| async move {
+                *seq = Some(self.store.sequence(encoded).await?);
+                Ok::<_, redis::RedisError>(())
+            }))
+            .await?;
+        }
+        let mut records = Vec::new();
+        let mut outbox_ids = Vec::new();
+        let mut alerts = Vec::new();
+        for folded in committed {
+            for (encoded, seq) in folded.encoded.into_iter().zip(folded.seqs) {
+                let delivery = encoded.delivery(partition, seq);
+                outbox_ids.push(delivery.outbox_id);
+                records.push(OutRecord::new(
+                    delivery.topic,
+                    delivery.key,
+                    delivery.payload,
+                ));
+            }
+            alerts.extend(folded.outputs.into_iter().filter_map(|o| match o {
+                Output::Alert(alert) => Some(alert),
+                Output::Update { .. } => None,
+            }));
+        }
+        if !records.is_empty() {
+            // On failure the outputs stay in the outbox, and the caller marks
+            // the partition for re-delivery before the next attempt.
+            self.sink.send_all(records).await?;
+        }
+        let ids: Vec<&str> = outbox_ids.iter().map(String::as_str).collect();
+        let mark = (self.timers.clock == ClockMode::Event && newest > i64::MIN).then_some(newest);
+        self.store.finish_partition(partition, &ids, mark).await?;
+        for alert in &alerts {
+            self.log_alert(alert);
+        }
+        Ok(())
+    }
+
+    /// Decodes and groups a batch by waybill (partition order kept within
+    /// each), and notes each partition's newest event time.
+    fn group(&self, batch: &[Inbound]) -> (Vec<Group>, BTreeMap<i32, i64>) {
+        let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<(i32, String), usize> = HashMap::new();
         let mut seen: BTreeMap<i32, i64> = BTreeMap::new();
         for record in batch {
             let input = if record.topic == topics::SHIPMENTS {
@@ -487,65 +567,172 @@ impl<S: Sink> Detector<S> {
                     "undecodable record skipped (not produced by trackstream.v1)");
                 continue;
             };
-            self.count(match &input {
-                Input::Event(_) => "event",
-                Input::Registration(_) => "registration",
-            });
             let newest = seen.entry(record.partition).or_insert(i64::MIN);
-            if let Input::Event(event) = &input {
-                *newest = (*newest).max(time::millis(event.occurred_at.as_ref()));
+            match &input {
+                Input::Event(event) => {
+                    self.count("event");
+                    *newest = (*newest).max(time::millis(event.occurred_at.as_ref()));
+                }
+                Input::Registration(_) => self.count("registration"),
             }
             let key = (record.partition, record.key_str());
-            if !groups.contains_key(&key) {
-                order.push(key.clone());
+            let at = *index.entry(key).or_insert_with_key(|(partition, key)| {
+                groups.push(Group {
+                    partition: *partition,
+                    key: key.clone(),
+                    inputs: Vec::new(),
+                    event_ids: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            if let (Some(group), Input::Event(event)) = (groups.get_mut(at), &input) {
+                group.event_ids.push(event.event_id.clone());
             }
-            groups.entry(key).or_default().push(input);
-        }
-        let mut clocks: BTreeMap<i32, i64> = BTreeMap::new();
-        for (partition, newest) in &seen {
-            clocks.insert(*partition, self.clock_with(*partition, *newest).await?);
-        }
-        let results = futures::future::try_join_all(order.iter().map(|key| {
-            let inputs = groups.get(key).map(Vec::as_slice).unwrap_or_default();
-            let clock = clocks.get(&key.0).copied().unwrap_or(i64::MIN);
-            async move {
-                self.process(key.0, &key.1, inputs, clock)
-                    .await
-                    .map(|o| (key.0, o))
+            if let Some(group) = groups.get_mut(at) {
+                group.inputs.push(input);
             }
-        }))
-        .await?;
-        let mut by_partition: BTreeMap<i32, Vec<Output>> = BTreeMap::new();
-        for (partition, outputs) in results {
-            by_partition.entry(partition).or_default().extend(outputs);
         }
-        let deliveries = futures::future::try_join_all(
-            by_partition
-                .iter()
-                .map(|(p, outputs)| self.store.prepare(*p, outputs)),
-        )
-        .await
-        .map_err(Failure::from)?;
-        let deliveries: Vec<Delivery> = deliveries.into_iter().flatten().collect();
-        self.send(&deliveries).await?;
-        for outputs in by_partition.values() {
-            for output in outputs {
-                if let Output::Alert(alert) = output {
-                    self.log_alert(alert);
+        (groups, seen)
+    }
+
+    /// One load → fold → commit round over some waybills of one partition.
+    /// `clock` is the partition's clock from an earlier round of the same
+    /// batch (`None` on the first: computed from the loaded watermark and the
+    /// batch's `newest` event time).
+    async fn round(
+        &self,
+        partition: i32,
+        members: &[usize],
+        groups: &[Group],
+        clock: Option<i64>,
+        newest: i64,
+    ) -> Result<Round, Failure> {
+        let requests: Vec<LoadRequest<'_>> = members
+            .iter()
+            .filter_map(|i| groups.get(*i))
+            .map(|g| LoadRequest {
+                key: &g.key,
+                event_ids: &g.event_ids,
+            })
+            .collect();
+        let want_watermark = clock.is_none() && self.timers.clock == ClockMode::Event;
+        let (stored, loaded) = self
+            .store
+            .load_partition(partition, &requests, want_watermark)
+            .await?;
+        let clock = match (clock, self.timers.clock) {
+            (Some(clock), _) => clock,
+            (None, ClockMode::Wall) => (self.wall)(),
+            (None, ClockMode::Event) => stored
+                .max(newest)
+                .saturating_sub(self.timers.allowed_lateness.0),
+        };
+        // A registration joining a waybill that already has scans needs the
+        // stored history (to send the order every scan so far): rare, fetched
+        // in flight together.
+        let joins: Vec<bool> = members
+            .iter()
+            .zip(&loaded)
+            .map(|(i, l)| {
+                let wb = &l.waybill;
+                wb.registration.is_none()
+                    && (wb.state.events > 0 || !wb.state.pending.is_empty())
+                    && groups.get(*i).is_some_and(|g| {
+                        g.inputs
+                            .iter()
+                            .any(|input| matches!(input, Input::Registration(_)))
+                    })
+            })
+            .collect();
+        let histories =
+            futures::future::try_join_all(members.iter().zip(&joins).map(|(i, join)| async move {
+                match (join, groups.get(*i)) {
+                    (true, Some(g)) => self.store.history(partition, &g.key).await,
+                    _ => Ok(Vec::new()),
+                }
+            }))
+            .await?;
+        let hold_until = self.hold_until(clock);
+        let mut folds: Vec<Folded> = Vec::with_capacity(members.len());
+        let mut befores: Vec<WaybillState> = Vec::with_capacity(members.len());
+        let mut histories_new: Vec<Vec<TrackingEvent>> = Vec::with_capacity(members.len());
+        for ((index, loaded), history) in members.iter().zip(loaded).zip(histories) {
+            let Some(group) = groups.get(*index) else {
+                continue;
+            };
+            let _span = tracing::debug_span!("fold", waybill = %group.key, partition).entered();
+            let before = loaded.waybill.state.clone();
+            let mut known = loaded.known;
+            let mut waybill = loaded.waybill;
+            waybill.hold_until = hold_until;
+            let mut fresh: Vec<Input> = Vec::with_capacity(group.inputs.len());
+            for input in &group.inputs {
+                match input {
+                    Input::Event(event) if !known.insert(event.event_id.clone()) => {
+                        self.count("duplicate");
+                    }
+                    _ => fresh.push(input.clone()),
+                }
+            }
+            let mut fx = Effects::default();
+            self.engine
+                .apply(&mut waybill, &fresh, &history, clock, &mut fx);
+            if fx.history.is_empty()
+                && fx.outputs.is_empty()
+                && !waybill.registration_changed
+                && waybill.state == before
+            {
+                continue;
+            }
+            let encoded: Vec<Encoded> = fx.outputs.iter().map(Encoded::new).collect();
+            folds.push(Folded {
+                group: *index,
+                seqs: vec![None; encoded.len()],
+                waybill,
+                outputs: fx.outputs,
+                encoded,
+            });
+            befores.push(before);
+            histories_new.push(fx.history);
+        }
+        let changes: Vec<Change<'_>> = folds
+            .iter()
+            .zip(&befores)
+            .zip(&histories_new)
+            .map(|((f, before), history)| Change {
+                before,
+                waybill: &f.waybill,
+                history,
+                outputs: &f.encoded,
+            })
+            .collect();
+        let results = self.store.commit_partition(partition, &changes).await?;
+        drop(changes);
+        let mut round = Round {
+            clock,
+            done: Vec::with_capacity(folds.len()),
+            conflicts: Vec::new(),
+        };
+        for (mut folded, result) in folds.into_iter().zip(results) {
+            match result {
+                Committed::Done(seqs) => {
+                    if self.store.inline_sequence() {
+                        let mut seqs = seqs.into_iter();
+                        for (encoded, seq) in folded.encoded.iter().zip(folded.seqs.iter_mut()) {
+                            if encoded.order.is_some() {
+                                *seq = seqs.next();
+                            }
+                        }
+                    }
+                    round.done.push(folded);
+                }
+                Committed::Conflict => {
+                    tracing::debug!(waybill = %folded.waybill.key, "concurrent change; re-applying");
+                    round.conflicts.push(folded.group);
                 }
             }
         }
-        if self.timers.clock == ClockMode::Event {
-            for (partition, newest) in seen {
-                if newest > i64::MIN {
-                    self.store
-                        .advance_watermark(partition, newest)
-                        .await
-                        .map_err(Failure::from)?;
-                }
-            }
-        }
-        Ok(())
+        Ok(round)
     }
 }
 

@@ -20,10 +20,22 @@
 //! | `{o:O}:updates` | zset | seq → encoded `ShipmentUpdate` (WatchOrder replay) |
 //! | `{o:O}:merchant` | string | owning merchant id (scopes gRPC reads) |
 //!
-//! A waybill change is committed by [`COMMIT`]: compare the version, write state,
-//! history, timers and outbox entries in one step. Outputs are then delivered
-//! (sequence assigned, produced, acknowledged) and only then removed from the
-//! outbox, so a crash anywhere re-delivers the same ids instead of losing them.
+//! A waybill change is committed by a Lua script: compare the version, write
+//! state, history, timers and outbox entries in one step. Outputs are then
+//! delivered (sequence assigned, produced, acknowledged) and only then removed
+//! from the outbox, so a crash anywhere re-delivers the same ids instead of
+//! losing them.
+//!
+//! The consumer's batch path works a partition at a time with a constant number
+//! of round trips ([`Store::load_partition`], [`Store::commit_partition`],
+//! [`Store::finish_partition`]): per-waybill commands cost Redis about as much
+//! in per-command overhead as in work, and the detector used to spend five
+//! round trips per scan. The commit script still compares and sets each
+//! waybill's version on its own, so concurrent instances stay correct; on a
+//! standalone server it also assigns the updates' sequence numbers (in Redis
+//! Cluster the order keys live in other slots, so [`Store::sequence`] does it
+//! per update). The timer loop and outbox re-delivery use the single-waybill
+//! operations ([`Store::load`], [`Store::commit`], [`Store::prepare`]).
 
 use std::collections::HashMap;
 
@@ -106,6 +118,93 @@ redis.call('ZADD', KEYS[3], seq, string.char(8) .. table.concat(bytes) .. ARGV[2
 return seq
 ";
 
+const COMMIT_BATCH_LUA: &str = r"
+-- The waybills of one partition in a consumer batch, each committed on its
+-- own compare-and-set: a conflict skips that waybill only (nothing of it is
+-- written) and the caller reloads and re-applies it.
+-- KEYS: 1 timers zset, 2 outbox hash, then per waybill its state hash and
+--       history hash, followed (inline sequencing only) by 4 order keys per
+--       update output: ids hash, seq counter, updates zset, merchant.
+-- ARGV: 1 inline sequencing ('1' / '0'), 2 waybill count, then per waybill:
+--       expected version, state, registration ('' = unchanged),
+--       history count, (id, bytes)*, timer set count, (member, score)*,
+--       timer delete count, (member)*, output count,
+--       (kind 'u' | 'a', outbox id, body, merchant ('' for alerts))*
+-- Returns per waybill {-1} on conflict, else {new version, then (inline only)
+-- the sequence number of each update output, in order}. Inline sequencing is
+-- the sequence script's logic; it is only used on a standalone server, where
+-- the order keys may be touched from the partition's script. Timer and outbox
+-- writes of all committed waybills go in one command each (members and
+-- fields are distinct per waybill), which is most of what batching saves.
+local inline = ARGV[1] == '1'
+local out, zadd, zrem, outbox = {}, {}, {}, {}
+local i, k = 3, 3
+for w = 1, tonumber(ARGV[2]) do
+  local state, hist = KEYS[k], KEYS[k + 1]
+  k = k + 2
+  local version = tonumber(redis.call('HGET', state, 'v') or '0')
+  local ok = version == tonumber(ARGV[i])
+  local res = {-1}
+  if ok then
+    if ARGV[i + 2] ~= '' then
+      redis.call('HSET', state, 'v', version + 1, 's', ARGV[i + 1], 'r', ARGV[i + 2])
+    else
+      redis.call('HSET', state, 'v', version + 1, 's', ARGV[i + 1])
+    end
+    res[1] = version + 1
+  end
+  i = i + 3
+  local n = tonumber(ARGV[i]); i = i + 1
+  if ok and n > 0 then redis.call('HSET', hist, unpack(ARGV, i, i + 2 * n - 1)) end
+  i = i + 2 * n
+  n = tonumber(ARGV[i]); i = i + 1
+  if ok then
+    for j = i, i + 2 * n - 1, 2 do
+      zadd[#zadd + 1] = ARGV[j + 1]
+      zadd[#zadd + 1] = ARGV[j]
+    end
+  end
+  i = i + 2 * n
+  n = tonumber(ARGV[i]); i = i + 1
+  if ok then
+    for j = i, i + n - 1 do zrem[#zrem + 1] = ARGV[j] end
+  end
+  i = i + n
+  n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do
+    local kind, id, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    if ok then
+      outbox[#outbox + 1] = id
+      outbox[#outbox + 1] = kind .. body
+    end
+    if kind == 'u' and inline then
+      if ok then
+        local seq = redis.call('HGET', KEYS[k], id)
+        if seq then
+          seq = tonumber(seq)
+        else
+          seq = redis.call('INCR', KEYS[k + 1])
+          if seq == 1 then redis.call('SETNX', KEYS[k + 3], ARGV[i + 3]) end
+          redis.call('HSET', KEYS[k], id, seq)
+          local m, bytes = seq, {}
+          while m >= 128 do bytes[#bytes + 1] = string.char(m % 128 + 128); m = math.floor(m / 128) end
+          bytes[#bytes + 1] = string.char(m)
+          redis.call('ZADD', KEYS[k + 2], seq, string.char(8) .. table.concat(bytes) .. body)
+        end
+        res[#res + 1] = seq
+      end
+      k = k + 4
+    end
+    i = i + 4
+  end
+  out[w] = res
+end
+if #zadd > 0 then redis.call('ZADD', KEYS[1], unpack(zadd)) end
+if #zrem > 0 then redis.call('ZREM', KEYS[1], unpack(zrem)) end
+if #outbox > 0 then redis.call('HSET', KEYS[2], unpack(outbox)) end
+return out
+";
+
 const DROP_TIMER_LUA: &str = r"
 -- KEYS: 1 timers zset; ARGV: 1 member, 2 the score it was read with.
 -- Removes the member only if a commit has not re-armed it since.
@@ -148,6 +247,11 @@ pub struct Store {
     sequence: Script,
     watermark: Script,
     drop_timer: Script,
+    commit_batch: Script,
+    /// Whether updates get their sequence numbers inside the partition's
+    /// commit script: only on a standalone server, because in Redis Cluster the
+    /// order keys live in other slots than the partition's.
+    inline_sequence: bool,
 }
 
 /// An output ready for Kafka.
@@ -168,11 +272,13 @@ impl Store {
     /// A store over `conn`.
     pub fn new(conn: RedisConn) -> Self {
         Store {
+            inline_sequence: matches!(conn, RedisConn::Single(_)),
             conn,
             commit: Script::new(COMMIT_LUA),
             sequence: Script::new(SEQUENCE_LUA),
             watermark: Script::new(WATERMARK_LUA),
             drop_timer: Script::new(DROP_TIMER_LUA),
+            commit_batch: Script::new(COMMIT_BATCH_LUA),
         }
     }
 
@@ -460,6 +566,331 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         Ok(value.unwrap_or(i64::MIN))
+    }
+}
+
+/// One waybill's part in a batch load: its key and the ids of the batch's
+/// events for it (to find duplicates).
+pub struct LoadRequest<'a> {
+    /// `carrier:waybill`.
+    pub key: &'a str,
+    /// Event ids of the batch for this waybill.
+    pub event_ids: &'a [String],
+}
+
+/// An output encoded once, for the outbox, the commit script and the record.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Destination topic.
+    pub topic: &'static str,
+    /// Record key.
+    pub key: String,
+    /// Outbox id (for updates also the sequence id).
+    pub outbox_id: String,
+    /// The update (without `seq`) or the alert, protobuf-encoded.
+    pub body: Vec<u8>,
+    /// Updates: `(order id, merchant id)`; alerts: `None`.
+    pub order: Option<(String, String)>,
+}
+
+impl Encoded {
+    /// Encodes an output.
+    pub fn new(output: &Output) -> Self {
+        match output {
+            Output::Update { id, update } => Encoded {
+                topic: trackstream_proto::topics::TRACKING_UPDATES,
+                key: update
+                    .event
+                    .as_ref()
+                    .map(|e| trackstream_proto::keys::waybill_key(&e.carrier, &e.waybill))
+                    .unwrap_or_default(),
+                outbox_id: id.clone(),
+                body: update.encode_to_vec(),
+                order: Some((update.order_id.clone(), update.merchant_id.clone())),
+            },
+            Output::Alert(alert) => Encoded {
+                topic: trackstream_proto::topics::TRACKING_ALERTS,
+                key: trackstream_proto::keys::waybill_key(&alert.carrier, &alert.waybill),
+                outbox_id: output.outbox_id(),
+                body: alert.encode_to_vec(),
+                order: None,
+            },
+        }
+    }
+
+    /// The Kafka record, once an update has its sequence number.
+    pub fn delivery(self, partition: i32, seq: Option<u64>) -> Delivery {
+        let payload = match seq {
+            Some(seq) => with_seq(seq, &self.body),
+            None => self.body,
+        };
+        Delivery {
+            topic: self.topic,
+            key: self.key,
+            payload,
+            outbox_id: self.outbox_id,
+            partition,
+        }
+    }
+}
+
+/// One waybill's change in a batch commit.
+pub struct Change<'a> {
+    /// The state as loaded (its timers are what the set holds now).
+    pub before: &'a WaybillState,
+    /// The waybill after the fold (carries the expected version).
+    pub waybill: &'a Waybill,
+    /// New history entries.
+    pub history: &'a [TrackingEvent],
+    /// Its outputs, encoded.
+    pub outputs: &'a [Encoded],
+}
+
+/// What the batch commit did for one waybill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// Written; with inline sequencing, the sequence number of each update
+    /// output in order (empty otherwise: assign them with [`Store::sequence`]).
+    Done(Vec<u64>),
+    /// Another writer changed the waybill first: reload and re-apply it.
+    Conflict,
+}
+
+impl Store {
+    /// Whether [`Store::commit_partition`] assigns update sequence numbers itself.
+    pub fn inline_sequence(&self) -> bool {
+        self.inline_sequence
+    }
+
+    /// Loads the waybills of one partition in one pipelined round trip (every
+    /// key shares the partition's slot): state, registration, and which of the
+    /// batch's event ids each already has. With `watermark`, also the
+    /// partition's event-time watermark (`i64::MIN` before any).
+    pub async fn load_partition(
+        &self,
+        partition: i32,
+        requests: &[LoadRequest<'_>],
+        watermark: bool,
+    ) -> redis::RedisResult<(i64, Vec<Loaded>)> {
+        let mut pipe = redis::pipe();
+        if watermark {
+            pipe.cmd("GET").arg(watermark_key(partition));
+        }
+        for request in requests {
+            pipe.cmd("HMGET")
+                .arg(state_key(partition, request.key))
+                .arg("v")
+                .arg("s")
+                .arg("r");
+            if !request.event_ids.is_empty() {
+                pipe.cmd("HMGET")
+                    .arg(history_key(partition, request.key))
+                    .arg(request.event_ids);
+            }
+        }
+        let mut conn = self.conn.clone();
+        let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let mut values = values.into_iter();
+        let mark = if watermark {
+            let value: Option<i64> = redis::FromRedisValue::from_redis_value(
+                values.next().unwrap_or(redis::Value::Nil),
+            )?;
+            value.unwrap_or(i64::MIN)
+        } else {
+            i64::MIN
+        };
+        let mut loaded = Vec::with_capacity(requests.len());
+        for request in requests {
+            let fields: Vec<Option<Vec<u8>>> = redis::FromRedisValue::from_redis_value(
+                values.next().unwrap_or(redis::Value::Nil),
+            )?;
+            let known = if request.event_ids.is_empty() {
+                Default::default()
+            } else {
+                let present: Vec<Option<Vec<u8>>> = redis::FromRedisValue::from_redis_value(
+                    values.next().unwrap_or(redis::Value::Nil),
+                )?;
+                request
+                    .event_ids
+                    .iter()
+                    .zip(present)
+                    .filter(|(_, v)| v.is_some())
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            };
+            let field = |i: usize| fields.get(i).and_then(Option::as_deref);
+            loaded.push(Loaded {
+                waybill: Waybill {
+                    key: request.key.to_owned(),
+                    partition,
+                    version: field(0)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                    state: field(1)
+                        .and_then(|s| WaybillState::decode(s).ok())
+                        .unwrap_or_default(),
+                    registration: field(2).and_then(|r| Shipment::decode(r).ok()),
+                    registration_changed: false,
+                    hold_until: 0,
+                },
+                known,
+            });
+        }
+        Ok((mark, loaded))
+    }
+
+    /// Commits the changed waybills of one partition with one script call,
+    /// each on its own compare-and-set; with inline sequencing (standalone
+    /// Redis) update sequence numbers are assigned in the same step.
+    pub async fn commit_partition(
+        &self,
+        partition: i32,
+        changes: &[Change<'_>],
+    ) -> redis::RedisResult<Vec<Committed>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // EVALSHA built as one command (keys first, then arguments): a script
+        // invocation would hold every argument in its own buffer and copy them
+        // all again, and a partition's commit carries tens of kilobytes.
+        let mut keys = vec![timers_key(partition), outbox_key(partition)];
+        for change in changes {
+            let key = &change.waybill.key;
+            keys.push(state_key(partition, key));
+            keys.push(history_key(partition, key));
+            if self.inline_sequence {
+                for (order, _) in change.outputs.iter().filter_map(|o| o.order.as_ref()) {
+                    for suffix in ["ids", "seq", "updates", "merchant"] {
+                        keys.push(order_key(order, suffix));
+                    }
+                }
+            }
+        }
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.commit_batch.get_hash())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(if self.inline_sequence { "1" } else { "0" })
+            .arg(changes.len());
+        for change in changes {
+            let waybill = change.waybill;
+            cmd.arg(waybill.version)
+                .arg(crate::engine::encode_state(&waybill.state))
+                .arg(if waybill.registration_changed {
+                    waybill
+                        .registration
+                        .as_ref()
+                        .map(Message::encode_to_vec)
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                })
+                .arg(change.history.len());
+            for event in change.history {
+                cmd.arg(&event.event_id).arg(event.encode_to_vec());
+            }
+            let (sets, deletes) = timer_changes(change.before, waybill);
+            cmd.arg(sets.len());
+            for (rule, score) in sets {
+                cmd.arg(timer_member(&waybill.key, rule)).arg(score);
+            }
+            cmd.arg(deletes.len());
+            for rule in deletes {
+                cmd.arg(timer_member(&waybill.key, rule));
+            }
+            cmd.arg(change.outputs.len());
+            for output in change.outputs {
+                let (kind, merchant) = match &output.order {
+                    Some((_, merchant)) => ("u", merchant.as_str()),
+                    None => ("a", ""),
+                };
+                cmd.arg(kind)
+                    .arg(&output.outbox_id)
+                    .arg(&output.body)
+                    .arg(merchant);
+            }
+        }
+        let mut conn = self.conn.clone();
+        let results: Vec<Vec<i64>> = match cmd.query_async(&mut conn).await {
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                // First use on this server (or after SCRIPT FLUSH / failover):
+                // load it (on every node of a cluster) and run it again.
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(COMMIT_BATCH_LUA)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                cmd.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        Ok(results
+            .into_iter()
+            .map(|r| match r.split_first() {
+                Some((version, seqs)) if *version >= 0 => Committed::Done(
+                    seqs.iter()
+                        .map(|s| u64::try_from(*s).unwrap_or(0))
+                        .collect(),
+                ),
+                _ => Committed::Conflict,
+            })
+            .collect())
+    }
+
+    /// Assigns an update its order's sequence number (idempotent: the same id
+    /// always gets the same number) and appends it to the order's log, in the
+    /// order's slot. Used when sequencing is not inline (Redis Cluster).
+    pub async fn sequence(&self, update: &Encoded) -> redis::RedisResult<u64> {
+        let (order, merchant) = update.order.clone().unwrap_or_default();
+        let mut conn = self.conn.clone();
+        self.sequence
+            .key(order_key(&order, "ids"))
+            .key(order_key(&order, "seq"))
+            .key(order_key(&order, "updates"))
+            .key(order_key(&order, "merchant"))
+            .arg(&update.outbox_id)
+            .arg(&update.body)
+            .arg(merchant)
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// After a batch is produced: clears its delivered outbox entries and, for
+    /// the event clock, raises the partition's watermark to `watermark`
+    /// (`None` = leave it), in one pipelined round trip per partition.
+    pub async fn finish_partition(
+        &self,
+        partition: i32,
+        outbox_ids: &[&str],
+        watermark: Option<i64>,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        if !outbox_ids.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HDEL")
+                .arg(outbox_key(partition))
+                .arg(outbox_ids)
+                .ignore();
+            // The raise is a script (never lowers); run it on the same trip.
+            if let Some(mark) = watermark {
+                pipe.invoke_script(self.watermark.key(watermark_key(partition)).arg(mark))
+                    .ignore();
+            }
+            match pipe.query_async::<()>(&mut conn).await {
+                Err(err)
+                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                }
+                other => return other,
+            }
+        }
+        // No outbox entries, or the script was not loaded yet (invoke loads it).
+        if let Some(mark) = watermark {
+            self.advance_watermark(partition, mark).await?;
+        }
+        Ok(())
     }
 }
 
