@@ -3,6 +3,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -526,16 +527,7 @@ impl ConsumerLoop {
                     continue;
                 }
             }
-            let deadline = tokio::time::Instant::now() + self.batch_linger;
-            while batch.len() < self.batch_max {
-                tokio::select! {
-                    message = self.consumer.recv() => match message {
-                        Ok(message) => batch.push(detach(&message)),
-                        Err(err) => { tracing::warn!(%err, "kafka consumer error"); break; }
-                    },
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
+            self.fill_batch(&mut batch).await;
 
             self.log_resumed(&batch);
             let started = Instant::now();
@@ -567,6 +559,32 @@ impl ConsumerLoop {
             Err(err) => tracing::debug!(%err, "final commit (nothing stored is fine)"),
         }
         Ok(())
+    }
+
+    /// Adds to `batch` every record librdkafka has already fetched, without
+    /// waiting, then — only if `kafka.batch_linger_ms` is set — waits that long
+    /// for more. Under load a fetch response brings many records at once, so
+    /// batches fill without a linger; when idle, a lone record is handled at
+    /// once instead of waiting out a linger on every consuming hop.
+    async fn fill_batch(&self, batch: &mut Vec<Inbound>) {
+        let deadline = tokio::time::Instant::now() + self.batch_linger;
+        while batch.len() < self.batch_max {
+            let next = match self.consumer.recv().now_or_never() {
+                Some(next) => next,
+                None if self.batch_linger.is_zero() => break,
+                None => tokio::select! {
+                    next = self.consumer.recv() => next,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                },
+            };
+            match next {
+                Ok(message) => batch.push(detach(&message)),
+                Err(err) => {
+                    tracing::warn!(%err, "kafka consumer error");
+                    break;
+                }
+            }
+        }
     }
 
     /// One [`AssignmentCheck`]: ask the coordinator who is in the group and
