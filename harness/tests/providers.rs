@@ -733,7 +733,7 @@ async fn a_resent_kdniao_snapshot_is_a_no_op_downstream() {
     );
 
     // The same snapshot again: written to scans.raw (raw bytes are kept) and
-    // normalized to the very same ids...
+    // normalized to the very same ids, which normalize remembers writing...
     let (status, body) = push.send(&sandbox).await;
     assert_eq!((status, &body["Success"]), (200, &json!(true)), "{body}");
     // ...and then a marker behind it on the same (only) partition.
@@ -750,9 +750,12 @@ async fn a_resent_kdniao_snapshot_is_a_no_op_downstream() {
         .into_iter()
         .filter(|e| e.waybill != "MARK-1")
         .collect();
-    assert_eq!(emitted.len(), 18, "nine scans, normalized twice");
-    let (once, twice) = emitted.split_at(9);
-    assert_eq!(ids(once), ids(twice), "a resend reproduces every id");
+    assert_eq!(
+        emitted.len(),
+        9,
+        "the resend wrote nothing new to tracking.events: {:?}",
+        ids(&emitted)
+    );
     let mut raw = sandbox.reader(topics::SCANS_RAW);
     raw.until(WAIT, "both pushes and the marker on scans.raw", |r| {
         r.len() >= 7
@@ -826,18 +829,18 @@ async fn a_kuaidi100_snapshot_grown_by_one_trace_adds_exactly_one_update() {
         .await;
     assert_eq!(status, 200);
 
+    // Old traces keep their ids, so normalize writes only the new one.
     let mut events = sandbox.reader(topics::TRACKING_EVENTS);
-    events.until(WAIT, "4 + 5 events", |r| r.len() >= 9).await;
+    events.until(WAIT, "4 + 1 events", |r| r.len() >= 5).await;
     let all_events = events_of(&events, "YT6247854916511");
-    assert_eq!(all_events.len(), 9);
+    assert_eq!(all_events.len(), 5, "{:?}", ids(&all_events));
     let (before, after) = all_events.split_at(4);
-    assert_eq!(ids(&after[..4]), ids(before), "old traces keep their ids");
-    assert!(!ids(before).contains(&after[4].event_id));
+    assert!(!ids(before).contains(&after[0].event_id));
     assert_eq!(
         (
-            after[4].status,
-            after[4].raw_code.as_str(),
-            after[4].carrier_sequence
+            after[0].status,
+            after[0].raw_code.as_str(),
+            after[0].carrier_sequence
         ),
         (Status::Delivered as i32, "301", 5)
     );
@@ -858,7 +861,7 @@ async fn a_kuaidi100_snapshot_grown_by_one_trace_adds_exactly_one_update() {
     );
     assert_eq!(
         seen[4].event.as_ref().map(|e| e.event_id.as_str()),
-        Some(after[4].event_id.as_str())
+        Some(after[0].event_id.as_str())
     );
     sandbox.shutdown().await;
 }

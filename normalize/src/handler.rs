@@ -1,6 +1,7 @@
 //! The batch handler: raw items → canonical events or dead letters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -10,6 +11,8 @@ use trackstream_carriers::{NormalizeError, ProviderSettings};
 use trackstream_proto::v1::{Provider, RawScan, Reason};
 use trackstream_proto::{keys, topics};
 use trackstream_runtime::kafka::{BatchHandler, HandlerError, Inbound, OutRecord, Producer};
+
+use crate::recent::RecentEvents;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -21,12 +24,23 @@ pub struct Normalizer {
     events: Family<Labels, Counter>,
     unknown_codes: Family<Labels, Counter>,
     dead_letters: Family<Labels, Counter>,
+    /// Ids this instance wrote recently (resent snapshots are not written again).
+    recent: Mutex<RecentEvents>,
+    resent: Counter,
+}
+
+/// A canonical event ready for `tracking.events`, with its id for dedup.
+pub struct CanonicalEvent {
+    /// The event's stable id (same scan, same id, however often it is pushed).
+    pub event_id: String,
+    /// The record to write.
+    pub record: OutRecord,
 }
 
 /// What one raw record became.
 pub enum Normalized {
     /// Canonical events for `tracking.events`.
-    Events(Vec<OutRecord>),
+    Events(Vec<CanonicalEvent>),
     /// A dead letter for `scans.dlq`, with the cause.
     DeadLetter(OutRecord),
 }
@@ -45,6 +59,8 @@ impl Normalizer {
             events: Family::default(),
             unknown_codes: Family::default(),
             dead_letters: Family::default(),
+            recent: Mutex::new(RecentEvents::new(0)),
+            resent: Counter::default(),
         };
         registry.register(
             "events",
@@ -61,7 +77,20 @@ impl Normalizer {
             "Raw records sent to scans.dlq, by cause",
             normalizer.dead_letters.clone(),
         );
+        registry.register(
+            "resent_events",
+            "Events not written again because this instance wrote them recently (resent snapshots)",
+            normalizer.resent.clone(),
+        );
         normalizer
+    }
+
+    /// Remembers up to `capacity` written event ids per generation so a resent
+    /// snapshot's old scans are not written again (see [`crate::recent`]).
+    /// Without it every event is written, as the replay command wants.
+    pub fn remembering(mut self, capacity: usize) -> Self {
+        self.recent = Mutex::new(RecentEvents::new(capacity));
+        self
     }
 
     /// Normalizes one record (pure apart from metrics; used by the re-normalize
@@ -95,12 +124,14 @@ impl Normalizer {
                             self.unknown_codes.get_or_create(&vec![("provider", route.to_owned())]).inc();
                             tracing::warn!(provider = route, raw_code = %event.raw_code, "unknown provider code kept with reason UNKNOWN");
                         }
-                        self.events.get_or_create(&vec![("provider", route.to_owned())]).inc();
-                        OutRecord::new(
-                            topics::TRACKING_EVENTS,
-                            keys::waybill_key(&event.carrier, &event.waybill),
-                            event.encode_to_vec(),
-                        )
+                        CanonicalEvent {
+                            record: OutRecord::new(
+                                topics::TRACKING_EVENTS,
+                                keys::waybill_key(&event.carrier, &event.waybill),
+                                event.encode_to_vec(),
+                            ),
+                            event_id: event.event_id,
+                        }
                     })
                     .collect();
                 Normalized::Events(records)
@@ -134,16 +165,46 @@ impl Normalizer {
 impl BatchHandler for Normalizer {
     async fn handle(&self, batch: &[Inbound]) -> Result<(), HandlerError> {
         let mut out = Vec::with_capacity(batch.len() * 4);
-        for record in batch {
-            match self.normalize(record) {
-                Normalized::Events(events) => out.extend(events),
-                Normalized::DeadLetter(letter) => out.push(letter),
+        let mut written: HashSet<String> = HashSet::new();
+        let mut resent = 0u64;
+        {
+            let recent = self
+                .recent
+                .lock()
+                .map_err(|_| HandlerError("recent-events lock poisoned".into()))?;
+            for record in batch {
+                match self.normalize(record) {
+                    Normalized::Events(events) => {
+                        for event in events {
+                            if recent.contains(&event.event_id) || written.contains(&event.event_id)
+                            {
+                                resent += 1;
+                                continue;
+                            }
+                            written.insert(event.event_id);
+                            out.push(event.record);
+                        }
+                    }
+                    Normalized::DeadLetter(letter) => out.push(letter),
+                }
             }
         }
         self.producer
             .send_all(out)
             .await
-            .map_err(|err| HandlerError(format!("writing events: {err}")))
+            .map_err(|err| HandlerError(format!("writing events: {err}")))?;
+        // Only what the broker acknowledged is remembered: a failed batch is
+        // retried in full.
+        if let Ok(mut recent) = self.recent.lock() {
+            for event_id in &written {
+                recent.insert(event_id);
+            }
+        }
+        if resent > 0 {
+            self.resent.inc_by(resent);
+            tracing::debug!(resent, "resent events not written again");
+        }
+        Ok(())
     }
 }
 
@@ -200,9 +261,10 @@ mod tests {
             r#"{"ShipperCode":"SF","LogisticCode":"SF1","State":"4","Traces":[
                 {"AcceptTime":"2026-11-20 09:00:00","AcceptStation":"新异常","Location":"深圳市","Action":"499"}]}"#,
         ));
-        let Normalized::Events(records) = normalizer.normalize(&record) else {
+        let Normalized::Events(events) = normalizer.normalize(&record) else {
             panic!("an unknown code must not be dead-lettered");
         };
+        let records: Vec<OutRecord> = events.into_iter().map(|e| e.record).collect();
         assert_eq!(records.len(), 1);
         assert_eq!(
             (records[0].topic, records[0].key.as_str()),

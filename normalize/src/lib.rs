@@ -7,17 +7,19 @@
 //! source position in headers — never dropped, never a panic. Unknown provider
 //! codes still produce events (reason `UNKNOWN`) and are counted.
 //!
-//! normalize is stateless: dedup happens downstream by event id, which is stable
-//! across resends, so replaying `scans.raw` ([`replay`], `trackstream-normalize
+//! normalize keeps no durable state: dedup happens downstream by event id, which
+//! is stable across resends (it only remembers the ids it wrote recently, in
+//! memory, to drop resent snapshots at the source — [`recent`]), so replaying `scans.raw` ([`replay`], `trackstream-normalize
 //! replay`, operator guide in `docs/REPLAY.md`) only re-derives events the
 //! detector already has.
 //!
-//! Layout: [`config`], [`handler`] (the batch handler), [`replay`] (the
-//! re-normalize command), this file (wiring).
+//! Layout: [`config`], [`handler`] (the batch handler), [`recent`] (ids written
+//! recently), [`replay`] (the re-normalize command), this file (wiring).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod handler;
+pub mod recent;
 pub mod replay;
 
 use std::net::SocketAddr;
@@ -45,11 +47,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let group = config.kafka.group_for("normalize");
     let consumer =
         ConsumerLoop::subscribe(&config.kafka, &group, &[topics::SCANS_RAW], &mut registry)?;
-    let handler = Arc::new(handler::Normalizer::new(
-        producer.clone(),
-        config.providers.clone(),
-        &mut registry,
-    ));
+    let handler = Arc::new(
+        handler::Normalizer::new(producer.clone(), config.providers.clone(), &mut registry)
+            .remembering(config.recent_events),
+    );
     let (admin_addr, health) =
         admin::serve_ready(&config.admin.listen, registry, shutdown.clone()).await?;
     tracing::info!(%admin_addr, group, "normalize consuming scans.raw");

@@ -402,7 +402,7 @@ async fn flush(
         match normalizer.normalize(record) {
             Normalized::Events(events) => {
                 summary.events += events.len() as u64;
-                out.extend(events);
+                out.extend(events.into_iter().map(|event| event.record));
             }
             Normalized::DeadLetter(letter) => {
                 summary.dead_letters += 1;
