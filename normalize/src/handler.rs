@@ -64,7 +64,7 @@ impl Normalizer {
         };
         registry.register(
             "events",
-            "Canonical events written, by provider",
+            "Canonical events normalized, by provider (resent ones included: see resent_events)",
             normalizer.events.clone(),
         );
         registry.register(
@@ -124,6 +124,7 @@ impl Normalizer {
                             self.unknown_codes.get_or_create(&vec![("provider", route.to_owned())]).inc();
                             tracing::warn!(provider = route, raw_code = %event.raw_code, "unknown provider code kept with reason UNKNOWN");
                         }
+                        self.events.get_or_create(&vec![("provider", route.to_owned())]).inc();
                         CanonicalEvent {
                             record: OutRecord::new(
                                 topics::TRACKING_EVENTS,
