@@ -136,60 +136,74 @@ const COMMIT_BATCH_LUA: &str = r"
 -- the order keys may be touched from the partition's script. Timer and outbox
 -- writes of all committed waybills go in one command each (members and
 -- fields are distinct per waybill), which is most of what batching saves.
+local call = redis.call
 local inline = ARGV[1] == '1'
 local out, zadd, zrem, outbox = {}, {}, {}, {}
+local nz, nr, no = 0, 0, 0
 local i, k = 3, 3
 for w = 1, tonumber(ARGV[2]) do
-  local state, hist = KEYS[k], KEYS[k + 1]
-  k = k + 2
-  local version = tonumber(redis.call('HGET', state, 'v') or '0')
+  local state = KEYS[k]
+  local version = tonumber(call('HGET', state, 'v') or '0')
   local ok = version == tonumber(ARGV[i])
-  local res = {-1}
   if ok then
     if ARGV[i + 2] ~= '' then
-      redis.call('HSET', state, 'v', version + 1, 's', ARGV[i + 1], 'r', ARGV[i + 2])
+      call('HSET', state, 'v', version + 1, 's', ARGV[i + 1], 'r', ARGV[i + 2])
     else
-      redis.call('HSET', state, 'v', version + 1, 's', ARGV[i + 1])
+      call('HSET', state, 'v', version + 1, 's', ARGV[i + 1])
     end
-    res[1] = version + 1
+    out[w] = {version + 1}
+  else
+    out[w] = {-1}
   end
+  local res = out[w]
   i = i + 3
   local n = tonumber(ARGV[i]); i = i + 1
-  if ok and n > 0 then redis.call('HSET', hist, unpack(ARGV, i, i + 2 * n - 1)) end
+  if ok and n > 0 then call('HSET', KEYS[k + 1], unpack(ARGV, i, i + 2 * n - 1)) end
+  k = k + 2
   i = i + 2 * n
   n = tonumber(ARGV[i]); i = i + 1
   if ok then
     for j = i, i + 2 * n - 1, 2 do
-      zadd[#zadd + 1] = ARGV[j + 1]
-      zadd[#zadd + 1] = ARGV[j]
+      zadd[nz + 1] = ARGV[j + 1]
+      zadd[nz + 2] = ARGV[j]
+      nz = nz + 2
     end
   end
   i = i + 2 * n
   n = tonumber(ARGV[i]); i = i + 1
   if ok then
-    for j = i, i + n - 1 do zrem[#zrem + 1] = ARGV[j] end
+    for j = i, i + n - 1 do nr = nr + 1; zrem[nr] = ARGV[j] end
   end
   i = i + n
   n = tonumber(ARGV[i]); i = i + 1
   for _ = 1, n do
     local kind, id, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     if ok then
-      outbox[#outbox + 1] = id
-      outbox[#outbox + 1] = kind .. body
+      outbox[no + 1] = id
+      outbox[no + 2] = kind .. body
+      no = no + 2
     end
-    if kind == 'u' and inline then
+    if inline and kind == 'u' then
       if ok then
-        local seq = redis.call('HGET', KEYS[k], id)
+        local seq = call('HGET', KEYS[k], id)
         if seq then
           seq = tonumber(seq)
         else
-          seq = redis.call('INCR', KEYS[k + 1])
-          if seq == 1 then redis.call('SETNX', KEYS[k + 3], ARGV[i + 3]) end
-          redis.call('HSET', KEYS[k], id, seq)
-          local m, bytes = seq, {}
-          while m >= 128 do bytes[#bytes + 1] = string.char(m % 128 + 128); m = math.floor(m / 128) end
-          bytes[#bytes + 1] = string.char(m)
-          redis.call('ZADD', KEYS[k + 2], seq, string.char(8) .. table.concat(bytes) .. body)
+          seq = call('INCR', KEYS[k + 1])
+          if seq == 1 then call('SETNX', KEYS[k + 3], ARGV[i + 3]) end
+          call('HSET', KEYS[k], id, seq)
+          local prefix
+          if seq < 128 then
+            prefix = string.char(8, seq)
+          elseif seq < 16384 then
+            prefix = string.char(8, seq % 128 + 128, math.floor(seq / 128))
+          else
+            local m, bytes = seq, {8}
+            while m >= 128 do bytes[#bytes + 1] = m % 128 + 128; m = math.floor(m / 128) end
+            bytes[#bytes + 1] = m
+            prefix = string.char(unpack(bytes))
+          end
+          call('ZADD', KEYS[k + 2], seq, prefix .. body)
         end
         res[#res + 1] = seq
       end
@@ -197,11 +211,10 @@ for w = 1, tonumber(ARGV[2]) do
     end
     i = i + 4
   end
-  out[w] = res
 end
-if #zadd > 0 then redis.call('ZADD', KEYS[1], unpack(zadd)) end
-if #zrem > 0 then redis.call('ZREM', KEYS[1], unpack(zrem)) end
-if #outbox > 0 then redis.call('HSET', KEYS[2], unpack(outbox)) end
+if nz > 0 then call('ZADD', KEYS[1], unpack(zadd)) end
+if nr > 0 then call('ZREM', KEYS[1], unpack(zrem)) end
+if no > 0 then call('HSET', KEYS[2], unpack(outbox)) end
 return out
 ";
 

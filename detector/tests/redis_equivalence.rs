@@ -375,3 +375,61 @@ async fn concurrent_instances_on_the_same_waybills_conflict_retry_and_emit_each_
         "no compare-and-set was ever lost:\n{metrics}"
     );
 }
+
+/// The commit script writes each update into its order's log with the
+/// sequence number prepended as a protobuf varint; the bytes must decode to the
+/// update with that `seq`, equal to the record produced, across varint widths
+/// (counters primed just below 128 and 16 384).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_log_entries_decode_with_their_seq_across_varint_widths() {
+    use prost::Message as _;
+    use trackstream_proto::v1::Status;
+
+    let server = RedisServer::start().await.expect("redis-server");
+    let conn = connect(&server, 0).await;
+    let detector = detector(conn, &RulesConfig::default(), event_clock(0));
+    let mut raw = redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    for (key, order, primed) in [("sf:V1", "O-V1", 125_u64), ("sf:V2", "O-V2", 16_381)] {
+        redis::cmd("SET")
+            .arg(trackstream_detector::store::order_key(order, "seq"))
+            .arg(primed)
+            .query_async::<()>(&mut raw)
+            .await
+            .expect("primes the counter");
+        let mut batch = vec![registration_record(0, &shipment(key, order, T0))];
+        for (i, status) in [
+            Status::PickedUp,
+            Status::InTransit,
+            Status::InTransit,
+            Status::OutForDelivery,
+            Status::Delivered,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            batch.push(event_record(0, &scan(key, status, T0 + (i as i64 + 1) * H)));
+        }
+        detector.apply_batch(&batch).await.expect("applies");
+        let (_, produced) = decode_records(&detector.sink().take());
+        let seqs: Vec<u64> = produced.iter().map(|u| u.seq).collect();
+        assert_eq!(seqs, (primed + 1..=primed + 5).collect::<Vec<_>>());
+        let log: Vec<(Vec<u8>, u64)> = redis::cmd("ZRANGE")
+            .arg(trackstream_detector::store::order_key(order, "updates"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut raw)
+            .await
+            .expect("reads the log");
+        assert_eq!(log.len(), 5);
+        for ((bytes, score), record) in log.iter().zip(&produced) {
+            let stored = ShipmentUpdate::decode(bytes.as_slice()).expect("decodes");
+            assert_eq!(stored.seq, *score);
+            assert_eq!(&stored, record, "the log holds what was produced");
+        }
+    }
+}
