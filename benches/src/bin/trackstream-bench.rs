@@ -1308,13 +1308,18 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
         );
     }
 
+    let defaults = trackstream_runtime::config::KafkaConfig::default();
     let settings = format!(
         "{} partitions per topic; services' `kafka.fetch_wait_max_ms` {}, `kafka.batch_linger_ms` {}; {} webhooks in flight at most",
         opts.partitions,
-        opts.fetch_wait_ms
-            .map_or_else(|| "default (5)".to_owned(), |v| v.to_string()),
-        opts.batch_linger_ms
-            .map_or_else(|| "default (5)".to_owned(), |v| v.to_string()),
+        opts.fetch_wait_ms.map_or_else(
+            || format!("default ({})", defaults.fetch_wait_max_ms),
+            |v| v.to_string()
+        ),
+        opts.batch_linger_ms.map_or_else(
+            || format!("default ({})", defaults.batch_linger_ms),
+            |v| v.to_string()
+        ),
         opts.concurrency
     );
     let report = Run {
