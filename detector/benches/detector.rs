@@ -4,7 +4,9 @@
 //!
 //! `cargo bench -p trackstream-detector --bench detector` (release build).
 //! `DETECTOR_BENCH_SCALE=0.1` shrinks every population for a quick look;
-//! `DETECTOR_BENCH_ONLY=throughput|memory|timers` runs one part.
+//! `DETECTOR_BENCH_ONLY=throughput|memory|timers|cluster` runs the listed
+//! parts (comma-separated; `cluster`, the throughput load against a
+//! three-master Redis Cluster, runs only when listed).
 //! Results and their reading: `benches/results/detector.md`.
 
 use std::sync::Arc;
@@ -55,6 +57,10 @@ async fn run() -> anyhow::Result<()> {
     let runs = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     if runs("throughput") {
         throughput(&server).await?;
+    }
+    // Opt-in: a three-master cluster on the same two cores.
+    if only.split(',').any(|p| p == "cluster") {
+        throughput_cluster().await?;
     }
     if runs("memory") {
         memory(&server).await?;
@@ -179,6 +185,44 @@ fn partition(i: usize) -> i32 {
 /// numbers; the sink is memory, so Kafka is not in the number).
 async fn throughput(server: &RedisServer) -> anyhow::Result<()> {
     flush(server).await?;
+    drive_throughput(
+        "throughput",
+        connect(server).await?,
+        vec![raw(server).await?],
+    )
+    .await
+}
+
+/// The same load against a three-master Redis Cluster (all on this machine):
+/// sequence numbers are then assigned by a script per update in the order's
+/// slot instead of inside the partition's commit.
+async fn throughput_cluster() -> anyhow::Result<()> {
+    let cluster = trackstream_harness::cluster::RedisCluster::start()
+        .await
+        .context("redis cluster")?;
+    let conn = RedisConn::connect(&RedisConfig {
+        url: String::new(),
+        cluster_nodes: cluster.urls(),
+    })
+    .await?;
+    let mut nodes = Vec::new();
+    for url in cluster.urls() {
+        nodes.push(
+            redis::Client::open(url)?
+                .get_multiplexed_async_connection()
+                .await?,
+        );
+    }
+    drive_throughput("cluster throughput", conn, nodes).await
+}
+
+/// Drives the throughput load through `conn`; `nodes` are direct connections
+/// to every server, for CPU and command statistics (summed).
+async fn drive_throughput(
+    label: &str,
+    conn: RedisConn,
+    mut nodes: Vec<redis::aio::MultiplexedConnection>,
+) -> anyhow::Result<()> {
     let parcels = scale(20_000);
     let t0 = 1_704_067_200_000;
     let mut records = Vec::new();
@@ -218,13 +262,15 @@ async fn throughput(server: &RedisServer) -> anyhow::Result<()> {
     timed.sort_by_key(|(at, _)| *at);
     records.extend(timed.into_iter().map(|(_, r)| r));
     let events = parcels * statuses.len();
-    let detector = detector(connect(server).await?, ClockMode::Event);
-    let mut conn = raw(server).await?;
-    redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async::<()>(&mut conn)
-        .await?;
-    let redis_cpu = redis_cpu_seconds(&mut conn).await?;
+    let detector = detector(conn, ClockMode::Event);
+    let mut redis_cpu = 0.0;
+    for node in &mut nodes {
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async::<()>(node)
+            .await?;
+        redis_cpu -= redis_cpu_seconds(node).await?;
+    }
     let own_cpu = process_cpu_seconds();
     let started = Instant::now();
     for batch in records.chunks(500) {
@@ -236,48 +282,64 @@ async fn throughput(server: &RedisServer) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     println!(
-        "throughput: {events} events + {parcels} registrations in {:.2} s = {:.0} events/s ({:.0} records/s), batches of 500, {PARTITIONS} partitions",
+        "{label}: {events} events + {parcels} registrations in {:.2} s = {:.0} events/s ({:.0} records/s), batches of 500, {PARTITIONS} partitions",
         elapsed.as_secs_f64(),
         events as f64 / elapsed.as_secs_f64(),
         records.len() as f64 / elapsed.as_secs_f64()
     );
-    let redis_cpu = redis_cpu_seconds(&mut conn).await? - redis_cpu;
+    for node in &mut nodes {
+        redis_cpu += redis_cpu_seconds(node).await?;
+    }
     let own_cpu = process_cpu_seconds() - own_cpu;
     println!(
-        "throughput: CPU over {:.2} s wall: redis-server {:.2} s ({:.1} µs/event), bench process (detector + tokio) {:.2} s ({:.1} µs/event)",
+        "{label}: CPU over {:.2} s wall: redis-server {:.2} s ({:.1} µs/event), bench process (detector + tokio) {:.2} s ({:.1} µs/event)",
         elapsed.as_secs_f64(),
         redis_cpu,
         redis_cpu * 1e6 / events as f64,
         own_cpu,
         own_cpu * 1e6 / events as f64,
     );
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await?;
-    let mut rows: Vec<(f64, String)> = stats
-        .lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+    let mut totals: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for node in &mut nodes {
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(node)
+            .await?;
+        for line in stats.lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
             let field = |k: &str| {
                 rest.split(',')
                     .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
                     .and_then(|v| v.parse::<f64>().ok())
             };
-            let (calls, usec) = (field("calls")?, field("usec")?);
-            Some((
+            if let (Some(calls), Some(usec)) = (field("calls"), field("usec")) {
+                let entry = totals.entry(name.to_owned()).or_default();
+                entry.0 += calls;
+                entry.1 += usec;
+            }
+        }
+    }
+    let mut rows: Vec<(f64, String)> = totals
+        .into_iter()
+        .map(|(name, (calls, usec))| {
+            (
                 usec,
                 format!(
                     "{name} {calls:.0} calls ({:.2}/event), {:.2} µs/call",
                     calls / events as f64,
                     usec / calls.max(1.0)
                 ),
-            ))
+            )
         })
         .collect();
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
     for (_, row) in rows.iter().take(12) {
-        println!("throughput:   redis {row}");
+        println!("{label}:   redis {row}");
     }
     Ok(())
 }
