@@ -94,6 +94,8 @@ impl Configs {
             ..Default::default()
         };
         detector.timers.tick = trackstream_detector::rules::Millis(100);
+        // Tests push whole scenarios at once; a short grace keeps stall tests quick.
+        detector.timers.grace = trackstream_detector::rules::Millis(1_000);
         let mut notifier = trackstream_notifier::Config {
             kafka,
             redis,
