@@ -11,7 +11,7 @@
 //! | `{pP}:outbox` | hash | emission id → output not yet acknowledged by Kafka |
 //! | `{pP}:wm` | string | event-time watermark (ms), for `clock = "event"` |
 //!
-//! Per order `o` (hash tag `{o:<order>}`):
+//! Per order `O` of merchant `M` (hash tag `{o:M/O}`; written `{o:O}` below):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -71,9 +71,11 @@ pub fn watermark_key(partition: i32) -> String {
     format!("{{p{partition}}}:wm")
 }
 
-/// Order keys share the `{o:<order>}` tag (layout in `trackstream_runtime::order_log`).
-pub fn order_key(order_id: &str, suffix: &str) -> String {
-    trackstream_runtime::order_log::key(order_id, suffix)
+/// Order keys share the `{o:<merchant>/<order>}` tag: order ids are unique only
+/// within a merchant (layout in `trackstream_runtime::order_log`).
+pub fn order_key(merchant_id: &str, order_id: &str, suffix: &str) -> String {
+    use trackstream_runtime::order_log;
+    order_log::key(&order_log::order_ref(merchant_id, order_id), suffix)
 }
 
 /// Timer member of a waybill's rule.
@@ -442,10 +444,10 @@ impl Store {
                 let mut conn = self.conn.clone();
                 let seq: u64 = self
                     .sequence
-                    .key(order_key(&update.order_id, "ids"))
-                    .key(order_key(&update.order_id, "seq"))
-                    .key(order_key(&update.order_id, "updates"))
-                    .key(order_key(&update.order_id, "merchant"))
+                    .key(order_key(&update.merchant_id, &update.order_id, "ids"))
+                    .key(order_key(&update.merchant_id, &update.order_id, "seq"))
+                    .key(order_key(&update.merchant_id, &update.order_id, "updates"))
+                    .key(order_key(&update.merchant_id, &update.order_id, "merchant"))
                     .arg(id)
                     .arg(&body)
                     .arg(&update.merchant_id)
@@ -773,9 +775,9 @@ impl Store {
             keys.push(state_key(partition, key));
             keys.push(history_key(partition, key));
             if self.inline_sequence {
-                for (order, _) in change.outputs.iter().filter_map(|o| o.order.as_ref()) {
+                for (order, merchant) in change.outputs.iter().filter_map(|o| o.order.as_ref()) {
                     for suffix in ["ids", "seq", "updates", "merchant"] {
-                        keys.push(order_key(order, suffix));
+                        keys.push(order_key(merchant, order, suffix));
                     }
                 }
             }
@@ -860,10 +862,10 @@ impl Store {
         let (order, merchant) = update.order.clone().unwrap_or_default();
         let mut conn = self.conn.clone();
         self.sequence
-            .key(order_key(&order, "ids"))
-            .key(order_key(&order, "seq"))
-            .key(order_key(&order, "updates"))
-            .key(order_key(&order, "merchant"))
+            .key(order_key(&merchant, &order, "ids"))
+            .key(order_key(&merchant, &order, "seq"))
+            .key(order_key(&merchant, &order, "updates"))
+            .key(order_key(&merchant, &order, "merchant"))
             .arg(&update.outbox_id)
             .arg(&update.body)
             .arg(merchant)

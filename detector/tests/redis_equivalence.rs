@@ -395,7 +395,9 @@ async fn order_log_entries_decode_with_their_seq_across_varint_widths() {
         .expect("connects");
     for (key, order, primed) in [("sf:V1", "O-V1", 125_u64), ("sf:V2", "O-V2", 16_381)] {
         redis::cmd("SET")
-            .arg(trackstream_detector::store::order_key(order, "seq"))
+            .arg(trackstream_detector::store::order_key(
+                "m-acme", order, "seq",
+            ))
             .arg(primed)
             .query_async::<()>(&mut raw)
             .await
@@ -418,7 +420,9 @@ async fn order_log_entries_decode_with_their_seq_across_varint_widths() {
         let seqs: Vec<u64> = produced.iter().map(|u| u.seq).collect();
         assert_eq!(seqs, (primed + 1..=primed + 5).collect::<Vec<_>>());
         let log: Vec<(Vec<u8>, u64)> = redis::cmd("ZRANGE")
-            .arg(trackstream_detector::store::order_key(order, "updates"))
+            .arg(trackstream_detector::store::order_key(
+                "m-acme", order, "updates",
+            ))
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES")
@@ -432,4 +436,45 @@ async fn order_log_entries_decode_with_their_seq_across_varint_widths() {
             assert_eq!(&stored, record, "the log holds what was produced");
         }
     }
+}
+
+/// Order ids are unique only within a merchant: two shops' order `10001` get
+/// separate per-order sequences and logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_order_id_of_two_merchants_keeps_two_sequences() {
+    use trackstream_proto::v1::Status;
+
+    let server = RedisServer::start().await.expect("redis-server");
+    let detector = detector(
+        connect(&server, 0).await,
+        &RulesConfig::default(),
+        event_clock(0),
+    );
+    let mut acme = shipment("sf:M1", "10001", T0);
+    acme.merchant_id = "m-acme".into();
+    let mut other = shipment("sf:M2", "10001", T0);
+    other.merchant_id = "m-other".into();
+    let mut batch = vec![
+        registration_record(0, &acme),
+        registration_record(0, &other),
+    ];
+    for (i, status) in [Status::PickedUp, Status::InTransit]
+        .into_iter()
+        .enumerate()
+    {
+        let at = T0 + (i as i64 + 1) * H;
+        batch.push(event_record(0, &scan("sf:M1", status, at)));
+        batch.push(event_record(0, &scan("sf:M2", status, at)));
+    }
+    detector.apply_batch(&batch).await.expect("applies");
+    let (_, produced) = decode_records(&detector.sink().take());
+    let seqs_of = |merchant: &str| -> Vec<u64> {
+        produced
+            .iter()
+            .filter(|u| u.merchant_id == merchant && u.order_id == "10001")
+            .map(|u| u.seq)
+            .collect()
+    };
+    assert_eq!(seqs_of("m-acme"), [1, 2]);
+    assert_eq!(seqs_of("m-other"), [1, 2]);
 }

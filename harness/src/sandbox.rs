@@ -226,10 +226,20 @@ impl Sandbox {
 
     /// Registers shipments as merchant `m-acme`.
     pub async fn register(&self, shipments: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.register_as(ACME_TOKEN, shipments).await
+    }
+
+    /// Registers shipments as the merchant of `token` (see [`ACME_TOKEN`],
+    /// [`OTHER_TOKEN`]).
+    pub async fn register_as(
+        &self,
+        token: &str,
+        shipments: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         self.post(
             "/v1/shipments",
             &[
-                ("authorization", format!("Bearer {ACME_TOKEN}")),
+                ("authorization", format!("Bearer {token}")),
                 ("content-type", "application/json".into()),
             ],
             shipments.to_string().into_bytes(),

@@ -131,14 +131,20 @@ impl Detector {
         let mut seqs = Vec::with_capacity(updates.len());
         for mut update in updates {
             let seq: u64 = redis::cmd("INCR")
-                .arg(order_log::key(&update.order_id, "seq"))
+                .arg(order_log::key(
+                    &order_log::order_ref(&update.merchant_id, &update.order_id),
+                    "seq",
+                ))
                 .query_async(&mut conn)
                 .await
                 .unwrap();
             update.seq = seq;
             let bytes = update.encode_to_vec();
             let _: () = redis::cmd("ZADD")
-                .arg(order_log::key(&update.order_id, "updates"))
+                .arg(order_log::key(
+                    &order_log::order_ref(&update.merchant_id, &update.order_id),
+                    "updates",
+                ))
                 .arg(seq)
                 .arg(&bytes)
                 .query_async(&mut conn)
@@ -320,13 +326,22 @@ tokens = ["{TOKEN}"]
     for chunk in (0..watchers).collect::<Vec<_>>().chunks(1_000) {
         let mut pipe = redis::pipe();
         for i in chunk {
-            pipe.set(order_log::key(&format!("B-{i}"), "merchant"), "m-bench")
-                .ignore();
+            pipe.set(
+                order_log::key(
+                    &order_log::order_ref("m-bench", &format!("B-{i}")),
+                    "merchant",
+                ),
+                "m-bench",
+            )
+            .ignore();
         }
         let _: () = pipe.query_async(&mut seed).await.unwrap();
     }
     let _: () = redis::cmd("SET")
-        .arg(order_log::key("HOT", "merchant"))
+        .arg(order_log::key(
+            &order_log::order_ref("m-bench", "HOT"),
+            "merchant",
+        ))
         .arg("m-bench")
         .query_async(&mut seed)
         .await

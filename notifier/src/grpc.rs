@@ -170,13 +170,14 @@ impl Api {
         if order_id.is_empty() {
             return Err(ApiError::BadRequest("order_id is required".into()));
         }
+        let order = order_log::order_ref(&merchant.id, order_id);
         let _permit = read_permit(&self.reads).await?;
         let mut conn = self.conn.clone();
-        let visible = match order_log::owner(&mut conn, order_id).await? {
+        let visible = match order_log::owner(&mut conn, &order).await? {
             Some(owner) => owner == merchant.id,
             None => self
                 .outbox
-                .parcels(order_id)
+                .parcels(&order)
                 .await?
                 .iter()
                 .any(|s| s.merchant_id == merchant.id),
@@ -287,12 +288,13 @@ impl TrackingService for Api {
         let merchant = self.merchant(&request)?.clone();
         let order_id = request.into_inner().order_id;
         self.authorize_order(&merchant, &order_id).await?;
+        let order = order_log::order_ref(&merchant.id, &order_id);
         let _permit = read_permit(&self.reads).await?;
         let mut conn = self.conn.clone();
         let mut updates = Vec::new();
         let mut after = 0;
         loop {
-            let raw = order_log::updates_after(&mut conn, &order_id, after, HISTORY_PAGE)
+            let raw = order_log::updates_after(&mut conn, &order, after, HISTORY_PAGE)
                 .await
                 .map_err(ApiError::from)?;
             let full = raw.len() == HISTORY_PAGE;
@@ -304,13 +306,9 @@ impl TrackingService for Api {
                 _ => break,
             }
         }
-        let registrations = self
-            .outbox
-            .parcels(&order_id)
-            .await
-            .map_err(ApiError::from)?;
+        let registrations = self.outbox.parcels(&order).await.map_err(ApiError::from)?;
         let stored: Vec<Vec<u8>> = redis::cmd("HVALS")
-            .arg(order_log::key(&order_id, "alerts"))
+            .arg(order_log::key(&order, "alerts"))
             .query_async(&mut conn)
             .await
             .map_err(ApiError::from)?;
@@ -341,7 +339,9 @@ impl TrackingService for Api {
         self.authorize_order(&merchant, &order_id).await?;
         let slot = self.slot()?;
         // Subscribe first: anything produced from now on reaches us live.
-        let live = self.orders.subscribe(&order_id, self.buffer);
+        let live = self
+            .orders
+            .subscribe(&order_log::order_ref(&merchant.id, &order_id), self.buffer);
         let (tx, rx) = mpsc::channel(self.buffer.max(1));
         let watch = OrderWatch {
             conn: self.conn.clone(),
@@ -493,8 +493,8 @@ impl OrderWatch {
                 let _permit = self.reads.acquire().await.map_err(|_| {
                     redis::RedisError::from((redis::ErrorKind::Io, "shutting down"))
                 })?;
-                order_log::updates_after(&mut self.conn, &self.order_id, self.last, HISTORY_PAGE)
-                    .await
+                let order = order_log::order_ref(&self.merchant_id, &self.order_id);
+                order_log::updates_after(&mut self.conn, &order, self.last, HISTORY_PAGE).await
             };
             let page = match read.await {
                 Ok(page) => page,

@@ -17,7 +17,7 @@ struct Watcher<T> {
     lagged: Arc<AtomicBool>,
 }
 
-/// Watchers keyed by order id (updates) or merchant id (alerts).
+/// Watchers keyed by order ref (updates; `order_log::order_ref`) or merchant id (alerts).
 pub struct Hub<T> {
     watchers: Mutex<HashMap<String, Vec<Watcher<T>>>>,
     next_id: AtomicU64,

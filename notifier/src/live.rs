@@ -9,6 +9,7 @@ use prost::Message;
 use trackstream_proto::topics;
 use trackstream_proto::v1::{Alert, ShipmentUpdate};
 use trackstream_runtime::kafka::{BatchHandler, HandlerError, Inbound};
+use trackstream_runtime::order_log;
 
 use crate::hub::Hub;
 
@@ -31,7 +32,7 @@ impl BatchHandler for FanOut {
                     self.alerts.publish(&merchant, Arc::new(alert));
                 }
             } else if let Ok(update) = ShipmentUpdate::decode(record.payload.as_slice()) {
-                let order = update.order_id.clone();
+                let order = order_log::order_ref(&update.merchant_id, &update.order_id);
                 self.orders.publish(&order, Arc::new(update));
             }
         }

@@ -233,11 +233,12 @@ impl Messenger {
         if alert.order_id.is_empty() {
             return Ok(None);
         }
+        let order = order_log::order_ref(&alert.merchant_id, &alert.order_id);
         let mut conn = self.conn.clone();
         let rank = alert.state * 1000 + i32::try_from(alert.tier).unwrap_or(999).min(999);
         let _: i64 = self
             .index_alert
-            .key(order_log::key(&alert.order_id, "alerts"))
+            .key(order_log::key(&order, "alerts"))
             .arg(&alert.alert_id)
             .arg(rank)
             .arg(alert.encode_to_vec())
@@ -255,11 +256,11 @@ impl Messenger {
             _ => return Ok(None),
         };
         let waybill_key = keys::waybill_key(&alert.carrier, &alert.waybill);
-        let shipment = match self.outbox.parcel(&alert.order_id, &waybill_key).await? {
+        let shipment = match self.outbox.parcel(&order, &waybill_key).await? {
             Some(shipment) => Some(shipment),
             None => self
                 .outbox
-                .parcels(&alert.order_id)
+                .parcels(&order)
                 .await?
                 .into_iter()
                 .find(|s| !s.is_return && s.merchant_id == alert.merchant_id)
@@ -297,10 +298,11 @@ impl Messenger {
             reason,
             at,
         } = trigger;
-        let order_id = shipment.order_id.clone();
-        if order_id.is_empty() {
+        if shipment.order_id.is_empty() {
             return Ok(None);
         }
+        // Everything below is keyed by the merchant-scoped order.
+        let order_id = order_log::order_ref(&shipment.merchant_id, &shipment.order_id);
         // Fast path: most scans re-reach an already sent milestone.
         if self
             .outbox

@@ -1,7 +1,9 @@
 //! Held buyer messages in Redis: the state behind dedup, burst merging, quiet
 //! hours and superseding, shared by every notifier instance.
 //!
-//! Per order `O` (hash tag `{o:O}`, so each script touches one Cluster slot):
+//! Functions take an order ref (`order_log::order_ref`: merchant id and order id,
+//! since order ids are unique only within a merchant). Per order `O` (hash tag
+//! `{o:O}` with `O` the order ref, so each script touches one Cluster slot):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -12,7 +14,7 @@
 //! | `{o:O}:returns` | hash | waybill key → encoded `Shipment` (return shipments) |
 //!
 //! Due times live in `SHARDS` sorted sets `{nsched<k>}:due` (member
-//! `<MILESTONE>:<order>`, score = due ms), shard = stable hash of the order.
+//! `<MILESTONE>:<order ref>`, score = due ms), shard = stable hash of the order ref.
 //!
 //! Life of a message: the first parcel reaching a milestone creates it `held`
 //! (scheduled for the end of the burst window or of quiet hours); more parcels
@@ -179,16 +181,16 @@ pub struct Outbox {
     ttl_secs: u64,
 }
 
-fn hw_key(order_id: &str, milestone: Milestone) -> String {
+fn hw_key(order_ref: &str, milestone: Milestone) -> String {
     order_log::key(
-        order_id,
+        order_ref,
         &format!("hw:{}", templates::milestone_name(milestone)),
     )
 }
 
-/// The schedule shard key of `order_id`.
-pub fn shard_key_of(order_id: &str) -> String {
-    shard_key(u32::try_from(stable_hash(order_id) % u64::from(SHARDS)).unwrap_or(0))
+/// The schedule shard key of `order_ref`.
+pub fn shard_key_of(order_ref: &str) -> String {
+    shard_key(u32::try_from(stable_hash(order_ref) % u64::from(SHARDS)).unwrap_or(0))
 }
 
 /// The schedule key of shard `shard`.
@@ -197,8 +199,8 @@ pub fn shard_key(shard: u32) -> String {
 }
 
 /// The schedule member of a milestone of an order.
-pub fn member(order_id: &str, milestone: Milestone) -> String {
-    format!("{}:{order_id}", milestone.as_str_name())
+pub fn member(order_ref: &str, milestone: Milestone) -> String {
+    format!("{}:{order_ref}", milestone.as_str_name())
 }
 
 fn parse_member(member: &str) -> Option<(String, Milestone)> {
@@ -222,11 +224,11 @@ impl Outbox {
     /// The milestone's state (`held`, `sending:…`, `sent`, `superseded`), if any.
     pub async fn state(
         &self,
-        order_id: &str,
+        order_ref: &str,
         milestone: Milestone,
     ) -> redis::RedisResult<Option<String>> {
         let mut conn = self.conn.clone();
-        conn.hget(order_log::key(order_id, "ms"), milestone.as_str_name())
+        conn.hget(order_log::key(order_ref, "ms"), milestone.as_str_name())
             .await
     }
 
@@ -241,7 +243,7 @@ impl Outbox {
             return Ok(());
         }
         let key = order_log::key(
-            &shipment.order_id,
+            &order_log::order_ref(&shipment.merchant_id, &shipment.order_id),
             if shipment.is_return {
                 "returns"
             } else {
@@ -262,11 +264,11 @@ impl Outbox {
     }
 
     /// Every parcel (outbound and return) known for the order.
-    pub async fn parcels(&self, order_id: &str) -> redis::RedisResult<Vec<Shipment>> {
+    pub async fn parcels(&self, order_ref: &str) -> redis::RedisResult<Vec<Shipment>> {
         let mut conn = self.conn.clone();
         let (outbound, returns): (Vec<Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
-            .hvals(order_log::key(order_id, "parcels"))
-            .hvals(order_log::key(order_id, "returns"))
+            .hvals(order_log::key(order_ref, "parcels"))
+            .hvals(order_log::key(order_ref, "returns"))
             .query_async(&mut conn)
             .await?;
         Ok(outbound
@@ -279,13 +281,13 @@ impl Outbox {
     /// One parcel of the order by waybill key.
     pub async fn parcel(
         &self,
-        order_id: &str,
+        order_ref: &str,
         waybill_key: &str,
     ) -> redis::RedisResult<Option<Shipment>> {
         let mut conn = self.conn.clone();
         let (outbound, returned): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::pipe()
-            .hget(order_log::key(order_id, "parcels"), waybill_key)
-            .hget(order_log::key(order_id, "returns"), waybill_key)
+            .hget(order_log::key(order_ref, "parcels"), waybill_key)
+            .hget(order_log::key(order_ref, "returns"), waybill_key)
             .query_async(&mut conn)
             .await?;
         Ok(outbound
@@ -297,16 +299,16 @@ impl Outbox {
     /// (`ZADD LT`): a due time only ever moves forward in time by [`Outbox::reschedule`].
     pub async fn schedule(
         &self,
-        order_id: &str,
+        order_ref: &str,
         milestone: Milestone,
         due_ms: i64,
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::cmd("ZADD")
-            .arg(shard_key_of(order_id))
+            .arg(shard_key_of(order_ref))
             .arg("LT")
             .arg(due_ms)
-            .arg(member(order_id, milestone))
+            .arg(member(order_ref, milestone))
             .query_async(&mut conn)
             .await
     }
@@ -314,19 +316,27 @@ impl Outbox {
     /// Moves the message's due time to `due_ms` whatever it was.
     pub async fn reschedule(
         &self,
-        order_id: &str,
+        order_ref: &str,
         milestone: Milestone,
         due_ms: i64,
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        conn.zadd(shard_key_of(order_id), member(order_id, milestone), due_ms)
-            .await
+        conn.zadd(
+            shard_key_of(order_ref),
+            member(order_ref, milestone),
+            due_ms,
+        )
+        .await
     }
 
     /// Removes the message from the schedule.
-    pub async fn unschedule(&self, order_id: &str, milestone: Milestone) -> redis::RedisResult<()> {
+    pub async fn unschedule(
+        &self,
+        order_ref: &str,
+        milestone: Milestone,
+    ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        conn.zrem(shard_key_of(order_id), member(order_id, milestone))
+        conn.zrem(shard_key_of(order_ref), member(order_ref, milestone))
             .await
     }
 
@@ -354,7 +364,7 @@ impl Outbox {
     /// `milestone`, creating it from `held` if there is none.
     pub async fn add(
         &self,
-        order_id: &str,
+        order_ref: &str,
         milestone: Milestone,
         return_direction: bool,
         waybill_key: &str,
@@ -364,11 +374,11 @@ impl Outbox {
         let mut conn = self.conn.clone();
         let (code, covered, known): (i64, u64, u64) = self
             .add
-            .key(order_log::key(order_id, "ms"))
-            .key(order_log::key(order_id, "held"))
-            .key(hw_key(order_id, milestone))
+            .key(order_log::key(order_ref, "ms"))
+            .key(order_log::key(order_ref, "held"))
+            .key(hw_key(order_ref, milestone))
             .key(order_log::key(
-                order_id,
+                order_ref,
                 if return_direction {
                     "returns"
                 } else {
@@ -396,7 +406,7 @@ impl Outbox {
     /// it), superseding it or lower milestones it covers as needed.
     pub async fn take(
         &self,
-        order_id: &str,
+        order_ref: &str,
         milestone: Milestone,
         now_ms: i64,
         token: &str,
@@ -408,11 +418,11 @@ impl Outbox {
             .partition(|m| rank(*m) > own);
         let mut invocation = self.take.prepare_invoke();
         invocation
-            .key(order_log::key(order_id, "ms"))
-            .key(order_log::key(order_id, "held"))
-            .key(hw_key(order_id, milestone));
+            .key(order_log::key(order_ref, "ms"))
+            .key(order_log::key(order_ref, "held"))
+            .key(hw_key(order_ref, milestone));
         for m in higher.iter().chain(lower.iter()) {
-            invocation.key(hw_key(order_id, *m));
+            invocation.key(hw_key(order_ref, *m));
         }
         invocation
             .arg(milestone.as_str_name())
@@ -438,11 +448,11 @@ impl Outbox {
                     // Unreadable (never written by this code): drop it rather
                     // than send an empty message or retry it forever.
                     tracing::error!(
-                        order_id,
+                        order_ref,
                         milestone = milestone.as_str_name(),
                         "undecodable held message dropped"
                     );
-                    self.done(order_id, milestone).await?;
+                    self.done(order_ref, milestone).await?;
                     return Ok(Taken::Gone);
                 };
                 let parcels = pairs
@@ -468,17 +478,17 @@ impl Outbox {
     }
 
     /// Marks a produced message `sent` for good.
-    pub async fn done(&self, order_id: &str, milestone: Milestone) -> redis::RedisResult<()> {
+    pub async fn done(&self, order_ref: &str, milestone: Milestone) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
             .hset(
-                order_log::key(order_id, "ms"),
+                order_log::key(order_ref, "ms"),
                 milestone.as_str_name(),
                 "sent",
             )
             .ignore()
-            .hdel(order_log::key(order_id, "held"), milestone.as_str_name())
+            .hdel(order_log::key(order_ref, "held"), milestone.as_str_name())
             .ignore()
             .query_async(&mut conn)
             .await
@@ -488,14 +498,14 @@ impl Outbox {
     /// once instead of after the lease expires.
     pub async fn release(
         &self,
-        order_id: &str,
+        order_ref: &str,
         milestone: Milestone,
         token: &str,
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let _: i64 = self
             .release
-            .key(order_log::key(order_id, "ms"))
+            .key(order_log::key(order_ref, "ms"))
             .arg(milestone.as_str_name())
             .arg(token)
             .invoke_async(&mut conn)

@@ -17,6 +17,11 @@ use trackstream_proto::v1::{
 use trackstream_proto::{time, topics};
 use trackstream_runtime::order_log;
 
+/// The order ref of `order` of merchant `m-acme`, as the notifier keys it.
+fn acme(order: &str) -> String {
+    order_log::order_ref("m-acme", order)
+}
+
 fn day() -> chrono::DateTime<chrono::Utc> {
     utc("2025-03-10T12:00:00+08:00")
 }
@@ -240,8 +245,14 @@ async fn parcels_reaching_a_milestone_together_get_one_message_listing_every_way
     trackstream_harness::eventually(WAIT, "registrations recorded", || {
         let mut conn = conn.clone();
         async move {
-            let burst: usize = conn.hlen(order_log::key("O-BURST", "parcels")).await.ok()?;
-            let part: usize = conn.hlen(order_log::key("O-PART", "parcels")).await.ok()?;
+            let burst: usize = conn
+                .hlen(order_log::key(&acme("O-BURST"), "parcels"))
+                .await
+                .ok()?;
+            let part: usize = conn
+                .hlen(order_log::key(&acme("O-PART"), "parcels"))
+                .await
+                .ok()?;
             (burst == 5 && part == 3).then_some(())
         }
     })
@@ -277,7 +288,7 @@ async fn parcels_reaching_a_milestone_together_get_one_message_listing_every_way
         );
         env.replay(&u, &format!("sf:{}", parcel.waybill)).await;
     }
-    let hw = order_log::key("O-PART", "hw:out_for_delivery");
+    let hw = order_log::key(&acme("O-PART"), "hw:out_for_delivery");
     trackstream_harness::eventually(WAIT, "two parcels held", || {
         let mut conn = conn.clone();
         let hw = hw.clone();
@@ -289,7 +300,7 @@ async fn parcels_reaching_a_milestone_together_get_one_message_listing_every_way
     .await;
     let state = trackstream_notifier::messages::milestone_state(
         &mut conn,
-        "O-PART",
+        &acme("O-PART"),
         Milestone::OutForDelivery,
     )
     .await
@@ -313,7 +324,7 @@ async fn parcels_reaching_a_milestone_together_get_one_message_listing_every_way
     env.replay(&update(late, Status::Delivered, 30, "p-done"), "sf:SF403")
         .await;
     // Delivered waits for the order's other parcels too, until its own window ends.
-    let hw = order_log::key("O-PART", "hw:delivered");
+    let hw = order_log::key(&acme("O-PART"), "hw:delivered");
     trackstream_harness::eventually(WAIT, "the delivery held", || {
         let mut conn = conn.clone();
         let hw = hw.clone();
@@ -390,14 +401,14 @@ async fn quiet_hours_hold_non_urgent_messages_until_the_buyers_morning() {
             async move {
                 let score: Option<f64> = conn
                     .zscore(
-                        outbox::shard_key_of(order),
-                        outbox::member(order, Milestone::Shipped),
+                        outbox::shard_key_of(&acme(order)),
+                        outbox::member(&acme(order), Milestone::Shipped),
                     )
                     .await
                     .ok()?;
                 let state = trackstream_notifier::messages::milestone_state(
                     &mut conn,
-                    order,
+                    &acme(order),
                     Milestone::Shipped,
                 )
                 .await
@@ -428,10 +439,13 @@ async fn quiet_hours_hold_non_urgent_messages_until_the_buyers_morning() {
         messages_of(&reader, "O-NIGHT").is_empty(),
         "still night: nothing for the sleeping buyer"
     );
-    let state =
-        trackstream_notifier::messages::milestone_state(&mut conn, "O-SUPER", Milestone::Shipped)
-            .await
-            .unwrap();
+    let state = trackstream_notifier::messages::milestone_state(
+        &mut conn,
+        &acme("O-SUPER"),
+        Milestone::Shipped,
+    )
+    .await
+    .unwrap();
     assert_eq!(state.as_deref(), Some("superseded"));
 
     env.clock.set(morning);
@@ -455,8 +469,8 @@ async fn quiet_hours_hold_non_urgent_messages_until_the_buyers_morning() {
         async move {
             let score: Option<f64> = conn
                 .zscore(
-                    outbox::shard_key_of("O-SUPER"),
-                    outbox::member("O-SUPER", Milestone::Shipped),
+                    outbox::shard_key_of(&acme("O-SUPER")),
+                    outbox::member(&acme("O-SUPER"), Milestone::Shipped),
                 )
                 .await
                 .ok()?;
@@ -516,7 +530,7 @@ async fn two_instances_send_each_message_once_and_either_serves_any_watch() {
         async move {
             for o in 0..ORDERS {
                 let n: usize = conn
-                    .hlen(order_log::key(&format!("O-SCALE-{o}"), "parcels"))
+                    .hlen(order_log::key(&acme(&format!("O-SCALE-{o}")), "parcels"))
                     .await
                     .ok()?;
                 if n != 3 {

@@ -265,6 +265,67 @@ async fn another_merchant_cannot_read_or_watch_an_order_that_get_order_shows_in_
         .await
         .expect_err("no token");
     assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+
+    // Order ids are unique only within a shop: the other merchant's own "O-M"
+    // is a different order, with its own parcels and sequence.
+    let (status, body) = sandbox
+        .register_as(
+            OTHER_TOKEN,
+            &json!({"shipments": [{"order_id": "O-M", "carrier": "zto", "waybill": "ZTM-9"}]}),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"accepted": 1})));
+    let scan = json!({"carrier": "zto", "waybill": "ZTM-9", "status": "picked_up",
+                      "occurred_at": t0.to_rfc3339()});
+    let (code, body) = sandbox.post_generic(&scan).await;
+    assert_eq!(code, 200, "{body}");
+    let theirs = trackstream_harness::eventually(WAIT, "the other merchant's O-M", || {
+        let mut grpc = grpc.clone();
+        async move {
+            let order = grpc
+                .get_order(authed(
+                    GetOrderRequest {
+                        order_id: "O-M".into(),
+                    },
+                    OTHER_TOKEN,
+                ))
+                .await
+                .ok()?
+                .into_inner();
+            (order.last_seq >= 1).then_some(order)
+        }
+    })
+    .await;
+    let waybills = |order: &trackstream_proto::v1::Order| -> Vec<String> {
+        order
+            .parcels
+            .iter()
+            .filter_map(|p| p.shipment.as_ref().map(|s| s.waybill.clone()))
+            .collect()
+    };
+    assert_eq!(
+        (
+            theirs.merchant_id.as_str(),
+            theirs.last_seq,
+            waybills(&theirs)
+        ),
+        ("m-other", 1, vec!["ZTM-9".to_owned()])
+    );
+    let ours = grpc
+        .get_order(authed(
+            GetOrderRequest {
+                order_id: "O-M".into(),
+            },
+            ACME_TOKEN,
+        ))
+        .await
+        .expect("acme's order")
+        .into_inner();
+    assert_eq!(
+        (ours.last_seq, waybills(&ours)),
+        (2, vec!["SFM-1".to_owned(), "YTM-2".into(), "SFM-R".into()]),
+        "the other shop's order left acme's untouched"
+    );
     sandbox.shutdown().await;
 }
 
@@ -606,7 +667,10 @@ async fn watch_alerts_and_get_order_show_only_the_merchants_alerts() {
         async move {
             let indexed: usize = redis::AsyncCommands::hlen(
                 &mut conn,
-                trackstream_runtime::order_log::key("O-AL", "alerts"),
+                trackstream_runtime::order_log::key(
+                    &trackstream_runtime::order_log::order_ref("m-acme", "O-AL"),
+                    "alerts",
+                ),
             )
             .await
             .ok()?;

@@ -2,33 +2,44 @@
 //! sequence numbers), read by the notifier (GetOrder, WatchOrder replay). Both
 //! sides use these functions so the layout exists in one place.
 //!
-//! Keys share the hash tag `{o:<order_id>}` (one Cluster slot per order):
-//! `:seq` last sequence number, `:ids` update id → seq, `:updates` zset seq →
-//! encoded `ShipmentUpdate`, `:merchant` the owning merchant, `:alerts` open alerts.
+//! An order is identified by its merchant and its order id together (an
+//! [`order_ref`]): order ids are unique only within a merchant, and two shops
+//! numbering orders from 10001 must not share one log.
+//!
+//! Keys share the hash tag `{o:<merchant_id>/<order_id>}` (one Cluster slot per
+//! order): `:seq` last sequence number, `:ids` update id → seq, `:updates` zset
+//! seq → encoded `ShipmentUpdate`, `:merchant` the owning merchant, `:alerts` open
+//! alerts.
 
 use redis::AsyncCommands;
 
 use crate::redis::RedisConn;
 
-/// The key `{o:<order_id>}:<suffix>`.
-pub fn key(order_id: &str, suffix: &str) -> String {
-    format!("{{o:{order_id}}}:{suffix}")
+/// The merchant-scoped identity of an order, `<merchant_id>/<order_id>`, that
+/// every per-order key, schedule entry and watcher is keyed by.
+pub fn order_ref(merchant_id: &str, order_id: &str) -> String {
+    format!("{merchant_id}/{order_id}")
 }
 
-/// The merchant owning `order_id`, if any update was ever recorded for it.
-pub async fn owner(conn: &mut RedisConn, order_id: &str) -> redis::RedisResult<Option<String>> {
-    conn.get(key(order_id, "merchant")).await
+/// The key `{o:<order_ref>}:<suffix>`.
+pub fn key(order_ref: &str, suffix: &str) -> String {
+    format!("{{o:{order_ref}}}:{suffix}")
+}
+
+/// The merchant owning the order, if any update was ever recorded for it.
+pub async fn owner(conn: &mut RedisConn, order_ref: &str) -> redis::RedisResult<Option<String>> {
+    conn.get(key(order_ref, "merchant")).await
 }
 
 /// Encoded updates with `seq > after_seq`, in sequence order (at most `limit`).
 pub async fn updates_after(
     conn: &mut RedisConn,
-    order_id: &str,
+    order_ref: &str,
     after_seq: u64,
     limit: usize,
 ) -> redis::RedisResult<Vec<Vec<u8>>> {
     redis::cmd("ZRANGEBYSCORE")
-        .arg(key(order_id, "updates"))
+        .arg(key(order_ref, "updates"))
         .arg(format!("({after_seq}"))
         .arg("+inf")
         .arg("LIMIT")
@@ -36,4 +47,17 @@ pub async fn updates_after(
         .arg(limit)
         .query_async(conn)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_order_id_of_two_merchants_lives_in_two_slots() {
+        let acme = key(&order_ref("acme", "10001"), "seq");
+        let other = key(&order_ref("other", "10001"), "seq");
+        assert_eq!(acme, "{o:acme/10001}:seq");
+        assert_ne!(acme, other);
+    }
 }

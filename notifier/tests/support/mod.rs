@@ -194,7 +194,7 @@ impl Env {
         key: &str,
     ) -> ShipmentUpdate {
         let mut conn = self.conn.clone();
-        let order = update.order_id.clone();
+        let order = order_log::order_ref(&update.merchant_id, &update.order_id);
         let seq: u64 = redis::cmd("INCR")
             .arg(order_log::key(&order, "seq"))
             .query_async(&mut conn)
