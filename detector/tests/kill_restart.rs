@@ -341,11 +341,13 @@ async fn a_detector_sigkilled_mid_stream_and_restarted_loses_no_alert() {
         "killed mid-stream: {at_kill} of {total} scans applied"
     );
     // The restart replays the whole topic in a fresh consumer group: the
-    // harshest restart (every scan again, none skipped), and one that does not
-    // depend on the broker handing the dead member's partitions over — tansu
-    // 0.6.0 loses records across that rebalance (see docs/ARCHITECTURE.md), which
-    // would test the broker, not the detector. Redis state, dedup and the outbox
-    // carry over from the killed instance.
+    // harshest restart (every scan again, none skipped). Rejoining the old group
+    // would test tansu 0.6.0 rather than the detector: the killed instance was
+    // the group's leader, and a new member joining before the dead leader is
+    // evicted leaves tansu's group naming a leader that no longer exists, so it
+    // never forms (docs/ARCHITECTURE.md, broker caveats). Handing a dead member's
+    // partitions to a live one in the same group is `rebalance.rs`. Redis state,
+    // dedup and the outbox carry over from the killed instance.
     let second = rig.spawn_with(
         "second",
         &[("TRACKSTREAM__KAFKA__GROUP_ID", "detector-K-restarted")],

@@ -7,11 +7,11 @@
 //! resumed at the committed offsets, timers fired). Nothing is lost, and every
 //! repeat is the identical `(alert_id, state, tier)`.
 //!
-//! The consumer group is modelled rather than taken from the broker because the
-//! bundled test broker (tansu 0.6.0) loses records across group rebalances even
-//! with no instance killed (see benches/results/detector.md); the detector's own
-//! part of a rebalance — ownership of timers, outbox takeover, idempotent replay —
-//! is what this test proves.
+//! The consumer group is modelled here so the worst moment (between the Redis
+//! commit and the produce) can be hit exactly; the detector's own part of a
+//! rebalance — ownership of timers, outbox takeover, idempotent replay — is what
+//! this test proves. The same hand-over through the real broker's consumer group,
+//! with a SIGKILLed process, is `rebalance.rs`.
 
 mod common;
 
