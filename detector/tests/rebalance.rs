@@ -13,219 +13,27 @@
 //! half back, and the dead member's partitions belong to nobody. The check
 //! sees "alone in a stable group, holding half" and leaves and rejoins, which
 //! forces a new generation. Set `REBALANCE_KEEP=1` to keep the instances' logs
-//! (`TANSU_LOG=warn,tansu_broker::coordinator=debug` for the coordinator's).
+//! (`TANSU_LOG=warn,tansu_broker::coordinator=debug` for the coordinator's,
+//! `DETECTOR_TEST_LOG` for the instances' `RUST_LOG`).
 
 mod common;
+mod rig;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use trackstream_detector::rules::RulesConfig;
+use rig::{PARTITIONS, Rig};
 use trackstream_harness::child::ChildProcess;
-use trackstream_harness::kafka::{TopicReader, create_topics};
-use trackstream_harness::processes::{Broker, RedisServer};
-use trackstream_proto::time;
+use trackstream_harness::kafka::TopicReader;
 use trackstream_proto::topics;
 use trackstream_proto::v1::{Alert, ShipmentUpdate};
-use trackstream_runtime::config::KafkaConfig;
-use trackstream_runtime::kafka::{OutRecord, Producer};
 
-const PARTITIONS: i32 = 4;
 const WAIT: Duration = Duration::from_secs(45);
 /// Every partition the detector group consumes.
 const CONSUMED: [&str; 2] = [topics::TRACKING_EVENTS, topics::SHIPMENTS];
 
 type TopicPartition = (String, i32);
-
-struct Rig {
-    redis: RedisServer,
-    broker: Broker,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    producer: Producer,
-    parcels: Vec<Parcel>,
-}
-
-impl Rig {
-    async fn start(parcels: usize, prefix: &str) -> Rig {
-        let redis = RedisServer::start().await.expect("redis-server");
-        let broker = Broker::start().await.expect("broker");
-        let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, PARTITIONS)).collect();
-        create_topics(&broker.bootstrap(), &all)
-            .await
-            .expect("topics");
-        let mut dir = tempfile::tempdir().expect("tempdir");
-        if std::env::var_os("REBALANCE_KEEP").is_some() {
-            dir.disable_cleanup(true);
-        }
-        let config = dir.path().join("detector.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "detector-{prefix}"
-batch_max = 20
-batch_linger_ms = 5
-produce_timeout_ms = 5000
-[kafka.extra]
-"session.timeout.ms" = "6000"
-"topic.metadata.refresh.interval.ms" = "2000"
-[redis]
-url = "{redis}"
-[admin]
-listen = "127.0.0.1:0"
-log_format = "json"
-log_level = "info"
-[timers]
-tick = "50ms"
-"#,
-                brokers = broker.bootstrap(),
-                redis = redis.url(),
-            ),
-        )
-        .expect("config written");
-        let kafka = KafkaConfig {
-            brokers: broker.bootstrap(),
-            ..Default::default()
-        };
-        let producer = Producer::new(
-            &kafka,
-            "test-producer",
-            &mut prometheus_client::registry::Registry::default(),
-        )
-        .expect("producer");
-        Rig {
-            redis,
-            broker,
-            dir,
-            config,
-            producer,
-            parcels: world(parcels, PARTITIONS, prefix),
-        }
-    }
-
-    /// Starts an instance (`--clock event`), logging to `<name>.log`.
-    fn spawn(&self, name: &str) -> ChildProcess {
-        let binary = Path::new(env!("CARGO_BIN_EXE_trackstream-detector"));
-        let config = self.config.to_string_lossy().into_owned();
-        let log = std::env::var("REBALANCE_LOG")
-            .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into());
-        ChildProcess::spawn(
-            name,
-            binary,
-            ["--config", config.as_str(), "--clock", "event"],
-            &[("RUST_LOG", log.as_str())],
-            &self.dir.path().join(format!("{name}.log")),
-        )
-        .expect("detector binary starts")
-    }
-
-    async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis")
-    }
-
-    async fn produce(&self, records: Vec<OutRecord>) {
-        for chunk in records.chunks(500) {
-            self.producer
-                .send_all(chunk.to_vec())
-                .await
-                .unwrap_or_else(|e| panic!("produce: {e}\nbroker:\n{}", self.broker.log_tail(20)));
-        }
-    }
-
-    fn registrations(&self) -> Vec<OutRecord> {
-        self.parcels
-            .iter()
-            .map(|p| {
-                OutRecord::new(
-                    topics::SHIPMENTS,
-                    p.key.clone(),
-                    prost::Message::encode_to_vec(&p.registration),
-                )
-            })
-            .collect()
-    }
-
-    /// Every scan, time-ordered across parcels, split at the event times in
-    /// `splits` (ascending): `splits.len() + 1` phases.
-    fn scans(&self, splits: &[i64]) -> Vec<Vec<OutRecord>> {
-        let mut events: Vec<_> = self
-            .parcels
-            .iter()
-            .flat_map(|p| p.events.iter().map(move |e| (p, e)))
-            .collect();
-        events.sort_by_key(|(_, e)| time::millis(e.occurred_at.as_ref()));
-        let mut phases: Vec<Vec<OutRecord>> = vec![Vec::new(); splits.len() + 1];
-        for (p, e) in events {
-            let at = time::millis(e.occurred_at.as_ref());
-            let phase = splits.iter().take_while(|s| at >= **s).count();
-            phases[phase].push(OutRecord::new(
-                topics::TRACKING_EVENTS,
-                p.key.clone(),
-                prost::Message::encode_to_vec(e),
-            ));
-        }
-        phases
-    }
-
-    fn expected(&self) -> (BTreeSet<AlertKey>, BTreeSet<(i32, String)>) {
-        expected(
-            &RulesConfig::default(),
-            &self.parcels,
-            world_end(&self.parcels),
-        )
-    }
-
-    /// Keys matching `pattern` (one SCAN pass; the test keyspace is small).
-    async fn keys(&self, pattern: &str) -> Vec<String> {
-        let mut conn = self.redis().await;
-        let (_, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(0)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1_000_000)
-            .query_async(&mut conn)
-            .await
-            .expect("scan");
-        keys
-    }
-
-    /// Scans applied so far (history entries), per detector partition.
-    async fn applied_by_partition(&self) -> BTreeMap<i32, usize> {
-        let mut conn = self.redis().await;
-        let mut applied = BTreeMap::new();
-        for key in self.keys("*:ev:*").await {
-            let n: usize = redis::cmd("HLEN")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .expect("hlen");
-            *applied.entry(partition_of(&key)).or_default() += n;
-        }
-        applied
-    }
-
-    async fn applied_scans(&self) -> usize {
-        self.applied_by_partition().await.values().sum()
-    }
-}
-
-/// The partition in a `{pP}:...` key (-1 if it has none).
-fn partition_of(key: &str) -> i32 {
-    key.strip_prefix("{p")
-        .and_then(|rest| rest.split_once('}'))
-        .and_then(|(p, _)| p.parse().ok())
-        .unwrap_or(-1)
-}
 
 /// The value of JSON string field `field` in a log line (our values hold no
 /// escaped quotes).
@@ -311,18 +119,21 @@ fn diagnostics(rig: &Rig, children: &[&ChildProcess]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_detectors_in_one_group_one_sigkilled_loses_no_alert() {
-    let rig = Rig::start(400, "R").await;
+    let mut rig = Rig::start(400, "R").await;
+    if std::env::var_os("REBALANCE_KEEP").is_some() {
+        rig.dir.disable_cleanup(true);
+    }
     let all = every_partition();
     // a creates the group, so the coordinator makes it the leader (the member
     // that computes assignments): killing it needs a new leader elected, the
     // case tansu handles worst (see the module comment).
-    let mut a = rig.spawn("a");
+    let mut a = rig.spawn("a", &[]);
     trackstream_harness::eventually(WAIT, "a alone owns every partition", || {
         let done = owned(&a) == all;
         async move { done.then_some(()) }
     })
     .await;
-    let b = rig.spawn("b");
+    let b = rig.spawn("b", &[]);
     // Both members hold a share before any record is produced.
     let Some((a_before, b_before)) = trackstream_harness::within(WAIT, || {
         let (a_owned, b_owned) = (owned(&a), owned(&b));
@@ -342,12 +153,7 @@ async fn two_detectors_in_one_group_one_sigkilled_loses_no_alert() {
         .await
     };
 
-    rig.produce(rig.registrations()).await;
-    let parcels = rig.parcels.len();
-    trackstream_harness::eventually(WAIT, "every registration stored", || async {
-        (rig.keys("*:wb:*").await.len() >= parcels).then_some(())
-    })
-    .await;
+    rig.register_all(&[&a, &b], WAIT).await;
 
     let phases = rig.scans(&[T0 + 100 * H, T0 + 200 * H]);
     let total: usize = phases.iter().map(Vec::len).sum();
