@@ -78,6 +78,15 @@ pub fn order_key(merchant_id: &str, order_id: &str, suffix: &str) -> String {
     order_log::key(&order_log::order_ref(merchant_id, order_id), suffix)
 }
 
+/// The commit scripts' registration argument: the encoded registration when it
+/// changed, empty for "leave the stored one as it is".
+fn registration_arg(waybill: &crate::engine::Waybill) -> Vec<u8> {
+    match (&waybill.registration, waybill.registration_changed) {
+        (Some(registration), true) => registration.encode_to_vec(),
+        _ => Vec::new(),
+    }
+}
+
 /// Timer member of a waybill's rule.
 pub fn timer_member(waybill_key: &str, rule: &str) -> String {
     format!("{waybill_key}|{rule}")
@@ -390,15 +399,7 @@ impl Store {
             .key(outbox_key(partition))
             .arg(waybill.version)
             .arg(crate::engine::encode_state(&waybill.state))
-            .arg(if waybill.registration_changed {
-                waybill
-                    .registration
-                    .as_ref()
-                    .map(Message::encode_to_vec)
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            })
+            .arg(registration_arg(waybill))
             .arg(&waybill.key);
         invocation.arg(history.len());
         for event in history {
@@ -792,15 +793,7 @@ impl Store {
             let waybill = change.waybill;
             cmd.arg(waybill.version)
                 .arg(crate::engine::encode_state(&waybill.state))
-                .arg(if waybill.registration_changed {
-                    waybill
-                        .registration
-                        .as_ref()
-                        .map(Message::encode_to_vec)
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                })
+                .arg(registration_arg(waybill))
                 .arg(change.history.len());
             for event in change.history {
                 cmd.arg(&event.event_id).arg(event.encode_to_vec());
