@@ -14,21 +14,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use prost::Message;
-use trackstream_detector::config::{ClockMode, TimerConfig};
+use trackstream_detector::config::ClockMode;
 use trackstream_detector::engine::{Effects, Engine, Input, Waybill};
 use trackstream_detector::rules::RulesConfig;
-use trackstream_detector::service::Detector;
-use trackstream_detector::sink::MemorySink;
-use trackstream_detector::store::{self, Store};
+use trackstream_detector::store;
 use trackstream_harness::processes::RedisServer;
-use trackstream_proto::v1::{Alert, BuyerContact, Shipment, Status, TrackingEvent};
+use trackstream_proto::v1::{Alert, Status};
 use trackstream_proto::{time, topics};
 use trackstream_runtime::config::RedisConfig;
 use trackstream_runtime::kafka::Inbound;
 use trackstream_runtime::redis::RedisConn;
 
-const H: i64 = 3_600_000;
-const PARTITIONS: i32 = 16;
+mod fixtures;
+
+use fixtures::*;
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -71,14 +70,6 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(server: &RedisServer) -> anyhow::Result<RedisConn> {
-    Ok(RedisConn::connect(&RedisConfig {
-        url: server.url(),
-        cluster_nodes: Vec::new(),
-    })
-    .await?)
-}
-
 async fn raw(server: &RedisServer) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     Ok(redis::Client::open(server.url())?
         .get_multiplexed_async_connection()
@@ -111,74 +102,6 @@ async fn flush(server: &RedisServer) -> anyhow::Result<()> {
         .query_async::<()>(&mut raw(server).await?)
         .await?;
     Ok(())
-}
-
-fn detector(conn: RedisConn, clock: ClockMode) -> Detector<MemorySink> {
-    Detector::new(
-        Engine::new(RulesConfig::default()),
-        Store::new(conn),
-        MemorySink::new(),
-        TimerConfig {
-            clock,
-            ..TimerConfig::default()
-        },
-        &mut prometheus_client::registry::Registry::default(),
-    )
-}
-
-fn key(i: usize) -> String {
-    format!("sf:SF{i:010}")
-}
-
-fn scan(key: &str, status: Status, at: i64) -> TrackingEvent {
-    let (carrier, waybill) = key.split_once(':').unwrap_or(("sf", key));
-    TrackingEvent {
-        event_id: format!("{key}@{at}/{}", status as i32),
-        carrier: carrier.into(),
-        waybill: waybill.into(),
-        status: status as i32,
-        raw_code: "30".into(),
-        raw_text: "Departed sorting center".into(),
-        occurred_at: Some(time::from_millis(at)),
-        received_at: Some(time::from_millis(at)),
-        ..Default::default()
-    }
-}
-
-fn registration(key: &str, i: usize, at: i64) -> Shipment {
-    let (carrier, waybill) = key.split_once(':').unwrap_or(("sf", key));
-    Shipment {
-        order_id: format!("ORD-{i:010}"),
-        merchant_id: "m-acme".into(),
-        carrier: carrier.into(),
-        waybill: waybill.into(),
-        buyer: Some(BuyerContact {
-            name: "Li Lei".into(),
-            phone: "13812345678".into(),
-            email: "lilei@example.com".into(),
-            locale: "zh-CN".into(),
-            time_zone: "Asia/Shanghai".into(),
-        }),
-        promised_delivery_at: Some(time::from_millis(at + 72 * H)),
-        service_level: "standard".into(),
-        registered_at: Some(time::from_millis(at)),
-        ..Default::default()
-    }
-}
-
-fn record(topic: &str, partition: i32, key: &str, payload: Vec<u8>) -> Inbound {
-    Inbound {
-        topic: topic.into(),
-        partition,
-        offset: 0,
-        key: Some(key.as_bytes().to_vec()),
-        payload,
-        headers: Vec::new(),
-    }
-}
-
-fn partition(i: usize) -> i32 {
-    i32::try_from(i % PARTITIONS as usize).unwrap_or(0)
 }
 
 /// Events/s through `apply_batch` (dedup, fold, Lua commit, outbox, sequence
