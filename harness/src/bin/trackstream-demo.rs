@@ -287,7 +287,9 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .filter(|a| a.rule == "stalled_in_transit" && a.state == AlertState::Resolved as i32)
     {
-        *resolved_by_carrier.entry(alert.carrier.as_str()).or_default() += 1;
+        *resolved_by_carrier
+            .entry(alert.carrier.as_str())
+            .or_default() += 1;
     }
     if !resolved_by_carrier.is_empty() {
         println!(
