@@ -6,7 +6,10 @@
 #
 #   benches/run.sh [--steps 100,200,400,800,1600,3200,6400,12800] [--step-secs 10]
 #                  [--partitions 8] [--fetch-wait-ms N] [--batch-linger-ms N]
-#                  [--concurrency 256] [--results FILE]
+#                  [--concurrency 256] [--no-repeat] [--results FILE]
+#
+# After the steps it offers the first step again and re-measures the broker
+# ceiling (tansu's memory storage slows as it fills; --no-repeat skips the step).
 #
 # Ctrl-C / SIGTERM stop the services, broker and Redis with it (SIGKILL cannot:
 # leftovers are reported at the next start; they no longer take its ports).

@@ -10,10 +10,16 @@
 //! event-time order; the detector runs with `clock = "event"`, so a compressed
 //! replay raises the alerts living through it would) and reports, per step:
 //! accepted webhooks/s and scans/s; latency from webhook acknowledged to the update
-//! on `tracking.updates` and to the buyer message; where that time goes, hop by hop,
-//! from the record timestamps each service's producer stamps; CPU and RSS of each
-//! service, the broker, Redis and the benchmark itself; Redis memory. At the end it
-//! scores the detector's alerts against the generator's ground truth (precision,
+//! on `tracking.updates`; the notifier's own latency, from the record that
+//! completed a buyer message to the message (messages that waited for an order's
+//! other parcels reported apart, as that wait is policy); where the time goes,
+//! hop by hop, from the record timestamps each service's producer stamps; CPU and
+//! RSS of each service, the broker, Redis and the benchmark itself; Redis memory.
+//! After the last step it offers the first step again and measures the broker
+//! ceiling again: tansu's memory storage gets slower as it holds more (every
+//! fetch lists the partition's stored batches), so the start and end of a run are
+//! not the same broker, and the report shows by how much. At the end it scores
+//! the detector's alerts against the generator's ground truth (precision,
 //! recall) and rewrites the generated part of `benches/RESULTS.md` and
 //! `benches/e2e-latency.svg`.
 //!
@@ -40,7 +46,8 @@ use trackstream_benches::report::{Percentiles, Series, percentiles, svg_plot};
 use trackstream_harness::processes::{Broker, RedisServer};
 use trackstream_proto::topics;
 use trackstream_proto::v1::{
-    Alert, AlertState, BuyerNotification, RawScan, ShipmentUpdate, TrackingEvent,
+    Alert, AlertState, BuyerNotification, Milestone, RawScan, ShipmentUpdate, Status,
+    TrackingEvent, UpdateKind,
 };
 
 /// Event-time disorder the detector tolerates in this replay: concurrent webhooks
@@ -67,11 +74,14 @@ struct Options {
     fetch_wait_ms: Option<u64>,
     batch_linger_ms: Option<u64>,
     concurrency: usize,
+    /// Offer the first step again after the last one: same load, broker holding
+    /// every record of the run (see `fn run`).
+    repeat_first: bool,
 }
 
 const USAGE: &str = "trackstream-bench [--steps 100,200,...,12800] [--step-secs 10] [--partitions 8] \
 [--fetch-wait-ms N] [--batch-linger-ms N] [--concurrency 256] [--ceiling-records 100000] \
-[--results benches/RESULTS.md] [--bin-dir target/release]";
+[--no-repeat] [--results benches/RESULTS.md] [--bin-dir target/release]";
 
 fn options() -> anyhow::Result<Options> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -116,6 +126,7 @@ fn options() -> anyhow::Result<Options> {
         batch_linger_ms: optional("--batch-linger-ms")?,
         concurrency: usize::try_from(number("--concurrency", &DEFAULT_CONCURRENCY.to_string())?)?
             .max(1),
+        repeat_first: !args.iter().any(|a| a == "--no-repeat"),
     })
 }
 
@@ -384,18 +395,22 @@ fn assigned_consumer(
 
 /// Raw broker rate: produce `n` records of `size` bytes with the pipeline's
 /// producer settings, consume them back (same partition count and fetch wait as
-/// the services); records/s from first send to last receive.
+/// the services); records/s from first send to last receive. `topic` is created
+/// fresh for each measurement: tansu's memory storage lists every stored batch
+/// of a partition on each fetch that has data, so a topic that already holds
+/// records measures a slower broker.
 async fn broker_ceiling(
     brokers: &str,
+    topic: &str,
     n: usize,
     size: usize,
     partitions: i32,
     fetch_wait_ms: u64,
 ) -> anyhow::Result<(f64, f64)> {
-    trackstream_harness::kafka::create_topics(brokers, &[("bench.ceiling", partitions)])
+    trackstream_harness::kafka::create_topics(brokers, &[(topic, partitions)])
         .await
         .map_err(anyhow::Error::msg)?;
-    let consumer = assigned_consumer(brokers, "bench.ceiling", partitions, fetch_wait_ms)?;
+    let consumer = assigned_consumer(brokers, topic, partitions, fetch_wait_ms)?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -420,11 +435,7 @@ async fn broker_ceiling(
     for i in 0..n {
         let key = format!("sf:CEIL{i}");
         loop {
-            match producer.send_result(
-                FutureRecord::to("bench.ceiling")
-                    .key(&key)
-                    .payload(&payload),
-            ) {
+            match producer.send_result(FutureRecord::to(topic).key(&key).payload(&payload)) {
                 Ok(delivery) => {
                     pending.push(delivery);
                     break;
@@ -496,8 +507,14 @@ struct Observed {
     update_at: HashMap<u64, i64>,
     /// When the follower received that update.
     update_seen: HashMap<u64, f64>,
-    /// Order id → CreateTime of its first buyer message.
-    message_at: HashMap<String, i64>,
+    /// (order, milestone, waybill) → CreateTime of the first record that made
+    /// that parcel reach the milestone in the notifier: a non-late update
+    /// (`tracking.updates`) or an opened alert (`tracking.alerts`), see
+    /// [`update_milestone`] and [`alert_milestone`].
+    reached: HashMap<(OrderKey, i32, String), i64>,
+    /// (order, milestone) → the first buyer message: CreateTime and the
+    /// waybills it covers (several when the notifier merged a burst).
+    messages: HashMap<(OrderKey, i32), (i64, Vec<String>)>,
     /// Alerts, one per (alert id, state, tier): redeliveries collapse here.
     alerts: BTreeMap<(String, i32, u32), AlertSeen>,
     /// Alert records that repeated an (alert id, state, tier) already seen.
@@ -577,20 +594,45 @@ fn observe(seen: &mut Observed, topic: &'static str, message: &BorrowedMessage<'
             }
         }
         topics::TRACKING_UPDATES => {
-            if let Ok(update) = ShipmentUpdate::decode(payload)
-                && let Some(tag) = update.event.as_ref().and_then(|e| text_tag(&e.raw_text))
-            {
+            let Ok(update) = ShipmentUpdate::decode(payload) else {
+                return;
+            };
+            if let Some(tag) = update.event.as_ref().and_then(|e| text_tag(&e.raw_text)) {
                 seen.update_at.entry(tag).or_insert(created);
                 seen.update_seen.entry(tag).or_insert(now);
+            }
+            if let Some(milestone) = update_milestone(&update)
+                && let Some(shipment) = &update.shipment
+            {
+                let key = (
+                    order_key(&shipment.merchant_id, &shipment.order_id),
+                    milestone as i32,
+                    shipment.waybill.clone(),
+                );
+                seen.reached.entry(key).or_insert(created);
             }
         }
         topics::BUYER_NOTIFICATIONS => {
             if let Ok(message) = BuyerNotification::decode(payload) {
-                seen.message_at.entry(message.order_id).or_insert(created);
+                let key = (
+                    order_key(&message.merchant_id, &message.order_id),
+                    message.milestone,
+                );
+                seen.messages
+                    .entry(key)
+                    .or_insert((created, message.waybills));
             }
         }
         _ => {
             if let Ok(alert) = Alert::decode(payload) {
+                if let Some(milestone) = alert_milestone(&alert) {
+                    let key = (
+                        order_key(&alert.merchant_id, &alert.order_id),
+                        milestone as i32,
+                        alert.waybill.clone(),
+                    );
+                    seen.reached.entry(key).or_insert(created);
+                }
                 let key = (alert.alert_id.clone(), alert.state, alert.tier);
                 match seen.alerts.entry(key) {
                     std::collections::btree_map::Entry::Occupied(_) => {
@@ -608,6 +650,54 @@ fn observe(seen: &mut Observed, topic: &'static str, message: &BorrowedMessage<'
                 }
             }
         }
+    }
+}
+
+/// An order as the notifier keys it: (merchant id, order id); two shops'
+/// order 10001 are different orders.
+type OrderKey = (String, String);
+
+fn order_key(merchant_id: &str, order_id: &str) -> OrderKey {
+    (merchant_id.to_owned(), order_id.to_owned())
+}
+
+/// The milestone a `tracking.updates` record makes its parcel reach in the
+/// notifier, if any. Mirrors the notifier's `on_update` and
+/// `templates::milestone_for_status` (the benches crate does not depend on the
+/// notifier): late updates trigger nothing, a return delivered back is
+/// RETURN_RECEIVED, a scan of an outbound parcel maps its event status.
+fn update_milestone(update: &ShipmentUpdate) -> Option<Milestone> {
+    let (event, shipment) = (update.event.as_ref()?, update.shipment.as_ref()?);
+    if update.late || shipment.order_id.is_empty() {
+        return None;
+    }
+    if update.kind == UpdateKind::ReturnReceived as i32 {
+        return Some(Milestone::ReturnReceived);
+    }
+    if update.kind != UpdateKind::Scan as i32 || shipment.is_return {
+        return None;
+    }
+    match Status::try_from(event.status).ok()? {
+        Status::PickedUp | Status::InTransit => Some(Milestone::Shipped),
+        Status::OutForDelivery => Some(Milestone::OutForDelivery),
+        Status::AvailableForPickup => Some(Milestone::AvailableForPickup),
+        Status::Delivered => Some(Milestone::Delivered),
+        _ => None,
+    }
+}
+
+/// The milestone an opened alert makes its parcel reach in the notifier
+/// (mirrors the notifier's `on_alert`).
+fn alert_milestone(alert: &Alert) -> Option<Milestone> {
+    if alert.order_id.is_empty() || alert.state != AlertState::Opened as i32 {
+        return None;
+    }
+    match alert.rule.as_str() {
+        "stalled_in_transit" | "promised_date_missed" | "out_for_delivery_not_delivered" => {
+            Some(Milestone::Delayed)
+        }
+        "carrier_exception" => Some(Milestone::Exception),
+        _ => None,
     }
 }
 
@@ -678,8 +768,10 @@ struct StepResult {
     unmatched: usize,
     to_update: Percentiles,
     to_update_read: Percentiles,
-    to_message: Percentiles,
+    messages: MessageLatencies,
     request: Percentiles,
+    /// Labels a step offered again at the end of the run (`--no-repeat` to skip).
+    again: bool,
     hops: Vec<Percentiles>,
     cpu: Vec<(String, f64, f64)>,
     machine_busy: f64,
@@ -750,26 +842,100 @@ fn step_latencies(acked: &HashMap<u64, (Sent, String)>, seen: &Observed) -> Late
     }
 }
 
-/// From an order's first accepted webhook to its first buyer message. Taken at
-/// the end of the run: messages are held for a burst window (and a notifier
-/// behind at saturation sends later), after the step's updates are all out.
-fn message_latencies(acked: &HashMap<u64, (Sent, String)>, seen: &Observed) -> Percentiles {
-    let mut first_ack: HashMap<&str, f64> = HashMap::new();
-    for (at, order) in acked.values() {
-        let entry = first_ack.entry(order.as_str()).or_insert(at.answered);
-        *entry = entry.min(at.answered);
+/// The notifier's `messages.burst_window_secs` default (the benchmark does not
+/// set it): a message still held when it ends is sent anyway, so a message that
+/// came this long after its last parcel's record waited for the window, not
+/// for processing.
+const BURST_WINDOW_MS: f64 = 600_000.0;
+
+/// Buyer-message latencies of one step's orders (taken at the end of the run:
+/// a notifier behind at saturation sends late, after the step's updates).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct MessageLatencies {
+    /// The notifier's own latency: from the record that completed the message
+    /// (for each waybill the message lists, the first record that made it reach
+    /// the milestone; the latest of those) to the message record, both
+    /// CreateTime. A single-parcel order's message is completed by its one
+    /// record, a merged one by its last parcel's; either is then sent at once.
+    processing: Percentiles,
+    /// Messages that waited for other parcels of their order (merged: more than
+    /// one waybill; or sent when the burst window ran out): from the *first*
+    /// parcel's record to the message. This is the burst policy, not the
+    /// notifier's speed, so it is kept out of `processing`.
+    held: Percentiles,
+    /// (order, milestone) pairs reached in these orders with no message at the
+    /// end of the run: still held for a parcel that has not arrived (the window
+    /// is longer than the run), or superseded by a later milestone.
+    pending: usize,
+    /// Messages listing a waybill for which no triggering record was seen (not
+    /// expected; counted so that a mismatch with the notifier shows).
+    unattributed: usize,
+}
+
+/// Buyer-message latencies for the orders in `orders` (order ids).
+fn message_latencies(
+    orders: &std::collections::HashSet<&str>,
+    seen: &Observed,
+) -> MessageLatencies {
+    let mut processing = Vec::new();
+    let mut held = Vec::new();
+    let mut unattributed = 0;
+    for ((order, milestone), (at, waybills)) in &seen.messages {
+        if !orders.contains(order.1.as_str()) {
+            continue;
+        }
+        let times: Option<Vec<i64>> = waybills
+            .iter()
+            .map(|w| {
+                seen.reached
+                    .get(&(order.clone(), *milestone, w.clone()))
+                    .copied()
+            })
+            .collect();
+        let (Some(first), Some(last)) = (
+            times.as_ref().and_then(|t| t.iter().min().copied()),
+            times.as_ref().and_then(|t| t.iter().max().copied()),
+        ) else {
+            unattributed += 1;
+            continue;
+        };
+        let (at, first, last) = (*at as f64, first as f64, last as f64);
+        let window_ran_out = at - last >= BURST_WINDOW_MS * 0.9;
+        if waybills.len() > 1 || window_ran_out {
+            held.extend(ms(at - first));
+        }
+        if !window_ran_out {
+            processing.extend(ms(at - last));
+        }
     }
-    let mut to_message: Vec<Duration> = first_ack
-        .iter()
-        .filter_map(|(order, at)| ms(*seen.message_at.get(*order)? as f64 - at))
-        .collect();
-    percentiles(&mut to_message)
+    let pending = seen
+        .reached
+        .keys()
+        .filter(|(order, _, _)| orders.contains(order.1.as_str()))
+        .map(|(order, milestone, _)| (order, *milestone))
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .filter(|(order, milestone)| !seen.messages.contains_key(&((*order).clone(), *milestone)))
+        .count();
+    MessageLatencies {
+        processing: percentiles(&mut processing),
+        held: percentiles(&mut held),
+        pending,
+        unattributed,
+    }
 }
 
 /// Everything measured, for the report.
 struct Run {
     produce_rate: f64,
     broker_rate: f64,
+    /// The same ceiling measured after the last step (fresh topic, pipeline idle).
+    produce_rate_end: f64,
+    broker_rate_end: f64,
+    /// Records the broker held when the end ceiling was measured (pipeline
+    /// topics as read by the follower, plus the start ceiling's topic).
+    held_records: usize,
+    broker_rss_end: f64,
     redis_rate: f64,
     settings: String,
     results: Vec<StepResult>,
@@ -831,7 +997,10 @@ fn score(parcels: &[Parcel], score_at: chrono::DateTime<chrono::Utc>, seen: &Obs
                 .map(|(rule, tier)| ((p.waybill.clone(), rule.to_owned()), tier))
         })
         .collect();
-    let raised = raised_alerts(&seen.alerts);
+    let mut raised = raised_alerts(&seen.alerts);
+    // Sentinels are the benchmark's own clock moves, not parcels: one moved
+    // before the repeated step stalls by the end of the run (by design).
+    raised.retain(|(waybill, _), _| !waybill.starts_with(SENTINEL_PREFIX));
     let kind_of: HashMap<&str, &Parcel> = parcels.iter().map(|p| (p.waybill.as_str(), p)).collect();
     let mut result = Score {
         expected: expected.len(),
@@ -916,6 +1085,71 @@ fn score(parcels: &[Parcel], score_at: chrono::DateTime<chrono::Utc>, seen: &Obs
     result
 }
 
+/// Sentinel scans per clock advance: enough keys to reach every partition.
+const SENTINELS: u64 = 64;
+
+/// Waybill prefix of the sentinel scans (left out of the alert score).
+const SENTINEL_PREFIX: &str = "SENTINEL";
+
+/// Where webhooks go.
+struct Ingest<'a> {
+    http: &'a reqwest::Client,
+    url: &'a str,
+    secrets: &'a Secrets,
+}
+
+/// Moves every partition's event clock to `at`: sentinel scans for
+/// unregistered waybills (so they raise nothing themselves) on enough keys to
+/// reach all partitions, tagged `first_tag..first_tag + SENTINELS`. Waits until
+/// they are normalized and then until the alerts and buyer messages the moved
+/// watermark releases stop coming (nothing new for 3 s; at most 60 s in all).
+async fn advance_clock(
+    ingest: &Ingest<'_>,
+    observed: &Mutex<Observed>,
+    label: &str,
+    first_tag: u64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let sentinels: Vec<u64> = (first_tag..first_tag + SENTINELS).collect();
+    for (i, tag) in sentinels.iter().enumerate() {
+        let body =
+            serde_json::json!({"carrier": "zto", "waybill": format!("{SENTINEL_PREFIX}{label}{i:03}"),
+            "status": "in_transit", "occurred_at": at.to_rfc3339(),
+            "description": format!("sentinel #{tag}")})
+            .to_string()
+            .into_bytes();
+        let signature = trackstream_carriers::generic::sign(&body, &ingest.secrets.generic);
+        ingest
+            .http
+            .post(format!("{}/v1/webhooks/generic", ingest.url))
+            .header("x-trackstream-signature", signature)
+            .body(body)
+            .send()
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_count = ((0usize, 0usize), Instant::now());
+    while Instant::now() < deadline {
+        let (normalized, count) = observed
+            .lock()
+            .map(|o| {
+                (
+                    sentinels.iter().all(|t| o.event_at.contains_key(t)),
+                    (o.alerts.len(), o.messages.len()),
+                )
+            })
+            .unwrap_or((false, (0, 0)));
+        if count != last_count.0 {
+            last_count = (count, Instant::now());
+        }
+        if normalized && last_count.1.elapsed() >= Duration::from_secs(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let opts = options()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -966,6 +1200,7 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     eprintln!("[bench] measuring ceilings");
     let (produce_rate, broker_rate) = broker_ceiling(
         &brokers,
+        "bench.ceiling.start",
         opts.ceiling_records,
         600,
         opts.partitions,
@@ -1023,9 +1258,40 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     let mut next_tag = 0u64;
     let started_at = chrono::Utc::now();
     let mut final_time = started_at;
-    for (step_index, offered) in opts.steps.iter().copied().enumerate() {
+    // The first step again at the end: same offered load, but the broker now
+    // holds every record of the run. tansu's memory storage lists all of a
+    // partition's stored batches on each fetch that has data, so its CPU per
+    // record grows with what it holds; this row shows by how much, at a load
+    // where nothing else queues.
+    let mut plan: Vec<(f64, bool)> = opts.steps.iter().map(|s| (*s, false)).collect();
+    if opts.repeat_first
+        && let Some(first) = opts.steps.first()
+    {
+        plan.push((*first, true));
+    }
+    for (step_index, (offered, again)) in plan.iter().copied().enumerate() {
         for service in &mut services {
             service.check_running()?;
+        }
+        if again {
+            // Release the last step's deadlines first: each step's event time
+            // moves the watermark past the previous step's stall deadlines, and
+            // after the largest step that is tens of thousands of alerts (and
+            // their buyer messages), which would land in this step's CPU.
+            let ingest = Ingest {
+                http: &http,
+                url: &ingest_url,
+                secrets: &secrets,
+            };
+            advance_clock(
+                &ingest,
+                &observed,
+                &format!("{run}a"),
+                next_tag,
+                final_time + chrono::Duration::hours(LATENESS_HOURS + 6),
+            )
+            .await?;
+            next_tag += SENTINELS;
         }
         let pushes_wanted = (offered * opts.step_secs as f64) as usize;
         // ~3.8 pushes per parcel on average, duplicates included.
@@ -1190,7 +1456,8 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
             unmatched,
             to_update: latencies.to_update,
             to_update_read: latencies.to_update_read,
-            to_message: Percentiles::default(),
+            messages: MessageLatencies::default(),
+            again,
             request: latencies.request,
             hops: latencies.hops,
             cpu,
@@ -1229,63 +1496,74 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
         all_parcels.extend(parcels);
     }
 
-    // Move every partition's event clock past the last step: sentinel scans (for
-    // unregistered waybills, so they raise nothing) dated LATENESS + 6 h after the
-    // last step's "now", on enough keys to reach all partitions. The clock then
+    // Move every partition's event clock past the last step; the clock then
     // stands at now + 6 h everywhere, and that is when the ground truth is taken.
-    let sentinel_at = final_time + chrono::Duration::hours(LATENESS_HOURS + 6);
-    let sentinels: Vec<u64> = (next_tag..next_tag + 64).collect();
-    for (i, tag) in sentinels.iter().enumerate() {
-        let body = serde_json::json!({"carrier": "zto", "waybill": format!("SENTINEL{run}{i:03}"),
-            "status": "in_transit", "occurred_at": sentinel_at.to_rfc3339(),
-            "description": format!("sentinel #{tag}")})
-        .to_string()
-        .into_bytes();
-        let signature = trackstream_carriers::generic::sign(&body, &secrets.generic);
-        http.post(format!("{ingest_url}/v1/webhooks/generic"))
-            .header("x-trackstream-signature", signature)
-            .body(body)
-            .send()
-            .await?;
-    }
-    // Wait until the sentinels are normalized, then until the alerts they release
-    // stop coming (no new alert for 3 s; at most 60 s in all).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last_count = (0usize, Instant::now());
-    while Instant::now() < deadline {
-        let (normalized, count) = observed
-            .lock()
-            .map(|o| {
-                (
-                    sentinels.iter().all(|t| o.event_at.contains_key(t)),
-                    o.alerts.len(),
-                )
-            })
-            .unwrap_or((false, 0));
-        if count != last_count.0 {
-            last_count = (count, Instant::now());
-        }
-        if normalized && last_count.1.elapsed() >= Duration::from_secs(3) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ingest = Ingest {
+        http: &http,
+        url: &ingest_url,
+        secrets: &secrets,
+    };
+    advance_clock(
+        &ingest,
+        &observed,
+        &format!("{run}z"),
+        next_tag,
+        final_time + chrono::Duration::hours(LATENESS_HOURS + 6),
+    )
+    .await?;
     let score_at = final_time + chrono::Duration::hours(6);
     let score = observed
         .lock()
         .map(|seen| {
             for (result, acked) in results.iter_mut().zip(&step_acks) {
-                result.to_message = message_latencies(acked, &seen);
+                let orders = acked.values().map(|(_, order)| order.as_str()).collect();
+                result.messages = message_latencies(&orders, &seen);
             }
             score(&all_parcels, score_at, &seen)
         })
         .map_err(|_| anyhow::anyhow!("follower state poisoned"))?;
     for r in &results {
+        let m = &r.messages;
         eprintln!(
-            "[bench] offered {}/s: ack→buyer message p50/p99 {:.1}/{:.1} ms ({} orders with a message)",
-            r.offered, r.to_message.p50, r.to_message.p99, r.to_message.count
+            "[bench] offered {}/s{}: update→buyer message p50/p99 {:.1}/{:.1} ms ({} messages); held for other parcels {} (first update→message p50/p99 {:.0}/{:.0} ms), still held or superseded at the end {}, unattributed {}",
+            r.offered,
+            if r.again { " (again)" } else { "" },
+            m.processing.p50,
+            m.processing.p99,
+            m.processing.count,
+            m.held.count,
+            m.held.p50,
+            m.held.p99,
+            m.pending,
+            m.unattributed
         );
     }
+
+    // The ceiling again, on a fresh topic, with the pipeline idle: if the broker
+    // as a whole had slowed down (memory held, allocator), this would be lower
+    // than at the start; the per-partition listing cost of the pipeline's own
+    // topics does not show here (the repeated first step shows that).
+    eprintln!("[bench] measuring the broker ceiling again");
+    let held_records: usize = observed
+        .lock()
+        .map(|o| o.records.values().sum())
+        .unwrap_or(0);
+    let broker_rss_end = measured
+        .iter()
+        .find(|(name, _)| name == "broker")
+        .map_or(0.0, |(_, pid)| rss_mib(*pid));
+    let (produce_rate_end, broker_rate_end) = broker_ceiling(
+        &brokers,
+        "bench.ceiling.end",
+        opts.ceiling_records,
+        600,
+        opts.partitions,
+        fetch_wait,
+    )
+    .await?;
+    eprintln!(
+        "[bench] broker at the end: produce {produce_rate_end:.0}/s, produce→consume {broker_rate_end:.0}/s (start: {produce_rate:.0}/s, {broker_rate:.0}/s)"
+    );
     eprintln!(
         "[bench] detector vs ground truth: precision {:.3}, recall {:.3} ({} of {} expected, {} raised, tier agrees on {}; false {:?}; missed {:?}; {} redelivered alert records collapsed)",
         score.precision(),
@@ -1325,6 +1603,10 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     let report = Run {
         produce_rate,
         broker_rate,
+        produce_rate_end,
+        broker_rate_end,
+        held_records: held_records + opts.ceiling_records,
+        broker_rss_end,
         redis_rate,
         settings,
         results,
@@ -1332,36 +1614,30 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     };
     let table = render(&report, &measured);
     println!("{table}");
+    // The repeated first step is left out of the plot: it would draw the line
+    // back to the start.
+    let plotted: Vec<&StepResult> = report.results.iter().filter(|r| !r.again).collect();
+    let line = |value: fn(&StepResult) -> f64| -> Vec<(f64, f64)> {
+        plotted.iter().map(|r| (r.offered, value(r))).collect()
+    };
     let svg = svg_plot(
-        "webhook acknowledged → update on tracking.updates",
+        "webhook acknowledged → update on tracking.updates; notifier latency",
         "offered load (webhooks/s)",
         &[
             Series {
-                name: "p50",
+                name: "p50 ack → update",
                 color: "#1f77b4",
-                points: report
-                    .results
-                    .iter()
-                    .map(|r| (r.offered, r.to_update.p50))
-                    .collect(),
+                points: line(|r| r.to_update.p50),
             },
             Series {
-                name: "p99",
+                name: "p99 ack → update",
                 color: "#d62728",
-                points: report
-                    .results
-                    .iter()
-                    .map(|r| (r.offered, r.to_update.p99))
-                    .collect(),
+                points: line(|r| r.to_update.p99),
             },
             Series {
-                name: "p99 → buyer msg",
+                name: "p99 update → msg",
                 color: "#2ca02c",
-                points: report
-                    .results
-                    .iter()
-                    .map(|r| (r.offered, r.to_message.p99))
-                    .collect(),
+                points: line(|r| r.messages.processing.p99),
             },
         ],
     );
@@ -1378,24 +1654,41 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The offered-load cell of a step: the repeated first step is marked.
+fn step_label(r: &StepResult) -> String {
+    if r.again {
+        format!("{:.0} again (end)", r.offered)
+    } else {
+        format!("{:.0}", r.offered)
+    }
+}
+
 fn render(run: &Run, measured: &[(String, u32)]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "Ceilings measured in the same run: broker produce {:.0} rec/s, produce→consume {:.0} rec/s (600 B records, idempotent acks=all, rdkafka, same partitions and fetch wait as the services); Redis pipelined SET (-P 32) {:.0} ops/s. Settings: {}.\n\n",
-        run.produce_rate, run.broker_rate, run.redis_rate, run.settings
+        "Ceilings measured in the same run: broker produce {:.0} rec/s, produce→consume {:.0} rec/s at the start (600 B records, idempotent acks=all, rdkafka, same partitions and fetch wait as the services, fresh topic); again after the last step, fresh topic, pipeline idle, broker holding ~{} records in {:.0} MiB RSS: produce {:.0} rec/s, produce→consume {:.0} rec/s. Redis pipelined SET (-P 32) {:.0} ops/s. Settings: {}. \"× broker ceiling\" is against the start produce→consume rate.\n\n",
+        run.produce_rate,
+        run.broker_rate,
+        run.held_records,
+        run.broker_rss_end,
+        run.produce_rate_end,
+        run.broker_rate_end,
+        run.redis_rate,
+        run.settings
     ));
     let names: Vec<&str> = measured.iter().map(|(n, _)| n.as_str()).collect();
     out.push_str(&format!(
-        "| offered webhooks/s (issued) | accepted webhooks/s | scans/s | × broker ceiling | failed | ack→update p50 / p95 / p99 / max (ms) | ack→update read p99 (ms) | ack→buyer msg p50 / p99 (ms) | CPU % {} | machine busy % | RSS MiB (same order) | Redis MiB |\n",
+        "| offered webhooks/s (issued) | accepted webhooks/s | scans/s | × broker ceiling | failed | ack→update p50 / p95 / p99 / max (ms) | ack→update read p99 (ms) | update→buyer msg p50 / p99 (ms) | held for other parcels: sent, p50 / p99 (ms); still held | CPU % {} | machine busy % | RSS MiB (same order) | Redis MiB |\n",
         names.join(" / ")
     ));
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &run.results {
         let cpu: Vec<String> = r.cpu.iter().map(|(_, c, _)| format!("{c:.0}")).collect();
         let rss: Vec<String> = r.cpu.iter().map(|(_, _, m)| format!("{m:.0}")).collect();
+        let m = &r.messages;
         out.push_str(&format!(
-            "| {:.0} ({:.0}) | {:.0} | {:.0} | {:.3} | {} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {} | {} | {:.0} | {} | {:.1} |\n",
-            r.offered,
+            "| {} ({:.0}) | {:.0} | {:.0} | {:.3} | {} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {} | {} | {} | {:.0} | {} | {:.1} |\n",
+            step_label(r),
             r.achieved,
             r.webhooks_per_s,
             r.scans_per_s,
@@ -1406,10 +1699,18 @@ fn render(run: &Run, measured: &[(String, u32)]) -> String {
             r.to_update.p99,
             r.to_update.max,
             r.to_update_read.p99,
-            if r.to_message.count == 0 {
+            if m.processing.count == 0 {
                 "—".to_owned()
             } else {
-                format!("{:.1} / {:.1}", r.to_message.p50, r.to_message.p99)
+                format!("{:.1} / {:.1}", m.processing.p50, m.processing.p99)
+            },
+            if m.held.count == 0 {
+                format!("0; {}", m.pending)
+            } else {
+                format!(
+                    "{}, {:.0} / {:.0}; {}",
+                    m.held.count, m.held.p50, m.held.p99, m.pending
+                )
             },
             cpu.join(" / "),
             r.machine_busy,
@@ -1417,23 +1718,28 @@ fn render(run: &Run, measured: &[(String, u32)]) -> String {
             r.redis_mib
         ));
     }
-    out.push_str("\nWhere the time goes (per accepted webhook, by its newest scan; record times are the producing service's CreateTime), p50 / p99 ms:\n\n");
+    out.push_str("\nWhere the time goes (per accepted webhook, by its newest scan; record times are the producing service's CreateTime; the notifier column is per buyer message, from the record that completed it), p50 / p99 ms:\n\n");
     out.push_str("| offered webhooks/s | webhook request |");
     for hop in HOPS {
         out.push_str(&format!(" {hop} |"));
     }
-    out.push('\n');
-    out.push_str(&"|---".repeat(HOPS.len() + 2));
+    out.push_str(" notifier: tracking.updates / alerts → buyer.notifications |\n");
+    out.push_str(&"|---".repeat(HOPS.len() + 3));
     out.push_str("|\n");
     for r in &run.results {
         out.push_str(&format!(
-            "| {:.0} | {:.1} / {:.1} |",
-            r.offered, r.request.p50, r.request.p99
+            "| {} | {:.1} / {:.1} |",
+            step_label(r),
+            r.request.p50,
+            r.request.p99
         ));
         for p in &r.hops {
             out.push_str(&format!(" {:.1} / {:.1} |", p.p50, p.p99));
         }
-        out.push('\n');
+        out.push_str(&format!(
+            " {:.1} / {:.1} |\n",
+            r.messages.processing.p50, r.messages.processing.p99
+        ));
     }
     out.push_str("\nStall deadline → alert is not measured here: in an event-time replay a deadline passes when the watermark does, not at a wall-clock time; wall-clock timer lateness is measured by the detector bench.\n");
     let s = &run.score;
@@ -1481,6 +1787,84 @@ mod tests {
             Some(31)
         );
         assert_eq!(newest_tag(b"no tags # here"), None);
+    }
+
+    /// The notifier's latency is taken from the record that completed each
+    /// message; waiting for an order's other parcels is reported apart.
+    #[test]
+    fn buyer_messages_are_timed_from_the_record_that_completed_them() {
+        let mut seen = Observed::default();
+        let order = |o: &str| order_key("m", o);
+        let shipped = Milestone::Shipped as i32;
+        let reach = |seen: &mut Observed, o: &str, w: &str, at: i64| {
+            seen.reached.insert((order(o), shipped, w.into()), at);
+        };
+        // Single parcel: update at 1 000, message at 1 020.
+        reach(&mut seen, "A", "WA", 1_000);
+        seen.messages
+            .insert((order("A"), shipped), (1_020, vec!["WA".into()]));
+        // Two parcels merged: first at 2 000, the second (completing) at 5 000,
+        // message at 5 010.
+        reach(&mut seen, "B", "WB1", 2_000);
+        reach(&mut seen, "B", "WB2", 5_000);
+        seen.messages.insert(
+            (order("B"), shipped),
+            (5_010, vec!["WB1".into(), "WB2".into()]),
+        );
+        // Sent when the burst window ran out.
+        reach(&mut seen, "C", "WC1", 10_000);
+        seen.messages
+            .insert((order("C"), shipped), (610_500, vec!["WC1".into()]));
+        // Reached, still held at the end.
+        reach(&mut seen, "D", "WD1", 3_000);
+        // Another step's order.
+        reach(&mut seen, "E", "WE", 1_000);
+        seen.messages
+            .insert((order("E"), shipped), (9_000, vec!["WE".into()]));
+        let orders = ["A", "B", "C", "D"].into_iter().collect();
+        let m = message_latencies(&orders, &seen);
+        assert_eq!((m.processing.count, m.processing.max), (2, 20.0));
+        assert_eq!(m.processing.p50, 10.0);
+        assert_eq!(
+            (m.held.count, m.held.p50, m.held.max),
+            (2, 3_010.0, 600_500.0)
+        );
+        assert_eq!((m.pending, m.unattributed), (1, 0));
+    }
+
+    #[test]
+    fn update_milestones_follow_the_notifier() {
+        use trackstream_proto::v1::Shipment;
+        let update = |status: Status, late: bool, is_return: bool| ShipmentUpdate {
+            late,
+            kind: UpdateKind::Scan as i32,
+            event: Some(TrackingEvent {
+                status: status as i32,
+                ..TrackingEvent::default()
+            }),
+            shipment: Some(Shipment {
+                order_id: "O".into(),
+                is_return,
+                ..Shipment::default()
+            }),
+            ..ShipmentUpdate::default()
+        };
+        assert_eq!(
+            update_milestone(&update(Status::InTransit, false, false)),
+            Some(Milestone::Shipped)
+        );
+        assert_eq!(
+            update_milestone(&update(Status::InTransit, true, false)),
+            None
+        );
+        assert_eq!(
+            update_milestone(&update(Status::Delivered, false, true)),
+            None
+        );
+        assert_eq!(
+            update_milestone(&update(Status::InfoReceived, false, false)),
+            None
+        );
     }
 
     #[test]
