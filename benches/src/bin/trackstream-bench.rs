@@ -1250,6 +1250,12 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     let observed = Arc::new(Mutex::new(Observed::default()));
     follow(&brokers, opts.partitions, fetch_wait, observed.clone())?;
     let ingest_url = format!("http://127.0.0.1:{}", ports.http);
+    // Sentinel pushes that move every partition's event clock go through this.
+    let ingest = Ingest {
+        http: &http,
+        url: &ingest_url,
+        secrets: &secrets,
+    };
 
     let run = format!("{:05x}", rand::random::<u32>() & 0xfffff);
     let mut all_parcels: Vec<Parcel> = Vec::new();
@@ -1278,11 +1284,6 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
             // moves the watermark past the previous step's stall deadlines, and
             // after the largest step that is tens of thousands of alerts (and
             // their buyer messages), which would land in this step's CPU.
-            let ingest = Ingest {
-                http: &http,
-                url: &ingest_url,
-                secrets: &secrets,
-            };
             advance_clock(
                 &ingest,
                 &observed,
@@ -1498,11 +1499,6 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
 
     // Move every partition's event clock past the last step; the clock then
     // stands at now + 6 h everywhere, and that is when the ground truth is taken.
-    let ingest = Ingest {
-        http: &http,
-        url: &ingest_url,
-        secrets: &secrets,
-    };
     advance_clock(
         &ingest,
         &observed,
