@@ -194,7 +194,7 @@ async fn drive_throughput(
             .await?;
         redis_cpu -= redis_cpu_seconds(node).await?;
     }
-    let own_cpu = process_cpu_seconds();
+    let own_cpu = trackstream_harness::procfs::own_cpu_seconds();
     let started = Instant::now();
     for batch in records.chunks(500) {
         detector
@@ -213,7 +213,7 @@ async fn drive_throughput(
     for node in &mut nodes {
         redis_cpu += redis_cpu_seconds(node).await?;
     }
-    let own_cpu = process_cpu_seconds() - own_cpu;
+    let own_cpu = trackstream_harness::procfs::own_cpu_seconds() - own_cpu;
     println!(
         "{label}: CPU over {:.2} s wall: redis-server {:.2} s ({:.1} µs/event), bench process (detector + tokio) {:.2} s ({:.1} µs/event)",
         elapsed.as_secs_f64(),
@@ -276,23 +276,6 @@ async fn redis_cpu_seconds(conn: &mut redis::aio::MultiplexedConnection) -> anyh
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
     Ok(field("used_cpu_user").unwrap_or(0.0) + field("used_cpu_sys").unwrap_or(0.0))
-}
-
-/// This process's CPU time (user + sys) from `/proc/self/stat` (Linux; 0 elsewhere).
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Bytes of Redis per active waybill: state hash + armed timers, history,

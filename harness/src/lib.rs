@@ -8,6 +8,7 @@
 //!   with a deadline (never sleeping as synchronisation);
 //! - [`cluster`] — a three-master Redis Cluster on loopback ports;
 //! - [`child`] — a service binary as a child process, killed with SIGKILL;
+//! - [`procfs`] — CPU and memory of processes from `/proc`, for the benchmarks;
 //! - [`sandbox`] — [`sandbox::Sandbox`]: Redis + broker + topics + the four
 //!   services in-process, with configs tests can tweak first.
 //!
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod kafka;
 pub mod link;
 pub mod processes;
+pub mod procfs;
 pub mod sandbox;
 
 use std::time::{Duration, Instant};

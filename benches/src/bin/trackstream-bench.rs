@@ -138,40 +138,6 @@ fn now_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// `/proc/<pid>/stat` fields after the parenthesised command name (which may
-/// contain spaces): index 0 is the state, 1 the parent pid, 11/12 utime/stime.
-fn stat_fields(pid: u32) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// CPU seconds a process used so far (utime + stime).
-fn cpu_seconds(pid: u32) -> f64 {
-    let fields = stat_fields(pid);
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Resident memory of a process, MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// Busy and total jiffies of the whole machine (`/proc/stat`), for "how much of
 /// the two cores was in use" during a step.
 fn machine_jiffies() -> (f64, f64) {
@@ -193,7 +159,7 @@ fn machine_jiffies() -> (f64, f64) {
 /// Our own child processes running `command` (the broker and Redis the harness
 /// started), so their CPU is reported next to the services'.
 fn children_named(command: &str) -> Vec<u32> {
-    let me = std::process::id().to_string();
+    let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -201,7 +167,7 @@ fn children_named(command: &str) -> Vec<u32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            comm.trim() == command && stat_fields(*pid).get(1) == Some(&me)
+            comm.trim() == command && trackstream_harness::procfs::parent_pid(*pid) == Some(me)
         })
         .collect()
 }
@@ -1335,7 +1301,10 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
         let acks: Arc<Mutex<HashMap<u64, (Sent, String)>>> = Arc::default();
         let accepted = Arc::new(Mutex::new((0usize, 0usize)));
         let failed = Arc::new(Mutex::new(0usize));
-        let cpu_before: Vec<f64> = measured.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+        let cpu_before: Vec<f64> = measured
+            .iter()
+            .map(|(_, pid)| trackstream_harness::procfs::cpu_seconds(*pid))
+            .collect();
         let machine_before = machine_jiffies();
         let started = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / offered);
@@ -1425,8 +1394,8 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
             .map(|((name, pid), before)| {
                 (
                     name.clone(),
-                    (cpu_seconds(*pid) - before) / elapsed * 100.0,
-                    rss_mib(*pid),
+                    (trackstream_harness::procfs::cpu_seconds(*pid) - before) / elapsed * 100.0,
+                    trackstream_harness::procfs::rss_mib(*pid),
                 )
             })
             .collect();
@@ -1547,7 +1516,7 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     let broker_rss_end = measured
         .iter()
         .find(|(name, _)| name == "broker")
-        .map_or(0.0, |(_, pid)| rss_mib(*pid));
+        .map_or(0.0, |(_, pid)| trackstream_harness::procfs::rss_mib(*pid));
     let (produce_rate_end, broker_rate_end) = broker_ceiling(
         &brokers,
         "bench.ceiling.end",
