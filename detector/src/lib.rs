@@ -72,8 +72,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         detector = detector.with_progress(consumer.progress());
     }
     let detector = Arc::new(detector);
-    let (admin_addr, health) =
-        admin::serve_ready(&config.admin.listen, registry, shutdown.clone()).await?;
+    let mut assigned = consumer.assignment();
+    let (admin_addr, health) = admin::serve_ready_after(
+        &config.admin.listen,
+        registry,
+        shutdown.clone(),
+        async move {
+            // The first rebalance callback: the group has formed around us.
+            let _ = assigned.changed().await;
+        },
+    )
+    .await?;
     tracing::info!(%admin_addr, group, clock = ?config.timers.clock, "detector running");
 
     let timers = {

@@ -51,8 +51,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         handler::Normalizer::new(producer.clone(), config.providers.clone(), &mut registry)
             .remembering(config.recent_events),
     );
-    let (admin_addr, health) =
-        admin::serve_ready(&config.admin.listen, registry, shutdown.clone()).await?;
+    let mut assigned = consumer.assignment();
+    let (admin_addr, health) = admin::serve_ready_after(
+        &config.admin.listen,
+        registry,
+        shutdown.clone(),
+        async move {
+            // The first rebalance callback: the group has formed around us.
+            let _ = assigned.changed().await;
+        },
+    )
+    .await?;
     tracing::info!(%admin_addr, group, "normalize consuming scans.raw");
     let task = tokio::spawn(async move {
         let result = consumer.run(handler, shutdown).await;

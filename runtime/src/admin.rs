@@ -72,6 +72,33 @@ pub async fn serve_ready(
     Ok((addr, health))
 }
 
+/// Serves the admin routes for a consumer service: `/healthz` answers 503 until
+/// `ready` completes — for normalize and the detector, their consumer group's
+/// first assignment (possibly empty). Before that they read nothing, and an
+/// orchestrator rolling instances (or a benchmark starting load) must not count
+/// them in. Returns the bound address and the [`Health`] handle to flip off when
+/// the service starts draining.
+pub async fn serve_ready_after(
+    listen: &str,
+    registry: Registry,
+    shutdown: CancellationToken,
+    ready: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, Health), Error> {
+    let health = Health::default();
+    let addr = serve(listen, Arc::new(registry), health.clone(), shutdown.clone()).await?;
+    let flip = health.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = ready => {
+                flip.set(true);
+                tracing::info!("ready: consumer group joined");
+            }
+        }
+    });
+    Ok((addr, health))
+}
+
 /// Binds `listen` and serves `app` until `shutdown`; returns the bound address.
 pub async fn serve_router(
     listen: &str,
@@ -100,7 +127,8 @@ async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "draining" })),
+            // Starting (not yet ready) or draining (shutting down).
+            axum::Json(serde_json::json!({ "status": "unavailable" })),
         )
     }
 }
@@ -113,4 +141,56 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         crate::telemetry::encode(&state.registry),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn healthz_status(addr: SocketAddr) -> u16 {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .unwrap_or_else(|e| panic!("read: {e}"));
+        response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn healthz_is_unavailable_until_ready_and_again_when_draining() {
+        let (joined, ready) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = CancellationToken::new();
+        let (addr, health) = serve_ready_after(
+            "127.0.0.1:0",
+            Registry::default(),
+            shutdown.clone(),
+            async {
+                let _ = ready.await;
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("serve: {e}"));
+        assert_eq!(healthz_status(addr).await, 503, "not ready before joining");
+        let _ = joined.send(());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while healthz_status(addr).await != 200 {
+            assert!(std::time::Instant::now() < deadline, "never became ready");
+            tokio::task::yield_now().await;
+        }
+        health.set(false);
+        assert_eq!(healthz_status(addr).await, 503, "draining");
+        shutdown.cancel();
+    }
 }
