@@ -36,11 +36,15 @@ pub mod topics {
     pub const TRACKING_UPDATES: &str = "tracking.updates";
     /// Alert lifecycle records, key `carrier:waybill`.
     pub const TRACKING_ALERTS: &str = "tracking.alerts";
-    /// Rendered buyer messages, key `order_id`.
+    /// Rendered buyer messages, key `<merchant_id>/<order_id>`.
     pub const BUYER_NOTIFICATIONS: &str = "buyer.notifications";
+    /// Records the detector or the notifier could not process (permanent errors:
+    /// undecodable, an output too large for the broker, a script error), the input
+    /// record unchanged with `dlq.*` headers naming the stage and the cause.
+    pub const TRACKING_DLQ: &str = "tracking.dlq";
 
     /// Every topic the pipeline uses, for stack scripts and the test harness.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         SCANS_RAW,
         SCANS_DLQ,
         SHIPMENTS,
@@ -48,6 +52,7 @@ pub mod topics {
         TRACKING_UPDATES,
         TRACKING_ALERTS,
         BUYER_NOTIFICATIONS,
+        TRACKING_DLQ,
     ];
 }
 

@@ -124,6 +124,12 @@ pub struct KafkaConfig {
     /// tansu 0.6 does (docs/ARCHITECTURE.md). On Apache Kafka it only costs a
     /// DescribeGroups and a metadata request per interval. Default 3 000 ms.
     pub assignment_check_ms: u64,
+    /// Largest record a service produces (key + value + headers). A larger
+    /// output is a permanent error: ingest answers 413, a consuming stage
+    /// dead-letters its input. Keep it at or under the broker's
+    /// `message.max.bytes` (Apache Kafka's default is 1 048 588). Default
+    /// 1 000 000.
+    pub max_record_bytes: usize,
     /// Extra librdkafka properties (e.g. `security.protocol`), applied last.
     pub extra: BTreeMap<String, String>,
 }
@@ -149,6 +155,7 @@ impl Default for KafkaConfig {
             statistics_interval_ms: 500,
             fetch_wait_max_ms: 5,
             assignment_check_ms: 3_000,
+            max_record_bytes: 1_000_000,
             extra: BTreeMap::new(),
         }
     }

@@ -5,6 +5,7 @@
 //!   sections every service has (Kafka, Redis, admin HTTP, logging);
 //! - [`kafka`] — the idempotent `acks=all` producer and the at-least-once consumer
 //!   loop (offsets stored only after a batch's effects are acknowledged);
+//! - [`dlq`] — dead letters: how a stage sets aside a record it can never process;
 //! - [`redis`] — one connection type over standalone Redis and Redis Cluster;
 //! - [`telemetry`] — `tracing` setup and the Prometheus registry;
 //! - [`merchants`] — merchant ids and their bearer tokens (ingest and gRPC auth);
@@ -16,6 +17,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dlq;
 pub mod error;
 pub mod kafka;
 pub mod merchants;

@@ -12,7 +12,7 @@ mod producer;
 pub use consumer::{
     Assignment, BatchHandler, ConsumerLoop, HandlerError, Inbound, Progress, StartAt,
 };
-pub use producer::{OutRecord, Producer};
+pub use producer::{OutRecord, Producer, SendError};
 pub use rdkafka::error::KafkaError;
 
 use rdkafka::ClientConfig;

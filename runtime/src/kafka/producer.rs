@@ -41,6 +41,86 @@ impl OutRecord {
         self.headers.push((name, value.into()));
         self
     }
+
+    /// Bytes this record occupies in a produce request, counted the way the
+    /// broker's `message.max.bytes` check sees it closely enough to decide
+    /// before sending: key, value, headers, plus a fixed allowance for the
+    /// record and batch framing.
+    pub fn encoded_len(&self) -> usize {
+        const FRAMING: usize = 128;
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 8)
+            .sum();
+        self.key.len() + self.payload.len() + headers + FRAMING
+    }
+}
+
+/// Why records were not acknowledged, typed by what the caller should do.
+///
+/// - [`SendError::TooLarge`] and [`SendError::Rejected`] are **permanent**:
+///   sending the same record again cannot succeed. ingest answers 413 / 4xx; a
+///   consuming stage dead-letters the input record and moves on
+///   ([`crate::dlq`]). Retrying them is what used to stall whole partitions.
+/// - [`SendError::Unavailable`] is **retriable**: the broker did not answer in
+///   time, or the client had to be rebuilt. ingest answers 503; a consuming stage
+///   retries its batch with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// A record is over `kafka.max_record_bytes` (checked before anything of the
+    /// call is sent), or the broker refused it as too large.
+    #[error("record for {topic} is {bytes} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// Destination topic.
+        topic: &'static str,
+        /// The record's key (waybill or order key; never contact data).
+        key: String,
+        /// Its size as counted by [`OutRecord::encoded_len`] (0 when the broker
+        /// refused it and the size is not known here).
+        bytes: usize,
+        /// The limit it exceeds.
+        limit: usize,
+    },
+    /// The broker refused a record for a reason that retrying does not change
+    /// (an invalid record, no authorization for the topic).
+    #[error("kafka refused a record for {topic}: {source}")]
+    Rejected {
+        /// Destination topic.
+        topic: &'static str,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// Kafka did not acknowledge in time, is unreachable, or the client failed.
+    #[error("kafka unavailable: {0}")]
+    Unavailable(KafkaError),
+}
+
+impl SendError {
+    /// True when sending the same records again cannot succeed.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, SendError::Unavailable(_))
+    }
+
+    fn classify(topic: &'static str, key: &str, limit: usize, err: KafkaError) -> Self {
+        match err.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::RecordListTooLarge) => {
+                SendError::TooLarge {
+                    topic,
+                    key: key.to_owned(),
+                    bytes: 0,
+                    limit,
+                }
+            }
+            Some(
+                RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::InvalidTopic,
+            ) => SendError::Rejected { topic, source: err },
+            _ => SendError::Unavailable(err),
+        }
+    }
 }
 
 type TopicLabel = Vec<(&'static str, String)>;
@@ -58,7 +138,9 @@ pub struct Producer {
     last_reset: Arc<RwLock<Instant>>,
     produced: Family<TopicLabel, Counter>,
     failed: Family<TopicLabel, Counter>,
+    too_large: Family<TopicLabel, Counter>,
     resets: Counter,
+    max_record_bytes: usize,
 }
 
 impl Producer {
@@ -71,12 +153,24 @@ impl Producer {
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("compression.type", "none")
-            .set("message.timeout.ms", cfg.produce_timeout_ms.to_string());
+            .set("message.timeout.ms", cfg.produce_timeout_ms.to_string())
+            // Room for one maximal record plus request framing; records over
+            // `max_record_bytes` never reach librdkafka (`send_all` checks first).
+            .set(
+                "message.max.bytes",
+                cfg.max_record_bytes.saturating_add(64 * 1024).to_string(),
+            );
         super::apply_extra(&mut config, cfg);
         let inner: FutureProducer = config.create()?;
         let produced = Family::<TopicLabel, Counter>::default();
         let failed = Family::<TopicLabel, Counter>::default();
         let resets = Counter::default();
+        let too_large = Family::<TopicLabel, Counter>::default();
+        registry.register(
+            "kafka_records_too_large",
+            "Records refused before sending because they exceed kafka.max_record_bytes, by topic",
+            too_large.clone(),
+        );
         registry.register(
             "kafka_producer_resets",
             "Producer clients rebuilt after non-transient delivery errors",
@@ -98,8 +192,31 @@ impl Producer {
             last_reset: Arc::new(RwLock::new(Instant::now())),
             produced,
             failed,
+            too_large,
             resets,
+            max_record_bytes: cfg.max_record_bytes,
         })
+    }
+
+    /// The largest record this producer sends (`kafka.max_record_bytes`).
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    /// Checks one record against `kafka.max_record_bytes` without sending it, so
+    /// a stage can dead-letter exactly the input whose output is too large.
+    pub fn check_size(&self, record: &OutRecord) -> Result<(), SendError> {
+        let bytes = record.encoded_len();
+        if bytes > self.max_record_bytes {
+            self.too_large.get_or_create(&label(record.topic)).inc();
+            return Err(SendError::TooLarge {
+                topic: record.topic,
+                key: record.key.clone(),
+                bytes,
+                limit: self.max_record_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn client(&self) -> Option<FutureProducer> {
@@ -140,28 +257,41 @@ impl Producer {
     }
 
     /// Writes one record and waits for the broker's acknowledgement.
-    pub async fn send(&self, record: OutRecord) -> Result<(), KafkaError> {
+    pub async fn send(&self, record: OutRecord) -> Result<(), SendError> {
         self.send_all(vec![record]).await
     }
 
     /// Writes records (enqueued in order, so per-key order holds) and waits until
     /// every one is acknowledged. Fails if any is not.
-    pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<(), KafkaError> {
-        let Some(producer) = self.client() else {
-            return Err(KafkaError::Canceled);
-        };
-        let result = self.send_with(&producer, records).await;
-        if let Err(err) = &result {
-            self.maybe_reset(err, &producer);
+    ///
+    /// Every record is checked against `kafka.max_record_bytes` first: if one is
+    /// over, nothing is sent and the error is [`SendError::TooLarge`]. A permanent
+    /// refusal by the broker does not rebuild the client (the client is fine; the
+    /// record is not).
+    pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<(), SendError> {
+        for record in &records {
+            self.check_size(record)?;
         }
-        result
+        let Some(producer) = self.client() else {
+            return Err(SendError::Unavailable(KafkaError::Canceled));
+        };
+        match self.send_with(&producer, records).await {
+            Ok(()) => Ok(()),
+            Err((topic, key, err)) => {
+                let err = SendError::classify(topic, &key, self.max_record_bytes, err);
+                if let SendError::Unavailable(inner) = &err {
+                    self.maybe_reset(inner, &producer);
+                }
+                Err(err)
+            }
+        }
     }
 
     async fn send_with(
         &self,
         producer: &FutureProducer,
         records: Vec<OutRecord>,
-    ) -> Result<(), KafkaError> {
+    ) -> Result<(), (&'static str, String, KafkaError)> {
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
@@ -185,14 +315,14 @@ impl Producer {
                     }
                     Err((err, _)) => {
                         self.failed.get_or_create(&label(record.topic)).inc();
-                        return Err(err);
+                        return Err((record.topic, record.key.clone(), err));
                     }
                 }
             };
-            pending.push((record.topic, delivery));
+            pending.push((record.topic, record.key.as_str(), delivery));
         }
         let mut first_error = None;
-        for (topic, delivery) in pending {
+        for (topic, key, delivery) in pending {
             let outcome = match delivery.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err((err, _))) => Err(err),
@@ -204,7 +334,7 @@ impl Producer {
                 }
                 Err(err) => {
                     self.failed.get_or_create(&label(topic)).inc();
-                    first_error.get_or_insert(err);
+                    first_error.get_or_insert((topic, key.to_owned(), err));
                 }
             }
         }

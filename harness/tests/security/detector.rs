@@ -1,0 +1,1 @@
+//! Attacks on detector (see `main.rs`).

@@ -1,0 +1,1 @@
+//! Attacks on edge (see `main.rs`).

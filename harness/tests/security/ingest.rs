@@ -1,0 +1,1 @@
+//! Attacks on ingest (see `main.rs`).

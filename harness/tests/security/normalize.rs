@@ -1,0 +1,1 @@
+//! Attacks on normalize (see `main.rs`).

@@ -1,0 +1,1 @@
+//! Attacks on notifier (see `main.rs`).
