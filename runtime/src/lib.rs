@@ -9,6 +9,7 @@
 //! - [`redis`] — one connection type over standalone Redis and Redis Cluster;
 //! - [`telemetry`] — `tracing` setup and the Prometheus registry;
 //! - [`merchants`] — merchant ids and their bearer tokens (ingest and gRPC auth);
+//! - [`ownership`] — the Redis key that says which merchant owns a waybill;
 //! - [`order_log`] — the per-order update log in Redis (detector writes, notifier reads);
 //! - [`admin`] — the `/healthz` and `/metrics` HTTP endpoints;
 //! - [`shutdown`] — SIGTERM/SIGINT into a cancellation token;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod kafka;
 pub mod merchants;
 pub mod order_log;
+pub mod ownership;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;
