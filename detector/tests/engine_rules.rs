@@ -785,8 +785,10 @@ fn a_first_registration_joins_only_scans_inside_the_join_window() {
     assert_eq!(sim.history.len(), 5, "still kept in history");
 
     // The window is configurable.
-    let mut rules = RulesConfig::default();
-    rules.join_window = Millis(2 * H);
+    let rules = RulesConfig {
+        join_window: Millis(2 * H),
+        ..RulesConfig::default()
+    };
     let mut sim = Sim::new(rules, KEY);
     sim.scan(Status::InfoReceived, start - 3 * H);
     sim.scan(Status::InfoReceived, start - H);
