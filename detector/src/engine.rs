@@ -453,9 +453,15 @@ impl Engine {
             state.info_at = at;
         }
         self.carrier_exception(wb, status, reason, at, late, fx);
+        // The refund trigger needs this parcel's delivery: a delivery dated
+        // before the join window is an earlier parcel's under the same number.
+        let window = self.rules.join_window.0;
         if !wb.state.return_received
             && wb.state.status() == Status::Delivered
-            && let Some(reg) = wb.registration.as_ref().filter(|r| r.is_return)
+            && let Some(reg) = wb
+                .registration
+                .as_ref()
+                .filter(|r| r.is_return && wb.state.status_at >= registration::join_from(r, window))
         {
             wb.state.return_received = true;
             fx.outputs.push(return_received(&wb.key, reg, event));

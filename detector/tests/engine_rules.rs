@@ -803,6 +803,28 @@ fn a_first_registration_joins_only_scans_inside_the_join_window() {
     assert_eq!(RulesConfig::default().join_window, Millis(30 * D));
 }
 
+/// A return registered on a number whose earlier parcel was delivered two
+/// months ago: the old delivery is no refund trigger, on join or on the new
+/// parcel's scans; the return's own delivery is.
+#[test]
+fn an_earlier_parcels_delivery_never_triggers_return_received() {
+    let start = T0 + 100 * D;
+    let mut sim = Sim::new(RulesConfig::default(), KEY);
+    sim.scan(Status::PickedUp, start - 61 * D);
+    sim.scan(Status::Delivered, start - 60 * D);
+    let mut reg = shipment(KEY, "R-1", start);
+    reg.is_return = true;
+    let returns = |outputs: &[Output]| {
+        updates(outputs)
+            .into_iter()
+            .filter(|(_, u)| u.kind == UpdateKind::ReturnReceived as i32)
+            .count()
+    };
+    assert_eq!(returns(&sim.register(reg, start)), 0);
+    assert_eq!(returns(&sim.scan(Status::InTransit, start + H)), 0);
+    assert_eq!(returns(&sim.scan(Status::Delivered, start + 2 * D)), 1);
+}
+
 /// Ingest defaults `registered_at` to the request time: a merchant repeating
 /// its registration hours later must not move the no-pickup deadline.
 #[test]
