@@ -45,8 +45,8 @@ use crate::rules::{self, RuleId, RulesConfig};
 
 pub mod registration;
 
-use registration::Intake;
 pub use registration::RefusedRegistration;
+use registration::{Intake, Position};
 
 /// Timer-member name of a waybill's earliest pending event (see [`WaybillState::deadlines`]).
 pub const PENDING_TIMER: &str = "pe";
@@ -292,6 +292,7 @@ impl Engine {
         let first_output = fx.outputs.len();
         let mut received: Vec<(usize, bool)> = Vec::new();
         let mut joined = false;
+        let mut registrations = 0;
         // A registration stored by an older version still holds contacts:
         // strip them now, and store it again without.
         if let Some(reg) = wb.registration.as_mut()
@@ -316,19 +317,23 @@ impl Engine {
                     fx.history.push(event.clone());
                 }
                 Input::Registration(shipment) => {
-                    let taken =
-                        match registration::intake(wb.registration.as_ref(), shipment, index) {
-                            Intake::Unchanged => continue,
-                            Intake::Refused(refused) => {
-                                fx.refused_registrations.push(refused);
-                                continue;
-                            }
-                            Intake::First(taken) => {
-                                joined = true;
-                                taken
-                            }
-                            Intake::Changed(taken) => taken,
-                        };
+                    let at = Position {
+                        input: index,
+                        registration: registrations,
+                    };
+                    registrations += 1;
+                    let taken = match registration::intake(wb.registration.as_ref(), shipment, at) {
+                        Intake::Unchanged => continue,
+                        Intake::Refused(refused) => {
+                            fx.refused_registrations.push(refused);
+                            continue;
+                        }
+                        Intake::First(taken) => {
+                            joined = true;
+                            taken
+                        }
+                        Intake::Changed(taken) => taken,
+                    };
                     wb.registration = Some(taken);
                     wb.registration_changed = true;
                     let at = wb.state.folded_at.max(wb.state.last_event_at);

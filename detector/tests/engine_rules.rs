@@ -910,6 +910,7 @@ fn another_merchants_registration_is_refused_with_no_output() {
         fx.refused_registrations,
         [RefusedRegistration {
             input: 0,
+            registration: 0,
             merchant_id: "m-evil".into(),
             order_id: "EVIL-1".into(),
             owner: "m-acme".into(),
@@ -924,6 +925,7 @@ fn another_merchants_registration_is_refused_with_no_output() {
         &mut sim.wb,
         &[
             Input::Event(scan(KEY, Status::InTransit, T0 + 4 * H)),
+            Input::Registration(shipment(KEY, "O-1", T0 + 4 * H)),
             Input::Registration(takeover),
             Input::Event(scan(KEY, Status::OutForDelivery, T0 + 5 * H)),
         ],
@@ -934,9 +936,10 @@ fn another_merchants_registration_is_refused_with_no_output() {
     assert_eq!(
         fx.refused_registrations
             .iter()
-            .map(|r| r.input)
+            .map(|r| (r.input, r.registration))
             .collect::<Vec<_>>(),
-        [1]
+        [(2, 1)],
+        "found by position; the owner's repeat before it changed nothing"
     );
     let sent = updates(&fx.outputs);
     assert_eq!(sent.len(), 2);

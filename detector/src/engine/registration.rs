@@ -30,6 +30,10 @@ pub struct RefusedRegistration {
     /// Index of the registration in the `inputs` given to
     /// [`super::Engine::apply`], so the service can find the record it came in.
     pub input: usize,
+    /// Its ordinal among the registrations of those `inputs` (0 = the first).
+    /// Unlike [`RefusedRegistration::input`] it does not shift when the
+    /// caller drops duplicate events from the inputs.
+    pub registration: usize,
     /// The merchant that sent it.
     pub merchant_id: String,
     /// Its order id.
@@ -56,16 +60,26 @@ pub(super) enum Intake {
     Refused(RefusedRegistration),
 }
 
-/// Decides what the registration `arriving` (input `index`) does, given the
-/// stored registration (already without contacts).
-pub(super) fn intake(stored: Option<&Shipment>, arriving: &Shipment, index: usize) -> Intake {
+/// Where an arriving registration sits in the inputs (see [`RefusedRegistration`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Position {
+    /// Index in the inputs.
+    pub input: usize,
+    /// Ordinal among the inputs' registrations.
+    pub registration: usize,
+}
+
+/// Decides what the registration `arriving` does, given the stored
+/// registration (already without contacts).
+pub(super) fn intake(stored: Option<&Shipment>, arriving: &Shipment, at: Position) -> Intake {
     let mut arriving = without_contacts(arriving);
     let Some(stored) = stored else {
         return Intake::First(arriving);
     };
     if arriving.merchant_id != stored.merchant_id {
         return Intake::Refused(RefusedRegistration {
-            input: index,
+            input: at.input,
+            registration: at.registration,
             merchant_id: arriving.merchant_id,
             order_id: arriving.order_id,
             owner: stored.merchant_id.clone(),
