@@ -139,3 +139,86 @@ pub fn join_from(registration: &Shipment, window: i64) -> i64 {
 pub fn joins(registration: &Shipment, window: i64, event: &TrackingEvent) -> bool {
     time::millis(event.occurred_at.as_ref()) >= join_from(registration, window)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(merchant: &str, at: i64) -> Shipment {
+        Shipment {
+            order_id: "O-1".into(),
+            merchant_id: merchant.into(),
+            carrier: "sf".into(),
+            waybill: "SF1".into(),
+            buyer: Some(BuyerContact {
+                name: "Li Lei".into(),
+                phone: "13812345678".into(),
+                email: "li@example.com".into(),
+                locale: "en".into(),
+                time_zone: "Asia/Shanghai".into(),
+            }),
+            registered_at: (at != 0).then(|| time::from_millis(at)),
+            ..Default::default()
+        }
+    }
+
+    const FIRST: Position = Position {
+        input: 0,
+        registration: 0,
+    };
+
+    #[test]
+    fn a_repeat_keeps_the_earliest_registered_at_and_is_unchanged() {
+        let stored = without_contacts(&reg("m-a", 1_000));
+        assert!(matches!(
+            intake(Some(&stored), &reg("m-a", 9_000), FIRST),
+            Intake::Unchanged
+        ));
+        // An unset registered_at on either side is no change of the clock.
+        assert!(matches!(
+            intake(Some(&stored), &reg("m-a", 0), FIRST),
+            Intake::Unchanged
+        ));
+        match intake(
+            Some(&without_contacts(&reg("m-a", 0))),
+            &reg("m-a", 5),
+            FIRST,
+        ) {
+            Intake::Changed(taken) => assert_eq!(time::millis(taken.registered_at.as_ref()), 5),
+            other => panic!("{other:?}"),
+        }
+        match intake(Some(&stored), &reg("m-a", 500), FIRST) {
+            Intake::Changed(taken) => {
+                assert_eq!(time::millis(taken.registered_at.as_ref()), 500);
+            }
+            other => panic!("an earlier registered_at moves the clock earlier: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn another_merchant_is_refused_and_contacts_never_pass() {
+        let stored = without_contacts(&reg("m-a", 1_000));
+        match intake(Some(&stored), &reg("m-b", 1_000), FIRST) {
+            Intake::Refused(refused) => assert_eq!(refused.owner, "m-a"),
+            other => panic!("{other:?}"),
+        }
+        match intake(None, &reg("m-b", 1_000), FIRST) {
+            Intake::First(taken) => {
+                assert!(!has_contacts(&taken));
+                let buyer = taken.buyer.unwrap_or_default();
+                assert_eq!(
+                    (buyer.locale.as_str(), buyer.time_zone.as_str()),
+                    ("en", "Asia/Shanghai")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_join_window_is_measured_back_from_registered_at() {
+        assert_eq!(join_from(&reg("m-a", 10_000), 3_000), 7_000);
+        assert_eq!(join_from(&reg("m-a", 0), 3_000), i64::MIN, "unset: all");
+        assert_eq!(join_from(&reg("m-a", i64::MIN + 1), i64::MAX), i64::MIN);
+    }
+}
