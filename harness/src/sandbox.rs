@@ -70,6 +70,7 @@ impl Configs {
         let mut ingest = trackstream_ingest::Config::default();
         ingest.http.listen = "127.0.0.1:0".into();
         ingest.kafka = kafka.clone();
+        ingest.redis = redis.clone();
         ingest.admin = admin.clone();
         ingest.merchants = merchants.clone();
         ingest.providers.insert(
