@@ -225,6 +225,44 @@ impl Sandbox {
         .await
     }
 
+    /// POSTs generic-format scans signed with `secret` as provider account
+    /// `account` (one configured in `providers.generic` by the test, e.g. an
+    /// account bound to merchants).
+    pub async fn post_generic_as(
+        &self,
+        account: &str,
+        secret: &str,
+        scans: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let body = scans.to_string().into_bytes();
+        let signature = trackstream_carriers::generic::sign(&body, secret);
+        self.post(
+            "/v1/webhooks/generic",
+            &[
+                ("x-trackstream-signature", signature),
+                ("x-trackstream-account", account.to_owned()),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// The merchant that owns `carrier:waybill` according to ingest's claim
+    /// in Redis (`runtime::ownership`), `None` when unclaimed.
+    pub async fn owner_of(&self, carrier: &str, waybill: &str) -> Option<String> {
+        let client = redis::Client::open(self.redis.url().as_str())
+            .unwrap_or_else(|e| panic!("redis client: {e}"));
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("redis connect: {e}"));
+        redis::cmd("GET")
+            .arg(trackstream_runtime::ownership::owner_key(carrier, waybill))
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("redis GET: {e}"))
+    }
+
     /// Registers shipments as merchant `m-acme`.
     pub async fn register(&self, shipments: &serde_json::Value) -> (u16, serde_json::Value) {
         self.register_as(ACME_TOKEN, shipments).await
