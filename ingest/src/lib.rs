@@ -115,11 +115,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             max_elements: config.http.json_max_elements,
         },
         metrics,
-        claims: ownership::Claims::new(
-            redis,
-            config.ownership.claim_ttl_ms,
-            redis_timeout,
-        ),
+        claims: ownership::Claims::new(redis, config.ownership.claim_ttl_ms, redis_timeout),
     });
     let app = routes()
         .into_iter()

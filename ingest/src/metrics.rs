@@ -79,8 +79,12 @@ impl Metrics {
     /// requester's support staff read them too).
     pub fn ownership_conflict(&self, merchant_id: &str, carrier: &str, waybill: &str) {
         self.conflicts.inc();
-        tracing::warn!(merchant_id, carrier, waybill,
-            "registration refused: waybill is registered by another merchant");
+        tracing::warn!(
+            merchant_id,
+            carrier,
+            waybill,
+            "registration refused: waybill is registered by another merchant"
+        );
     }
 
     /// A push item was not written: the verified account is bound to merchants
@@ -89,7 +93,12 @@ impl Metrics {
         self.refused_items
             .get_or_create(&vec![("route", route.to_owned())])
             .inc();
-        tracing::warn!(route, account, carrier, waybill,
-            "push item refused: the account is not bound to the waybill's merchant");
+        tracing::warn!(
+            route,
+            account,
+            carrier,
+            waybill,
+            "push item refused: the account is not bound to the waybill's merchant"
+        );
     }
 }

@@ -80,9 +80,9 @@ impl From<ClaimError> for ApiError {
     fn from(err: ClaimError) -> Self {
         match err {
             // The caller phrases the conflict with the item's waybill.
-            ClaimError::Conflict { index } => ApiError::Conflict(format!(
-                "item {index} is registered by another merchant"
-            )),
+            ClaimError::Conflict { index } => {
+                ApiError::Conflict(format!("item {index} is registered by another merchant"))
+            }
             ClaimError::Unavailable(_) => {
                 ApiError::Unavailable("ownership store unavailable, retry later".into())
             }
@@ -181,7 +181,10 @@ impl Claims {
     }
 
     /// The owning merchant of each `(carrier, waybill)`, `None` when unclaimed.
-    pub async fn owners(&self, waybills: &[(&str, &str)]) -> Result<Vec<Option<String>>, ClaimError> {
+    pub async fn owners(
+        &self,
+        waybills: &[(&str, &str)],
+    ) -> Result<Vec<Option<String>>, ClaimError> {
         let mut pipe = redis::pipe();
         for (carrier, waybill) in waybills {
             pipe.cmd("GET").arg(owner_key(carrier, waybill));
@@ -193,7 +196,10 @@ impl Claims {
             .collect())
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, ClaimError> {
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, ClaimError> {
         let mut conn = self.redis.clone();
         match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
             Ok(Ok(value)) => Ok(value),

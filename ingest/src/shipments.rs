@@ -15,6 +15,13 @@
 //! `registered_at` (RFC 3339) may be given for backfills and replays, where the
 //! order was created long before it reaches trackstream; it anchors the no-pickup
 //! rule. It defaults to the time of the request.
+//!
+//! Before anything is written, every shipment of the request is checked, in this
+//! order: each field against the identifier grammar and limits
+//! (`runtime::ident`; 400 naming `shipments[i].field`), the record against
+//! `kafka.max_record_bytes` (413 naming `shipments[i]`), then the waybill's
+//! ownership ([`crate::ownership`]: 409 when another merchant registered it,
+//! 503 when Redis does not answer). Only then are the records sent.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -199,9 +206,8 @@ fn to_shipment(
     merchant_name: &str,
     now: prost_types::Timestamp,
 ) -> Result<Shipment, String> {
-    let field = |name: &str, check: Result<(), IdentError>| {
-        check.map_err(|e| format!("{name}: {e}"))
-    };
+    let field =
+        |name: &str, check: Result<(), IdentError>| check.map_err(|e| format!("{name}: {e}"));
     let order_id = input.order_id.trim();
     let waybill = input.waybill.trim();
     let carrier = carrier_code::canonical(&input.carrier);
@@ -262,7 +268,9 @@ const MAX_TIME_TEXT: usize = 40;
 
 fn parse_time(text: &str) -> Result<prost_types::Timestamp, String> {
     if text.len() > MAX_TIME_TEXT {
-        return Err(format!("over {MAX_TIME_TEXT} bytes (RFC 3339 with offset expected)"));
+        return Err(format!(
+            "over {MAX_TIME_TEXT} bytes (RFC 3339 with offset expected)"
+        ));
     }
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| time::to_proto(t.with_timezone(&chrono::Utc)))
@@ -301,16 +309,46 @@ mod tests {
         let now = time::from_millis(1_795_000_000_000);
         let long = "9".repeat(300);
         let cases = [
-            (serde_json::json!({"order_id": "O:1", "carrier": "sf", "waybill": "SF1"}), "order_id:"),
-            (serde_json::json!({"order_id": "O", "carrier": "x".repeat(40), "waybill": "SF1"}), "carrier:"),
-            (serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "sf:SF2"}), "waybill:"),
-            (serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "service_level": "e{x}"}), "service_level:"),
-            (serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"phone": long}}), "buyer.phone:"),
-            (serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"email": "nobody"}}), "buyer.email:"),
-            (serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"name": "n".repeat(201)}}), "buyer.name:"),
-            (serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"locale": "zh CN"}}), "buyer.locale:"),
-            (serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"time_zone": "Mars/Base"}}), "buyer.time_zone:"),
-            (serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "promised_delivery_at": "2".repeat(50)}), "promised_delivery_at:"),
+            (
+                serde_json::json!({"order_id": "O:1", "carrier": "sf", "waybill": "SF1"}),
+                "order_id:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "x".repeat(40), "waybill": "SF1"}),
+                "carrier:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "sf:SF2"}),
+                "waybill:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "service_level": "e{x}"}),
+                "service_level:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"phone": long}}),
+                "buyer.phone:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"email": "nobody"}}),
+                "buyer.email:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"name": "n".repeat(201)}}),
+                "buyer.name:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"locale": "zh CN"}}),
+                "buyer.locale:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"time_zone": "Mars/Base"}}),
+                "buyer.time_zone:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "promised_delivery_at": "2".repeat(50)}),
+                "promised_delivery_at:",
+            ),
         ];
         for (value, field) in cases {
             let input: ShipmentIn = serde_json::from_value(value.clone()).expect("shape");

@@ -81,6 +81,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_configs_load_and_validate() {
+        for text in [
+            include_str!("../../deploy/local/config/ingest.toml"),
+            include_str!("../../deploy/docker/config/ingest.toml"),
+        ] {
+            let config = config(text);
+            assert!(validate(&config).is_ok());
+            assert_eq!(config.ownership.claim_ttl_ms, 120 * 24 * 3_600_000);
+        }
+    }
+
+    #[test]
     fn each_problem_names_its_key() {
         let cases = [
             ("[providers.kdnaio]\nsecrets = []\n", "providers.kdnaio"),

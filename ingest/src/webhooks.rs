@@ -252,9 +252,11 @@ async fn allowed_items(
         .iter()
         .zip(owners)
         .map(|((carrier, waybill), owner)| {
-            let allowed = owner.is_some_and(|o| merchants.iter().any(|m| *m == o));
+            let allowed = owner.is_some_and(|o| merchants.contains(&o));
             if !allowed {
-                state.metrics.bound_refusal(route, account, carrier, waybill);
+                state
+                    .metrics
+                    .bound_refusal(route, account, carrier, waybill);
             }
             allowed
         })

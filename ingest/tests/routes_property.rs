@@ -132,7 +132,10 @@ fn form_field(name: &str, value: &[u8]) -> Vec<u8> {
 /// bytes) or not.
 fn push(route: &str, content: Vec<u8>, signed: bool) -> (String, Headers, Vec<u8>) {
     let path = format!("/v1/webhooks/{route}");
-    let form = ("content-type", "application/x-www-form-urlencoded".to_owned());
+    let form = (
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    );
     let json_type = ("content-type", "application/json".to_owned());
     let with = |name: &'static str, value: String| {
         if signed {
@@ -238,14 +241,19 @@ fn generated_bodies_on_every_route_never_get_a_5xx() {
         Just(Some("not-a-token")),
         Just(None)
     ];
-    run_all(160, (tokens, body(shipment().boxed())), |(token, content)| {
-        let mut headers = vec![("content-type", "application/json".to_owned())];
-        if let Some(token) = token {
-            headers.push(("authorization", format!("Bearer {token}")));
-        }
-        let (status, answer) = runtime.block_on(sandbox.post("/v1/shipments", &headers, content));
-        check(status, &answer, false, "POST /v1/shipments")
-    });
+    run_all(
+        160,
+        (tokens, body(shipment().boxed())),
+        |(token, content)| {
+            let mut headers = vec![("content-type", "application/json".to_owned())];
+            if let Some(token) = token {
+                headers.push(("authorization", format!("Bearer {token}")));
+            }
+            let (status, answer) =
+                runtime.block_on(sandbox.post("/v1/shipments", &headers, content));
+            check(status, &answer, false, "POST /v1/shipments")
+        },
+    );
 
     // Pushes, signed and unsigned, on every provider route (and an unknown one).
     let pushes = (

@@ -147,7 +147,10 @@ impl From<crate::kafka::SendError> for ApiError {
         use crate::kafka::SendError;
         match err {
             SendError::TooLarge {
-                topic, bytes, limit, ..
+                topic,
+                bytes,
+                limit,
+                ..
             } => ApiError::PayloadTooLarge(if bytes > 0 {
                 format!("a {topic} record would be {bytes} bytes, over the {limit}-byte limit")
             } else {
@@ -181,7 +184,11 @@ mod tests {
                 tonic::Code::Unauthenticated,
             ),
             (ApiError::NotFound("x".into()), 404, tonic::Code::NotFound),
-            (ApiError::Conflict("x".into()), 409, tonic::Code::AlreadyExists),
+            (
+                ApiError::Conflict("x".into()),
+                409,
+                tonic::Code::AlreadyExists,
+            ),
             (
                 ApiError::Unprocessable("x".into()),
                 422,

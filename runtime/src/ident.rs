@@ -237,7 +237,10 @@ mod tests {
             !format!("{err:?}").contains("secret"),
             "errors never contain the value"
         );
-        assert_eq!(Contact::TimeZone.check("America/Argentina/Buenos_Aires"), Ok(()));
+        assert_eq!(
+            Contact::TimeZone.check("America/Argentina/Buenos_Aires"),
+            Ok(())
+        );
     }
 
     #[test]

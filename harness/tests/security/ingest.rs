@@ -61,13 +61,22 @@ async fn takeover_is_refused_with_409_and_the_owner_keeps_its_updates() {
         .await;
     assert_eq!(status, 409, "{body}");
     assert!(reason(&body).contains("shipments[1]"), "{body}");
-    assert_eq!(sandbox.owner_of("sf", "TK-FREE").await, None, "claim released");
-    assert_eq!(sandbox.owner_of("sf", "TK1").await.as_deref(), Some("m-acme"));
+    assert_eq!(
+        sandbox.owner_of("sf", "TK-FREE").await,
+        None,
+        "claim released"
+    );
+    assert_eq!(
+        sandbox.owner_of("sf", "TK1").await.as_deref(),
+        Some("m-acme")
+    );
 
     // The owner may register again (updated content): 200.
     let (status, body) = sandbox
-        .register(&json!({"order_id": "O-A", "carrier": "sf", "waybill": "TK1",
-                          "service_level": "express"}))
+        .register(
+            &json!({"order_id": "O-A", "carrier": "sf", "waybill": "TK1",
+                          "service_level": "express"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
 
@@ -98,7 +107,9 @@ async fn takeover_is_refused_with_409_and_the_owner_keeps_its_updates() {
     let mut shipments = sandbox.reader(topics::SHIPMENTS);
     shipments
         .until(WAIT, "A's two registrations", |r| {
-            all::<Shipment>(r, |s| s.iter().filter(|s| s.merchant_id == "m-acme").count() >= 2)
+            all::<Shipment>(r, |s| {
+                s.iter().filter(|s| s.merchant_id == "m-acme").count() >= 2
+            })
         })
         .await;
     assert!(
@@ -120,11 +131,13 @@ async fn a_bound_provider_account_cannot_push_for_another_merchants_waybill() {
                 account: BOUND_ACCOUNT.into(),
                 secret: BOUND_SECRET.into(),
             });
-            generic.bindings.push(trackstream_carriers::settings::Binding {
-                index: generic.secrets.len() - 1,
-                account: BOUND_ACCOUNT.into(),
-                merchants: vec!["m-acme".into()],
-            });
+            generic
+                .bindings
+                .push(trackstream_carriers::settings::Binding {
+                    index: generic.secrets.len() - 1,
+                    account: BOUND_ACCOUNT.into(),
+                    merchants: vec!["m-acme".into()],
+                });
         }
     })
     .await;
@@ -147,7 +160,11 @@ async fn a_bound_provider_account_cannot_push_for_another_merchants_waybill() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "forbidden");
     let (status, body) = sandbox
-        .post_generic_as(BOUND_ACCOUNT, BOUND_SECRET, &scan("NOBODY1", "delivered", 1))
+        .post_generic_as(
+            BOUND_ACCOUNT,
+            BOUND_SECRET,
+            &scan("NOBODY1", "delivered", 1),
+        )
         .await;
     assert_eq!(status, 403, "{body}");
     // Mixed: the bound merchant's item is written, the other one is not.
@@ -159,7 +176,10 @@ async fn a_bound_provider_account_cannot_push_for_another_merchants_waybill() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["accepted"].clone(), body["refused"].clone()), (json!(1), json!(1)));
+    assert_eq!(
+        (body["accepted"].clone(), body["refused"].clone()),
+        (json!(1), json!(1))
+    );
 
     // Marker: an unbound account's scan of BB1, written after every refusal.
     let (status, _) = sandbox.post_generic(&scan("BB1", "in_transit", 4)).await;
@@ -209,14 +229,41 @@ async fn oversized_or_malformed_fields_are_refused_and_nothing_is_written() {
         (with(&["carrier"], long(33)), "shipments[0].carrier"),
         (with(&["waybill"], long(65)), "shipments[0].waybill"),
         (with(&["waybill"], json!("sf:OV2")), "shipments[0].waybill"),
-        (with(&["service_level"], long(33)), "shipments[0].service_level"),
-        (with(&["buyer", "name"], Value::from("n".repeat(201))), "shipments[0].buyer.name"),
-        (with(&["buyer", "phone"], long(33)), "shipments[0].buyer.phone"),
-        (with(&["buyer", "email"], Value::from(format!("{}@x.cn", "e".repeat(260)))), "shipments[0].buyer.email"),
-        (with(&["buyer", "locale"], Value::from("l".repeat(36))), "shipments[0].buyer.locale"),
-        (with(&["buyer", "time_zone"], Value::from("Z".repeat(65))), "shipments[0].buyer.time_zone"),
-        (with(&["promised_delivery_at"], long(41)), "shipments[0].promised_delivery_at"),
-        (with(&["registered_at"], long(41)), "shipments[0].registered_at"),
+        (
+            with(&["service_level"], long(33)),
+            "shipments[0].service_level",
+        ),
+        (
+            with(&["buyer", "name"], Value::from("n".repeat(201))),
+            "shipments[0].buyer.name",
+        ),
+        (
+            with(&["buyer", "phone"], long(33)),
+            "shipments[0].buyer.phone",
+        ),
+        (
+            with(
+                &["buyer", "email"],
+                Value::from(format!("{}@x.cn", "e".repeat(260))),
+            ),
+            "shipments[0].buyer.email",
+        ),
+        (
+            with(&["buyer", "locale"], Value::from("l".repeat(36))),
+            "shipments[0].buyer.locale",
+        ),
+        (
+            with(&["buyer", "time_zone"], Value::from("Z".repeat(65))),
+            "shipments[0].buyer.time_zone",
+        ),
+        (
+            with(&["promised_delivery_at"], long(41)),
+            "shipments[0].promised_delivery_at",
+        ),
+        (
+            with(&["registered_at"], long(41)),
+            "shipments[0].registered_at",
+        ),
     ];
     for (shipment, field) in cases {
         let (status, body) = sandbox.register(&shipment).await;
@@ -230,7 +277,10 @@ async fn oversized_or_malformed_fields_are_refused_and_nothing_is_written() {
     let mut bad_carrier = scan("OV1", "in_transit", 1);
     bad_carrier["carrier"] = json!("s{f}");
     for (push, field) in [
-        (json!([scan("OV1", "in_transit", 2), long_waybill]), "items[1].waybill"),
+        (
+            json!([scan("OV1", "in_transit", 2), long_waybill]),
+            "items[1].waybill",
+        ),
         (json!([bad_carrier]), "items[0].carrier"),
     ] {
         let (status, body) = sandbox.post_generic(&push).await;
@@ -272,7 +322,11 @@ async fn an_oversized_record_is_413_nothing_is_written_and_the_next_request_succ
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"], "payload_too_large");
     assert!(reason(&body).starts_with("shipments[1]"), "{body}");
-    assert_eq!(sandbox.owner_of("sf", "BIG0").await, None, "nothing claimed");
+    assert_eq!(
+        sandbox.owner_of("sf", "BIG0").await,
+        None,
+        "nothing claimed"
+    );
 
     let mut push = scan("BIG1", "in_transit", 2);
     push["description"] = Value::from("d".repeat(700));
