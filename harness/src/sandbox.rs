@@ -124,6 +124,8 @@ pub struct Sandbox {
     pub broker: Broker,
     /// ingest's public HTTP address.
     pub ingest_addr: SocketAddr,
+    /// ingest's admin address (`/healthz`, `/metrics`; not served on the public one).
+    pub ingest_admin_addr: SocketAddr,
     /// The notifier's gRPC address.
     pub grpc_addr: SocketAddr,
     shutdown: CancellationToken,
@@ -167,6 +169,7 @@ impl Sandbox {
             redis,
             broker,
             ingest_addr: ingest.http_addr,
+            ingest_admin_addr: ingest.admin_addr,
             grpc_addr: notifier.grpc_addr,
             shutdown,
             tasks: vec![ingest.task, normalize.task, detector.task, notifier.task],

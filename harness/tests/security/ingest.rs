@@ -366,6 +366,26 @@ async fn admin_paths_are_404_on_the_public_port_and_the_api_is_described() {
         let body: Value = response.json().await.unwrap_or_default();
         assert_eq!(body["error"], "not_found", "{path}: JSON error shape");
     }
+    // They are still served, on the admin listener.
+    let admin = format!("http://{}", sandbox.ingest_admin_addr);
+    let health = http
+        .get(format!("{admin}/healthz"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET admin healthz: {e}"));
+    assert_eq!(health.status().as_u16(), 200);
+    let metrics = http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET admin metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("trackstream_ingest_ownership_conflicts"),
+        "{metrics}"
+    );
     let document: Value = http
         .get(format!("http://{}/v1/openapi.json", sandbox.ingest_addr))
         .send()
