@@ -10,7 +10,8 @@
 //! **All or nothing, per request.** Every shipment of a request is claimed
 //! before anything is written to Kafka, one small script per key (the keys hash
 //! to different Redis Cluster slots, so one script over all of them is not
-//! possible there), all pipelined in one round trip. If any key is owned by
+//! possible there), in one round trip: pipelined on standalone Redis, sent
+//! concurrently on Cluster (which refuses cross-slot pipelines). If any key is owned by
 //! another merchant, the claims this request *created* are released again
 //! (compare-and-delete: only if they still name this merchant) and nothing is
 //! written. Claims that already named this merchant are left as they were,
@@ -29,7 +30,7 @@
 
 use std::time::Duration;
 
-use redis::Value;
+use redis::{Cmd, Value};
 use trackstream_runtime::ApiError;
 use trackstream_runtime::ownership::owner_key;
 use trackstream_runtime::redis::RedisConn;
@@ -135,23 +136,34 @@ impl Claims {
         waybills: &[(&str, &str)],
     ) -> Result<Created, ClaimError> {
         let keys: Vec<String> = waybills.iter().map(|(c, w)| owner_key(c, w)).collect();
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.cmd("EVAL")
-                .arg(CLAIM)
-                .arg(1)
-                .arg(key)
-                .arg(merchant)
-                .arg(self.ttl_ms);
-        }
-        let results: Vec<i64> = self.query(&pipe).await?;
+        let commands = keys
+            .iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(CLAIM)
+                    .arg(1)
+                    .arg(key)
+                    .arg(merchant)
+                    .arg(self.ttl_ms);
+                cmd
+            })
+            .collect();
+        let results = self.run(commands).await?;
         let mut created = Created::default();
         let mut conflict = None;
         for (index, (key, result)) in keys.into_iter().zip(results).enumerate() {
-            match result {
-                1 => created.keys.push(key),
-                0 if conflict.is_none() => conflict = Some(index),
-                _ => {}
+            match redis::from_redis_value::<i64>(result) {
+                Ok(1) => created.keys.push(key),
+                Ok(0) if conflict.is_none() => conflict = Some(index),
+                Ok(_) => {}
+                Err(err) => {
+                    // Not the script's answer: treat the store as unusable,
+                    // and undo what this request created.
+                    self.release(merchant, created).await;
+                    return Err(ClaimError::Unavailable(format!(
+                        "unexpected claim reply: {err}"
+                    )));
+                }
             }
         }
         match conflict {
@@ -170,11 +182,16 @@ impl Claims {
         if created.is_empty() {
             return;
         }
-        let mut pipe = redis::pipe();
-        for key in &created.keys {
-            pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(key).arg(merchant);
-        }
-        if let Err(err) = self.query::<Vec<i64>>(&pipe).await {
+        let commands = created
+            .keys
+            .iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(RELEASE).arg(1).arg(key).arg(merchant);
+                cmd
+            })
+            .collect();
+        if let Err(err) = self.run(commands).await {
             tracing::warn!(%err, merchant_id = merchant, claims = created.len(),
                 "could not release the claims of a refused registration; they expire with their TTL");
         }
@@ -185,24 +202,47 @@ impl Claims {
         &self,
         waybills: &[(&str, &str)],
     ) -> Result<Vec<Option<String>>, ClaimError> {
-        let mut pipe = redis::pipe();
-        for (carrier, waybill) in waybills {
-            pipe.cmd("GET").arg(owner_key(carrier, waybill));
-        }
-        let values: Vec<Value> = self.query(&pipe).await?;
+        let commands = waybills
+            .iter()
+            .map(|(carrier, waybill)| {
+                let mut cmd = redis::cmd("GET");
+                cmd.arg(owner_key(carrier, waybill));
+                cmd
+            })
+            .collect();
+        let values = self.run(commands).await?;
         Ok(values
             .into_iter()
             .map(|v| redis::from_redis_value::<Option<String>>(v).ok().flatten())
             .collect())
     }
 
-    async fn query<T: redis::FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, ClaimError> {
-        let mut conn = self.redis.clone();
-        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
+    /// Runs `commands` (one key each) in one round trip and returns their
+    /// replies in order. Standalone Redis: one pipeline. Redis Cluster refuses
+    /// a pipeline across slots, and each waybill's key has its own slot, so
+    /// there the commands go out concurrently over the multiplexed connection.
+    async fn run(&self, commands: Vec<Cmd>) -> Result<Vec<Value>, ClaimError> {
+        let work = async {
+            match &self.redis {
+                RedisConn::Single(_) => {
+                    let mut pipe = redis::pipe();
+                    for cmd in commands {
+                        pipe.add_command(cmd);
+                    }
+                    let mut conn = self.redis.clone();
+                    pipe.query_async::<Vec<Value>>(&mut conn).await
+                }
+                RedisConn::Cluster(_) => {
+                    futures::future::try_join_all(commands.into_iter().map(|cmd| {
+                        let mut conn = self.redis.clone();
+                        async move { cmd.query_async::<Value>(&mut conn).await }
+                    }))
+                    .await
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(values)) => Ok(values),
             Ok(Err(err)) => Err(ClaimError::Unavailable(err.category().to_owned())),
             Err(_) => Err(ClaimError::Unavailable(format!(
                 "no answer within {} ms",

@@ -398,3 +398,35 @@ async fn admin_paths_are_404_on_the_public_port_and_the_api_is_described() {
     assert!(document["paths"]["/v1/shipments"]["post"]["responses"]["409"].is_object());
     sandbox.shutdown().await;
 }
+
+/// The claims work on Redis Cluster too, where each waybill's claim has its own
+/// slot (a cross-slot pipeline would be refused): a batch is claimed, a
+/// conflicting batch is refused and its new claims are released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_claims_work_on_redis_cluster() {
+    let cluster = trackstream_harness::cluster::RedisCluster::start()
+        .await
+        .unwrap_or_else(|e| panic!("redis cluster: {e}"));
+    let nodes = cluster.urls();
+    let sandbox = Sandbox::start_with(|c| c.ingest.redis.cluster_nodes = nodes).await;
+    let batch: Vec<Value> = (0..8)
+        .map(|i| json!({"order_id": format!("O-C{i}"), "carrier": "sf", "waybill": format!("CL{i}")}))
+        .collect();
+    let (status, body) = sandbox.register(&Value::Array(batch)).await;
+    assert_eq!((status, body), (200, json!({"accepted": 8})));
+    let (status, body) = sandbox
+        .register_as(
+            OTHER_TOKEN,
+            &json!([{"order_id": "O-X", "carrier": "sf", "waybill": "CL-NEW"},
+                    {"order_id": "O-Y", "carrier": "sf", "waybill": "CL5"}]),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(reason(&body).contains("shipments[1]"), "{body}");
+    // CL-NEW's claim was released: the first merchant can take it.
+    let (status, body) = sandbox
+        .register(&json!({"order_id": "O-Z", "carrier": "sf", "waybill": "CL-NEW"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    sandbox.shutdown().await;
+}
