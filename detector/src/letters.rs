@@ -140,7 +140,11 @@ pub fn too_large_detail(output: &Encoded, limit: usize) -> String {
 /// The inputs of a waybill's batch to blame for `output` (indexes into
 /// `inputs`, only those `live`): see the module docs. Empty when no input of
 /// the batch made it (e.g. an alert fired by the clock on stored state).
-pub fn culprits(inputs: &[Input], live: &dyn Fn(usize) -> bool, output: &Output) -> BTreeSet<usize> {
+pub fn culprits(
+    inputs: &[Input],
+    live: &dyn Fn(usize) -> bool,
+    output: &Output,
+) -> BTreeSet<usize> {
     let registrations: BTreeSet<usize> = inputs
         .iter()
         .enumerate()

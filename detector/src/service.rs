@@ -86,6 +86,7 @@ struct Metrics {
     conflicts: Counter,
     timers_fired: Counter,
     expired_timers: Counter,
+    unsendable_letters: Counter,
 }
 
 /// The detector: engine + store + sink (the Kafka producer in production).
@@ -134,6 +135,7 @@ impl<S: Sink> Detector<S> {
             conflicts: Counter::default(),
             timers_fired: Counter::default(),
             expired_timers: Counter::default(),
+            unsendable_letters: Counter::default(),
         };
         registry.register(
             "inputs",
@@ -159,6 +161,11 @@ impl<S: Sink> Detector<S> {
             "expired_timers",
             "Due timer entries dropped because their waybill's keys had expired",
             metrics.expired_timers.clone(),
+        );
+        registry.register(
+            "unsendable_letters",
+            "Dead letters dropped because even without their value they exceed the size limit",
+            metrics.unsendable_letters.clone(),
         );
         let letters = DeadLetters::register(
             registry,
@@ -332,7 +339,36 @@ impl<S: Sink> Detector<S> {
 
     /// Produces dead letters. They are sized to fit (`runtime::dlq` drops a
     /// value that does not), so any failure here is treated as retriable.
-    async fn send_letters(&self, letters: Vec<OutRecord>) -> Result<(), Failure> {
+    ///
+    /// A letter that still cannot fit (its key alone over the limit) is
+    /// logged with its source coordinates and counted
+    /// (`unsendable_letters`), never retried: retrying it would stall the
+    /// partition it was meant to free.
+    async fn send_letters(&self, mut letters: Vec<OutRecord>) -> Result<(), Failure> {
+        let limit = self.sink.max_record_bytes();
+        letters.retain(|letter| {
+            let fits = letter.encoded_len() <= limit;
+            if !fits {
+                self.metrics.unsendable_letters.inc();
+                let header = |name: &str| {
+                    letter
+                        .headers
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, v)| v.as_str())
+                        .unwrap_or_default()
+                };
+                tracing::error!(
+                    key = %trackstream_runtime::dlq::truncate(&letter.key, 128),
+                    bytes = letter.encoded_len(), limit,
+                    cause = header(trackstream_runtime::dlq::headers::CAUSE),
+                    source_topic = header(trackstream_runtime::dlq::headers::SOURCE_TOPIC),
+                    source_partition = header(trackstream_runtime::dlq::headers::SOURCE_PARTITION),
+                    source_offset = header(trackstream_runtime::dlq::headers::SOURCE_OFFSET),
+                    "dead letter too large to produce; dropped");
+            }
+            fits
+        });
         if letters.is_empty() {
             return Ok(());
         }
@@ -479,15 +515,11 @@ impl<S: Sink> Detector<S> {
         let mut claims = Vec::new();
         for chunk in due.chunks(FIRE_CONCURRENCY) {
             self.metrics.timers_fired.inc_by(chunk.len() as u64);
-            let fired = futures::future::try_join_all(
-                chunk
-                    .iter()
-                    .map(|(key, rule, score)| {
-                        self.fire_one(partition, key, rule, *score, now).instrument(
-                            tracing::debug_span!("fire", waybill = %key, partition, rule = %rule),
-                        )
-                    }),
-            )
+            let fired = futures::future::try_join_all(chunk.iter().map(|(key, rule, score)| {
+                self.fire_one(partition, key, rule, *score, now).instrument(
+                    tracing::debug_span!("fire", waybill = %key, partition, rule = %rule),
+                )
+            }))
             .await?;
             for one in fired {
                 outputs.extend(one.outputs);
@@ -880,13 +912,14 @@ impl<S: Sink> Detector<S> {
                 Ok(input) => input,
                 Err(err) => {
                     self.count("undecodable");
-                    undecodable.entry(record.partition).or_default().push(
-                        self.letters.letter(
+                    undecodable
+                        .entry(record.partition)
+                        .or_default()
+                        .push(self.letters.letter(
                             record,
                             cause::UNDECODABLE,
                             &format!("not a trackstream.v1 record: {err}"),
-                        ),
-                    );
+                        ));
                     continue;
                 }
             };

@@ -101,6 +101,9 @@ mod lua {
     pub const WATERMARK: &str = include_str!("lua/watermark.lua");
 }
 
+/// Sequence scripts in flight at once when re-delivering outputs.
+const PREPARE_CONCURRENCY: usize = 64;
+
 /// Prepends protobuf field 1 (`seq`, varint) to an update encoded without it —
 /// the same bytes the sequence script stores, so replay and live agree exactly.
 pub fn with_seq(seq: u64, body: &[u8]) -> Vec<u8> {
@@ -293,10 +296,20 @@ impl Store {
         outputs: &[Output],
         order_expire_at: i64,
     ) -> redis::RedisResult<Vec<Delivery>> {
-        let futures = outputs
-            .iter()
-            .map(|output| self.prepare_one(partition, output, order_expire_at));
-        futures::future::try_join_all(futures).await
+        // Bounded: a re-delivered outbox can hold thousands of updates (a
+        // registration that joined a long history), and thousands of scripts
+        // queued at once on one connection outlive its response timeout.
+        let mut deliveries = Vec::with_capacity(outputs.len());
+        for chunk in outputs.chunks(PREPARE_CONCURRENCY) {
+            let prepared = futures::future::try_join_all(
+                chunk
+                    .iter()
+                    .map(|output| self.prepare_one(partition, output, order_expire_at)),
+            )
+            .await?;
+            deliveries.extend(prepared);
+        }
+        Ok(deliveries)
     }
 
     async fn prepare_one(
@@ -770,7 +783,11 @@ impl Store {
     /// always gets the same number) and appends it to the order's log, in the
     /// order's slot. Used when sequencing is not inline (Redis Cluster).
     /// The order's keys expire at `order_expire_at` (ms since the epoch).
-    pub async fn sequence(&self, update: &Encoded, order_expire_at: i64) -> redis::RedisResult<u64> {
+    pub async fn sequence(
+        &self,
+        update: &Encoded,
+        order_expire_at: i64,
+    ) -> redis::RedisResult<u64> {
         let (order, merchant) = update.order.clone().unwrap_or_default();
         let mut conn = self.conn.clone();
         self.sequence

@@ -39,7 +39,7 @@ end
 
 local out, zadd, zrem, outbox = {}, {}, {}, {}
 local nz, nr, no = 0, 0, 0
-local expired = {}
+local expired, orders = {}, {}
 local i, k = 4, 3
 for w = 1, tonumber(ARGV[2]) do
   local state = KEYS[k]
@@ -113,7 +113,7 @@ for w = 1, tonumber(ARGV[2]) do
           call('ZADD', KEYS[k + 2], seq, prefix .. body)
           if not expired[KEYS[k]] then
             expired[KEYS[k]] = true
-            for o = k, k + 3 do call('PEXPIREAT', KEYS[o], order_expire) end
+            orders[#orders + 1] = k
           end
         end
         res[#res + 1] = seq
@@ -126,4 +126,9 @@ end
 if nz > 0 then chunked('ZADD', KEYS[1], zadd, 1, nz) end
 if nr > 0 then chunked('ZREM', KEYS[1], zrem, 1, nr) end
 if no > 0 then chunked('HSET', KEYS[2], outbox, 1, no) end
+-- Order logs expire last: an expiry already in the past deletes the key, and a
+-- later write of the same script would recreate it without one.
+for _, o in ipairs(orders) do
+  for j = o, o + 3 do call('PEXPIREAT', KEYS[j], order_expire) end
+end
 return out
