@@ -188,7 +188,7 @@ pub fn synthetic(source: &str, partition: i32, key: &str, payload: Vec<u8>) -> I
 
 #[cfg(test)]
 mod tests {
-    use trackstream_proto::v1::{Alert, Shipment, ShipmentUpdate, TrackingEvent};
+    use trackstream_proto::v1::{Shipment, ShipmentUpdate, TrackingEvent};
 
     use super::*;
 
@@ -231,7 +231,7 @@ mod tests {
             culprits(
                 &inputs,
                 &without_registration,
-                &Output::Alert(Box::new(Alert::default()))
+                &Output::Alert(Box::default())
             ),
             BTreeSet::from([2])
         );
