@@ -20,6 +20,19 @@
 //! | `{o:O}:updates` | zset | seq → encoded `ShipmentUpdate` (WatchOrder replay) |
 //! | `{o:O}:merchant` | string | owning merchant id (scopes gRPC reads) |
 //!
+//! Lifecycle (see [`crate::lifecycle`]): every commit sets an absolute expiry
+//! (`PEXPIREAT`, from the detector's wall clock) on the waybill's `wb` and `ev`
+//! keys, and the sequence step on the order's keys; the ownership claim gets
+//! the waybill's expiry in a separate command ([`Store::expire_owners`]). The
+//! per-partition timer zset and outbox do not expire: a timer member of an
+//! expired waybill is dropped when it comes due, and outbox entries live only
+//! until produced or dead-lettered.
+//!
+//! Scripts live in `lua/*.lua`, each opening with its KEYS/ARGV contract. No
+//! script unpacks an unbounded list: multi-value commands are issued in chunks
+//! (Lua's `unpack` fails past ~8 000 values, after the script's earlier
+//! writes).
+//!
 //! A waybill change is committed by a Lua script: compare the version, write
 //! state, history, timers and outbox entries in one step. Outputs are then
 //! delivered (sequence assigned, produced, acknowledged) and only then removed
