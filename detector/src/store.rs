@@ -437,15 +437,28 @@ impl Store {
         if claims.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for (waybill_key, at) in claims {
-            pipe.cmd("PEXPIREAT")
-                .arg(crate::lifecycle::owner_key_of(waybill_key))
-                .arg(*at)
-                .ignore();
-        }
+        let command = |(waybill_key, at): &(String, i64)| {
+            let mut cmd = redis::cmd("PEXPIREAT");
+            cmd.arg(crate::lifecycle::owner_key_of(waybill_key)).arg(*at);
+            cmd
+        };
         let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await
+        if self.inline_sequence {
+            // Standalone: one pipeline.
+            let mut pipe = redis::pipe();
+            for claim in claims {
+                pipe.add_command(command(claim)).ignore();
+            }
+            return pipe.query_async(&mut conn).await;
+        }
+        // Cluster: a pipeline may not cross slots; the commands go out
+        // together on the multiplexed connection instead.
+        let sends = claims.iter().map(|claim| {
+            let mut conn = conn.clone();
+            let cmd = command(claim);
+            async move { cmd.query_async::<()>(&mut conn).await }
+        });
+        futures::future::try_join_all(sends).await.map(|_| ())
     }
 
     /// Due timers of a partition: `(waybill key, rule, deadline)`.
