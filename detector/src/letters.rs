@@ -126,12 +126,12 @@ pub fn record_len(output: &Encoded) -> usize {
         + prefix
 }
 
-/// The detail of an oversized output's letter (ids and sizes only, never
-/// contact data).
+/// The detail of an oversized output's letter (topic and sizes only, never
+/// contact data; the letter's key names the waybill).
 pub fn too_large_detail(output: &Encoded, limit: usize) -> String {
+    // Short on purpose: a letter must fit the same limit the output did not.
     format!(
-        "output {} for {} would be {} bytes, over the {limit}-byte limit",
-        output.outbox_id,
+        "{} record of {} bytes > {limit}",
         output.topic,
         record_len(output)
     )

@@ -140,10 +140,11 @@ async fn an_oversized_update_is_dead_lettered_while_other_waybills_keep_flowing(
     sandbox.shutdown().await;
 }
 
-/// The size of the stall alert the engine raises for `waybill` (as produced).
-fn stall_alert_len(rules: &RulesConfig, waybill: &str) -> usize {
+/// The stall alert the engine raises for `waybill`, encoded as produced.
+fn stall_alert(rules: &RulesConfig, waybill: &str) -> Option<Encoded> {
     let engine = Engine::new(rules.clone());
-    let at = Utc::now().timestamp_millis();
+    // Whole seconds, as the scans the test posts.
+    let at = Utc::now().timestamp() * 1_000;
     let mut wb = Waybill {
         key: format!("sf:{waybill}"),
         ..Default::default()
@@ -166,10 +167,22 @@ fn stall_alert_len(rules: &RulesConfig, waybill: &str) -> usize {
     );
     fx.outputs
         .iter()
-        .filter(|o| matches!(o, Output::Alert(_)))
-        .map(|o| letters::record_len(&Encoded::new(o)))
-        .max()
-        .unwrap_or(0)
+        .find(|o| matches!(o, Output::Alert(_)))
+        .map(Encoded::new)
+}
+
+/// The size of the letter that replaces `alert` (its value dropped), as
+/// `runtime::dlq` builds it.
+fn letter_len(alert: &Encoded, limit: usize) -> usize {
+    trackstream_runtime::kafka::OutRecord::new(topics::TRACKING_DLQ, alert.key.clone(), Vec::new())
+        .with_header(headers::STAGE, letters::STAGE_TIMERS)
+        .with_header(headers::CAUSE, letters::cause::OUTPUT_TOO_LARGE)
+        .with_header(headers::DETAIL, letters::too_large_detail(alert, limit))
+        .with_header(headers::SOURCE_TOPIC, letters::SOURCE_TIMERS)
+        .with_header(headers::SOURCE_PARTITION, "0")
+        .with_header(headers::SOURCE_OFFSET, "-1")
+        .with_header(headers::PAYLOAD_DROPPED, "true")
+        .encoded_len()
 }
 
 /// Item: an oversized *output* of the timer path. A stall alert repeats the
@@ -181,13 +194,24 @@ fn stall_alert_len(rules: &RulesConfig, waybill: &str) -> usize {
 /// after the poison — still open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_timer_alert_is_dead_lettered_while_other_alerts_keep_firing() {
-    let long = format!("SFLONG{}", "9".repeat(34));
+    // 64 characters: long enough that the alert (which repeats the number
+    // three times) outgrows the letter that replaces it (which names it once).
+    let long = format!("SFLONG{}", "9".repeat(58));
     let mut rules = RulesConfig::default();
     rules.stalled_in_transit.tiers = vec![Millis(8_000)];
-    let short_len = stall_alert_len(&rules, "SFT0001");
-    let long_len = stall_alert_len(&rules, &long);
-    assert!(long_len > short_len + 100, "{short_len} vs {long_len}");
-    let limit = (short_len + long_len) / 2;
+    let short = stall_alert(&rules, "SFT0001").expect("a stall alert");
+    let long_alert = stall_alert(&rules, &long).expect("a stall alert");
+    let (short_len, long_len) = (
+        letters::record_len(&short),
+        letters::record_len(&long_alert),
+    );
+    // The smallest limit the letter fits, with slack for a wider partition
+    // number; the alert must still be over it.
+    let limit = letter_len(&long_alert, long_len) + 8;
+    assert!(
+        short_len < limit && limit + 8 < long_len,
+        "short alert {short_len}, letter limit {limit}, long alert {long_len}"
+    );
     let sandbox = Sandbox::start_with(|c| {
         c.detector.rules = rules.clone();
         c.detector.kafka.max_record_bytes = limit;
@@ -422,26 +446,41 @@ async fn a_registration_joining_more_than_10_000_stored_scans_emits_every_update
     })
     .await;
 
-    let mut updates = sandbox.reader(topics::TRACKING_UPDATES);
+    // A reader with a short fetch wait: tansu sleeps out every fetch's wait
+    // (ARCHITECTURE.md, broker caveats), and 10 001 records read with the
+    // default 500 ms take many minutes.
+    let reader: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", sandbox.bootstrap())
+        .set("group.id", format!("many-{}", rand::random::<u64>()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .unwrap_or_else(|e| panic!("reader: {e}"));
+    rdkafka::consumer::Consumer::subscribe(&reader, &[topics::TRACKING_UPDATES])
+        .unwrap_or_else(|e| panic!("subscribe: {e}"));
     ok(sandbox
         .register(&json!({"order_id": "MANY-1", "carrier": "SF", "waybill": "SFMANY1"}))
         .await)
     .await;
-    let records = updates
-        .until(Duration::from_secs(300), "every joined update", |r| {
-            r.iter()
-                .filter_map(|r| ShipmentUpdate::decode(r.payload.as_slice()).ok())
-                .filter(|u| u.order_id == "MANY-1")
-                .count()
-                >= SCANS as usize
-        })
-        .await;
-    let mut seqs: Vec<u64> = records
-        .iter()
-        .filter_map(|r| ShipmentUpdate::decode(r.payload.as_slice()).ok())
-        .filter(|u| u.order_id == "MANY-1")
-        .map(|u| u.seq)
-        .collect();
+    let mut seqs: Vec<u64> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while seqs.len() < SCANS as usize {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timed out with {} joined updates read",
+            seqs.len()
+        );
+        if let Ok(Ok(message)) = tokio::time::timeout(left, reader.recv()).await {
+            let payload = rdkafka::Message::payload(&message).unwrap_or_default();
+            if let Ok(update) = ShipmentUpdate::decode(payload)
+                && update.order_id == "MANY-1"
+            {
+                seqs.push(update.seq);
+            }
+        }
+    }
     seqs.sort_unstable();
     let want: Vec<u64> = (1..=SCANS as u64).collect();
     assert!(
