@@ -439,7 +439,8 @@ impl Store {
         }
         let command = |(waybill_key, at): &(String, i64)| {
             let mut cmd = redis::cmd("PEXPIREAT");
-            cmd.arg(crate::lifecycle::owner_key_of(waybill_key)).arg(*at);
+            cmd.arg(crate::lifecycle::owner_key_of(waybill_key))
+                .arg(*at);
             cmd
         };
         let mut conn = self.conn.clone();
