@@ -55,6 +55,46 @@ impl Default for TimerConfig {
     }
 }
 
+/// How long a parcel's Redis data lives (see [`crate::lifecycle`]).
+///
+/// Expiries are absolute times computed from the **wall clock** at each commit
+/// (`PEXPIREAT now + retention`), never from event time: replaying old scans
+/// with `clock = "event"` refreshes what it writes to "now + retention" and so
+/// cannot make fresh data expire.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How long a parcel's state, history and ownership claim live after the
+    /// last change once it reached a terminal status (delivered, returned,
+    /// ...). A scan of the same waybill number after that is a new parcel.
+    /// Default 30 d.
+    pub after_terminal: Millis,
+    /// How long a parcel that never ends lives after its last change (a lost
+    /// parcel, a registration never scanned). Default 120 d.
+    pub after_silence: Millis,
+    /// How long an order's update log (`runtime::order_log`: sequence, ids,
+    /// updates, merchant) lives after its last update; never less than the
+    /// parcel retention of the update that refreshed it, so `WatchOrder` can
+    /// replay everything the parcel still has. Default 120 d.
+    pub order_log: Millis,
+    /// Moves the clock expiries are computed from this far into the past.
+    /// For tests (see keys expire without waiting) and for an operator who
+    /// must shed old data at once; nothing else reads it. Default 0 s.
+    pub backdate: Millis,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        const DAY: i64 = 86_400_000;
+        RetentionConfig {
+            after_terminal: Millis(30 * DAY),
+            after_silence: Millis(120 * DAY),
+            order_log: Millis(120 * DAY),
+            backdate: Millis(0),
+        }
+    }
+}
+
 /// Everything the detector reads.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -69,4 +109,6 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Timer firing.
     pub timers: TimerConfig,
+    /// Data lifecycle: when a parcel's keys expire.
+    pub retention: RetentionConfig,
 }

@@ -12,6 +12,8 @@
 //! - [`store`] — Redis layout, the atomic commit, sequence numbers, outbox, timers;
 //! - [`service`] — the Kafka batch handler and the timer loop;
 //! - [`sink`] — where outputs go (Kafka; memory for tests and benches);
+//! - [`letters`] — poison: typed failures, output size checks, dead letters;
+//! - [`lifecycle`] — when a parcel's keys expire;
 //! - [`config`] — what it reads.
 //!
 //! Delivery is at-least-once with idempotent effects: a waybill's change and its
@@ -25,6 +27,8 @@
 
 pub mod config;
 pub mod engine;
+pub mod letters;
+pub mod lifecycle;
 pub mod rules;
 pub mod service;
 pub mod sink;
@@ -67,7 +71,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         producer.clone(),
         config.timers.clone(),
         &mut registry,
-    );
+    )
+    .with_retention(config.retention.clone());
     if config.kafka.statistics_interval_ms > 0 {
         detector = detector.with_progress(consumer.progress());
     }

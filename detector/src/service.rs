@@ -15,24 +15,31 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use prost::Message;
+use tracing::Instrument;
 use trackstream_proto::v1::{Alert, AlertState, Shipment, TrackingEvent};
 use trackstream_proto::{time, topics};
 use trackstream_runtime::CancellationToken;
+use trackstream_runtime::dlq::DeadLetters;
 use trackstream_runtime::kafka::{
     Assignment, BatchHandler, HandlerError, Inbound, OutRecord, Producer, Progress,
 };
 
-use crate::config::{ClockMode, TimerConfig};
+use crate::config::{ClockMode, RetentionConfig, TimerConfig};
 use crate::engine::{Effects, Engine, Input, Output};
 use crate::engine::{Waybill, WaybillState};
+use crate::letters::{self, Failure, cause};
+use crate::lifecycle::Retention;
 use crate::sink::{Sink, SinkError};
-use crate::store::{Change, Committed, Delivery, Encoded, LoadRequest, Store};
+use crate::store::{Change, Committed, Encoded, LoadRequest, Loaded, Store};
 
 /// One waybill's inputs in a batch.
 struct Group {
     partition: i32,
     key: String,
     inputs: Vec<Input>,
+    /// Index in the batch of the record each input came from (parallel to
+    /// `inputs`): what a dead letter carries.
+    records: Vec<usize>,
     event_ids: Vec<String>,
 }
 
@@ -45,6 +52,17 @@ struct Folded {
     encoded: Vec<Encoded>,
     /// Sequence number of each update output (alerts: `None`).
     seqs: Vec<Option<u64>>,
+    /// When its keys expire (ms since the epoch).
+    expire_at: i64,
+}
+
+/// What firing one timer produced.
+#[derive(Default)]
+struct Fired {
+    outputs: Vec<Output>,
+    letters: Vec<OutRecord>,
+    /// The waybill's ownership claim to refresh: `(waybill key, expire-at)`.
+    claim: Option<(String, i64)>,
 }
 
 /// The result of one round over a partition.
@@ -67,6 +85,8 @@ struct Metrics {
     alerts: Family<Labels, Counter>,
     conflicts: Counter,
     timers_fired: Counter,
+    expired_timers: Counter,
+    unsendable_letters: Counter,
 }
 
 /// The detector: engine + store + sink (the Kafka producer in production).
@@ -83,19 +103,17 @@ pub struct Detector<S: Sink = Producer> {
     progress: Option<Progress>,
     /// The wall clock in ms (injectable so tests move time without sleeping).
     wall: WallClock,
+    /// Where poison goes (`tracking.dlq`).
+    letters: DeadLetters,
+    /// When a parcel's keys expire.
+    retention: Retention,
 }
 
 /// A source of wall-clock time in ms since the epoch.
 pub type WallClock = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;
 
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("produce: {0}")]
-    Sink(#[from] SinkError),
-}
-
+/// A permanent failure that reaches the consumer loop was not attributable to
+/// one record; the batch is retried (and logged as such).
 impl From<Failure> for HandlerError {
     fn from(err: Failure) -> Self {
         HandlerError(err.to_string())
@@ -116,6 +134,8 @@ impl<S: Sink> Detector<S> {
             alerts: Family::default(),
             conflicts: Counter::default(),
             timers_fired: Counter::default(),
+            expired_timers: Counter::default(),
+            unsendable_letters: Counter::default(),
         };
         registry.register(
             "inputs",
@@ -137,6 +157,22 @@ impl<S: Sink> Detector<S> {
             "Deadlines processed by the timer loop",
             metrics.timers_fired.clone(),
         );
+        registry.register(
+            "expired_timers",
+            "Due timer entries dropped because their waybill's keys had expired",
+            metrics.expired_timers.clone(),
+        );
+        registry.register(
+            "unsendable_letters",
+            "Dead letters dropped because even without their value they exceed the size limit",
+            metrics.unsendable_letters.clone(),
+        );
+        let letters = DeadLetters::register(
+            registry,
+            topics::TRACKING_DLQ,
+            letters::STAGE,
+            sink.max_record_bytes(),
+        );
         Detector {
             engine,
             store,
@@ -146,7 +182,15 @@ impl<S: Sink> Detector<S> {
             dirty: Mutex::new(BTreeSet::new()),
             progress: None,
             wall: std::sync::Arc::new(|| chrono::Utc::now().timestamp_millis()),
+            letters,
+            retention: Retention::default(),
         }
+    }
+
+    /// Sets when parcels' keys expire (default: [`RetentionConfig::default`]).
+    pub fn with_retention(mut self, retention: RetentionConfig) -> Self {
+        self.retention = Retention::new(retention);
+        self
     }
 
     /// Replaces the wall clock (`clock = "wall"`): tests drive time with it
@@ -203,15 +247,75 @@ impl<S: Sink> Detector<S> {
             .inc();
     }
 
-    /// Prepares, produces and clears outputs of one partition.
-    async fn deliver(&self, partition: i32, outputs: &[Output]) -> Result<(), Failure> {
-        if outputs.is_empty() {
+    /// Prepares, produces and clears outputs of one partition (the timer loop
+    /// and outbox re-delivery). An output over the size limit is dropped
+    /// before it gets a sequence number; an output the sink refuses for good
+    /// is dropped too; each such output becomes a synthetic letter from
+    /// `source` (stage `stage`), produced with `letters`. Their outbox entries
+    /// are cleared with the delivered ones.
+    async fn deliver(
+        &self,
+        partition: i32,
+        outputs: Vec<Output>,
+        mut letters: Vec<OutRecord>,
+        stage: &'static str,
+        source: &str,
+    ) -> Result<(), Failure> {
+        if outputs.is_empty() && letters.is_empty() {
             return Ok(());
         }
-        let deliveries = self.store.prepare(partition, outputs).await?;
-        self.produce(&deliveries).await?;
-        self.store.clear_outbox(&deliveries).await?;
+        let limit = self.sink.max_record_bytes();
+        let mut sendable = Vec::with_capacity(outputs.len());
+        let mut dropped = Vec::new();
         for output in outputs {
+            let encoded = Encoded::new(&output);
+            if letters::record_len(&encoded) > limit {
+                letters.push(self.output_letter(
+                    stage,
+                    source,
+                    partition,
+                    &encoded,
+                    cause::OUTPUT_TOO_LARGE,
+                    &letters::too_large_detail(&encoded, limit),
+                ));
+                dropped.push(encoded.outbox_id);
+            } else {
+                sendable.push(output);
+            }
+        }
+        let order_expire_at = self.retention.order_expires_at((self.wall)());
+        let deliveries = self
+            .store
+            .prepare(partition, &sendable, order_expire_at)
+            .await?;
+        self.send_letters(letters).await?;
+        let records = deliveries
+            .iter()
+            .map(|d| OutRecord::new(d.topic, d.key.clone(), d.payload.clone()))
+            .collect();
+        let refused = self
+            .produce_all(records, |index, reason| {
+                deliveries.get(index).map(|d| {
+                    self.letters.letter_as(
+                        stage,
+                        &letters::synthetic(source, partition, &d.key, d.payload.clone()),
+                        cause::OUTPUT_REFUSED,
+                        reason,
+                    )
+                })
+            })
+            .await;
+        if let Err(err) = refused {
+            // Outputs stay in the outbox; flushed before the next attempt.
+            if let Ok(mut dirty) = self.dirty.lock() {
+                dirty.insert(partition);
+            }
+            return Err(err);
+        }
+        self.store.clear_outbox(&deliveries).await?;
+        let ids: Vec<&str> = dropped.iter().map(String::as_str).collect();
+        self.store.drop_outbox(partition, &ids).await?;
+        for output in &sendable {
             if let Output::Alert(alert) = output {
                 self.log_alert(alert);
             }
@@ -219,24 +323,90 @@ impl<S: Sink> Detector<S> {
         Ok(())
     }
 
-    /// Hands records to the sink; on failure marks their partitions' outboxes
-    /// for re-delivery before the next batch.
-    async fn produce(&self, deliveries: &[Delivery]) -> Result<(), Failure> {
-        if deliveries.is_empty() {
+    /// A synthetic letter for an output no input record carried.
+    fn output_letter(
+        &self,
+        stage: &'static str,
+        source: &str,
+        partition: i32,
+        output: &Encoded,
+        cause: &'static str,
+        detail: &str,
+    ) -> OutRecord {
+        let inbound = letters::synthetic(source, partition, &output.key, output.body.clone());
+        self.letters.letter_as(stage, &inbound, cause, detail)
+    }
+
+    /// Produces dead letters. They are sized to fit (`runtime::dlq` drops a
+    /// value that does not), so any failure here is treated as retriable.
+    ///
+    /// A letter that still cannot fit (its key alone over the limit) is
+    /// logged with its source coordinates and counted
+    /// (`unsendable_letters`), never retried: retrying it would stall the
+    /// partition it was meant to free.
+    async fn send_letters(&self, mut letters: Vec<OutRecord>) -> Result<(), Failure> {
+        let limit = self.sink.max_record_bytes();
+        letters.retain(|letter| {
+            let fits = letter.encoded_len() <= limit;
+            if !fits {
+                self.metrics.unsendable_letters.inc();
+                let header = |name: &str| {
+                    letter
+                        .headers
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, v)| v.as_str())
+                        .unwrap_or_default()
+                };
+                tracing::error!(
+                    key = %trackstream_runtime::dlq::truncate(&letter.key, 128),
+                    bytes = letter.encoded_len(), limit,
+                    cause = header(trackstream_runtime::dlq::headers::CAUSE),
+                    source_topic = header(trackstream_runtime::dlq::headers::SOURCE_TOPIC),
+                    source_partition = header(trackstream_runtime::dlq::headers::SOURCE_PARTITION),
+                    source_offset = header(trackstream_runtime::dlq::headers::SOURCE_OFFSET),
+                    "dead letter too large to produce; dropped");
+            }
+            fits
+        });
+        if letters.is_empty() {
             return Ok(());
         }
-        let records = deliveries
-            .iter()
-            .map(|d| OutRecord::new(d.topic, d.key.clone(), d.payload.clone()))
-            .collect();
-        if let Err(err) = self.sink.send_all(records).await {
-            // Outputs stay in the outbox; flushed before the next attempt.
-            if let Ok(mut dirty) = self.dirty.lock() {
-                dirty.extend(deliveries.iter().map(|d| d.partition));
-            }
-            return Err(err.into());
+        self.sink
+            .send_all(letters)
+            .await
+            .map_err(|err| Failure::Sink(SinkError::Unavailable(err.to_string())))
+    }
+
+    /// Produces `records` in order. If the sink refuses them for good, it falls
+    /// back to one record at a time, so only the records it refuses are set
+    /// aside — as the letter `letter_for(index, reason)` builds, produced
+    /// after. A retriable failure is returned as it is (the caller retries).
+    async fn produce_all(
+        &self,
+        records: Vec<OutRecord>,
+        letter_for: impl Fn(usize, &str) -> Option<OutRecord>,
+    ) -> Result<(), Failure> {
+        if records.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let err = match self.sink.send_all(records.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(err) if !err.is_permanent() => return Err(err.into()),
+            Err(err) => err,
+        };
+        tracing::warn!(%err, count = records.len(), "outputs refused for good; producing one at a time");
+        let mut letters = Vec::new();
+        for (index, record) in records.into_iter().enumerate() {
+            match self.sink.send_all(vec![record]).await {
+                Ok(()) => {}
+                Err(err) if err.is_permanent() => {
+                    letters.extend(letter_for(index, &err.to_string()));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        self.send_letters(letters).await
     }
 
     fn log_alert(&self, alert: &Alert) {
@@ -252,15 +422,40 @@ impl<S: Sink> Detector<S> {
             tier = alert.tier, waybill = %alert.waybill, order_id = %alert.order_id, "alert emitted");
     }
 
-    /// Re-delivers whatever a partition's outbox still holds.
+    /// Re-delivers whatever a partition's outbox still holds. Entries that
+    /// can never be produced (over the size limit, refused, undecodable) are
+    /// dead-lettered and removed, so they neither gate the partition nor
+    /// survive a restart.
     pub async fn flush_outbox(&self, partition: i32) -> Result<usize, HandlerError> {
-        let pending = self
+        let (pending, undecodable) = self
             .store
             .pending_outbox(partition)
             .await
             .map_err(Failure::from)?;
         let count = pending.len();
-        self.deliver(partition, &pending).await?;
+        let letters: Vec<OutRecord> = undecodable
+            .iter()
+            .map(|(id, bytes)| {
+                self.letters.letter(
+                    &letters::synthetic(letters::SOURCE_OUTBOX, partition, id, bytes.clone()),
+                    cause::UNDECODABLE,
+                    "outbox entry does not decode as an update or an alert",
+                )
+            })
+            .collect();
+        self.deliver(
+            partition,
+            pending,
+            letters,
+            letters::STAGE,
+            letters::SOURCE_OUTBOX,
+        )
+        .await?;
+        let ids: Vec<&str> = undecodable.iter().map(|(id, _)| id.as_str()).collect();
+        self.store
+            .drop_outbox(partition, &ids)
+            .await
+            .map_err(Failure::from)?;
         if count > 0 {
             tracing::info!(partition, count, "outbox re-delivered");
         }
@@ -316,17 +511,34 @@ impl<S: Sink> Detector<S> {
         // Waybills are independent (each commit is a compare-and-set on its own
         // state), so their round trips to Redis overlap.
         let mut outputs = Vec::new();
+        let mut letters = Vec::new();
+        let mut claims = Vec::new();
         for chunk in due.chunks(FIRE_CONCURRENCY) {
             self.metrics.timers_fired.inc_by(chunk.len() as u64);
-            let fired = futures::future::try_join_all(
-                chunk
-                    .iter()
-                    .map(|(key, rule, score)| self.fire_one(partition, key, rule, *score, now)),
-            )
+            let fired = futures::future::try_join_all(chunk.iter().map(|(key, rule, score)| {
+                self.fire_one(partition, key, rule, *score, now).instrument(
+                    tracing::debug_span!("fire", waybill = %key, partition, rule = %rule),
+                )
+            }))
             .await?;
-            outputs.extend(fired.into_iter().flatten());
+            for one in fired {
+                outputs.extend(one.outputs);
+                letters.extend(one.letters);
+                claims.extend(one.claim);
+            }
         }
-        self.deliver(partition, &outputs).await?;
+        self.deliver(
+            partition,
+            outputs,
+            letters,
+            letters::STAGE_TIMERS,
+            letters::SOURCE_TIMERS,
+        )
+        .await?;
+        self.store
+            .expire_owners(&claims)
+            .await
+            .map_err(Failure::from)?;
         Ok(due.len())
     }
 
@@ -337,7 +549,7 @@ impl<S: Sink> Detector<S> {
         rule: &str,
         score: i64,
         now: i64,
-    ) -> Result<Vec<Output>, Failure> {
+    ) -> Result<Fired, Failure> {
         loop {
             let loaded = self.store.load(partition, key, &[]).await?;
             let before = loaded.waybill.state.clone();
@@ -346,18 +558,75 @@ impl<S: Sink> Detector<S> {
             self.engine.advance(&mut waybill, now, &mut fx);
             if waybill.state == before {
                 // Nothing was due: the member no longer matches the state (it
-                // moved on without its member being re-scored); drop it.
+                // moved on without its member being re-scored, or its keys
+                // expired); drop it.
+                if waybill.version == 0 {
+                    self.metrics.expired_timers.inc();
+                    tracing::debug!(waybill = %key, rule, "timer of an expired waybill dropped");
+                }
                 self.store.drop_timer(partition, key, rule, score).await?;
-                return Ok(Vec::new());
+                return Ok(Fired::default());
             }
-            if self
+            // Outputs that can never be produced are set aside before they
+            // reach the outbox (they would gate the partition forever).
+            let limit = self.sink.max_record_bytes();
+            let mut letters = Vec::new();
+            let mut index = 0;
+            while index < fx.outputs.len() {
+                let encoded = fx.outputs.get(index).map(Encoded::new);
+                match encoded {
+                    Some(encoded) if letters::record_len(&encoded) > limit => {
+                        letters.push(self.output_letter(
+                            letters::STAGE_TIMERS,
+                            letters::SOURCE_TIMERS,
+                            partition,
+                            &encoded,
+                            cause::OUTPUT_TOO_LARGE,
+                            &letters::too_large_detail(&encoded, limit),
+                        ));
+                        fx.outputs.remove(index);
+                    }
+                    _ => index += 1,
+                }
+            }
+            let expire_at = self
+                .retention
+                .parcel_expires_at(&waybill.state, (self.wall)());
+            match self
                 .store
-                .commit(&before, &waybill, &[], &fx.outputs)
-                .await?
+                .commit(&before, &waybill, &[], &fx.outputs, expire_at)
+                .await
+                .map_err(Failure::from)
             {
-                return Ok(fx.outputs);
+                Ok(true) => {
+                    return Ok(Fired {
+                        outputs: fx.outputs,
+                        letters,
+                        claim: Some((key.to_owned(), expire_at)),
+                    });
+                }
+                Ok(false) => {
+                    self.metrics.conflicts.inc();
+                }
+                Err(err) if err.is_permanent() => {
+                    // The waybill's data breaks the script: set the timer
+                    // aside (its state goes in the letter) instead of firing
+                    // it again every tick.
+                    let state = crate::engine::encode_state(&before);
+                    letters.push(self.letters.letter_as(
+                        letters::STAGE_TIMERS,
+                        &letters::synthetic(letters::SOURCE_TIMERS, partition, key, state),
+                        cause::SCRIPT_ERROR,
+                        &format!("timer {rule}: {err}"),
+                    ));
+                    self.store.drop_timer(partition, key, rule, score).await?;
+                    return Ok(Fired {
+                        letters,
+                        ..Fired::default()
+                    });
+                }
+                Err(err) => return Err(err),
             }
-            self.metrics.conflicts.inc();
         }
     }
 
@@ -442,10 +711,13 @@ impl<S: Sink> Detector<S> {
     /// re-applied in another round with the other conflicting ones.
     pub async fn apply_batch(&self, batch: &[Inbound]) -> Result<(), HandlerError> {
         self.flush_dirty().await?;
-        let (groups, seen) = self.group(batch);
+        let (groups, seen, mut undecodable) = self.group(batch);
         let mut by_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
         for (index, group) in groups.iter().enumerate() {
             by_partition.entry(group.partition).or_default().push(index);
+        }
+        for partition in undecodable.keys() {
+            by_partition.entry(*partition).or_default();
         }
         // Every partition runs to its end even if another fails: one that
         // committed must either clear its outbox or be marked for re-delivery.
@@ -453,10 +725,19 @@ impl<S: Sink> Detector<S> {
         let results =
             futures::future::join_all(by_partition.into_iter().map(|(partition, members)| {
                 let newest = seen.get(&partition).copied().unwrap_or(i64::MIN);
+                let letters = undecodable.remove(&partition).unwrap_or_default();
                 async move {
                     let mut committing = false;
                     let result = self
-                        .apply_partition(partition, members, groups, newest, &mut committing)
+                        .apply_partition(
+                            partition,
+                            members,
+                            groups,
+                            batch,
+                            newest,
+                            letters,
+                            &mut committing,
+                        )
                         .await;
                     if result.is_err()
                         && committing
@@ -474,23 +755,42 @@ impl<S: Sink> Detector<S> {
     }
 
     /// One partition's part of a batch: rounds of load → fold → commit until
-    /// no waybill conflicts, sequence numbers (when not inline), produce,
-    /// then clear the outbox and raise the watermark. Sets `committing` once a
-    /// commit may have written outputs to the outbox.
+    /// no waybill conflicts, sequence numbers (when not inline), dead letters,
+    /// produce, then clear the outbox, raise the watermark and refresh the
+    /// ownership claims' expiry. Sets `committing` once a commit may have
+    /// written outputs to the outbox.
+    #[allow(clippy::too_many_arguments)]
     async fn apply_partition(
         &self,
         partition: i32,
         members: Vec<usize>,
         groups: &[Group],
+        batch: &[Inbound],
         newest: i64,
+        mut letters: Vec<OutRecord>,
         committing: &mut bool,
     ) -> Result<(), Failure> {
+        let wall = (self.wall)();
+        let order_expire_at = self.retention.order_expires_at(wall);
         let mut committed: Vec<Folded> = Vec::new();
         let mut clock = None;
         let mut todo = members;
+        // Inputs set aside (dead-lettered) per group, kept across rounds.
+        let mut excluded: HashMap<usize, BTreeSet<usize>> = HashMap::new();
         while !todo.is_empty() {
             *committing = true;
-            let round = self.round(partition, &todo, groups, clock, newest).await?;
+            let round = self
+                .round(
+                    partition,
+                    &todo,
+                    (groups, batch),
+                    clock,
+                    newest,
+                    wall,
+                    &mut excluded,
+                    &mut letters,
+                )
+                .await?;
             clock = Some(round.clock);
             if !round.conflicts.is_empty() {
                 self.metrics.conflicts.inc_by(round.conflicts.len() as u64);
@@ -508,16 +808,25 @@ impl<S: Sink> Detector<S> {
                     .filter(|(e, _)| e.order.is_some())
             });
             futures::future::try_join_all(pending.map(|(encoded, seq)| async move {
-                *seq = Some(self.store.sequence(encoded).await?);
+                *seq = Some(self.store.sequence(encoded, order_expire_at).await?);
                 Ok::<_, redis::RedisError>(())
             }))
             .await?;
         }
         let mut records = Vec::new();
+        // Per record: the group and output it came from (for a letter).
+        let mut origins: Vec<(usize, Output)> = Vec::new();
         let mut outbox_ids = Vec::new();
         let mut alerts = Vec::new();
+        let mut claims = Vec::with_capacity(committed.len());
         for folded in committed {
-            for (encoded, seq) in folded.encoded.into_iter().zip(folded.seqs) {
+            claims.push((folded.waybill.key.clone(), folded.expire_at));
+            for ((encoded, seq), output) in folded
+                .encoded
+                .into_iter()
+                .zip(folded.seqs)
+                .zip(&folded.outputs)
+            {
                 let delivery = encoded.delivery(partition, seq);
                 outbox_ids.push(delivery.outbox_id);
                 records.push(OutRecord::new(
@@ -525,20 +834,48 @@ impl<S: Sink> Detector<S> {
                     delivery.key,
                     delivery.payload,
                 ));
+                origins.push((folded.group, output.clone()));
             }
             alerts.extend(folded.outputs.into_iter().filter_map(|o| match o {
                 Output::Alert(alert) => Some(alert),
                 Output::Update { .. } => None,
             }));
         }
-        if !records.is_empty() {
-            // On failure the outputs stay in the outbox, and the caller marks
-            // the partition for re-delivery before the next attempt.
-            self.sink.send_all(records).await?;
-        }
+        // Letters first: once they are acknowledged, the outputs they replace
+        // may be forgotten. On failure the outputs stay in the outbox, and the
+        // caller marks the partition for re-delivery before the next attempt.
+        self.send_letters(letters).await?;
+        self.produce_all(records, |index, reason| {
+            let (group, output) = origins.get(index)?;
+            let group = groups.get(*group)?;
+            let blamed = letters::culprits(&group.inputs, &|_| true, output);
+            let record = blamed
+                .first()
+                .and_then(|i| group.records.get(*i))
+                .and_then(|r| batch.get(*r));
+            Some(match record {
+                Some(record) => self.letters.letter(record, cause::OUTPUT_REFUSED, reason),
+                None => {
+                    let encoded = Encoded::new(output);
+                    self.output_letter(
+                        letters::STAGE,
+                        letters::SOURCE_OUTBOX,
+                        partition,
+                        &encoded,
+                        cause::OUTPUT_REFUSED,
+                        reason,
+                    )
+                }
+            })
+        })
+        .await?;
         let ids: Vec<&str> = outbox_ids.iter().map(String::as_str).collect();
         let mark = (self.timers.clock == ClockMode::Event && newest > i64::MIN).then_some(newest);
-        self.store.finish_partition(partition, &ids, mark).await?;
+        futures::future::try_join(
+            self.store.finish_partition(partition, &ids, mark),
+            self.store.expire_owners(&claims),
+        )
+        .await?;
         for alert in &alerts {
             self.log_alert(alert);
         }
@@ -546,26 +883,45 @@ impl<S: Sink> Detector<S> {
     }
 
     /// Decodes and groups a batch by waybill (partition order kept within
-    /// each), and notes each partition's newest event time.
-    fn group(&self, batch: &[Inbound]) -> (Vec<Group>, BTreeMap<i32, i64>) {
+    /// each), and notes each partition's newest event time. Records that do
+    /// not decode become letters, per partition.
+    #[allow(clippy::type_complexity)]
+    fn group(
+        &self,
+        batch: &[Inbound],
+    ) -> (
+        Vec<Group>,
+        BTreeMap<i32, i64>,
+        BTreeMap<i32, Vec<OutRecord>>,
+    ) {
         let mut groups: Vec<Group> = Vec::new();
         let mut index: HashMap<(i32, String), usize> = HashMap::new();
         let mut seen: BTreeMap<i32, i64> = BTreeMap::new();
-        for record in batch {
+        let mut undecodable: BTreeMap<i32, Vec<OutRecord>> = BTreeMap::new();
+        for (at_batch, record) in batch.iter().enumerate() {
             let input = if record.topic == topics::SHIPMENTS {
                 Shipment::decode(record.payload.as_slice())
-                    .ok()
                     .map(Input::Registration)
+                    .map_err(|e| e.to_string())
             } else {
                 TrackingEvent::decode(record.payload.as_slice())
-                    .ok()
                     .map(Input::Event)
+                    .map_err(|e| e.to_string())
             };
-            let Some(input) = input else {
-                self.count("undecodable");
-                tracing::error!(topic = %record.topic, partition = record.partition, offset = record.offset,
-                    "undecodable record skipped (not produced by trackstream.v1)");
-                continue;
+            let input = match input {
+                Ok(input) => input,
+                Err(err) => {
+                    self.count("undecodable");
+                    undecodable
+                        .entry(record.partition)
+                        .or_default()
+                        .push(self.letters.letter(
+                            record,
+                            cause::UNDECODABLE,
+                            &format!("not a trackstream.v1 record: {err}"),
+                        ));
+                    continue;
+                }
             };
             let newest = seen.entry(record.partition).or_insert(i64::MIN);
             match &input {
@@ -581,6 +937,7 @@ impl<S: Sink> Detector<S> {
                     partition: *partition,
                     key: key.clone(),
                     inputs: Vec::new(),
+                    records: Vec::new(),
                     event_ids: Vec::new(),
                 });
                 groups.len() - 1
@@ -590,22 +947,144 @@ impl<S: Sink> Detector<S> {
             }
             if let Some(group) = groups.get_mut(at) {
                 group.inputs.push(input);
+                group.records.push(at_batch);
             }
         }
-        (groups, seen)
+        (groups, seen, undecodable)
+    }
+
+    /// Folds one waybill's inputs (minus those `excluded`, and duplicates)
+    /// and checks every output's size. An output over the limit is blamed on
+    /// the input that made it ([`letters::culprits`]): that input is
+    /// dead-lettered, excluded, and the waybill folded again without it, so
+    /// its other inputs still apply. An oversized output no input of the batch
+    /// made is dropped with a synthetic letter. Returns `None` when nothing
+    /// changed.
+    #[allow(clippy::too_many_arguments)]
+    fn fold_group(
+        &self,
+        partition: i32,
+        (group, batch): (&Group, &[Inbound]),
+        loaded: &Loaded,
+        history: &[TrackingEvent],
+        clock: i64,
+        hold_until: i64,
+        excluded: &mut BTreeSet<usize>,
+        letters: &mut Vec<OutRecord>,
+    ) -> Option<(Waybill, Effects, Vec<Encoded>)> {
+        let limit = self.sink.max_record_bytes();
+        let mut first = true;
+        loop {
+            let mut known = loaded.known.clone();
+            let mut waybill = loaded.waybill.clone();
+            waybill.hold_until = hold_until;
+            // Usually nothing is a duplicate or set aside: then the group's
+            // inputs are the fold's inputs as they are, without copying.
+            let distinct = {
+                let mut ids: Vec<&str> = group.event_ids.iter().map(String::as_str).collect();
+                ids.sort_unstable();
+                ids.windows(2).all(|w| w[0] != w[1])
+            };
+            let mut filtered: Vec<Input> = Vec::new();
+            let fresh: &[Input] = if known.is_empty() && distinct && excluded.is_empty() {
+                &group.inputs
+            } else {
+                for (i, input) in group.inputs.iter().enumerate() {
+                    if excluded.contains(&i) {
+                        continue;
+                    }
+                    match input {
+                        Input::Event(event) if !known.insert(event.event_id.clone()) => {
+                            if first {
+                                self.count("duplicate");
+                            }
+                        }
+                        _ => filtered.push(input.clone()),
+                    }
+                }
+                &filtered
+            };
+            first = false;
+            let mut fx = Effects::default();
+            self.engine
+                .apply(&mut waybill, fresh, history, clock, &mut fx);
+            // HOOK(trust-engine): once `Effects` reports registrations the
+            // engine refused (another merchant's registration of an owned
+            // waybill), dead-letter each one's record here with
+            // `cause::NOT_OWNER` and add it to `excluded` (the engine already
+            // left it out of the state and outputs).
+            if fx.history.is_empty()
+                && fx.outputs.is_empty()
+                && !waybill.registration_changed
+                && waybill.state == loaded.waybill.state
+            {
+                return None;
+            }
+            let mut encoded: Vec<Encoded> = fx.outputs.iter().map(Encoded::new).collect();
+            let over: Vec<usize> = encoded
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| letters::record_len(e) > limit)
+                .map(|(i, _)| i)
+                .collect();
+            if over.is_empty() {
+                return Some((waybill, fx, encoded));
+            }
+            let live = |i: usize| !excluded.contains(&i);
+            let blamed: BTreeSet<usize> = over
+                .iter()
+                .filter_map(|o| fx.outputs.get(*o))
+                .flat_map(|output| letters::culprits(&group.inputs, &live, output))
+                .collect();
+            let detail = over
+                .first()
+                .and_then(|o| encoded.get(*o))
+                .map(|e| letters::too_large_detail(e, limit))
+                .unwrap_or_default();
+            if blamed.is_empty() {
+                for o in over.into_iter().rev() {
+                    if o < encoded.len() && o < fx.outputs.len() {
+                        let output = encoded.remove(o);
+                        fx.outputs.remove(o);
+                        letters.push(self.output_letter(
+                            letters::STAGE,
+                            letters::SOURCE_OUTBOX,
+                            partition,
+                            &output,
+                            cause::OUTPUT_TOO_LARGE,
+                            &letters::too_large_detail(&output, limit),
+                        ));
+                    }
+                }
+                return Some((waybill, fx, encoded));
+            }
+            for i in blamed {
+                excluded.insert(i);
+                if let Some(record) = group.records.get(i).and_then(|r| batch.get(*r)) {
+                    letters.push(
+                        self.letters
+                            .letter(record, cause::OUTPUT_TOO_LARGE, &detail),
+                    );
+                }
+            }
+        }
     }
 
     /// One load → fold → commit round over some waybills of one partition.
     /// `clock` is the partition's clock from an earlier round of the same
     /// batch (`None` on the first: computed from the loaded watermark and the
     /// batch's `newest` event time).
+    #[allow(clippy::too_many_arguments)]
     async fn round(
         &self,
         partition: i32,
         members: &[usize],
-        groups: &[Group],
+        (groups, batch): (&[Group], &[Inbound]),
         clock: Option<i64>,
         newest: i64,
+        wall: i64,
+        excluded: &mut HashMap<usize, BTreeSet<usize>>,
+        letters: &mut Vec<OutRecord>,
     ) -> Result<Round, Failure> {
         let requests: Vec<LoadRequest<'_>> = members
             .iter()
@@ -661,50 +1140,32 @@ impl<S: Sink> Detector<S> {
                 continue;
             };
             let _span = tracing::debug_span!("fold", waybill = %group.key, partition).entered();
-            let before = loaded.waybill.state.clone();
-            let mut known = loaded.known;
-            let mut waybill = loaded.waybill;
-            waybill.hold_until = hold_until;
-            // Usually nothing is a duplicate: then the group's inputs are the
-            // fold's inputs as they are, without copying every event.
-            let distinct = {
-                let mut ids: Vec<&str> = group.event_ids.iter().map(String::as_str).collect();
-                ids.sort_unstable();
-                ids.windows(2).all(|w| w[0] != w[1])
-            };
-            let mut filtered: Vec<Input> = Vec::new();
-            let fresh: &[Input] = if known.is_empty() && distinct {
-                &group.inputs
-            } else {
-                for input in &group.inputs {
-                    match input {
-                        Input::Event(event) if !known.insert(event.event_id.clone()) => {
-                            self.count("duplicate");
-                        }
-                        _ => filtered.push(input.clone()),
-                    }
-                }
-                &filtered
-            };
-            let mut fx = Effects::default();
-            self.engine
-                .apply(&mut waybill, fresh, &history, clock, &mut fx);
-            if fx.history.is_empty()
-                && fx.outputs.is_empty()
-                && !waybill.registration_changed
-                && waybill.state == before
-            {
+            let set_aside = excluded.entry(*index).or_default();
+            if !group.inputs.is_empty() && set_aside.len() == group.inputs.len() {
                 continue;
             }
-            let encoded: Vec<Encoded> = fx.outputs.iter().map(Encoded::new).collect();
+            let Some((waybill, fx, encoded)) = self.fold_group(
+                partition,
+                (group, batch),
+                &loaded,
+                &history,
+                clock,
+                hold_until,
+                set_aside,
+                letters,
+            ) else {
+                continue;
+            };
+            let expire_at = self.retention.parcel_expires_at(&waybill.state, wall);
             folds.push(Folded {
                 group: *index,
                 seqs: vec![None; encoded.len()],
                 waybill,
                 outputs: fx.outputs,
                 encoded,
+                expire_at,
             });
-            befores.push(before);
+            befores.push(loaded.waybill.state);
             histories_new.push(fx.history);
         }
         let changes: Vec<Change<'_>> = folds
@@ -716,9 +1177,38 @@ impl<S: Sink> Detector<S> {
                 waybill: &f.waybill,
                 history,
                 outputs: &f.encoded,
+                expire_at: f.expire_at,
             })
             .collect();
-        let results = self.store.commit_partition(partition, &changes).await?;
+        let order_expire_at = self.retention.order_expires_at(wall);
+        let results = match self
+            .store
+            .commit_partition(partition, &changes, order_expire_at)
+            .await
+            .map_err(Failure::from)
+        {
+            Ok(results) => results.into_iter().map(Some).collect(),
+            Err(err) if err.is_permanent() => {
+                // A script failed on some waybill's data: commit them one at
+                // a time to find which, and set that one's inputs aside.
+                tracing::warn!(%err, partition, "commit script failed; committing waybills one by one");
+                let mut results = Vec::with_capacity(changes.len());
+                for change in &changes {
+                    match self
+                        .store
+                        .commit_partition(partition, std::slice::from_ref(change), order_expire_at)
+                        .await
+                        .map_err(Failure::from)
+                    {
+                        Ok(mut one) => results.push(one.pop()),
+                        Err(err) if err.is_permanent() => results.push(None),
+                        Err(err) => return Err(err),
+                    }
+                }
+                results
+            }
+            Err(err) => return Err(err),
+        };
         drop(changes);
         let mut round = Round {
             clock,
@@ -727,7 +1217,7 @@ impl<S: Sink> Detector<S> {
         };
         for (mut folded, result) in folds.into_iter().zip(results) {
             match result {
-                Committed::Done(seqs) => {
+                Some(Committed::Done(seqs)) => {
                     if self.store.inline_sequence() {
                         let mut seqs = seqs.into_iter();
                         for (encoded, seq) in folded.encoded.iter().zip(folded.seqs.iter_mut()) {
@@ -738,9 +1228,29 @@ impl<S: Sink> Detector<S> {
                     }
                     round.done.push(folded);
                 }
-                Committed::Conflict => {
+                Some(Committed::Conflict) => {
                     tracing::debug!(waybill = %folded.waybill.key, "concurrent change; re-applying");
                     round.conflicts.push(folded.group);
+                }
+                None => {
+                    // Its inputs cannot be committed: every one not yet set
+                    // aside is dead-lettered (the script may have written part
+                    // of the waybill before failing; see ARCHITECTURE.md).
+                    let Some(group) = groups.get(folded.group) else {
+                        continue;
+                    };
+                    let set_aside = excluded.entry(folded.group).or_default();
+                    for (i, r) in group.records.iter().enumerate() {
+                        if set_aside.insert(i)
+                            && let Some(record) = batch.get(*r)
+                        {
+                            letters.push(self.letters.letter(
+                                record,
+                                cause::SCRIPT_ERROR,
+                                "the commit script failed on this waybill's data",
+                            ));
+                        }
+                    }
                 }
             }
         }

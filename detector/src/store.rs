@@ -20,6 +20,19 @@
 //! | `{o:O}:updates` | zset | seq → encoded `ShipmentUpdate` (WatchOrder replay) |
 //! | `{o:O}:merchant` | string | owning merchant id (scopes gRPC reads) |
 //!
+//! Lifecycle (see [`crate::lifecycle`]): every commit sets an absolute expiry
+//! (`PEXPIREAT`, from the detector's wall clock) on the waybill's `wb` and `ev`
+//! keys, and the sequence step on the order's keys; the ownership claim gets
+//! the waybill's expiry in a separate command ([`Store::expire_owners`]). The
+//! per-partition timer zset and outbox do not expire: a timer member of an
+//! expired waybill is dropped when it comes due, and outbox entries live only
+//! until produced or dead-lettered.
+//!
+//! Scripts live in `lua/*.lua`, each opening with its KEYS/ARGV contract. No
+//! script unpacks an unbounded list: multi-value commands are issued in chunks
+//! (Lua's `unpack` fails past ~8 000 values, after the script's earlier
+//! writes).
+//!
 //! A waybill change is committed by a Lua script: compare the version, write
 //! state, history, timers and outbox entries in one step. Outputs are then
 //! delivered (sequence assigned, produced, acknowledged) and only then removed
@@ -92,158 +105,17 @@ pub fn timer_member(waybill_key: &str, rule: &str) -> String {
     format!("{waybill_key}|{rule}")
 }
 
-const COMMIT_LUA: &str = r"
--- KEYS: 1 state hash, 2 history hash, 3 timers zset, 4 outbox hash
--- ARGV: 1 expected version, 2 state, 3 registration ('' = unchanged), 4 waybill key,
---       then counted groups: history (id, bytes)*, timer sets (rule, deadline)*,
---       timer deletes (rule)*, outbox (id, bytes)*
-local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if version ~= tonumber(ARGV[1]) then return -1 end
-redis.call('HSET', KEYS[1], 'v', version + 1, 's', ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'r', ARGV[3]) end
-local i = 5
-local n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[4] .. '|' .. ARGV[i]); i = i + 2 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('ZREM', KEYS[3], ARGV[4] .. '|' .. ARGV[i]); i = i + 1 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2 end
-return version + 1
-";
+/// Lua scripts, one file each; every file opens with its KEYS/ARGV contract.
+mod lua {
+    pub const COMMIT: &str = include_str!("lua/commit.lua");
+    pub const SEQUENCE: &str = include_str!("lua/sequence.lua");
+    pub const COMMIT_BATCH: &str = include_str!("lua/commit_batch.lua");
+    pub const DROP_TIMER: &str = include_str!("lua/drop_timer.lua");
+    pub const WATERMARK: &str = include_str!("lua/watermark.lua");
+}
 
-const SEQUENCE_LUA: &str = r"
--- KEYS: 1 ids hash, 2 seq counter, 3 updates zset, 4 owner (merchant id)
--- ARGV: 1 update id, 2 update encoded without seq, 3 merchant id
--- Returns the update's sequence number, assigning it on first sight.
-redis.call('SETNX', KEYS[4], ARGV[3])
-local seq = redis.call('HGET', KEYS[1], ARGV[1])
-if seq then return tonumber(seq) end
-seq = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], ARGV[1], seq)
-local n, bytes = seq, {}
-while n >= 128 do bytes[#bytes + 1] = string.char(n % 128 + 128); n = math.floor(n / 128) end
-bytes[#bytes + 1] = string.char(n)
-redis.call('ZADD', KEYS[3], seq, string.char(8) .. table.concat(bytes) .. ARGV[2])
-return seq
-";
-
-const COMMIT_BATCH_LUA: &str = r"
--- The waybills of one partition in a consumer batch, each committed on its
--- own compare-and-set: a conflict skips that waybill only (nothing of it is
--- written) and the caller reloads and re-applies it.
--- KEYS: 1 timers zset, 2 outbox hash, then per waybill its state hash and
---       history hash, followed (inline sequencing only) by 4 order keys per
---       update output: ids hash, seq counter, updates zset, merchant.
--- ARGV: 1 inline sequencing ('1' / '0'), 2 waybill count, then per waybill:
---       expected version, state, registration ('' = unchanged),
---       history count, (id, bytes)*, timer set count, (member, score)*,
---       timer delete count, (member)*, output count,
---       (kind 'u' | 'a', outbox id, body, merchant ('' for alerts))*
--- Returns per waybill {-1} on conflict, else {new version, then (inline only)
--- the sequence number of each update output, in order}. Inline sequencing is
--- the sequence script's logic; it is only used on a standalone server, where
--- the order keys may be touched from the partition's script. Timer and outbox
--- writes of all committed waybills go in one command each (members and
--- fields are distinct per waybill), which is most of what batching saves.
-local call = redis.call
-local inline = ARGV[1] == '1'
-local out, zadd, zrem, outbox = {}, {}, {}, {}
-local nz, nr, no = 0, 0, 0
-local i, k = 3, 3
-for w = 1, tonumber(ARGV[2]) do
-  local state = KEYS[k]
-  local version = tonumber(call('HGET', state, 'v') or '0')
-  local ok = version == tonumber(ARGV[i])
-  if ok then
-    if ARGV[i + 2] ~= '' then
-      call('HSET', state, 'v', version + 1, 's', ARGV[i + 1], 'r', ARGV[i + 2])
-    else
-      call('HSET', state, 'v', version + 1, 's', ARGV[i + 1])
-    end
-    out[w] = {version + 1}
-  else
-    out[w] = {-1}
-  end
-  local res = out[w]
-  i = i + 3
-  local n = tonumber(ARGV[i]); i = i + 1
-  if ok and n > 0 then call('HSET', KEYS[k + 1], unpack(ARGV, i, i + 2 * n - 1)) end
-  k = k + 2
-  i = i + 2 * n
-  n = tonumber(ARGV[i]); i = i + 1
-  if ok then
-    for j = i, i + 2 * n - 1, 2 do
-      zadd[nz + 1] = ARGV[j + 1]
-      zadd[nz + 2] = ARGV[j]
-      nz = nz + 2
-    end
-  end
-  i = i + 2 * n
-  n = tonumber(ARGV[i]); i = i + 1
-  if ok then
-    for j = i, i + n - 1 do nr = nr + 1; zrem[nr] = ARGV[j] end
-  end
-  i = i + n
-  n = tonumber(ARGV[i]); i = i + 1
-  for _ = 1, n do
-    local kind, id, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    if ok then
-      outbox[no + 1] = id
-      outbox[no + 2] = kind .. body
-      no = no + 2
-    end
-    if inline and kind == 'u' then
-      if ok then
-        local seq = call('HGET', KEYS[k], id)
-        if seq then
-          seq = tonumber(seq)
-        else
-          seq = call('INCR', KEYS[k + 1])
-          if seq == 1 then call('SETNX', KEYS[k + 3], ARGV[i + 3]) end
-          call('HSET', KEYS[k], id, seq)
-          local prefix
-          if seq < 128 then
-            prefix = string.char(8, seq)
-          elseif seq < 16384 then
-            prefix = string.char(8, seq % 128 + 128, math.floor(seq / 128))
-          else
-            local m, bytes = seq, {8}
-            while m >= 128 do bytes[#bytes + 1] = m % 128 + 128; m = math.floor(m / 128) end
-            bytes[#bytes + 1] = m
-            prefix = string.char(unpack(bytes))
-          end
-          call('ZADD', KEYS[k + 2], seq, prefix .. body)
-        end
-        res[#res + 1] = seq
-      end
-      k = k + 4
-    end
-    i = i + 4
-  end
-end
-if nz > 0 then call('ZADD', KEYS[1], unpack(zadd)) end
-if nr > 0 then call('ZREM', KEYS[1], unpack(zrem)) end
-if no > 0 then call('HSET', KEYS[2], unpack(outbox)) end
-return out
-";
-
-const DROP_TIMER_LUA: &str = r"
--- KEYS: 1 timers zset; ARGV: 1 member, 2 the score it was read with.
--- Removes the member only if a commit has not re-armed it since.
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
-return 0
-";
-
-const WATERMARK_LUA: &str = r"
--- KEYS: 1 watermark; ARGV: 1 candidate. Raises, never lowers; returns the value.
-local c = tonumber(redis.call('GET', KEYS[1]))
-local n = tonumber(ARGV[1])
-if c == nil or n > c then redis.call('SET', KEYS[1], ARGV[1]); return n end
-return c
-";
+/// Sequence scripts in flight at once when re-delivering outputs.
+const PREPARE_CONCURRENCY: usize = 64;
 
 /// Prepends protobuf field 1 (`seq`, varint) to an update encoded without it —
 /// the same bytes the sequence script stores, so replay and live agree exactly.
@@ -298,11 +170,11 @@ impl Store {
         Store {
             inline_sequence: matches!(conn, RedisConn::Single(_)),
             conn,
-            commit: Script::new(COMMIT_LUA),
-            sequence: Script::new(SEQUENCE_LUA),
-            watermark: Script::new(WATERMARK_LUA),
-            drop_timer: Script::new(DROP_TIMER_LUA),
-            commit_batch: Script::new(COMMIT_BATCH_LUA),
+            commit: Script::new(lua::COMMIT),
+            sequence: Script::new(lua::SEQUENCE),
+            watermark: Script::new(lua::WATERMARK),
+            drop_timer: Script::new(lua::DROP_TIMER),
+            commit_batch: Script::new(lua::COMMIT_BATCH),
         }
     }
 
@@ -381,7 +253,8 @@ impl Store {
             .collect())
     }
 
-    /// Commits a waybill's new state with its effects. `Ok(false)` means another
+    /// Commits a waybill's new state with its effects; its state and history
+    /// expire at `expire_at` (ms since the epoch). `Ok(false)` means another
     /// writer got there first (version moved): reload and re-apply.
     pub async fn commit(
         &self,
@@ -389,6 +262,7 @@ impl Store {
         waybill: &Waybill,
         history: &[TrackingEvent],
         outputs: &[Output],
+        expire_at: i64,
     ) -> redis::RedisResult<bool> {
         let partition = waybill.partition;
         let mut invocation = self.commit.prepare_invoke();
@@ -400,7 +274,8 @@ impl Store {
             .arg(waybill.version)
             .arg(crate::engine::encode_state(&waybill.state))
             .arg(registration_arg(waybill))
-            .arg(&waybill.key);
+            .arg(&waybill.key)
+            .arg(expire_at);
         invocation.arg(history.len());
         for event in history {
             invocation.arg(&event.event_id).arg(event.encode_to_vec());
@@ -426,19 +301,36 @@ impl Store {
     }
 
     /// Turns outputs into Kafka records, assigning update sequence numbers
-    /// (idempotently: a re-delivery gets the same number).
+    /// (idempotently: a re-delivery gets the same number); an order log
+    /// written here expires at `order_expire_at` (ms since the epoch).
     pub async fn prepare(
         &self,
         partition: i32,
         outputs: &[Output],
+        order_expire_at: i64,
     ) -> redis::RedisResult<Vec<Delivery>> {
-        let futures = outputs
-            .iter()
-            .map(|output| self.prepare_one(partition, output));
-        futures::future::try_join_all(futures).await
+        // Bounded: a re-delivered outbox can hold thousands of updates (a
+        // registration that joined a long history), and thousands of scripts
+        // queued at once on one connection outlive its response timeout.
+        let mut deliveries = Vec::with_capacity(outputs.len());
+        for chunk in outputs.chunks(PREPARE_CONCURRENCY) {
+            let prepared = futures::future::try_join_all(
+                chunk
+                    .iter()
+                    .map(|output| self.prepare_one(partition, output, order_expire_at)),
+            )
+            .await?;
+            deliveries.extend(prepared);
+        }
+        Ok(deliveries)
     }
 
-    async fn prepare_one(&self, partition: i32, output: &Output) -> redis::RedisResult<Delivery> {
+    async fn prepare_one(
+        &self,
+        partition: i32,
+        output: &Output,
+        order_expire_at: i64,
+    ) -> redis::RedisResult<Delivery> {
         match output {
             Output::Update { id, update } => {
                 let body = update.encode_to_vec();
@@ -452,6 +344,7 @@ impl Store {
                     .arg(id)
                     .arg(&body)
                     .arg(&update.merchant_id)
+                    .arg(order_expire_at)
                     .invoke_async(&mut conn)
                     .await?;
                 let key = update
@@ -499,17 +392,74 @@ impl Store {
         futures::future::try_join_all(futures).await.map(|_| ())
     }
 
-    /// Outputs left in a partition's outbox (after a crash or a failed produce).
-    pub async fn pending_outbox(&self, partition: i32) -> redis::RedisResult<Vec<Output>> {
+    /// Outputs left in a partition's outbox (after a crash or a failed
+    /// produce), and the ids of entries that do not decode (written by another
+    /// version, or damaged): those can never be produced and are the caller's
+    /// to set aside, or they would be read on every flush forever.
+    pub async fn pending_outbox(
+        &self,
+        partition: i32,
+    ) -> redis::RedisResult<(Vec<Output>, Vec<(String, Vec<u8>)>)> {
         let mut conn = self.conn.clone();
         let entries: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
             .arg(outbox_key(partition))
             .query_async(&mut conn)
             .await?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(id, bytes)| decode_output(&id, &bytes))
-            .collect())
+        let mut outputs = Vec::with_capacity(entries.len());
+        let mut undecodable = Vec::new();
+        for (id, bytes) in entries {
+            match decode_output(&id, &bytes) {
+                Some(output) => outputs.push(output),
+                None => undecodable.push((id, bytes)),
+            }
+        }
+        Ok((outputs, undecodable))
+    }
+
+    /// Removes outbox entries that will never be produced (dead-lettered).
+    pub async fn drop_outbox(&self, partition: i32, ids: &[&str]) -> redis::RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        redis::cmd("HDEL")
+            .arg(outbox_key(partition))
+            .arg(ids)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Gives ownership claims (`runtime::ownership::owner_key`) the expiry of
+    /// their parcels: `(waybill key, expire-at ms)`. One pipeline, a command per
+    /// claim: on Redis Cluster each claim lives in its own slot. A claim that
+    /// does not exist (a parcel never registered through ingest) is left alone.
+    pub async fn expire_owners(&self, claims: &[(String, i64)]) -> redis::RedisResult<()> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let command = |(waybill_key, at): &(String, i64)| {
+            let mut cmd = redis::cmd("PEXPIREAT");
+            cmd.arg(crate::lifecycle::owner_key_of(waybill_key))
+                .arg(*at);
+            cmd
+        };
+        let mut conn = self.conn.clone();
+        if self.inline_sequence {
+            // Standalone: one pipeline.
+            let mut pipe = redis::pipe();
+            for claim in claims {
+                pipe.add_command(command(claim)).ignore();
+            }
+            return pipe.query_async(&mut conn).await;
+        }
+        // Cluster: a pipeline may not cross slots; the commands go out
+        // together on the multiplexed connection instead.
+        let sends = claims.iter().map(|claim| {
+            let mut conn = conn.clone();
+            let cmd = command(claim);
+            async move { cmd.query_async::<()>(&mut conn).await }
+        });
+        futures::future::try_join_all(sends).await.map(|_| ())
     }
 
     /// Due timers of a partition: `(waybill key, rule, deadline)`.
@@ -660,6 +610,8 @@ pub struct Change<'a> {
     pub history: &'a [TrackingEvent],
     /// Its outputs, encoded.
     pub outputs: &'a [Encoded],
+    /// When its state and history expire (ms since the epoch).
+    pub expire_at: i64,
 }
 
 /// What the batch commit did for one waybill.
@@ -759,10 +711,14 @@ impl Store {
     /// Commits the changed waybills of one partition with one script call,
     /// each on its own compare-and-set; with inline sequencing (standalone
     /// Redis) update sequence numbers are assigned in the same step.
+    ///
+    /// Order keys written inline expire at `order_expire_at` (ms since the
+    /// epoch).
     pub async fn commit_partition(
         &self,
         partition: i32,
         changes: &[Change<'_>],
+        order_expire_at: i64,
     ) -> redis::RedisResult<Vec<Committed>> {
         if changes.is_empty() {
             return Ok(Vec::new());
@@ -788,12 +744,14 @@ impl Store {
             .arg(keys.len())
             .arg(&keys)
             .arg(if self.inline_sequence { "1" } else { "0" })
-            .arg(changes.len());
+            .arg(changes.len())
+            .arg(order_expire_at);
         for change in changes {
             let waybill = change.waybill;
             cmd.arg(waybill.version)
                 .arg(crate::engine::encode_state(&waybill.state))
                 .arg(registration_arg(waybill))
+                .arg(change.expire_at)
                 .arg(change.history.len());
             for event in change.history {
                 cmd.arg(&event.event_id).arg(event.encode_to_vec());
@@ -828,7 +786,7 @@ impl Store {
                 // load it (on every node of a cluster) and run it again.
                 redis::cmd("SCRIPT")
                     .arg("LOAD")
-                    .arg(COMMIT_BATCH_LUA)
+                    .arg(lua::COMMIT_BATCH)
                     .query_async::<()>(&mut conn)
                     .await?;
                 cmd.query_async(&mut conn).await?
@@ -851,7 +809,12 @@ impl Store {
     /// Assigns an update its order's sequence number (idempotent: the same id
     /// always gets the same number) and appends it to the order's log, in the
     /// order's slot. Used when sequencing is not inline (Redis Cluster).
-    pub async fn sequence(&self, update: &Encoded) -> redis::RedisResult<u64> {
+    /// The order's keys expire at `order_expire_at` (ms since the epoch).
+    pub async fn sequence(
+        &self,
+        update: &Encoded,
+        order_expire_at: i64,
+    ) -> redis::RedisResult<u64> {
         let (order, merchant) = update.order.clone().unwrap_or_default();
         let mut conn = self.conn.clone();
         self.sequence
@@ -862,6 +825,7 @@ impl Store {
             .arg(&update.outbox_id)
             .arg(&update.body)
             .arg(merchant)
+            .arg(order_expire_at)
             .invoke_async(&mut conn)
             .await
     }

@@ -10,6 +10,13 @@
 //! order): `:seq` last sequence number, `:ids` update id → seq, `:updates` zset
 //! seq → encoded `ShipmentUpdate`, `:merchant` the owning merchant, `:alerts` open
 //! alerts.
+//!
+//! Lifecycle: the detector gives `:seq`, `:ids`, `:updates` and `:merchant` an
+//! absolute expiry (`PEXPIREAT`, wall clock + its `retention.order_log`, never
+//! less than the parcel retention) every time it appends an update, so an
+//! order's log lives as long as its newest parcel may still need it and then
+//! disappears as a whole. Keys other components keep under the same tag (the
+//! notifier's `:alerts` and message state) set their own expiry.
 
 use redis::AsyncCommands;
 

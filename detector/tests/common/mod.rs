@@ -510,11 +510,17 @@ pub fn event_clock(lateness: i64) -> TimerConfig {
 }
 
 /// A detector over `conn` writing into memory.
+///
+/// Its data lives for a century: scenarios are dated from [`T0`] (2024) and
+/// some tests inject a wall clock there, and with the default retention their
+/// parcels' keys would be past their expiry the moment they are written
+/// (expiries are absolute, from the wall clock). Lifecycle tests set their own.
 pub fn detector(
     conn: trackstream_runtime::redis::RedisConn,
     rules: &RulesConfig,
     timers: TimerConfig,
 ) -> Detector<MemorySink> {
+    const CENTURY: i64 = 36_500 * 86_400_000;
     Detector::new(
         Engine::new(rules.clone()),
         Store::new(conn),
@@ -522,6 +528,12 @@ pub fn detector(
         timers,
         &mut prometheus_client::registry::Registry::default(),
     )
+    .with_retention(trackstream_detector::config::RetentionConfig {
+        after_terminal: trackstream_detector::rules::Millis(CENTURY),
+        after_silence: trackstream_detector::rules::Millis(CENTURY),
+        order_log: trackstream_detector::rules::Millis(CENTURY),
+        backdate: trackstream_detector::rules::Millis(0),
+    })
 }
 
 /// Feeds every batch, draining due timers of every partition after each one
