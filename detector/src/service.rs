@@ -1008,11 +1008,34 @@ impl<S: Sink> Detector<S> {
             let mut fx = Effects::default();
             self.engine
                 .apply(&mut waybill, fresh, history, clock, &mut fx);
-            // HOOK(trust-engine): once `Effects` reports registrations the
-            // engine refused (another merchant's registration of an owned
-            // waybill), dead-letter each one's record here with
-            // `cause::NOT_OWNER` and add it to `excluded` (the engine already
-            // left it out of the state and outputs).
+            // Registrations the engine refused (another merchant's registration
+            // of an owned waybill; ingest refuses these with 409, so one here
+            // came around it) are dead-lettered and left out of any refold.
+            // The engine counts them among the registrations it was given, so
+            // the ordinal maps back to the group's inputs minus those excluded.
+            for refused in std::mem::take(&mut fx.refused_registrations) {
+                let input = group
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, input)| {
+                        !excluded.contains(i) && matches!(input, Input::Registration(_))
+                    })
+                    .nth(refused.registration)
+                    .map(|(i, _)| i);
+                let Some(i) = input else { continue };
+                excluded.insert(i);
+                if let Some(record) = group.records.get(i).and_then(|r| batch.get(*r)) {
+                    letters.push(self.letters.letter(
+                        record,
+                        cause::NOT_OWNER,
+                        &format!(
+                            "merchant {} registered order {} for a waybill owned by merchant {}",
+                            refused.merchant_id, refused.order_id, refused.owner
+                        ),
+                    ));
+                }
+            }
             if fx.history.is_empty()
                 && fx.outputs.is_empty()
                 && !waybill.registration_changed
