@@ -115,4 +115,16 @@ mod tests {
         assert_eq!(config.max_future_skew, Span(Duration::from_secs(1_800)));
         assert!(load("max_future_skew = 5", &[]).is_err());
     }
+
+    #[test]
+    fn the_shipped_configs_parse() {
+        for text in [
+            include_str!("../../deploy/local/config/normalize.toml"),
+            include_str!("../../deploy/docker/config/normalize.toml"),
+        ] {
+            let config = trackstream_runtime::config::load_from::<Config>(text, Vec::new())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.max_future_skew, Span(Duration::from_secs(900)));
+        }
+    }
 }
