@@ -1,5 +1,5 @@
-//! Attacks on normalize (see `main.rs`): an event too large to write, and a scan
-//! dated in the future. Each poison record must cost only its own dead letter
+//! Attacks on normalize (see `main.rs`): an event over our size limit, an event
+//! the producer's (broker's) own limit refuses, and a scan dated in the future. Each poison record must cost only its own dead letter
 //! on `scans.dlq`, while the partition — asserted with traffic behind it —
 //! moves on.
 
@@ -43,6 +43,15 @@ fn waybills(records: &[Record]) -> BTreeSet<String> {
 /// (same key, same partitioner): whatever limits ingest puts on webhook fields,
 /// normalize must hold its own line.
 async fn produce_raw(sandbox: &Sandbox, waybill: &str, scans: &serde_json::Value) {
+    produce_raw_as(sandbox, Provider::Generic, waybill, scans).await;
+}
+
+async fn produce_raw_as(
+    sandbox: &Sandbox,
+    provider: Provider,
+    waybill: &str,
+    payload: &serde_json::Value,
+) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", sandbox.bootstrap())
         .set("partitioner", "murmur2_random")
@@ -50,10 +59,10 @@ async fn produce_raw(sandbox: &Sandbox, waybill: &str, scans: &serde_json::Value
         .unwrap_or_else(|e| panic!("producer: {e}"));
     let raw = RawScan {
         ingest_id: format!("test-{waybill}"),
-        provider: Provider::Generic as i32,
+        provider: provider as i32,
         carrier: "sf".into(),
         waybill: waybill.into(),
-        payload: scans.to_string().into_bytes(),
+        payload: payload.to_string().into_bytes(),
         received_at: Some(to_proto(Utc::now())),
         ..RawScan::default()
     };
@@ -147,6 +156,74 @@ async fn an_oversized_event_is_dead_lettered_while_other_waybills_keep_flowing()
         [Status::PickedUp as i32],
         "the oversized event is not written; its push's other scan is"
     );
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_broker_refuses_is_dead_lettered_and_the_partition_moves_on() {
+    // The producer's own limit (librdkafka `message.max.bytes`, as a broker's
+    // would be) below `kafka.max_record_bytes`: our size check passes the event,
+    // Kafka refuses it. Retrying the batch would fail forever.
+    let sandbox = Sandbox::start_with(|c| {
+        c.normalize
+            .kafka
+            .extra
+            .insert("message.max.bytes".into(), "1000".into());
+    })
+    .await;
+    // Kdniao copies a trace's location into `text` and `city`: 510 bytes once
+    // in the input, twice in the event.
+    let shanghai = Utc::now() + TimeDelta::hours(8);
+    let local = |back: i64| {
+        (shanghai - TimeDelta::hours(back))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let item = json!({"ShipperCode": "SF", "LogisticCode": "SFKD1", "State": "2",
+    "Traces": [
+        {"AcceptTime": local(3), "AcceptStation": "揽收", "Location": "深圳"},
+        {"AcceptTime": local(2), "AcceptStation": "到达", "Location": "深".repeat(170)}
+    ]});
+    produce_raw_as(&sandbox, Provider::Kdniao, "SFKD1", &item).await;
+
+    let mut dlq = sandbox.reader(topics::SCANS_DLQ);
+    dlq.until(WAIT, "the refused event's letter", |r| !r.is_empty())
+        .await;
+    let letter = dlq.records[0].clone();
+    assert_eq!(letter.key, "sf:SFKD1");
+    assert_eq!(header(&letter, "dlq.cause"), "output_too_large");
+    assert_eq!(header(&letter, "dlq.stage"), "normalize");
+    let poisoned: i32 = header(&letter, "dlq.source.partition")
+        .parse()
+        .unwrap_or_else(|e| panic!("dlq.source.partition: {e}"));
+
+    let t0 = Utc::now().trunc_subsecs(0) - TimeDelta::minutes(10);
+    let later: Vec<String> = (0..40).map(|i| format!("SFNEXT{i:02}")).collect();
+    let push: Vec<serde_json::Value> = later.iter().map(|w| scan(w, "in_transit", t0)).collect();
+    let (status, _) = sandbox.post_generic(&json!(push)).await;
+    assert_eq!(status, 200);
+    let mut events = sandbox.reader(topics::TRACKING_EVENTS);
+    events
+        .until(WAIT, "the traffic behind the refused record", |r| {
+            let seen = waybills(r);
+            seen.contains("SFKD1") && later.iter().all(|w| seen.contains(w))
+        })
+        .await;
+    assert!(
+        events
+            .records
+            .iter()
+            .any(|r| r.partition == poisoned
+                && waybill_of(r).is_some_and(|w| w.starts_with("SFNEXT"))),
+        "records after the refused one were written on its partition {poisoned}"
+    );
+    let kdniao: Vec<String> = events
+        .decoded::<TrackingEvent>()
+        .into_iter()
+        .filter(|e| e.waybill == "SFKD1")
+        .map(|e| e.raw_text)
+        .collect();
+    assert_eq!(kdniao, ["揽收"], "the input's other event is written");
     sandbox.shutdown().await;
 }
 
