@@ -181,7 +181,16 @@ async fn one_by_one(
                 SendError::TooLarge { .. } => "output_too_large",
                 _ => "output_rejected",
             };
-            let letter = letters.letter(input, cause, &err.to_string());
+            let detail = match &err {
+                // The size check passed it: the client's or broker's own limit
+                // (`message.max.bytes`) is below `kafka.max_record_bytes`.
+                SendError::TooLarge { bytes: 0, .. } => format!(
+                    "refused by Kafka as too large (its message.max.bytes is below \
+                     kafka.max_record_bytes): {err}"
+                ),
+                _ => format!("refused by Kafka: {err}"),
+            };
+            let letter = letters.letter(input, cause, &detail);
             send_letter(producer, letter, &key).await?;
             written.refused_inputs += 1;
         }
