@@ -289,7 +289,10 @@ fn hour_records(hour: i64, options: &Options) -> Vec<Inbound> {
     for j in 0..per_hour {
         let offset = j * H / per_hour;
         if let Some(parcel) = parcel_of(hour, j) {
-            timed.push((T0 + hour * H + offset, registration(parcel, T0 + hour * H + offset)));
+            timed.push((
+                T0 + hour * H + offset,
+                registration(parcel, T0 + hour * H + offset),
+            ));
         }
         for (index, (after, status)) in LIFECYCLE.iter().enumerate() {
             let start_hour = hour - after;
@@ -306,6 +309,28 @@ fn hour_records(hour: i64, options: &Options) -> Vec<Inbound> {
     }
     timed.sort_by_key(|(at, _)| *at);
     timed.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Retries a failed batch or timer round a few times, as the consumer loop
+/// and the timer loop do (both are idempotent): on a loaded machine a Redis
+/// call can time out without anything being wrong with the data.
+async fn retried<T, F, Fut>(what: &str, mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, trackstream_runtime::kafka::HandlerError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(err) if attempt < 5 => {
+                attempt += 1;
+                eprintln!("{what} failed ({err}); retry {attempt}");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(err) => bail!("{what}: {err}"),
+        }
+    }
 }
 
 async fn redis_info(
@@ -384,17 +409,11 @@ async fn run(options: &Options) -> anyhow::Result<()> {
     let hours = i64::from(options.days) * 24;
     for hour in 0..hours {
         for batch in hour_records(hour, options).chunks(BATCH) {
-            detector
-                .apply_batch(batch)
-                .await
-                .map_err(|e| anyhow::anyhow!("apply_batch: {e}"))?;
+            retried("apply_batch", || detector.apply_batch(batch)).await?;
             outputs += detector.sink().take().len() as u64;
         }
         for p in 0..PARTITIONS {
-            detector
-                .drain_timers(p)
-                .await
-                .map_err(|e| anyhow::anyhow!("timers of partition {p}: {e}"))?;
+            retried("drain_timers", || detector.drain_timers(p)).await?;
         }
         outputs += detector.sink().take().len() as u64;
         if options.real_ms_per_hour > 0 {
