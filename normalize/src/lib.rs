@@ -2,10 +2,13 @@
 //!
 //! Consumes `scans.raw` (one provider item per waybill, bytes as received), finds
 //! the provider's adapter in `trackstream_carriers`, and writes one
-//! `TrackingEvent` per scan to `tracking.events`, keyed `carrier:waybill`. Records
-//! that cannot be parsed go to `scans.dlq` unchanged, with the cause and their
-//! source position in headers — never dropped, never a panic. Unknown provider
-//! codes still produce events (reason `UNKNOWN`) and are counted.
+//! `TrackingEvent` per scan to `tracking.events`, keyed `carrier:waybill`, its
+//! free text capped ([`bounds`]). Records that cannot be parsed, scans dated in
+//! the future ([`skew`]) and events too large to write go to `scans.dlq` through
+//! the runtime's one dead-letter mechanism (`trackstream_runtime::dlq`): the
+//! input unchanged, with stage, cause and source position in headers — never
+//! dropped, never a panic, never a stalled partition ([`write`]). Unknown
+//! provider codes still produce events (reason `UNKNOWN`) and are counted.
 //!
 //! normalize keeps no durable state: dedup happens downstream by event id, which
 //! is stable across resends (it only remembers the ids it wrote recently, in
@@ -13,14 +16,19 @@
 //! replay`, operator guide in `docs/REPLAY.md`) only re-derives events the
 //! detector already has.
 //!
-//! Layout: [`config`], [`handler`] (the batch handler), [`recent`] (ids written
-//! recently), [`replay`] (the re-normalize command), this file (wiring).
+//! Layout: [`config`], [`handler`] (the batch handler), [`bounds`] (free-text
+//! caps), [`skew`] (future-dated scans), [`write`] (writing with dead letters
+//! for refused records), [`recent`] (ids written recently), [`replay`] (the
+//! re-normalize command), this file (wiring).
 #![forbid(unsafe_code)]
 
+pub mod bounds;
 pub mod config;
 pub mod handler;
 pub mod recent;
 pub mod replay;
+pub mod skew;
+pub mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,7 +56,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let consumer =
         ConsumerLoop::subscribe(&config.kafka, &group, &[topics::SCANS_RAW], &mut registry)?;
     let handler = Arc::new(
-        handler::Normalizer::new(producer.clone(), config.providers.clone(), &mut registry)
+        handler::Normalizer::new(producer.clone(), &config, &mut registry)
             .remembering(config.recent_events),
     );
     let mut assigned = consumer.assignment();

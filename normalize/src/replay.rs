@@ -39,7 +39,8 @@ use trackstream_proto::topics;
 use trackstream_runtime::kafka::{Inbound, Producer};
 
 use crate::Config;
-use crate::handler::{Normalized, Normalizer};
+use crate::handler::Normalizer;
+use crate::write::WriteError;
 
 /// The command-line help of the `trackstream-normalize` binary.
 pub const USAGE: &str = "\
@@ -143,11 +144,11 @@ pub enum ReplayError {
         /// `P:O,...` to resume from.
         resume: String,
     },
-    /// Kafka did not acknowledge normalized records.
+    /// Kafka did not acknowledge normalized records, or refused a dead letter.
     #[error("writing normalized records failed: {source}; resume with `replay --offsets {resume}`")]
     Produce {
-        /// The producer's error.
-        source: KafkaError,
+        /// The write's error (boxed: it carries the producer's error).
+        source: Box<WriteError>,
         /// `P:O,...` to resume from.
         resume: String,
     },
@@ -386,10 +387,10 @@ fn inbound(message: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
 }
 
 /// Normalizes and writes one batch; advances `durable` only once Kafka
-/// acknowledged it.
+/// acknowledged it. Records whose outputs Kafka refuses for good are
+/// dead-lettered as in the live service ([`crate::write`]).
 async fn flush(
     normalizer: &Normalizer,
-    producer: &Producer,
     batch: &mut Vec<Inbound>,
     progress: &mut Progress,
     summary: &mut ReplaySummary,
@@ -397,26 +398,26 @@ async fn flush(
     if batch.is_empty() {
         return Ok(());
     }
-    let mut out = Vec::with_capacity(batch.len() * 4);
-    for record in batch.iter() {
-        match normalizer.normalize(record) {
-            Normalized::Events(events) => {
-                summary.events += events.len() as u64;
-                out.extend(events.into_iter().map(|event| event.record));
+    let prepared = normalizer
+        .prepare(batch, false)
+        .map_err(|e| ReplayError::Setup(e.0))?;
+    if summary.dry_run {
+        summary.events += prepared.events;
+        summary.dead_letters += prepared.letters;
+    } else {
+        let letters = prepared.letters;
+        match normalizer.write(prepared).await {
+            Ok(written) => {
+                summary.events += written.event_ids.len() as u64;
+                summary.dead_letters += letters + written.refused_inputs;
             }
-            Normalized::DeadLetter(letter) => {
-                summary.dead_letters += 1;
-                out.push(letter);
+            Err(source) => {
+                return Err(ReplayError::Produce {
+                    source: Box::new(source),
+                    resume: resume(&progress.durable, &progress.ends),
+                });
             }
         }
-    }
-    if !summary.dry_run
-        && let Err(source) = producer.send_all(out).await
-    {
-        return Err(ReplayError::Produce {
-            source,
-            resume: resume(&progress.durable, &progress.ends),
-        });
     }
     summary.records += batch.len() as u64;
     for record in batch.drain(..) {
@@ -459,7 +460,7 @@ pub async fn run(config: &Config, options: &ReplayOptions) -> Result<ReplaySumma
     let mut registry = trackstream_runtime::telemetry::registry("normalize_replay");
     let producer = Producer::new(&config.kafka, "trackstream-normalize-replay", &mut registry)
         .map_err(|e| ReplayError::Setup(e.to_string()))?;
-    let normalizer = Normalizer::new(producer.clone(), config.providers.clone(), &mut registry);
+    let normalizer = Normalizer::new(producer, config, &mut registry);
 
     let mut assignment = TopicPartitionList::new();
     for range in &ranges {
@@ -499,14 +500,7 @@ pub async fn run(config: &Config, options: &ReplayOptions) -> Result<ReplaySumma
             }
             Ok(Err(err)) => tracing::warn!(%err, "kafka consumer error during replay"),
             Err(_quiet) => {
-                flush(
-                    &normalizer,
-                    &producer,
-                    &mut batch,
-                    &mut progress,
-                    &mut summary,
-                )
-                .await?;
+                flush(&normalizer, &mut batch, &mut progress, &mut summary).await?;
                 if last_progress.elapsed() > IDLE_TIMEOUT {
                     return Err(ReplayError::Stalled {
                         idle: IDLE_TIMEOUT,
@@ -516,24 +510,10 @@ pub async fn run(config: &Config, options: &ReplayOptions) -> Result<ReplaySumma
             }
         }
         if batch.len() >= batch_max {
-            flush(
-                &normalizer,
-                &producer,
-                &mut batch,
-                &mut progress,
-                &mut summary,
-            )
-            .await?;
+            flush(&normalizer, &mut batch, &mut progress, &mut summary).await?;
         }
     }
-    flush(
-        &normalizer,
-        &producer,
-        &mut batch,
-        &mut progress,
-        &mut summary,
-    )
-    .await?;
+    flush(&normalizer, &mut batch, &mut progress, &mut summary).await?;
     tracing::info!(
         records = summary.records,
         events = summary.events,
