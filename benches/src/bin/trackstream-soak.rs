@@ -196,32 +196,22 @@ fn detector(conn: RedisConn) -> Detector<MemorySink> {
     )
 }
 
-/// RETENTION GOES HERE. The "after" run applies `retention` (already converted
-/// to *real* milliseconds: simulated time divided by the pacing speed) to the
-/// detector. On branch `trust-detector` the detector has
-/// `Detector::with_retention(RetentionConfig { after_terminal, after_silence,
-/// order_log, backdate })` (fields `trackstream_detector::rules::Millis`); once
-/// that is merged, replace the body with:
-///
-/// ```ignore
-/// use trackstream_detector::config::RetentionConfig;
-/// use trackstream_detector::rules::Millis;
-/// Ok(detector.with_retention(RetentionConfig {
-///     after_terminal: Millis(real.after_terminal),
-///     after_silence: Millis(real.after_silence),
-///     order_log: Millis(real.order_log),
-///     backdate: Millis(0),
-/// }))
-/// ```
+/// Applies `retention` (already converted to *real* milliseconds: simulated
+/// time divided by the pacing speed) to the detector, for the "after" run:
+/// Redis expires keys on its own clock, so the retention must be scaled the
+/// same way the run's event time is.
 fn detector_with_retention(
     detector: Detector<MemorySink>,
     real: Retention,
 ) -> anyhow::Result<Detector<MemorySink>> {
-    let _ = (detector, real);
-    bail!(
-        "this build's detector has no retention settings yet (branch trust-detector); \
-         run without --retention for the \"before\" numbers"
-    )
+    use trackstream_detector::config::RetentionConfig;
+    use trackstream_detector::rules::Millis;
+    Ok(detector.with_retention(RetentionConfig {
+        after_terminal: Millis(real.after_terminal),
+        after_silence: Millis(real.after_silence),
+        order_log: Millis(real.order_log),
+        backdate: Millis(0),
+    }))
 }
 
 fn key(parcel: u64) -> String {
