@@ -526,3 +526,127 @@ impl hyper::service::Service<hyper::Request<Incoming>> for RequestService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    fn limits(header_ms: u64, idle_ms: u64, request_ms: u64, max: usize) -> ListenerLimits {
+        ListenerLimits {
+            header_read_timeout_ms: header_ms,
+            idle_timeout_ms: idle_ms,
+            request_timeout_ms: request_ms,
+            max_connections: max,
+        }
+    }
+
+    async fn start(limits: &ListenerLimits) -> (SocketAddr, CancellationToken) {
+        let app = Router::new()
+            .route("/ok", get(|| async { "ok" }))
+            .route("/hang", get(std::future::pending::<&'static str>));
+        let shutdown = CancellationToken::new();
+        let addr = serve("127.0.0.1:0", app, limits, shutdown.clone())
+            .await
+            .unwrap_or_else(|e| panic!("serve: {e}"));
+        (addr, shutdown)
+    }
+
+    async fn connect(addr: SocketAddr) -> TcpStream {
+        TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"))
+    }
+
+    /// Everything the server sends until it closes the connection.
+    async fn read_to_close(stream: &mut TcpStream) -> String {
+        let mut text = Vec::new();
+        tokio::time::timeout(DEADLINE, stream.read_to_end(&mut text))
+            .await
+            .unwrap_or_else(|_| panic!("connection not closed"))
+            .unwrap_or_else(|e| panic!("read: {e}"));
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
+    async fn get_once(addr: SocketAddr, path: &str) -> String {
+        let mut stream = connect(addr).await;
+        let request = format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        read_to_close(&mut stream).await
+    }
+
+    #[tokio::test]
+    async fn half_sent_header_is_closed_while_others_are_served() {
+        let (addr, shutdown) = start(&limits(200, 60_000, 60_000, 64)).await;
+        let mut slow = connect(addr).await;
+        slow.write_all(b"GET /ok HTTP/1.1\r\nhost: t\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        assert!(get_once(addr, "/ok").await.starts_with("HTTP/1.1 200"));
+        assert_eq!(read_to_close(&mut slow).await, "", "closed without answer");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn idle_keep_alive_connection_is_closed_after_its_response() {
+        let (addr, shutdown) = start(&limits(60_000, 200, 60_000, 64)).await;
+        let mut stream = connect(addr).await;
+        stream
+            .write_all(b"GET /ok HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let text = read_to_close(&mut stream).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("ok"), "{text}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn slow_handler_gets_408_and_connection_closed() {
+        let (addr, shutdown) = start(&limits(60_000, 60_000, 200, 64)).await;
+        let mut stream = connect(addr).await;
+        stream
+            .write_all(b"GET /hang HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let text = read_to_close(&mut stream).await;
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("request_timeout"), "{text}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_wait_until_one_closes() {
+        let (addr, shutdown) = start(&limits(60_000, 60_000, 60_000, 1)).await;
+        let holder = connect(addr).await;
+        let mut waiting = connect(addr).await;
+        waiting
+            .write_all(b"GET /ok HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(300), waiting.read(&mut byte)).await;
+        assert!(early.is_err(), "served while the cap was full");
+        drop(holder);
+        let text = read_to_close(&mut waiting).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn zero_limits_are_config_errors_naming_the_key() {
+        let shutdown = CancellationToken::new();
+        let err = serve("127.0.0.1:0", Router::new(), &limits(0, 1, 1, 1), shutdown)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("header_read_timeout_ms"), "{err}");
+    }
+}
