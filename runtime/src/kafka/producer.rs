@@ -114,7 +114,7 @@ impl SendError {
             },
             Some(
                 RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
                 | RDKafkaErrorCode::TopicAuthorizationFailed
                 | RDKafkaErrorCode::InvalidTopic,
             ) => SendError::Rejected { topic, source: err },
