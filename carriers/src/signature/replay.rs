@@ -67,9 +67,13 @@ impl ReplayWindow {
         let skew = (self.now - signed_at).abs();
         let tolerance = chrono::Duration::from_std(self.tolerance).unwrap_or(chrono::Duration::MAX);
         if skew > tolerance {
-            let direction = if signed_at < self.now { "old" } else { "ahead" };
+            let direction = if signed_at < self.now {
+                "behind"
+            } else {
+                "ahead of"
+            };
             return Err(PushError::unauthorized(format!(
-                "{field} {} is {} s {direction} of our clock (tolerance {} s): a replayed or delayed push",
+                "{field} {} is {} s {direction} our clock (tolerance {} s): a replayed or delayed push",
                 signed_at.to_rfc3339(),
                 skew.num_seconds(),
                 self.tolerance.as_secs()
@@ -111,7 +115,7 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(reason.contains("ts "), "{reason}");
-        assert!(reason.contains("3600 s old"), "{reason}");
+        assert!(reason.contains("3600 s behind our clock"), "{reason}");
         assert!(reason.contains("tolerance 300 s"), "{reason}");
     }
 }
