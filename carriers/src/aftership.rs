@@ -19,6 +19,13 @@
 //! webhook secret)). Every configured secret is tried in constant time, so old and
 //! new secrets both verify during a rotation.
 //!
+//! **Replay window.** The body's `ts` (unix seconds) is inside the signed bytes:
+//! a signed push whose `ts` is missing or further than the tolerance
+//! ([`crate::signature::replay::DEFAULT_TOLERANCE`], 5 min) from our clock is refused (401), so a
+//! captured push cannot be replayed later. A retry AfterShip sends after the
+//! tolerance with its original `ts` is refused too; the next push carries the
+//! whole checkpoint list again. [`Aftership::accept_within`] takes the clock.
+//!
 //! **Split.** One push is one tracking (`msg.slug` / `msg.tracking_number`); the
 //! payload is the whole body; `event_id` (AfterShip's dedup key) and `event` go
 //! into the envelope.
@@ -38,6 +45,7 @@ use serde::Deserialize;
 use trackstream_proto::v1::{Location, Provider, RawScan, Reason, Status, TrackingEvent};
 
 use crate::event::{CodeRow, ScanFacts, join_nonempty, lookup};
+use crate::signature::replay::ReplayWindow;
 use crate::signature::{base64_std, find_account, hmac_sha256};
 use crate::{
     NormalizeError, ProviderAdapter, ProviderSettings, PushError, PushItem, PushRequest,
@@ -130,8 +138,18 @@ struct Push {
     event: String,
     #[serde(default, deserialize_with = "lenient::string")]
     event_id: String,
+    /// Unix seconds; signed with the body.
+    #[serde(default, deserialize_with = "lenient::string")]
+    ts: String,
     #[serde(default)]
     msg: Option<Tracking>,
+}
+
+impl Push {
+    fn signed_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let seconds = self.ts.trim().parse::<i64>().ok()?;
+        chrono::DateTime::from_timestamp(seconds, 0)
+    }
 }
 
 #[derive(Deserialize)]
@@ -170,6 +188,63 @@ struct Checkpoint {
     country_iso3: String,
 }
 
+impl Aftership {
+    /// [`ProviderAdapter::accept`] with the replay window's clock and tolerance
+    /// given: a signed push must carry a `ts` inside `window`.
+    pub fn accept_within(
+        &self,
+        request: &PushRequest<'_>,
+        settings: &ProviderSettings,
+        window: ReplayWindow,
+    ) -> Result<VerifiedPush, PushError> {
+        let account = match request.header(SIGNATURE_HEADER) {
+            None if settings.allow_unsigned => None,
+            None => {
+                return Err(PushError::unauthorized(
+                    "missing aftership-hmac-sha256 header",
+                ));
+            }
+            Some(header) => find_account(&settings.secrets, header.trim().as_bytes(), |s| {
+                sign(request.body, &s.secret).into_bytes()
+            })
+            .map(|s| Some(s.account.clone()))
+            .ok_or_else(|| {
+                PushError::unauthorized(
+                    "aftership-hmac-sha256 does not match any configured secret",
+                )
+            })?,
+        };
+        let push = parse(request.body).map_err(PushError::BadRequest)?;
+        let signed_at = push.signed_at();
+        let tracking = push.msg.ok_or_else(|| PushError::bad("msg is missing"))?;
+        let waybill = tracking.tracking_number.trim();
+        if waybill.is_empty() || tracking.slug.trim().is_empty() {
+            return Err(PushError::bad(
+                "msg.slug and msg.tracking_number are required",
+            ));
+        }
+        if account.is_some() {
+            // Only a signed ts can be trusted; an unsigned push could say anything.
+            window.check("ts", signed_at)?;
+        }
+        let item = PushItem {
+            carrier: crate::carrier_code::canonical(&tracking.slug),
+            waybill: waybill.to_owned(),
+            payload: request.body.to_vec(),
+            envelope: [
+                ("event".to_owned(), push.event),
+                ("event_id".to_owned(), push.event_id),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        Ok(VerifiedPush {
+            account: account.unwrap_or_default(),
+            items: vec![item],
+        })
+    }
+}
+
 /// The `aftership-hmac-sha256` header for `body` under `secret`.
 pub fn sign(body: &[u8], secret: &str) -> String {
     base64_std(&hmac_sha256(secret.as_bytes(), body))
@@ -206,46 +281,7 @@ impl ProviderAdapter for Aftership {
         request: &PushRequest<'_>,
         settings: &ProviderSettings,
     ) -> Result<VerifiedPush, PushError> {
-        let account = match request.header(SIGNATURE_HEADER) {
-            None if settings.allow_unsigned => String::new(),
-            None => {
-                return Err(PushError::unauthorized(
-                    "missing aftership-hmac-sha256 header",
-                ));
-            }
-            Some(header) => find_account(&settings.secrets, header.trim().as_bytes(), |s| {
-                sign(request.body, &s.secret).into_bytes()
-            })
-            .map(|s| s.account.clone())
-            .ok_or_else(|| {
-                PushError::unauthorized(
-                    "aftership-hmac-sha256 does not match any configured secret",
-                )
-            })?,
-        };
-        let push = parse(request.body).map_err(PushError::BadRequest)?;
-        let tracking = push.msg.ok_or_else(|| PushError::bad("msg is missing"))?;
-        let waybill = tracking.tracking_number.trim();
-        if waybill.is_empty() || tracking.slug.trim().is_empty() {
-            return Err(PushError::bad(
-                "msg.slug and msg.tracking_number are required",
-            ));
-        }
-        let item = PushItem {
-            carrier: crate::carrier_code::canonical(&tracking.slug),
-            waybill: waybill.to_owned(),
-            payload: request.body.to_vec(),
-            envelope: [
-                ("event".to_owned(), push.event),
-                ("event_id".to_owned(), push.event_id),
-            ]
-            .into_iter()
-            .collect(),
-        };
-        Ok(VerifiedPush {
-            account,
-            items: vec![item],
-        })
+        self.accept_within(request, settings, ReplayWindow::for_settings(settings))
     }
 
     fn normalize(

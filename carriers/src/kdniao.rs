@@ -26,6 +26,14 @@
 //! JSON bytes of that element (never re-serialized); `EBusinessID`, `PushTime`
 //! and `RequestType` go into the envelope. Each element is a full snapshot.
 //!
+//! **Replay window.** `PushTime` is inside the signed `RequestData`: a signed
+//! push whose `PushTime` (zone-less, read like `AcceptTime`) is missing or
+//! further than the tolerance ([`crate::signature::replay::DEFAULT_TOLERANCE`],
+//! 5 min) from our clock is refused (401). Whether Kdniao refreshes `PushTime`
+//! when it re-pushes is unverified; a re-push with the old time after the
+//! tolerance is refused, and the next snapshot carries the whole trace again.
+//! [`Kdniao::accept_within`] takes the clock.
+//!
 //! **Per-trace status.** Traces carry no status of their own except `Action`,
 //! which uses the `StateEx` code space; the rule is, per trace (oldest first):
 //! 1. `Action` present → its code ([`STATES`]); an unknown code takes the status
@@ -58,6 +66,7 @@ use trackstream_proto::v1::{Location, Provider, RawScan, Reason, Status, Trackin
 
 use crate::event::{CodeRow, ScanFacts, lookup};
 use crate::form::Form;
+use crate::signature::replay::ReplayWindow;
 use crate::signature::{base64_std, find_account, hex_lower, md5};
 use crate::{
     NormalizeError, Outcome, ProviderAdapter, ProviderSettings, PushError, PushItem, PushRequest,
@@ -257,19 +266,14 @@ fn code_status(code: &str) -> (Status, Reason) {
     lookup(STATES, code, coarse)
 }
 
-impl ProviderAdapter for Kdniao {
-    fn provider(&self) -> Provider {
-        Provider::Kdniao
-    }
-
-    fn route(&self) -> &'static str {
-        NAME
-    }
-
-    fn accept(
+impl Kdniao {
+    /// [`ProviderAdapter::accept`] with the replay window's clock and tolerance
+    /// given: a signed push must carry a `PushTime` inside `window`.
+    pub fn accept_within(
         &self,
         request: &PushRequest<'_>,
         settings: &ProviderSettings,
+        window: ReplayWindow,
     ) -> Result<VerifiedPush, PushError> {
         let form = Form::parse(request.body);
         let request_data = form
@@ -282,6 +286,7 @@ impl ProviderAdapter for Kdniao {
             .unwrap_or_default();
         let envelope: Envelope<'_> = lenient::from_object(text.as_bytes())
             .map_err(|e| PushError::bad(format!("RequestData is not a Kdniao push: {e}")))?;
+        let signed = signed_account.is_some();
         let account = match signed_account {
             None => String::new(),
             Some(account) if account.is_empty() => envelope.e_business_id.clone(),
@@ -323,7 +328,33 @@ impl ProviderAdapter for Kdniao {
                 })
             })
             .collect::<Result<Vec<_>, PushError>>()?;
+        if signed {
+            // Only a signed PushTime can be trusted; an unsigned push could say anything.
+            let zone =
+                crate::time::zone_or(settings.time_zone.as_deref(), chrono_tz::Asia::Shanghai);
+            let pushed_at =
+                crate::time::parse_local_or_offset(&envelope.push_time, zone).map(|t| t.utc);
+            window.check("PushTime", pushed_at)?;
+        }
         Ok(VerifiedPush { account, items })
+    }
+}
+
+impl ProviderAdapter for Kdniao {
+    fn provider(&self) -> Provider {
+        Provider::Kdniao
+    }
+
+    fn route(&self) -> &'static str {
+        NAME
+    }
+
+    fn accept(
+        &self,
+        request: &PushRequest<'_>,
+        settings: &ProviderSettings,
+    ) -> Result<VerifiedPush, PushError> {
+        self.accept_within(request, settings, ReplayWindow::for_settings(settings))
     }
 
     fn reply(&self, outcome: Outcome<'_>) -> Reply {

@@ -7,6 +7,8 @@ use md5::{Digest as _, Md5};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+pub mod replay;
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(expected: &[u8], received: &[u8]) -> bool {
     expected.ct_eq(received).into()

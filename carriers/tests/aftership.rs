@@ -8,8 +8,57 @@ use std::collections::BTreeMap;
 use common::*;
 use serde_json::Value;
 use trackstream_carriers::aftership::{self, Aftership};
-use trackstream_carriers::{ProviderAdapter, PushError};
-use trackstream_proto::v1::{Reason, Status, ZoneSource};
+use trackstream_carriers::signature::replay::{DEFAULT_TOLERANCE, ReplayWindow};
+use trackstream_carriers::{
+    ProviderAdapter, ProviderSettings, PushError, PushRequest, VerifiedPush,
+};
+use trackstream_proto::v1::{Reason, Status, TrackingEvent, ZoneSource};
+
+/// The fixture's signed `ts`: when its push was sent.
+const SENT_AT: i64 = 1_795_705_200;
+
+/// The replay window as it was when the fixture's push arrived.
+fn window_at(now: i64) -> ReplayWindow {
+    ReplayWindow::new(
+        chrono::DateTime::from_timestamp(now, 0).unwrap(),
+        DEFAULT_TOLERANCE,
+    )
+}
+
+/// `common::accept` with the clock at [`SENT_AT`] (shadows the glob import).
+fn accept(
+    _adapter: &dyn ProviderAdapter,
+    headers: &BTreeMap<String, String>,
+    query: &BTreeMap<String, String>,
+    body: &[u8],
+    settings: &ProviderSettings,
+) -> Result<VerifiedPush, PushError> {
+    let request = PushRequest {
+        headers,
+        query,
+        body,
+    };
+    Aftership.accept_within(&request, settings, window_at(SENT_AT))
+}
+
+/// `common::accept_and_normalize` with the clock at [`SENT_AT`].
+fn accept_and_normalize(
+    adapter: &dyn ProviderAdapter,
+    headers: &BTreeMap<String, String>,
+    query: &BTreeMap<String, String>,
+    body: &[u8],
+    settings: &ProviderSettings,
+) -> Vec<Vec<TrackingEvent>> {
+    let push = accept(adapter, headers, query, body, settings).expect("push accepted");
+    push.items
+        .iter()
+        .map(|item| {
+            Aftership
+                .normalize(&raw_scan(&Aftership, item, &push.account), settings)
+                .expect("normalizes")
+        })
+        .collect()
+}
 
 const OLD: &str = "whsec-old-7d1e";
 const NEW: &str = "whsec-new-93af";
@@ -115,7 +164,7 @@ fn with_checkpoints(
     checkpoints: Value,
     signed_by: Value,
 ) -> Vec<trackstream_proto::v1::TrackingEvent> {
-    let body = serde_json::json!({"event": "tracking_update", "event_id": "e1", "msg": {
+    let body = serde_json::json!({"event": "tracking_update", "event_id": "e1", "ts": SENT_AT, "msg": {
         "slug": "fedex", "tracking_number": "7700", "signed_by": signed_by, "checkpoints": checkpoints}})
     .to_string()
     .into_bytes();
@@ -238,4 +287,66 @@ fn malformed_bodies_are_bad_requests() {
             "{name}: {result:?}"
         );
     }
+}
+
+fn push_sent_at(ts: Value) -> Vec<u8> {
+    serde_json::json!({"event": "tracking_update", "event_id": "e2", "ts": ts, "msg": {
+        "slug": "ups", "tracking_number": "1Z1", "checkpoints": []}})
+    .to_string()
+    .into_bytes()
+}
+
+fn accept_at(
+    body: &[u8],
+    headers: &BTreeMap<String, String>,
+    now: i64,
+) -> Result<VerifiedPush, PushError> {
+    let mut settings = as_settings();
+    settings.allow_unsigned = true;
+    let request = PushRequest {
+        headers,
+        query: &BTreeMap::new(),
+        body,
+    };
+    Aftership.accept_within(&request, &settings, window_at(now))
+}
+
+#[test]
+fn signed_ts_outside_the_replay_window_is_unauthorized() {
+    let body = fixture("aftership.json");
+    let signed = signed_with(&body, NEW);
+    // Captured and replayed an hour later, or dated ahead of our clock.
+    for now in [SENT_AT + 3_600, SENT_AT + 301, SENT_AT - 301] {
+        let result = accept_at(&body, &signed, now);
+        match result {
+            Err(PushError::Unauthorized(reason)) => assert!(reason.contains("ts"), "{reason}"),
+            other => panic!("replay at {now} accepted: {other:?}"),
+        }
+    }
+    // Inside the tolerance, either way.
+    for now in [SENT_AT, SENT_AT + 300, SENT_AT - 300] {
+        assert!(accept_at(&body, &signed, now).is_ok(), "at {now}");
+    }
+}
+
+#[test]
+fn signed_push_without_a_readable_ts_is_unauthorized() {
+    for ts in [Value::Null, "soon".into(), "".into()] {
+        let body = push_sent_at(ts.clone());
+        let result = accept_at(&body, &signed_with(&body, NEW), SENT_AT);
+        assert!(
+            matches!(result, Err(PushError::Unauthorized(_))),
+            "ts {ts}: {result:?}"
+        );
+    }
+    // A ts sent as a string is still read.
+    let body = push_sent_at(SENT_AT.to_string().into());
+    assert!(accept_at(&body, &signed_with(&body, NEW), SENT_AT).is_ok());
+}
+
+#[test]
+fn unsigned_pushes_are_not_dated_when_unsigned_is_allowed() {
+    // An unsigned ts proves nothing; allow_unsigned is already full trust.
+    let body = push_sent_at(Value::Null);
+    assert!(accept_at(&body, &BTreeMap::new(), SENT_AT).is_ok());
 }

@@ -8,8 +8,53 @@ use std::collections::BTreeMap;
 use common::*;
 use serde_json::Value;
 use trackstream_carriers::kdniao::{self, Kdniao};
-use trackstream_carriers::{Outcome, ProviderAdapter, PushError};
-use trackstream_proto::v1::{Reason, Status, ZoneSource};
+use trackstream_carriers::signature::replay::{DEFAULT_TOLERANCE, ReplayWindow};
+use trackstream_carriers::{
+    Outcome, ProviderAdapter, ProviderSettings, PushError, PushRequest, VerifiedPush,
+};
+use trackstream_proto::v1::{Reason, Status, TrackingEvent, ZoneSource};
+
+/// The fixtures' `PushTime` (2026-11-20 14:05:12 China time), in UTC.
+const PUSHED_AT: &str = "2026-11-20T06:05:12Z";
+
+fn window_at(now: &str) -> ReplayWindow {
+    ReplayWindow::new(utc(now), DEFAULT_TOLERANCE)
+}
+
+/// `common::accept` with the clock at [`PUSHED_AT`] (shadows the glob import).
+fn accept(
+    _adapter: &dyn ProviderAdapter,
+    headers: &BTreeMap<String, String>,
+    query: &BTreeMap<String, String>,
+    body: &[u8],
+    settings: &ProviderSettings,
+) -> Result<VerifiedPush, PushError> {
+    let request = PushRequest {
+        headers,
+        query,
+        body,
+    };
+    Kdniao.accept_within(&request, settings, window_at(PUSHED_AT))
+}
+
+/// `common::accept_and_normalize` with the clock at [`PUSHED_AT`].
+fn accept_and_normalize(
+    adapter: &dyn ProviderAdapter,
+    headers: &BTreeMap<String, String>,
+    query: &BTreeMap<String, String>,
+    body: &[u8],
+    settings: &ProviderSettings,
+) -> Vec<Vec<TrackingEvent>> {
+    let push = accept(adapter, headers, query, body, settings).expect("push accepted");
+    push.items
+        .iter()
+        .map(|item| {
+            Kdniao
+                .normalize(&raw_scan(&Kdniao, item, &push.account), settings)
+                .expect("normalizes")
+        })
+        .collect()
+}
 
 const APP_KEY: &str = "56da2cf8-c8a2-44b2-b6fa-476cd7d1ba17";
 
@@ -437,4 +482,48 @@ fn reply_is_kdniaos_dialect_in_china_time() {
         items: 1,
     });
     assert_eq!(live.content_type, "application/json");
+}
+
+#[test]
+fn signed_push_time_outside_the_replay_window_is_unauthorized() {
+    let body = kdniao::form_body(&fixture("kdniao_request_data.json"), APP_KEY);
+    let at = |now: &str| {
+        let request = PushRequest {
+            headers: &BTreeMap::new(),
+            query: &BTreeMap::new(),
+            body: &body,
+        };
+        Kdniao.accept_within(&request, &kdniao_settings(), window_at(now))
+    };
+    for now in [
+        "2026-11-20T07:05:12Z",
+        "2026-11-20T06:10:13Z",
+        "2026-11-20T06:00:11Z",
+    ] {
+        match at(now) {
+            Err(PushError::Unauthorized(reason)) => {
+                assert!(reason.contains("PushTime"), "{reason}");
+            }
+            other => panic!("replay at {now} accepted: {other:?}"),
+        }
+    }
+    for now in ["2026-11-20T06:10:12Z", "2026-11-20T06:00:12Z"] {
+        assert!(at(now).is_ok(), "at {now}");
+    }
+    // A signed push without a readable PushTime cannot be dated.
+    let undated = kdniao::form_body(
+        br#"{"EBusinessID":"1237100","PushTime":"x","Data":[{"ShipperCode":"SF","LogisticCode":"SF1"}]}"#,
+        APP_KEY,
+    );
+    let result = accept(
+        &Kdniao,
+        &BTreeMap::new(),
+        &BTreeMap::new(),
+        &undated,
+        &kdniao_settings(),
+    );
+    assert!(
+        matches!(result, Err(PushError::Unauthorized(_))),
+        "{result:?}"
+    );
 }

@@ -1,6 +1,12 @@
 //! The admin HTTP endpoint every service exposes: `/healthz` for orchestrators and
 //! `/metrics` for Prometheus. Kept apart from ingest's public API so scraping and
 //! probing never compete with carrier traffic.
+//!
+//! Every HTTP listener of trackstream (this one and ingest's public API) is served
+//! by [`serve_router_with`], which enforces [`ListenerLimits`]: header-read, idle
+//! and request timeouts and a connection cap (see `admin/listener.rs`).
+
+mod listener;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +21,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::config::ListenerLimits;
 
 /// Whether the service is healthy; flipped off when it starts shutting down so
 /// load balancers stop sending traffic first.
@@ -48,15 +55,33 @@ pub fn router(registry: Arc<Registry>, health: Health) -> Router {
         .with_state(AdminState { registry, health })
 }
 
-/// Binds `listen` and serves the admin routes until `shutdown`; returns the bound
-/// address (so `:0` works in tests).
+/// Binds `listen` and serves the admin routes until `shutdown` with the default
+/// [`ListenerLimits`]; returns the bound address (so `:0` works in tests).
 pub async fn serve(
     listen: &str,
     registry: Arc<Registry>,
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, Error> {
-    serve_router(listen, router(registry, health), shutdown).await
+    serve_with(
+        listen,
+        &ListenerLimits::default(),
+        registry,
+        health,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with configured limits (`[admin.limits]`).
+pub async fn serve_with(
+    listen: &str,
+    limits: &ListenerLimits,
+    registry: Arc<Registry>,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<SocketAddr, Error> {
+    serve_router_with(listen, router(registry, health), limits, shutdown).await
 }
 
 /// Serves the admin routes for a service that is ready now: returns the bound
@@ -66,8 +91,18 @@ pub async fn serve_ready(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, Health), Error> {
+    serve_ready_with(listen, &ListenerLimits::default(), registry, shutdown).await
+}
+
+/// [`serve_ready`] with configured limits (`[admin.limits]`).
+pub async fn serve_ready_with(
+    listen: &str,
+    limits: &ListenerLimits,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, Health), Error> {
     let health = Health::default();
-    let addr = serve(listen, Arc::new(registry), health.clone(), shutdown).await?;
+    let addr = serve_with(listen, limits, Arc::new(registry), health.clone(), shutdown).await?;
     health.set(true);
     Ok((addr, health))
 }
@@ -84,8 +119,33 @@ pub async fn serve_ready_after(
     shutdown: CancellationToken,
     ready: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, Health), Error> {
+    serve_ready_after_with(
+        listen,
+        &ListenerLimits::default(),
+        registry,
+        shutdown,
+        ready,
+    )
+    .await
+}
+
+/// [`serve_ready_after`] with configured limits (`[admin.limits]`).
+pub async fn serve_ready_after_with(
+    listen: &str,
+    limits: &ListenerLimits,
+    registry: Registry,
+    shutdown: CancellationToken,
+    ready: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, Health), Error> {
     let health = Health::default();
-    let addr = serve(listen, Arc::new(registry), health.clone(), shutdown.clone()).await?;
+    let addr = serve_with(
+        listen,
+        limits,
+        Arc::new(registry),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let flip = health.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -99,23 +159,26 @@ pub async fn serve_ready_after(
     Ok((addr, health))
 }
 
-/// Binds `listen` and serves `app` until `shutdown`; returns the bound address.
+/// Binds `listen` and serves `app` until `shutdown` with the default
+/// [`ListenerLimits`]; returns the bound address.
 pub async fn serve_router(
     listen: &str,
     app: Router,
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, Error> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(%err, "http server failed");
-        }
-    });
-    Ok(addr)
+    serve_router_with(listen, app, &ListenerLimits::default(), shutdown).await
+}
+
+/// Binds `listen` and serves `app` until `shutdown` with `limits`; returns the
+/// bound address. Zero limits are a config error. On shutdown the listener stops
+/// accepting, in-flight requests finish and idle connections are closed.
+pub async fn serve_router_with(
+    listen: &str,
+    app: Router,
+    limits: &ListenerLimits,
+    shutdown: CancellationToken,
+) -> Result<SocketAddr, Error> {
+    listener::serve(listen, app, limits, shutdown).await
 }
 
 async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
@@ -139,8 +202,16 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             "content-type",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::telemetry::encode(&state.registry),
+        metrics_text(&state.registry),
     )
+}
+
+/// The service's metrics followed by the process's HTTP listener metrics, one
+/// OpenMetrics document (one `# EOF`).
+fn metrics_text(registry: &Arc<Registry>) -> String {
+    let service = crate::telemetry::encode(registry);
+    let service = service.strip_suffix("# EOF\n").unwrap_or(&service);
+    format!("{service}{}# EOF\n", listener::encode_metrics())
 }
 
 #[cfg(test)]

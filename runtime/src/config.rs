@@ -192,6 +192,9 @@ pub struct AdminConfig {
     pub log_format: String,
     /// `tracing` filter directive; `RUST_LOG` wins when set. Default `info`.
     pub log_level: String,
+    /// Connection limits of the admin listener (`[admin.limits]`). Default: the
+    /// [`ListenerLimits`] defaults.
+    pub limits: ListenerLimits,
 }
 
 impl Default for AdminConfig {
@@ -200,6 +203,63 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:0".into(),
             log_format: "json".into(),
             log_level: "info".into(),
+            limits: ListenerLimits::default(),
+        }
+    }
+}
+
+/// Connection hygiene of one HTTP listener (`runtime::admin::serve_router_with`):
+/// what a client that opens connections and then dawdles can hold. Without
+/// these, a client that sends half a request header keeps a connection (a task
+/// and a file descriptor) for as long as it likes, and a few thousand of them
+/// exhaust the process.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// Longest a client may take to send a request's header, counted from the
+    /// request's first byte; then the connection is closed without an answer
+    /// (a client this slow is not reading one). Must be > 0. Default 10 000 ms.
+    pub header_read_timeout_ms: u64,
+    /// Longest a connection may wait with no request in progress (after it
+    /// opened, or after its last response) before it is closed. A keep-alive
+    /// client reconnects transparently. Must be > 0. Default 60 000 ms.
+    pub idle_timeout_ms: u64,
+    /// Longest one request may take once its header is in — reading its body and
+    /// handling it, ingest's wait for Kafka's acknowledgement included; then it is
+    /// answered 408 and the connection closed. Keep it above
+    /// `kafka.produce_timeout_ms` so a slow broker still gets its 503. Must be
+    /// > 0. Default 30 000 ms.
+    pub request_timeout_ms: u64,
+    /// Most connections served at once. Further connections are not accepted
+    /// until one closes: they wait in the kernel's accept queue (and are refused
+    /// by the kernel once that is full), so served clients keep their share and
+    /// the excess costs the process nothing. Must be > 0. Default 1 024.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            request_timeout_ms: 30_000,
+            max_connections: 1_024,
+        }
+    }
+}
+
+impl ListenerLimits {
+    /// Rejects zero values, naming the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        let zero = [
+            ("header_read_timeout_ms", self.header_read_timeout_ms == 0),
+            ("idle_timeout_ms", self.idle_timeout_ms == 0),
+            ("request_timeout_ms", self.request_timeout_ms == 0),
+            ("max_connections", self.max_connections == 0),
+        ];
+        match zero.iter().find(|(_, is_zero)| *is_zero) {
+            Some((key, _)) => Err(Error::Config(format!("listener limit {key} must be > 0"))),
+            None => Ok(()),
         }
     }
 }
