@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use trackstream_carriers::ProviderSettings;
-use trackstream_runtime::config::{AdminConfig, KafkaConfig, RedisConfig};
+use trackstream_runtime::config::{AdminConfig, KafkaConfig, ListenerLimits, RedisConfig};
 use trackstream_runtime::merchants::MerchantConfig;
 
 /// Everything ingest reads.
@@ -65,6 +65,12 @@ pub struct HttpConfig {
     /// Longest a client may take to send its body; slower gets 408 (a stalled
     /// sender must not hold a connection and a buffer forever). Default 30 000 ms.
     pub body_read_timeout_ms: u64,
+    /// Connection hygiene of the public listener (`[http.limits]`): header-read,
+    /// idle and request timeouts and a connection cap; see
+    /// `trackstream_runtime::config::ListenerLimits` for each default. Its
+    /// `request_timeout_ms` must exceed `kafka.produce_timeout_ms`, so a slow
+    /// broker is answered 503 (retry) rather than 408.
+    pub limits: ListenerLimits,
 }
 
 impl Default for HttpConfig {
@@ -75,6 +81,7 @@ impl Default for HttpConfig {
             body_read_timeout_ms: 30_000,
             json_max_depth: 32,
             json_max_elements: 10_000,
+            limits: ListenerLimits::default(),
         }
     }
 }

@@ -129,9 +129,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .layer(DefaultBodyLimit::disable());
 
     let http_shutdown = CancellationToken::new();
-    let http_addr = admin::serve_router(&config.http.listen, app, http_shutdown.clone()).await?;
-    let admin_addr = admin::serve(
+    let http_addr = admin::serve_router_with(
+        &config.http.listen,
+        app,
+        &config.http.limits,
+        http_shutdown.clone(),
+    )
+    .await?;
+    let admin_addr = admin::serve_with(
         &config.admin.listen,
+        &config.admin.limits,
         registry,
         health.clone(),
         http_shutdown.clone(),

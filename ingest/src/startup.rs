@@ -53,6 +53,16 @@ pub fn validate(config: &Config) -> Result<(), Error> {
             }
         }
     }
+    trackstream_runtime::merchants::validate(&config.merchants)?;
+    config.http.limits.validate()?;
+    config.admin.limits.validate()?;
+    if config.http.limits.request_timeout_ms <= config.kafka.produce_timeout_ms {
+        return Err(Error::Config(format!(
+            "http.limits.request_timeout_ms ({}) must exceed kafka.produce_timeout_ms ({}): \
+             a slow broker must be answered 503, not 408",
+            config.http.limits.request_timeout_ms, config.kafka.produce_timeout_ms
+        )));
+    }
     if config.ownership.claim_ttl_ms == 0 {
         return Err(Error::Config(
             "ownership.claim_ttl_ms: must be greater than 0".into(),

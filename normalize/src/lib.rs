@@ -60,8 +60,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .remembering(config.recent_events),
     );
     let mut assigned = consumer.assignment();
-    let (admin_addr, health) = admin::serve_ready_after(
+    let (admin_addr, health) = admin::serve_ready_after_with(
         &config.admin.listen,
+        &config.admin.limits,
         registry,
         shutdown.clone(),
         async move {
