@@ -104,7 +104,7 @@ impl SendError {
 
     fn classify(topic: &'static str, key: &str, limit: usize, err: KafkaError) -> Self {
         match err.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::RecordListTooLarge) => {
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge) => {
                 SendError::TooLarge {
                     topic,
                     key: key.to_owned(),
