@@ -147,7 +147,7 @@ pub enum ReplayError {
     #[error("writing normalized records failed: {source}; resume with `replay --offsets {resume}`")]
     Produce {
         /// The producer's error.
-        source: KafkaError,
+        source: trackstream_runtime::kafka::SendError,
         /// `P:O,...` to resume from.
         resume: String,
     },
