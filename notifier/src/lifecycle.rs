@@ -114,7 +114,11 @@ impl Lifecycle {
         let mut conn = self.conn.clone();
         let (at, finished): (i64, i64) = invocation.invoke_async(&mut conn).await?;
         if finished == 1 {
-            tracing::info!(order_ref, expires_at_ms = at, "order finished; its notifier state expires after retention.after_terminal_days");
+            tracing::info!(
+                order_ref,
+                expires_at_ms = at,
+                "order finished; its notifier state expires after retention.after_terminal_days"
+            );
             self.finished.inc();
         }
         Ok(at)

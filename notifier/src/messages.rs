@@ -39,12 +39,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use futures::StreamExt;
-use tracing::Instrument;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use prost::Message;
 use redis::AsyncCommands;
+use tracing::Instrument;
 use trackstream_proto::v1::{
     Alert, AlertState, BuyerContact, BuyerNotification, Channel, Milestone, Reason, Shipment,
     ShipmentUpdate, Status, UpdateKind,
@@ -546,7 +546,13 @@ impl Messenger {
                 let mut waybills: Vec<&str> = parcels.iter().map(|(k, _)| k.as_str()).collect();
                 waybills.sort_unstable();
                 let buyer = contact::for_message(&registrations, &waybills);
-                Ok(Some(self.render(&held, buyer.as_ref(), milestone, &parcels, now)))
+                Ok(Some(self.render(
+                    &held,
+                    buyer.as_ref(),
+                    milestone,
+                    &parcels,
+                    now,
+                )))
             }
         }
     }
@@ -957,7 +963,10 @@ mod tests {
         assert_eq!(a, "shop-a/10001:delivered");
         assert_ne!(a, b);
         assert_eq!(message_key("shop-a", "10001"), "shop-a/10001");
-        assert_ne!(message_key("shop-a", "10001"), message_key("shop-b", "10001"));
+        assert_ne!(
+            message_key("shop-a", "10001"),
+            message_key("shop-b", "10001")
+        );
     }
 
     #[test]

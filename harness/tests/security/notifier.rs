@@ -103,10 +103,7 @@ async fn one_order_id_in_two_shops_gives_two_notification_ids_and_keys() {
     }
     assert_eq!(
         seen.get("m-acme"),
-        Some(&(
-            "m-acme/10001".to_owned(),
-            "m-acme/10001:shipped".to_owned()
-        ))
+        Some(&("m-acme/10001".to_owned(), "m-acme/10001:shipped".to_owned()))
     );
     assert_eq!(
         seen.get("m-other"),
@@ -341,9 +338,7 @@ async fn a_delivered_orders_notifier_keys_expire_after_retention() {
     // so `retention.after_terminal_days` (30) has passed for Redis the moment
     // the order is delivered.
     let sandbox = Sandbox::start().await;
-    let own_redis = RedisServer::start()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let own_redis = RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"));
     let mut config = trackstream_notifier::Config::default();
     config.kafka.brokers = sandbox.bootstrap();
     config.kafka.batch_linger_ms = 2;
@@ -522,7 +517,11 @@ async fn no_raw_contact_on_buyer_notifications_or_over_grpc() {
         .and_then(|s| s.buyer.clone())
         .unwrap_or_default();
     assert_eq!(
-        (buyer.name.as_str(), buyer.phone.as_str(), buyer.email.as_str()),
+        (
+            buyer.name.as_str(),
+            buyer.phone.as_str(),
+            buyer.email.as_str()
+        ),
         ("L*", "138****5678", "l***@example.com")
     );
     sandbox.shutdown().await;
