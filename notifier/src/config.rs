@@ -238,3 +238,33 @@ impl Default for QuietHoursConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deploy_configs_load_and_the_quota_defaults_to_a_quarter() {
+        for text in [
+            include_str!("../../deploy/local/config/notifier.toml"),
+            include_str!("../../deploy/docker/config/notifier.toml"),
+        ] {
+            let config: Config =
+                trackstream_runtime::config::load_from(text, Vec::<(String, String)>::new())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.grpc.watcher_quota(), 5_000);
+            assert_eq!(config.retention.after_terminal_days, 30);
+        }
+        let defaults = GrpcConfig::default();
+        assert_eq!(defaults.watcher_quota(), defaults.max_watchers / 4);
+        let tiny = GrpcConfig {
+            max_watchers: 2,
+            ..GrpcConfig::default()
+        };
+        assert_eq!(tiny.watcher_quota(), 1, "never zero");
+        assert_eq!(
+            RetentionConfig::default().after_terminal_ms(),
+            30 * 86_400_000
+        );
+    }
+}

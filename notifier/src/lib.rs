@@ -16,9 +16,13 @@
 //! The gRPC server ([`grpc`]) reads history from the per-order log the detector
 //! writes (`trackstream_runtime::order_log`), serves `grpc.health.v1` and server
 //! reflection (so `grpcurl` works without the .proto files), optionally over TLS,
-//! and scopes every call to the merchant of the bearer token. Contacts are masked
-//! by [`mask`]; messages are rendered by [`templates`]; time comes from a
-//! [`clock::Clock`] so quiet hours can be tested without waiting for night.
+//! and scopes every call to the merchant of the bearer token, within a
+//! per-merchant watcher quota ([`quota`]) and after checking request fields
+//! ([`validate`]). Contacts come only from registrations ([`contact`]) and are
+//! masked by [`mask`]; messages are rendered by [`templates`] and produced one
+//! by one, a message that can never be produced dead-lettered ([`deliver`]);
+//! an order's keys expire with it ([`lifecycle`]); time comes from a
+//! [`clock::Clock`] so quiet hours and expiry can be tested without waiting.
 #![forbid(unsafe_code)]
 
 pub mod clock;
