@@ -112,8 +112,8 @@ pub struct GrpcConfig {
     /// shorter `grpc-timeout` wins. Default 30.
     pub request_timeout_secs: u64,
     /// Largest request message accepted, in bytes (decoding limit); a larger one
-    /// is refused with RESOURCE_EXHAUSTED before it is decoded. Requests are an
-    /// order id and a few numbers. Default 16 384.
+    /// is refused with OUT_OF_RANGE before it is decoded. Requests are an order
+    /// id and a few numbers. Default 16 384.
     pub max_request_bytes: usize,
     /// TLS (rustls). Plaintext when absent.
     pub tls: Option<TlsConfig>,

@@ -526,3 +526,52 @@ async fn no_raw_contact_on_buyer_notifications_or_over_grpc() {
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_requests_are_refused_before_any_read() {
+    let sandbox = Sandbox::start().await;
+    let mut grpc = sandbox.grpc().await;
+    let get = |order_id: String| authed(GetOrderRequest { order_id }, ACME_TOKEN);
+    // Over `grpc.max_request_bytes` (16 KiB): refused while decoding, with
+    // tonic's status for a message over the decoding limit.
+    let huge = grpc
+        .get_order(get("9".repeat(20_000)))
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(huge, Some(tonic::Code::OutOfRange));
+    // Under it, but not an order id: INVALID_ARGUMENT naming the field.
+    for bad in ["9".repeat(200), "O-1\u{0}".to_owned(), " O-1".to_owned()] {
+        let status = grpc
+            .get_order(get(bad.clone()))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{bad:?} accepted"));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        assert!(
+            status.message().contains("order_id"),
+            "{}",
+            status.message()
+        );
+        let watch = grpc
+            .watch_order(authed(
+                WatchOrderRequest {
+                    order_id: bad.clone(),
+                    after_seq: 0,
+                },
+                ACME_TOKEN,
+            ))
+            .await
+            .err()
+            .map(|s| s.code());
+        assert_eq!(watch, Some(tonic::Code::InvalidArgument), "{bad:?}");
+    }
+    // The connection still serves a well-formed call.
+    let missing = grpc
+        .get_order(get("O-NOPE".into()))
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(missing, Some(tonic::Code::NotFound));
+    sandbox.shutdown().await;
+}
