@@ -132,9 +132,12 @@ pub fn error_kind(status: u16) -> &'static str {
     match status {
         400 => "bad_request",
         401 => "unauthorized",
+        403 => "forbidden",
         404 => "not_found",
         408 => "request_timeout",
+        409 => "conflict",
         413 => "payload_too_large",
+        422 => "unprocessable",
         503 => "unavailable",
         _ => "error",
     }

@@ -16,13 +16,22 @@
 //!   clock is the partition's watermark minus `allowed_lateness`: every scan no
 //!   more than that behind the newest one seen yields the alerts of the clean
 //!   sequence, however it was shuffled, duplicated, batched or replayed;
-//! - an event older than `folded_at` is *late*: it is kept in history, emitted as
-//!   an update flagged `late`, and applied without firing anything. It never moves
-//!   the waybill backwards: the status is the status of the winning event, where
-//!   a terminal event beats any non-terminal one, then later `occurred_at` wins,
-//!   then higher progress rank — so nothing leaves a terminal state;
+//! - an event older than `folded_at` is applied at once without firing
+//!   anything. It never moves the waybill backwards: the status is the status of
+//!   the winning event, where a terminal event beats any non-terminal one, then
+//!   later `occurred_at` wins, then higher progress rank — so nothing leaves a
+//!   terminal state;
 //! - updates (one per event id) are emitted when the event arrives, with the
-//!   status the fold has reached.
+//!   status the fold has reached. An update is flagged `late` when its event is
+//!   older than the newest event already *folded* (`last_event_at`), never
+//!   because of a pending one: a scan dated in the future waits in `pending`
+//!   and must not make every real scan after it `late` (which silences the
+//!   buyer's messages). Such a scan's own update goes out when it arrives; it
+//!   folds when the clock reaches its time, like any scan.
+//!
+//! Registrations (see [`registration`]): contacts are stripped on the way in,
+//! another merchant's registration is refused, an identical repeat changes
+//! nothing, and an order receives only the scans inside the join window.
 
 use prost::Message as _;
 use sha2::Digest as _;
@@ -33,6 +42,11 @@ use trackstream_proto::v1::{
 use trackstream_proto::{keys, time};
 
 use crate::rules::{self, RuleId, RulesConfig};
+
+pub mod registration;
+
+pub use registration::RefusedRegistration;
+use registration::{Intake, Position};
 
 /// Timer-member name of a waybill's earliest pending event (see [`WaybillState::deadlines`]).
 pub const PENDING_TIMER: &str = "pe";
@@ -142,11 +156,10 @@ impl WaybillState {
             )
     }
 
-    /// The newest event time received (applied or pending); `None` before any.
-    fn seen_until(&self) -> Option<i64> {
-        let applied = (self.events > 0).then_some(self.last_event_at);
-        let pending = self.pending.iter().map(event_at).max();
-        applied.max(pending)
+    /// Whether an event at `at` is late: older than the newest event folded.
+    /// Pending events do not count, so a future-dated one makes nothing late.
+    pub fn is_late(&self, at: i64) -> bool {
+        self.events > 0 && at < self.last_event_at
     }
 }
 
@@ -233,6 +246,10 @@ pub struct Effects {
     pub history: Vec<TrackingEvent>,
     /// Outputs, in emission order.
     pub outputs: Vec<Output>,
+    /// Registrations refused because another merchant owns the waybill; they
+    /// changed nothing and emitted nothing. The service dead-letters each with
+    /// cause [`RefusedRegistration::CAUSE`].
+    pub refused_registrations: Vec<RefusedRegistration>,
 }
 
 /// The rules engine.
@@ -259,8 +276,11 @@ impl Engine {
     /// Applies one waybill's inputs (events already de-duplicated) in arrival
     /// order, then folds up to `clock`. `stored_history` is the waybill's stored
     /// history; it is only read when a registration joins for the first time
-    /// (to emit the updates the order missed), so callers may pass it empty
-    /// otherwise.
+    /// (to emit the updates the order missed, inside the join window), so
+    /// callers may pass it empty otherwise.
+    ///
+    /// A registration from another merchant than the stored one's is refused
+    /// (listed in [`Effects::refused_registrations`], nothing else changes).
     pub fn apply(
         &self,
         wb: &mut Waybill,
@@ -272,11 +292,20 @@ impl Engine {
         let first_output = fx.outputs.len();
         let mut received: Vec<(usize, bool)> = Vec::new();
         let mut joined = false;
-        for input in inputs {
+        let mut registrations = 0;
+        // A registration stored by an older version still holds contacts:
+        // strip them now, and store it again without.
+        if let Some(reg) = wb.registration.as_mut()
+            && registration::has_contacts(reg)
+        {
+            *reg = registration::without_contacts(reg);
+            wb.registration_changed = true;
+        }
+        for (index, input) in inputs.iter().enumerate() {
             match input {
                 Input::Event(event) => {
                     let at = event_at(event);
-                    let late = wb.state.seen_until().is_some_and(|seen| at < seen);
+                    let late = wb.state.is_late(at);
                     if at < wb.state.folded_at {
                         self.apply_to_state(wb, event, at, fx);
                     } else {
@@ -288,11 +317,24 @@ impl Engine {
                     fx.history.push(event.clone());
                 }
                 Input::Registration(shipment) => {
-                    if wb.registration.as_ref() == Some(shipment) {
-                        continue;
-                    }
-                    joined |= wb.registration.is_none();
-                    wb.registration = Some(shipment.clone());
+                    let at = Position {
+                        input: index,
+                        registration: registrations,
+                    };
+                    registrations += 1;
+                    let taken = match registration::intake(wb.registration.as_ref(), shipment, at) {
+                        Intake::Unchanged => continue,
+                        Intake::Refused(refused) => {
+                            fx.refused_registrations.push(refused);
+                            continue;
+                        }
+                        Intake::First(taken) => {
+                            joined = true;
+                            taken
+                        }
+                        Intake::Changed(taken) => taken,
+                    };
+                    wb.registration = Some(taken);
                     wb.registration_changed = true;
                     let at = wb.state.folded_at.max(wb.state.last_event_at);
                     self.evaluate(wb, at, fx);
@@ -305,11 +347,16 @@ impl Engine {
             return;
         };
         let current = wb.state.status();
+        let window = self.rules.join_window.0;
         let mut updates = Vec::new();
         if joined {
-            // First join: the order's stream gets every scan so far, oldest first.
-            let mut all: Vec<&TrackingEvent> =
-                stored_history.iter().chain(fx.history.iter()).collect();
+            // First join: the order's stream gets every scan of the join
+            // window so far, oldest first — never an earlier parcel's.
+            let mut all: Vec<&TrackingEvent> = stored_history
+                .iter()
+                .chain(fx.history.iter())
+                .filter(|e| registration::joins(&reg, window, e))
+                .collect();
             all.sort_by(|a, b| fold_key(a).cmp(&fold_key(b)));
             all.dedup_by(|a, b| a.event_id == b.event_id);
             let mut latest = i64::MIN;
@@ -325,6 +372,7 @@ impl Engine {
                     .iter()
                     .chain(fx.history.iter())
                     .filter(|e| e.status == Status::Delivered as i32)
+                    .filter(|e| registration::joins(&reg, window, e))
                     .min_by_key(|e| (event_at(e) != wb.state.status_at, fold_key(e)))
             {
                 wb.state.return_received = true;
@@ -332,7 +380,11 @@ impl Engine {
             }
         } else {
             for (index, late) in received {
-                if let Some(event) = fx.history.get(index) {
+                if let Some(event) = fx
+                    .history
+                    .get(index)
+                    .filter(|e| registration::joins(&reg, window, e))
+                {
                     updates.push(update(&reg, event, current, late));
                 }
             }
@@ -406,9 +458,15 @@ impl Engine {
             state.info_at = at;
         }
         self.carrier_exception(wb, status, reason, at, late, fx);
+        // The refund trigger needs this parcel's delivery: a delivery dated
+        // before the join window is an earlier parcel's under the same number.
+        let window = self.rules.join_window.0;
         if !wb.state.return_received
             && wb.state.status() == Status::Delivered
-            && let Some(reg) = wb.registration.as_ref().filter(|r| r.is_return)
+            && let Some(reg) = wb
+                .registration
+                .as_ref()
+                .filter(|r| r.is_return && wb.state.status_at >= registration::join_from(r, window))
         {
             wb.state.return_received = true;
             fx.outputs.push(return_received(&wb.key, reg, event));
@@ -755,7 +813,8 @@ fn update(reg: &Shipment, event: &TrackingEvent, current: Status, late: bool) ->
             current_status: current as i32,
             late,
             kind: UpdateKind::Scan as i32,
-            shipment: Some(reg.clone()),
+            // Already stripped on intake; stripped again so no path can leak.
+            shipment: Some(registration::without_contacts(reg)),
         }),
     }
 }
@@ -772,7 +831,7 @@ fn return_received(waybill_key: &str, reg: &Shipment, event: &TrackingEvent) -> 
             current_status: Status::Delivered as i32,
             late: false,
             kind: UpdateKind::ReturnReceived as i32,
-            shipment: Some(reg.clone()),
+            shipment: Some(registration::without_contacts(reg)),
         }),
     }
 }

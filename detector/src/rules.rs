@@ -260,7 +260,19 @@ pub struct RulesConfig {
     pub return_not_picked_up: TimerRule,
     /// Carrier-reported problems.
     pub carrier_exception: ExceptionRule,
+    /// How far before its `registered_at` a registration reaches back for
+    /// scans: a first registration receives the stored scans dated from then
+    /// on, and no scan dated earlier ever becomes an update of its order.
+    /// Carriers reuse waybill numbers and a merchant may register a number
+    /// that already has another parcel's scans; without a bound the new order
+    /// would receive that parcel's history, proof of delivery included. Wide
+    /// enough for a label printed and scanned well before the merchant
+    /// registers it. Default 30 days (`30d`).
+    pub join_window: Millis,
 }
+
+/// Default of [`RulesConfig::join_window`], in days.
+pub const DEFAULT_JOIN_WINDOW_DAYS: i64 = 30;
 
 impl Default for RulesConfig {
     fn default() -> Self {
@@ -275,6 +287,7 @@ impl Default for RulesConfig {
                 enabled: true,
                 severity: Severity::Critical,
             },
+            join_window: Millis(DEFAULT_JOIN_WINDOW_DAYS * 86_400_000),
         }
     }
 }

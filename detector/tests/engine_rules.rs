@@ -1,16 +1,20 @@
 //! The engine alone (pure, no I/O): every rule opens, escalates and resolves as
 //! configured; carrier problems are raised at once with their reason; returns;
-//! late, duplicate-free shuffled and terminal scans; per-carrier overrides; and
-//! order independence within the allowed lateness.
+//! late, duplicate-free shuffled and terminal scans; per-carrier overrides;
+//! order independence within the allowed lateness; and the trust rules of
+//! registrations and time: a future-dated scan never makes later scans late,
+//! the join window, registration identity and ownership, and no buyer contact
+//! in state or outputs.
 
 mod common;
 
 use common::*;
 use proptest::prelude::*;
-use trackstream_detector::engine::{Input, alert_id};
+use prost::Message as _;
+use trackstream_detector::engine::{self, Input, Output, RefusedRegistration, alert_id};
 use trackstream_detector::rules::{Millis, Override, RuleId, RulesConfig};
 use trackstream_proto::time;
-use trackstream_proto::v1::{AlertState, Reason, Severity, Status, UpdateKind};
+use trackstream_proto::v1::{AlertState, BuyerContact, Reason, Severity, Status, UpdateKind};
 
 use AlertState::{Escalated, Opened, Resolved};
 
@@ -661,6 +665,368 @@ fn shuffled_scans_and_a_late_registration_yield_the_clean_alerts() {
                 assert!(!clean.0.is_empty(), "scenario {kind} raises alerts");
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Time sanity: `late` means older than what was already folded.
+// ---------------------------------------------------------------------------
+
+/// One scan dated a month ahead (a carrier clock bug or a forged push) waits in
+/// `pending`; every real scan after it is still a normal update, the status
+/// keeps moving, and the rules keep running on the real scans.
+#[test]
+fn a_future_dated_scan_does_not_make_later_scans_late() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    let future = sim.feed(
+        &[Input::Event(scan(KEY, Status::InTransit, T0 + 30 * 24 * H))],
+        T0 + H,
+    );
+    assert_eq!(updates(&future).len(), 1, "its own update goes out");
+    assert_eq!(sim.wb.state.pending.len(), 1, "it waits for its time");
+    for (status, at) in [
+        (Status::InTransit, T0 + 2 * H),
+        (Status::OutForDelivery, T0 + 3 * H),
+    ] {
+        let later = updates(&sim.scan(status, at));
+        assert_eq!(later.len(), 1, "{status:?}");
+        assert!(!later[0].1.late, "{status:?} must not be late");
+        assert_eq!(later[0].1.current_status, status as i32);
+    }
+    assert_eq!(sim.wb.state.status(), Status::OutForDelivery);
+    // The 36 h out-for-delivery rule runs from the real scan.
+    assert_eq!(
+        transitions(&sim.advance(T0 + 39 * H)),
+        [t(RuleId::OutForDeliveryNotDelivered, Opened, 0)]
+    );
+    let delivered = updates(&sim.scan(Status::Delivered, T0 + 40 * H));
+    assert!(!delivered[0].1.late);
+    assert_eq!(sim.wb.state.status(), Status::Delivered);
+    // When the clock reaches it, it folds without leaving the terminal state.
+    sim.advance(T0 + 31 * 24 * H);
+    assert!(sim.wb.state.pending.is_empty());
+    assert_eq!(sim.wb.state.status(), Status::Delivered);
+}
+
+/// Late is relative to the fold: a scan older than a *folded* scan is late; a
+/// scan older only than one still pending (the event clock behind) is not.
+#[test]
+fn late_means_older_than_the_newest_folded_scan() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::InTransit, T0 + 10 * H);
+    let late = updates(&sim.feed(
+        &[Input::Event(scan(KEY, Status::PickedUp, T0 + 5 * H))],
+        T0 + 10 * H,
+    ));
+    assert!(late[0].1.late, "older than a folded scan");
+
+    // Clock at 10 h: the 30 h scan is pending, the 20 h one arrives after it.
+    let pending = updates(&sim.feed(
+        &[
+            Input::Event(scan(KEY, Status::OutForDelivery, T0 + 30 * H)),
+            Input::Event(scan(KEY, Status::InTransit, T0 + 20 * H)),
+        ],
+        T0 + 10 * H,
+    ));
+    assert_eq!(
+        pending.iter().map(|(_, u)| u.late).collect::<Vec<_>>(),
+        [false, false],
+        "nothing newer than them was folded"
+    );
+    sim.advance(T0 + 30 * H);
+    let after = updates(&sim.feed(
+        &[Input::Event(scan(KEY, Status::InTransit, T0 + 25 * H))],
+        T0 + 30 * H,
+    ));
+    assert!(after[0].1.late, "older than the folded 30 h scan");
+    assert_eq!(after[0].1.current_status, Status::OutForDelivery as i32);
+}
+
+// ---------------------------------------------------------------------------
+// Registrations: join window, identity, ownership, contacts.
+// ---------------------------------------------------------------------------
+
+const D: i64 = 24 * H;
+
+fn update_ids(outputs: &[Output]) -> Vec<String> {
+    updates(outputs).into_iter().map(|(id, _)| id).collect()
+}
+
+fn id_of(status: Status, at: i64) -> String {
+    format!("u:{}", scan(KEY, status, at).event_id)
+}
+
+/// A waybill number with an earlier parcel's scans (delivered two months ago):
+/// a first registration joins only the scans from `join_window` before its
+/// `registered_at`; the earlier proof of delivery never reaches the order, and
+/// a straggler of the old parcel arriving later does not either.
+#[test]
+fn a_first_registration_joins_only_scans_inside_the_join_window() {
+    let mut sim = Sim::new(RulesConfig::default(), KEY);
+    let start = T0 + 100 * D;
+    sim.scan(Status::PickedUp, start - 60 * D);
+    sim.scan(Status::Delivered, start - 59 * D);
+    sim.scan(Status::InfoReceived, start - 29 * D);
+    sim.scan(Status::InfoReceived, start - H);
+    let joined = sim.register(shipment(KEY, "O-1", start), start);
+    assert_eq!(
+        update_ids(&joined),
+        [
+            id_of(Status::InfoReceived, start - 29 * D),
+            id_of(Status::InfoReceived, start - H)
+        ],
+        "30 days back by default, nothing older"
+    );
+    // A scan dated before the window, arriving now: history only.
+    let straggler = sim.scan(Status::InTransit, start - 45 * D);
+    assert!(update_ids(&straggler).is_empty());
+    assert_eq!(sim.history.len(), 5, "still kept in history");
+
+    // The window is configurable.
+    let rules = RulesConfig {
+        join_window: Millis(2 * H),
+        ..RulesConfig::default()
+    };
+    let mut sim = Sim::new(rules, KEY);
+    sim.scan(Status::InfoReceived, start - 3 * H);
+    sim.scan(Status::InfoReceived, start - H);
+    assert_eq!(
+        update_ids(&sim.register(shipment(KEY, "O-1", start), start)),
+        [id_of(Status::InfoReceived, start - H)]
+    );
+    let loaded: RulesConfig =
+        trackstream_runtime::config::load_from("join_window = \"7d\"", Vec::new())
+            .expect("valid rules");
+    assert_eq!(loaded.join_window, Millis(7 * D));
+    assert_eq!(RulesConfig::default().join_window, Millis(30 * D));
+}
+
+/// A return registered on a number whose earlier parcel was delivered two
+/// months ago: the old delivery is no refund trigger, on join or on the new
+/// parcel's scans; the return's own delivery is.
+#[test]
+fn an_earlier_parcels_delivery_never_triggers_return_received() {
+    let start = T0 + 100 * D;
+    let mut sim = Sim::new(RulesConfig::default(), KEY);
+    sim.scan(Status::PickedUp, start - 61 * D);
+    sim.scan(Status::Delivered, start - 60 * D);
+    let mut reg = shipment(KEY, "R-1", start);
+    reg.is_return = true;
+    let returns = |outputs: &[Output]| {
+        updates(outputs)
+            .into_iter()
+            .filter(|(_, u)| u.kind == UpdateKind::ReturnReceived as i32)
+            .count()
+    };
+    assert_eq!(returns(&sim.register(reg, start)), 0);
+    assert_eq!(returns(&sim.scan(Status::InTransit, start + H)), 0);
+    assert_eq!(returns(&sim.scan(Status::Delivered, start + 2 * D)), 1);
+}
+
+/// Ingest defaults `registered_at` to the request time: a merchant repeating
+/// its registration hours later must not move the no-pickup deadline.
+#[test]
+fn an_identical_registration_keeps_the_no_pickup_deadline() {
+    let mut sim = registered(RulesConfig::default());
+    assert_eq!(
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("np", T0 + 24 * H)]
+    );
+    sim.wb.registration_changed = false;
+    let before = sim.wb.state.clone();
+    let repeat = sim.register(shipment(KEY, "O-1", T0 + 10 * H), T0 + 10 * H);
+    assert!(repeat.is_empty(), "{repeat:?}");
+    assert!(!sim.wb.registration_changed, "nothing to store");
+    assert_eq!(sim.wb.state, before);
+    assert_eq!(
+        transitions(&sim.advance(T0 + 24 * H)),
+        [t(RuleId::NoPickup, Opened, 0)],
+        "opens 24 h after the first registration"
+    );
+}
+
+/// The owner may change its registration: the new fields apply (promise,
+/// service level, order), the first `registered_at` stays.
+#[test]
+fn a_changed_registration_by_the_owner_applies() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0 + H);
+    let mut changed = shipment(KEY, "O-1b", T0 + 5 * H);
+    changed.promised_delivery_at = Some(time::from_millis(T0 + 20 * H));
+    changed.service_level = "express".into();
+    sim.wb.registration_changed = false;
+    assert!(sim.register(changed, T0 + 5 * H).is_empty());
+    assert!(sim.wb.registration_changed);
+    let reg = sim.wb.registration.clone().expect("registered");
+    assert_eq!(reg.order_id, "O-1b");
+    assert_eq!(reg.service_level, "express");
+    assert_eq!(time::millis(reg.registered_at.as_ref()), T0, "first kept");
+    let moved = updates(&sim.scan(Status::InTransit, T0 + 6 * H));
+    assert_eq!(moved[0].1.order_id, "O-1b");
+    assert_eq!(
+        moved[0]
+            .1
+            .shipment
+            .as_ref()
+            .and_then(|s| s.promised_delivery_at),
+        Some(time::from_millis(T0 + 20 * H))
+    );
+    assert_eq!(
+        transitions(&sim.advance(T0 + 20 * H)),
+        [t(RuleId::PromisedDateMissed, Opened, 0)],
+        "the new promise is watched"
+    );
+}
+
+/// Defense in depth behind ingest's 409: another merchant's registration of
+/// the waybill changes nothing, emits nothing, and is reported for the dead
+/// letter topic; the owner's order keeps receiving the scans.
+#[test]
+fn another_merchants_registration_is_refused_with_no_output() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0 + H);
+    sim.wb.registration_changed = false;
+    let state = sim.wb.state.clone();
+    let stored = sim.wb.registration.clone();
+    let mut takeover = shipment(KEY, "EVIL-1", T0 + 2 * H);
+    takeover.merchant_id = "m-evil".into();
+    takeover.promised_delivery_at = Some(time::from_millis(T0 + 3 * H));
+
+    let mut fx = engine::Effects::default();
+    sim.engine.apply(
+        &mut sim.wb,
+        &[Input::Registration(takeover.clone())],
+        &sim.history,
+        T0 + 2 * H,
+        &mut fx,
+    );
+    assert!(fx.outputs.is_empty() && fx.history.is_empty(), "{fx:?}");
+    assert_eq!(sim.wb.state, state, "state unchanged");
+    assert_eq!(sim.wb.registration, stored, "registration unchanged");
+    assert!(!sim.wb.registration_changed);
+    assert_eq!(
+        fx.refused_registrations,
+        [RefusedRegistration {
+            input: 0,
+            registration: 0,
+            merchant_id: "m-evil".into(),
+            order_id: "EVIL-1".into(),
+            owner: "m-acme".into(),
+        }]
+    );
+    assert_eq!(RefusedRegistration::CAUSE, "not_owner");
+
+    // In a batch with scans: they still go to the owner's order, and the
+    // refused registration is found by its position.
+    let mut fx = engine::Effects::default();
+    sim.engine.apply(
+        &mut sim.wb,
+        &[
+            Input::Event(scan(KEY, Status::InTransit, T0 + 4 * H)),
+            Input::Registration(shipment(KEY, "O-1", T0 + 4 * H)),
+            Input::Registration(takeover),
+            Input::Event(scan(KEY, Status::OutForDelivery, T0 + 5 * H)),
+        ],
+        &sim.history,
+        T0 + 5 * H,
+        &mut fx,
+    );
+    assert_eq!(
+        fx.refused_registrations
+            .iter()
+            .map(|r| (r.input, r.registration))
+            .collect::<Vec<_>>(),
+        [(2, 1)],
+        "found by position; the owner's repeat before it changed nothing"
+    );
+    let sent = updates(&fx.outputs);
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent.iter()
+            .all(|(_, u)| u.order_id == "O-1" && u.merchant_id == "m-acme")
+    );
+    assert!(alerts(&fx.outputs).iter().all(|a| a.order_id == "O-1"));
+}
+
+const PHONE: &str = "13812345678";
+const EMAIL: &str = "li.lei@example.com";
+const NAME: &str = "Li Lei";
+
+fn with_contacts(order: &str, at: i64) -> trackstream_proto::v1::Shipment {
+    let mut reg = shipment(KEY, order, at);
+    reg.buyer = Some(BuyerContact {
+        name: NAME.into(),
+        phone: PHONE.into(),
+        email: EMAIL.into(),
+        locale: "zh-CN".into(),
+        time_zone: "Asia/Shanghai".into(),
+    });
+    reg.is_return = true;
+    reg
+}
+
+fn assert_no_contact(what: &str, bytes: &[u8]) {
+    for contact in [PHONE, EMAIL, NAME] {
+        assert!(
+            !bytes
+                .windows(contact.len())
+                .any(|w| w == contact.as_bytes()),
+            "{what} holds {contact:?}"
+        );
+    }
+}
+
+fn encoded(output: &Output) -> Vec<u8> {
+    match output {
+        Output::Update { update, .. } => update.encode_to_vec(),
+        Output::Alert(alert) => alert.encode_to_vec(),
+    }
+}
+
+/// The detector keeps no buyer name, phone or e-mail: not in the stored
+/// registration or state, not in any update (first join, live scans, return
+/// received) or alert; locale and time zone stay. A registration stored with
+/// contacts by an older version is stripped and rewritten when next touched.
+#[test]
+fn stored_state_and_emitted_outputs_hold_no_contact() {
+    let mut sim = Sim::new(RulesConfig::default(), KEY);
+    sim.scan(Status::InfoReceived, T0 + H);
+    sim.register(with_contacts("R-1", T0), T0 + 2 * H);
+    sim.scan(Status::PickedUp, T0 + 8 * 24 * H);
+    sim.event(event(KEY, Status::Exception, Reason::Damaged, T0 + 9 * D));
+    sim.scan(Status::Delivered, T0 + 10 * D);
+    sim.register(with_contacts("R-1", T0 + 11 * D), T0 + 11 * D);
+    sim.advance(T0 + 40 * D);
+
+    let kinds: std::collections::BTreeSet<i32> =
+        updates(&sim.outputs).iter().map(|(_, u)| u.kind).collect();
+    assert!(kinds.contains(&(UpdateKind::ReturnReceived as i32)));
+    assert!(!alerts(&sim.outputs).is_empty());
+    for output in &sim.outputs {
+        assert_no_contact(&output.outbox_id(), &encoded(output));
+    }
+    let reg = sim.wb.registration.clone().expect("registered");
+    assert_no_contact("stored registration", &reg.encode_to_vec());
+    assert_no_contact("stored state", &engine::encode_state(&sim.wb.state));
+    let buyer = reg.buyer.expect("locale and zone kept");
+    assert_eq!(
+        (buyer.locale.as_str(), buyer.time_zone.as_str()),
+        ("zh-CN", "Asia/Shanghai")
+    );
+
+    // Written by an older version: stripped and marked for storing.
+    sim.wb.registration = Some(with_contacts("R-1", T0));
+    sim.wb.registration_changed = false;
+    let out = sim.scan(Status::Delivered, T0 + 41 * D);
+    assert!(sim.wb.registration_changed);
+    assert_no_contact(
+        "migrated registration",
+        &sim.wb.registration.as_ref().expect("kept").encode_to_vec(),
+    );
+    for output in &out {
+        assert_no_contact(&output.outbox_id(), &encoded(output));
     }
 }
 

@@ -70,6 +70,7 @@ impl Configs {
         let mut ingest = trackstream_ingest::Config::default();
         ingest.http.listen = "127.0.0.1:0".into();
         ingest.kafka = kafka.clone();
+        ingest.redis = redis.clone();
         ingest.admin = admin.clone();
         ingest.merchants = merchants.clone();
         ingest.providers.insert(
@@ -123,6 +124,8 @@ pub struct Sandbox {
     pub broker: Broker,
     /// ingest's public HTTP address.
     pub ingest_addr: SocketAddr,
+    /// ingest's admin address (`/healthz`, `/metrics`; not served on the public one).
+    pub ingest_admin_addr: SocketAddr,
     /// The notifier's gRPC address.
     pub grpc_addr: SocketAddr,
     shutdown: CancellationToken,
@@ -166,6 +169,7 @@ impl Sandbox {
             redis,
             broker,
             ingest_addr: ingest.http_addr,
+            ingest_admin_addr: ingest.admin_addr,
             grpc_addr: notifier.grpc_addr,
             shutdown,
             tasks: vec![ingest.task, normalize.task, detector.task, notifier.task],
@@ -222,6 +226,44 @@ impl Sandbox {
             body,
         )
         .await
+    }
+
+    /// POSTs generic-format scans signed with `secret` as provider account
+    /// `account` (one configured in `providers.generic` by the test, e.g. an
+    /// account bound to merchants).
+    pub async fn post_generic_as(
+        &self,
+        account: &str,
+        secret: &str,
+        scans: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let body = scans.to_string().into_bytes();
+        let signature = trackstream_carriers::generic::sign(&body, secret);
+        self.post(
+            "/v1/webhooks/generic",
+            &[
+                ("x-trackstream-signature", signature),
+                ("x-trackstream-account", account.to_owned()),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// The merchant that owns `carrier:waybill` according to ingest's claim
+    /// in Redis (`runtime::ownership`), `None` when unclaimed.
+    pub async fn owner_of(&self, carrier: &str, waybill: &str) -> Option<String> {
+        let client = redis::Client::open(self.redis.url().as_str())
+            .unwrap_or_else(|e| panic!("redis client: {e}"));
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("redis connect: {e}"));
+        redis::cmd("GET")
+            .arg(trackstream_runtime::ownership::owner_key(carrier, waybill))
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("redis GET: {e}"))
     }
 
     /// Registers shipments as merchant `m-acme`.

@@ -103,7 +103,11 @@ async fn a_scan_flows_to_updates_buyer_message_and_a_stall_alert_that_resolves()
         .as_ref()
         .and_then(|s| s.buyer.as_ref())
         .expect("buyer");
-    assert_eq!(buyer.phone, "138****5678", "contacts are masked on the API");
+    assert!(
+        buyer.phone.is_empty() && buyer.email.is_empty() && buyer.name.is_empty(),
+        "updates carry no contact, not even masked: {buyer:?}"
+    );
+    assert_eq!(buyer.locale, "en", "locale stays for the notifier's templates");
 
     // One SHIPPED message for the order, contact masked, raw number nowhere.
     let mut messages = sandbox.reader(topics::BUYER_NOTIFICATIONS);
@@ -268,7 +272,7 @@ async fn webhook_answers_503_while_the_broker_is_down_and_a_retry_goes_through()
 async fn health_and_prometheus_metrics_are_served_and_count_requests() {
     let sandbox = Sandbox::start().await;
     let http = reqwest::Client::new();
-    let base = format!("http://{}", sandbox.ingest_addr);
+    let base = format!("http://{}", sandbox.ingest_admin_addr);
     let health = http
         .get(format!("{base}/healthz"))
         .send()

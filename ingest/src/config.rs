@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use trackstream_carriers::ProviderSettings;
-use trackstream_runtime::config::{AdminConfig, KafkaConfig};
+use trackstream_runtime::config::{AdminConfig, KafkaConfig, RedisConfig};
 use trackstream_runtime::merchants::MerchantConfig;
 
 /// Everything ingest reads.
@@ -19,6 +19,11 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// `/healthz` + `/metrics` listener and logging.
     pub admin: AdminConfig,
+    /// Redis, where waybill ownership is claimed (`runtime::ownership`). Must
+    /// be the detector's Redis: the detector refreshes the claims' expiry.
+    pub redis: RedisConfig,
+    /// Waybill ownership claims.
+    pub ownership: OwnershipConfig,
     /// Per-provider secrets and zones, keyed by route (`kdniao`, `kuaidi100`,
     /// `17track`, `aftership`, `easypost`, `generic`). A provider without an entry
     /// rejects every push (no secret, no trust). Several accounts per provider are
@@ -32,6 +37,10 @@ pub struct Config {
     /// [providers.aftership]   # old and new webhook secret during a rotation
     /// secrets = [{ account = "current", secret = "..." }, { account = "previous", secret = "..." }]
     /// ```
+    ///
+    /// An entry with `merchants = ["m-acme", ...]` binds its account: its pushes
+    /// apply only to waybills those merchants registered (see
+    /// `trackstream_carriers::settings`).
     pub providers: BTreeMap<String, ProviderSettings>,
     /// Merchants allowed to register shipments, with their bearer tokens.
     pub merchants: Vec<MerchantConfig>,
@@ -66,6 +75,31 @@ impl Default for HttpConfig {
             body_read_timeout_ms: 30_000,
             json_max_depth: 32,
             json_max_elements: 10_000,
+        }
+    }
+}
+
+/// Waybill ownership: a `(carrier, waybill)` belongs to the merchant that
+/// registered it first (`runtime::ownership`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OwnershipConfig {
+    /// How long a claim lives when nothing refreshes it: the longest a parcel
+    /// can live before the detector's retention takes over (the detector sets
+    /// the claim's expiry to the parcel's own retention once it has state for
+    /// it; a re-registration by the owner extends it back to at least this).
+    /// Default 10 368 000 000 ms (120 days).
+    pub claim_ttl_ms: u64,
+    /// Longest one Redis round trip of a registration or a bound push may take
+    /// before the request is answered 503 (retriable). Default 2 000 ms.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for OwnershipConfig {
+    fn default() -> Self {
+        OwnershipConfig {
+            claim_ttl_ms: 120 * 24 * 3_600_000,
+            redis_timeout_ms: 2_000,
         }
     }
 }

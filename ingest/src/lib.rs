@@ -9,27 +9,39 @@
 //!
 //! Layout: [`config`] (what it reads), [`webhooks`] (carrier pushes, one generic
 //! handler over `trackstream_carriers` adapters), [`guard`] (JSON nesting and
-//! size limits), [`shipments`] (registration), [`metrics`] (logged-and-counted
-//! events).
+//! size limits), [`shipments`] (registration), [`ownership`] (waybill claims in
+//! Redis), [`openapi`] (the served API description), [`startup`] (config checks
+//! that name the offending key), [`metrics`] (logged-and-counted events).
+//!
+//! The public listener serves only the API; `/healthz` and `/metrics` are on the
+//! admin listener (`admin.listen`), which should not be exposed.
 //!
 //! Status codes, each with a JSON `error` kind and `reason` (for webhooks, added
 //! to the provider's own reply object, so Kdniao still reads `Success: false`):
 //!
 //! | status | when | written |
 //! |---|---|---|
-//! | 200 | every item acknowledged by Kafka | one `scans.raw` record per waybill |
-//! | 400 | unparseable body, invalid UTF-8, missing required field, body cut short in transit, JSON nested deeper than `http.json_max_depth` | nothing |
-//! | 401 | missing or wrong signature, unknown account, provider not configured | nothing |
-//! | 404 | unknown provider route | nothing |
+//! | 200 | every item acknowledged by Kafka | one `scans.raw` / `shipments` record per waybill (a bound account's refused items excepted) |
+//! | 400 | unparseable body, invalid UTF-8, missing required field, a field outside its grammar or length limit (`runtime::ident`), body cut short in transit, JSON nested deeper than `http.json_max_depth` | nothing |
+//! | 401 | missing or wrong signature, unknown account, provider not configured, missing or unknown bearer token | nothing |
+//! | 403 | a bound provider account pushed only waybills its merchants did not register | nothing |
+//! | 404 | unknown route or provider | nothing |
 //! | 408 | body not received within `http.body_read_timeout_ms` | nothing |
-//! | 413 | body over `http.body_limit_bytes`, or a JSON array/object over `http.json_max_elements` entries | nothing |
-//! | 503 | Kafka did not acknowledge within `kafka.produce_timeout_ms` | possibly some items (the provider retries; downstream dedups by event id) |
+//! | 409 | a shipment's waybill is registered by another merchant | nothing |
+//! | 413 | body over `http.body_limit_bytes`, a JSON array/object over `http.json_max_elements` entries, or a record over `kafka.max_record_bytes` | nothing |
+//! | 422 | the broker refused a record permanently | nothing acknowledged |
+//! | 503 | Kafka did not acknowledge within `kafka.produce_timeout_ms`, or Redis (ownership) did not answer within `ownership.redis_timeout_ms` | possibly some items (the sender retries; downstream dedups by event id) |
+//!
+//! The same document, machine-readable: `GET /v1/openapi.json` ([`openapi`]).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod guard;
 pub mod metrics;
+pub mod openapi;
+pub mod ownership;
 pub mod shipments;
+pub mod startup;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -39,12 +51,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, header};
-use axum::routing::post;
+use axum::http::{HeaderMap, Method, header};
+use axum::routing::{MethodRouter, get, post};
 use trackstream_carriers::{ProviderSettings, Registry};
 use trackstream_runtime::admin::{self, Health};
 use trackstream_runtime::kafka::Producer;
 use trackstream_runtime::merchants::MerchantDirectory;
+use trackstream_runtime::redis::RedisConn;
 use trackstream_runtime::{ApiError, CancellationToken, Error, telemetry};
 
 pub use config::Config;
@@ -59,6 +72,7 @@ pub struct AppState {
     body_read_timeout: std::time::Duration,
     json_limits: guard::JsonLimits,
     metrics: metrics::Metrics,
+    claims: ownership::Claims,
 }
 
 /// A started ingest: where it listens and the task that ends at shutdown.
@@ -73,6 +87,16 @@ pub struct Running {
 
 /// Starts ingest: binds both listeners and returns once they accept connections.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    startup::validate(&config)?;
+    let redis_timeout = std::time::Duration::from_millis(config.ownership.redis_timeout_ms);
+    let redis = tokio::time::timeout(redis_timeout, RedisConn::connect(&config.redis))
+        .await
+        .map_err(|_| {
+            Error::Config(format!(
+                "redis: no connection within {} ms (ownership.redis_timeout_ms)",
+                redis_timeout.as_millis()
+            ))
+        })??;
     let mut registry = telemetry::registry("ingest");
     let producer = Producer::new(&config.kafka, "trackstream-ingest", &mut registry)?;
     let metrics = metrics::Metrics::register(&mut registry);
@@ -91,14 +115,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             max_elements: config.http.json_max_elements,
         },
         metrics,
+        claims: ownership::Claims::new(redis, config.ownership.claim_ttl_ms, redis_timeout),
     });
-    let app = Router::new()
-        .route("/v1/webhooks/{provider}", post(webhooks::receive))
-        .route("/v1/shipments", post(shipments::register))
+    let app = routes()
+        .into_iter()
+        .fold(Router::new(), |app, route| {
+            tracing::debug!(method = %route.method, path = route.path, "public route");
+            app.route(route.path, route.handler)
+        })
+        .fallback(not_found)
         .with_state(state)
         // The limit is enforced by `read_body` with a JSON 413 instead.
-        .layer(DefaultBodyLimit::disable())
-        .merge(admin::router(registry.clone(), health.clone()));
+        .layer(DefaultBodyLimit::disable());
 
     let http_shutdown = CancellationToken::new();
     let http_addr = admin::serve_router(&config.http.listen, app, http_shutdown.clone()).await?;
@@ -126,6 +154,41 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         admin_addr,
         task,
     })
+}
+
+/// One route of the public API.
+pub(crate) struct Route {
+    pub(crate) method: Method,
+    pub(crate) path: &'static str,
+    pub(crate) handler: MethodRouter<Arc<AppState>>,
+}
+
+/// Every route of the public listener. The router is built from this list, and
+/// a test checks each entry against `openapi.json`, so a route cannot be added
+/// without being described. Admin endpoints are deliberately absent.
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: Method::POST,
+            path: "/v1/webhooks/{provider}",
+            handler: post(webhooks::receive),
+        },
+        Route {
+            method: Method::POST,
+            path: "/v1/shipments",
+            handler: post(shipments::register),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v1/openapi.json",
+            handler: get(openapi::serve),
+        },
+    ]
+}
+
+/// Unknown paths: 404 with the JSON error shape every other answer has.
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route (see GET /v1/openapi.json)".into())
 }
 
 /// At most this much of an oversized body is read and thrown away before the 413

@@ -13,6 +13,8 @@ pub struct Metrics {
     requests: Family<Labels, Counter>,
     items: Family<Labels, Counter>,
     latency: Histogram,
+    conflicts: Counter,
+    refused_items: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -22,7 +24,19 @@ impl Metrics {
             requests: Family::default(),
             items: Family::default(),
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            conflicts: Counter::default(),
+            refused_items: Family::default(),
         };
+        registry.register(
+            "ownership_conflicts",
+            "Registrations refused with 409 because a waybill is another merchant's",
+            metrics.conflicts.clone(),
+        );
+        registry.register(
+            "bound_account_refused_items",
+            "Push items not written because the verified provider account is bound to merchants that do not own the waybill, by route",
+            metrics.refused_items.clone(),
+        );
         registry.register(
             "requests",
             "HTTP requests by route and outcome (accepted, unauthorized, bad_request, ...)",
@@ -56,5 +70,35 @@ impl Metrics {
         }
         self.latency.observe(seconds);
         tracing::info!(route, outcome, items, seconds, "request answered");
+    }
+}
+
+impl Metrics {
+    /// A registration was refused: `carrier:waybill` belongs to another
+    /// merchant. The other merchant is not named (not even in logs: the
+    /// requester's support staff read them too).
+    pub fn ownership_conflict(&self, merchant_id: &str, carrier: &str, waybill: &str) {
+        self.conflicts.inc();
+        tracing::warn!(
+            merchant_id,
+            carrier,
+            waybill,
+            "registration refused: waybill is registered by another merchant"
+        );
+    }
+
+    /// A push item was not written: the verified account is bound to merchants
+    /// that do not own the waybill (or nobody registered it yet).
+    pub fn bound_refusal(&self, route: &str, account: &str, carrier: &str, waybill: &str) {
+        self.refused_items
+            .get_or_create(&vec![("route", route.to_owned())])
+            .inc();
+        tracing::warn!(
+            route,
+            account,
+            carrier,
+            waybill,
+            "push item refused: the account is not bound to the waybill's merchant"
+        );
     }
 }

@@ -15,6 +15,13 @@
 //! `registered_at` (RFC 3339) may be given for backfills and replays, where the
 //! order was created long before it reaches trackstream; it anchors the no-pickup
 //! rule. It defaults to the time of the request.
+//!
+//! Before anything is written, every shipment of the request is checked, in this
+//! order: each field against the identifier grammar and limits
+//! (`runtime::ident`; 400 naming `shipments[i].field`), the record against
+//! `kafka.max_record_bytes` (413 naming `shipments[i]`), then the waybill's
+//! ownership ([`crate::ownership`]: 409 when another merchant registered it,
+//! 503 when Redis does not answer). Only then are the records sent.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,9 +37,11 @@ use trackstream_carriers::carrier_code;
 use trackstream_proto::v1::{BuyerContact, Shipment};
 use trackstream_proto::{keys, time, topics};
 use trackstream_runtime::ApiError;
+use trackstream_runtime::ident::{self, Contact, Ident, IdentError};
 use trackstream_runtime::kafka::OutRecord;
 
 use crate::AppState;
+use crate::ownership::ClaimError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +116,7 @@ async fn register_inner(
             .and_then(|v| v.to_str().ok()),
     )?;
     let body = crate::read_body(body, headers, state.body_limit, state.body_read_timeout).await?;
+    crate::guard::check_body(&body, state.json_limits)?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not UTF-8: {e}")))?;
     let batch = match serde_json::from_str::<Batch>(text) {
@@ -124,63 +134,111 @@ async fn register_inner(
         return Err(ApiError::BadRequest("no shipments in body".into()));
     }
     let now = time::to_proto(chrono::Utc::now());
+    let mut shipments = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());
     for (index, input) in batch.into_iter().enumerate() {
         let shipment = to_shipment(input, &merchant.id, &merchant.name, now)
-            .map_err(|reason| ApiError::BadRequest(format!("shipments[{index}]: {reason}")))?;
-        tracing::info!(order_id = %shipment.order_id, waybill = %shipment.waybill,
-            carrier = %shipment.carrier, merchant_id = %shipment.merchant_id, "shipment registered");
-        records.push(OutRecord::new(
+            .map_err(|reason| ApiError::BadRequest(format!("shipments[{index}].{reason}")))?;
+        let record = OutRecord::new(
             topics::SHIPMENTS,
             keys::waybill_key(&shipment.carrier, &shipment.waybill),
             shipment.encode_to_vec(),
-        ));
+        );
+        // Checked here, before any claim, so the answer names the item.
+        state
+            .producer
+            .check_size(&record)
+            .map_err(|err| match ApiError::from(err) {
+                ApiError::PayloadTooLarge(reason) => {
+                    ApiError::PayloadTooLarge(format!("shipments[{index}]: {reason}"))
+                }
+                other => other,
+            })?;
+        shipments.push(shipment);
+        records.push(record);
+    }
+    let waybills: Vec<(&str, &str)> = shipments
+        .iter()
+        .map(|s| (s.carrier.as_str(), s.waybill.as_str()))
+        .collect();
+    let created = match state.claims.claim_all(&merchant.id, &waybills).await {
+        Ok(created) => created,
+        Err(ClaimError::Conflict { index }) => {
+            let (carrier, waybill) = waybills.get(index).copied().unwrap_or_default();
+            state
+                .metrics
+                .ownership_conflict(&merchant.id, carrier, waybill);
+            return Err(ApiError::Conflict(format!(
+                "shipments[{index}]: waybill {carrier}:{waybill} is registered by another merchant"
+            )));
+        }
+        Err(err) => {
+            tracing::warn!(%err, merchant_id = %merchant.id, "cannot claim waybills; answering 503");
+            return Err(err.into());
+        }
+    };
+    for shipment in &shipments {
+        tracing::info!(order_id = %shipment.order_id, waybill = %shipment.waybill,
+            carrier = %shipment.carrier, merchant_id = %shipment.merchant_id, "shipment registered");
     }
     let count = records.len();
-    state.producer.send_all(records).await.map_err(|err| {
-        tracing::warn!(%err, "kafka did not acknowledge shipments; answering 503");
-        ApiError::Unavailable("event log unavailable, retry later".into())
-    })?;
+    if let Err(err) = state.producer.send_all(records).await {
+        if err.is_permanent() {
+            // Nothing was sent (size) or the broker refused it: the request
+            // leaves no trace, its new claims included.
+            tracing::warn!(%err, merchant_id = %merchant.id, "kafka refused shipments permanently");
+            state.claims.release(&merchant.id, created).await;
+        } else {
+            tracing::warn!(%err, merchant_id = %merchant.id,
+                "kafka did not acknowledge shipments; answering 503 (claims kept for the retry)");
+        }
+        return Err(err.into());
+    }
     Ok(count)
 }
 
+/// Validates one input against the identifier grammar (`runtime::ident`) and
+/// builds its record. The error starts with the field name, so the caller's
+/// `shipments[i].` prefix makes a full path (`shipments[3].buyer.phone: ...`).
 fn to_shipment(
     input: ShipmentIn,
     merchant_id: &str,
     merchant_name: &str,
     now: prost_types::Timestamp,
 ) -> Result<Shipment, String> {
+    let field =
+        |name: &str, check: Result<(), IdentError>| check.map_err(|e| format!("{name}: {e}"));
     let order_id = input.order_id.trim();
     let waybill = input.waybill.trim();
-    if order_id.is_empty() || waybill.is_empty() || input.carrier.trim().is_empty() {
-        return Err("order_id, carrier and waybill are required".into());
-    }
-    if waybill.contains(':') || order_id.len() > 128 || waybill.len() > 64 {
-        return Err("order_id or waybill has an invalid form".into());
+    let carrier = carrier_code::canonical(&input.carrier);
+    field("order_id", Ident::OrderId.check(order_id))?;
+    field("carrier", Ident::Carrier.check(&carrier))?;
+    field("waybill", Ident::Waybill.check(waybill))?;
+    let service_level = input.service_level.unwrap_or_default();
+    if !service_level.is_empty() {
+        field("service_level", Ident::ServiceLevel.check(&service_level))?;
     }
     let registered_at = match input.registered_at.as_deref() {
-        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .map(|t| time::to_proto(t.with_timezone(&chrono::Utc)))
-            .map_err(|e| format!("registered_at: {e} (RFC 3339 with offset expected)"))?,
+        Some(text) => parse_time(text).map_err(|e| format!("registered_at: {e}"))?,
         None => now,
     };
     let promised_delivery_at = input
         .promised_delivery_at
         .as_deref()
-        .map(|t| {
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map(|t| time::to_proto(t.with_timezone(&chrono::Utc)))
-                .map_err(|e| format!("promised_delivery_at: {e} (RFC 3339 with offset expected)"))
-        })
+        .map(|t| parse_time(t).map_err(|e| format!("promised_delivery_at: {e}")))
         .transpose()?;
     let buyer = input
         .buyer
         .map(|b| {
+            field("buyer.name", Contact::Name.check(&b.name))?;
+            field("buyer.phone", Contact::Phone.check(&b.phone))?;
+            field("buyer.email", Contact::Email.check(&b.email))?;
+            if !b.locale.is_empty() {
+                field("buyer.locale", ident::check_locale(&b.locale))?;
+            }
+            field("buyer.time_zone", Contact::TimeZone.check(&b.time_zone))?;
             if !b.time_zone.is_empty() && b.time_zone.parse::<chrono_tz::Tz>().is_err() {
-                return Err(format!(
-                    "buyer.time_zone {:?} is not an IANA zone",
-                    b.time_zone
-                ));
+                return Err("buyer.time_zone: is not an IANA zone".to_owned());
             }
             Ok(BuyerContact {
                 name: b.name,
@@ -194,15 +252,29 @@ fn to_shipment(
     Ok(Shipment {
         order_id: order_id.to_owned(),
         merchant_id: merchant_id.to_owned(),
-        carrier: carrier_code::canonical(&input.carrier),
+        carrier,
         waybill: waybill.to_owned(),
         buyer,
         promised_delivery_at,
-        service_level: input.service_level.unwrap_or_default(),
+        service_level,
         is_return: input.is_return,
         registered_at: Some(registered_at),
         merchant_name: merchant_name.to_owned(),
     })
+}
+
+/// Longest accepted RFC 3339 text (`2026-11-23T18:00:00.123456789+08:00` is 35).
+const MAX_TIME_TEXT: usize = 40;
+
+fn parse_time(text: &str) -> Result<prost_types::Timestamp, String> {
+    if text.len() > MAX_TIME_TEXT {
+        return Err(format!(
+            "over {MAX_TIME_TEXT} bytes (RFC 3339 with offset expected)"
+        ));
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| time::to_proto(t.with_timezone(&chrono::Utc)))
+        .map_err(|e| format!("{e} (RFC 3339 with offset expected)"))
 }
 
 #[cfg(test)]
@@ -230,5 +302,59 @@ mod tests {
         );
         let err = to_shipment(input(Some("yesterday")), "m", "M", now).expect_err("bad time");
         assert!(err.contains("registered_at"), "{err}");
+    }
+
+    #[test]
+    fn every_field_is_bounded_and_named() {
+        let now = time::from_millis(1_795_000_000_000);
+        let long = "9".repeat(300);
+        let cases = [
+            (
+                serde_json::json!({"order_id": "O:1", "carrier": "sf", "waybill": "SF1"}),
+                "order_id:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "x".repeat(40), "waybill": "SF1"}),
+                "carrier:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "sf:SF2"}),
+                "waybill:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "service_level": "e{x}"}),
+                "service_level:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"phone": long}}),
+                "buyer.phone:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"email": "nobody"}}),
+                "buyer.email:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"name": "n".repeat(201)}}),
+                "buyer.name:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"locale": "zh CN"}}),
+                "buyer.locale:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "buyer": {"time_zone": "Mars/Base"}}),
+                "buyer.time_zone:",
+            ),
+            (
+                serde_json::json!({"order_id": "O", "carrier": "sf", "waybill": "SF1", "promised_delivery_at": "2".repeat(50)}),
+                "promised_delivery_at:",
+            ),
+        ];
+        for (value, field) in cases {
+            let input: ShipmentIn = serde_json::from_value(value.clone()).expect("shape");
+            let err = to_shipment(input, "m", "M", now).expect_err("must be refused");
+            assert!(err.starts_with(field), "{value}: {err}");
+            assert!(!err.contains(&long), "values are not echoed: {err}");
+        }
     }
 }

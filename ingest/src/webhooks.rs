@@ -10,8 +10,17 @@
 //! 1. body size (`http.body_limit_bytes`) → 413;
 //! 2. signature, then format and required fields (the adapter) → 401 / 400;
 //! 3. JSON nesting and entry counts ([`crate::guard`]) → 400 / 413;
-//! 4. one `scans.raw` record per waybill, keyed `carrier:waybill`, holding the
-//!    provider's exact bytes for it; 200 once Kafka acknowledged all, else 503.
+//! 4. every item's carrier and waybill against the identifier grammar
+//!    (`runtime::ident`) → 400 naming the item;
+//! 5. a bound account (`merchants` on its `providers` entry): only items whose
+//!    waybill one of its merchants registered are written, the others are
+//!    logged and counted; none → 403; Redis unavailable → 503;
+//! 6. one `scans.raw` record per waybill, keyed `carrier:waybill`, holding the
+//!    provider's exact bytes for it, each within `kafka.max_record_bytes`
+//!    (else 413 naming the item, nothing written); 200 once Kafka acknowledged
+//!    all (with `"refused": n` added to a JSON reply when a bound account was
+//!    refused items), 422 if the broker refused a record, 503 if it did not
+//!    answer.
 //!
 //! The answer's body is the provider's dialect (`ProviderAdapter::reply`): Kdniao
 //! and Kuaidi100 decide whether to push again by reading it. On a rejection,
@@ -32,6 +41,7 @@ use trackstream_carriers::{Outcome, ProviderAdapter, PushError, PushRequest};
 use trackstream_proto::v1::{EventSource, RawScan};
 use trackstream_proto::{keys, time, topics};
 use trackstream_runtime::ApiError;
+use trackstream_runtime::ident::{Ident, IdentError};
 use trackstream_runtime::kafka::OutRecord;
 
 use crate::AppState;
@@ -40,6 +50,8 @@ use crate::AppState;
 struct Accepted {
     account: String,
     items: usize,
+    /// Items a bound account may not write (see [`allowed_items`]).
+    refused: usize,
 }
 
 /// Handles one provider push.
@@ -72,10 +84,15 @@ pub async fn receive(
                 account: &accepted.account,
                 items: accepted.items,
             });
+            let body = if accepted.refused > 0 {
+                with_field(reply.body, "refused", accepted.refused.into())
+            } else {
+                reply.body
+            };
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, reply.content_type)],
-                reply.body,
+                body,
             )
                 .into_response()
         }
@@ -124,37 +141,126 @@ async fn accept(
             PushError::BadRequest(reason) => ApiError::BadRequest(reason),
         })?;
     crate::guard::check_body(&body, state.json_limits)?;
+    for (index, item) in push.items.iter().enumerate() {
+        check_item(index, &item.carrier, &item.waybill)?;
+    }
+    let account = push.account;
+    let allowed = allowed_items(state, adapter.route(), settings, &account, &push.items).await?;
+    let refused = push.items.len() - allowed.iter().filter(|a| **a).count();
+    if !push.items.is_empty() && refused == push.items.len() {
+        return Err(ApiError::Forbidden(format!(
+            "account {account:?} is bound to merchants that registered none of the {refused} waybills of this push"
+        )));
+    }
 
     let received_at = time::to_proto(chrono::Utc::now());
-    let records: Vec<OutRecord> = push
-        .items
-        .into_iter()
-        .map(|item| {
-            let key = keys::waybill_key(&item.carrier, &item.waybill);
-            let raw = RawScan {
-                ingest_id: crate::new_id(),
-                provider: adapter.provider() as i32,
-                carrier: item.carrier,
-                waybill: item.waybill,
-                received_at: Some(received_at),
-                payload: item.payload,
-                envelope: item.envelope.into_iter().collect(),
-                account: push.account.clone(),
-                source: EventSource::Push as i32,
-            };
-            tracing::debug!(waybill = %raw.waybill, carrier = %raw.carrier, ingest_id = %raw.ingest_id, "scan item");
-            OutRecord::new(topics::SCANS_RAW, key, raw.encode_to_vec())
-        })
-        .collect();
+    let mut records = Vec::with_capacity(push.items.len() - refused);
+    for (index, item) in push.items.into_iter().enumerate() {
+        if !allowed.get(index).copied().unwrap_or(false) {
+            continue;
+        }
+        let key = keys::waybill_key(&item.carrier, &item.waybill);
+        let raw = RawScan {
+            ingest_id: crate::new_id(),
+            provider: adapter.provider() as i32,
+            carrier: item.carrier,
+            waybill: item.waybill,
+            received_at: Some(received_at),
+            payload: item.payload,
+            envelope: item.envelope.into_iter().collect(),
+            account: account.clone(),
+            source: EventSource::Push as i32,
+        };
+        tracing::debug!(waybill = %raw.waybill, carrier = %raw.carrier, ingest_id = %raw.ingest_id, "scan item");
+        let record = OutRecord::new(topics::SCANS_RAW, key, raw.encode_to_vec());
+        // Checked here to name the item; `send_all` would refuse it too, but
+        // only by key.
+        state
+            .producer
+            .check_size(&record)
+            .map_err(|err| match ApiError::from(err) {
+                ApiError::PayloadTooLarge(reason) => ApiError::PayloadTooLarge(format!(
+                    "items[{index}] ({}:{}): {reason}",
+                    raw.carrier, raw.waybill
+                )),
+                other => other,
+            })?;
+        records.push(record);
+    }
     let items = records.len();
     state.producer.send_all(records).await.map_err(|err| {
-        tracing::warn!(%err, "kafka did not acknowledge; answering 503 so the provider retries");
-        ApiError::Unavailable("event log unavailable, retry later".into())
+        if err.is_permanent() {
+            tracing::warn!(%err, "kafka refused the push permanently; answering 4xx");
+        } else {
+            tracing::warn!(%err, "kafka did not acknowledge; answering 503 so the provider retries");
+        }
+        ApiError::from(err)
     })?;
     Ok(Accepted {
-        account: push.account,
+        account,
         items,
+        refused,
     })
+}
+
+/// Checks the carrier and waybill an adapter extracted against the identifier
+/// grammar: they become Kafka and Redis keys (`carrier:waybill`), so a `:` or
+/// an oversized value would forge or break another parcel's keys.
+fn check_item(index: usize, carrier: &str, waybill: &str) -> Result<(), ApiError> {
+    let named = |field: &str, value: &str, err: IdentError| {
+        ApiError::BadRequest(format!("items[{index}].{field} {}: {err}", shown(value)))
+    };
+    Ident::Carrier
+        .check(carrier)
+        .map_err(|e| named("carrier", carrier, e))?;
+    Ident::Waybill
+        .check(waybill)
+        .map_err(|e| named("waybill", waybill, e))
+}
+
+/// A provider-sent identifier for an error reason: escaped and cut to 40
+/// characters (they are waybills and carrier codes, not contact data).
+fn shown(value: &str) -> String {
+    let cut: String = value.chars().take(40).collect();
+    let more = if cut.len() < value.len() { "…" } else { "" };
+    format!("{:?}{more}", cut)
+}
+
+/// Which items a push's account may write. An unbound account may write all
+/// (the operator trusts it with every merchant); a bound one only waybills
+/// whose claim names one of its merchants — an unregistered waybill is nobody's
+/// yet, so it is refused too. Every refusal is logged and counted.
+async fn allowed_items(
+    state: &AppState,
+    route: &str,
+    settings: &trackstream_carriers::ProviderSettings,
+    account: &str,
+    items: &[trackstream_carriers::PushItem],
+) -> Result<Vec<bool>, ApiError> {
+    let Some(merchants) = settings.merchants_for(account) else {
+        return Ok(vec![true; items.len()]);
+    };
+    let waybills: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| (i.carrier.as_str(), i.waybill.as_str()))
+        .collect();
+    let owners = state.claims.owners(&waybills).await.map_err(|err| {
+        tracing::warn!(%err, "cannot read waybill owners for a bound account; answering 503");
+        ApiError::from(err)
+    })?;
+    Ok(waybills
+        .iter()
+        .zip(owners)
+        .map(|((carrier, waybill), owner)| {
+            let allowed = owner.is_some_and(|o| merchants.contains(&o));
+            if !allowed {
+                state
+                    .metrics
+                    .bound_refusal(route, account, carrier, waybill);
+            }
+            allowed
+        })
+        .collect())
 }
 
 /// Adds `error` and `reason` to a provider's JSON reply object where it has no
@@ -163,12 +269,27 @@ fn with_error_fields(body: Vec<u8>, kind: &str, reason: &str) -> Vec<u8> {
     let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(&body) else {
         return body;
     };
-    object
+    let error = object
         .entry("error")
         .or_insert_with(|| serde_json::Value::from(kind));
+    // `carriers::error_kind` names only the statuses it knows and says "error"
+    // for the rest (403, 409, 422): ingest's kind is the precise one.
+    if error == "error" {
+        *error = serde_json::Value::from(kind);
+    }
     object
         .entry("reason")
         .or_insert_with(|| serde_json::Value::from(reason));
+    serde_json::Value::Object(object).to_string().into_bytes()
+}
+
+/// Adds `name` to a provider's JSON reply object (e.g. how many items a bound
+/// account was refused); any other body is returned unchanged.
+fn with_field(body: Vec<u8>, name: &str, value: serde_json::Value) -> Vec<u8> {
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(&body) else {
+        return body;
+    };
+    object.entry(name).or_insert(value);
     serde_json::Value::Object(object).to_string().into_bytes()
 }
 

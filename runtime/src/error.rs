@@ -43,6 +43,14 @@ pub enum ApiError {
     /// Not found, or not visible to this caller: 404 / NOT_FOUND.
     #[error("{0}")]
     NotFound(String),
+    /// The resource belongs to someone else (a waybill another merchant
+    /// registered): 409 / ALREADY_EXISTS. Retrying does not help.
+    #[error("{0}")]
+    Conflict(String),
+    /// Well-formed, but the event log refused to store it for a reason that
+    /// retrying does not change: 422 / FAILED_PRECONDITION.
+    #[error("{0}")]
+    Unprocessable(String),
     /// The client did not send its request in time: 408 / DEADLINE_EXCEEDED.
     #[error("{0}")]
     RequestTimeout(String),
@@ -68,6 +76,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,6 +93,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => tonic::Code::Unauthenticated,
             ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
             ApiError::NotFound(_) => tonic::Code::NotFound,
+            ApiError::Conflict(_) => tonic::Code::AlreadyExists,
+            ApiError::Unprocessable(_) => tonic::Code::FailedPrecondition,
             ApiError::RequestTimeout(_) => tonic::Code::DeadlineExceeded,
             ApiError::PayloadTooLarge(_) | ApiError::TooSlow(_) => tonic::Code::ResourceExhausted,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
@@ -97,6 +109,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unprocessable(_) => "unprocessable",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unavailable(_) => "unavailable",
@@ -125,6 +139,33 @@ impl From<::redis::RedisError> for ApiError {
     }
 }
 
+/// The one place a producer failure becomes an answer: a record over the size
+/// limit is 413 and one the broker refused is 422 (both permanent: the client
+/// must change the request), and only an unavailable broker is 503 (retry).
+impl From<crate::kafka::SendError> for ApiError {
+    fn from(err: crate::kafka::SendError) -> Self {
+        use crate::kafka::SendError;
+        match err {
+            SendError::TooLarge {
+                topic,
+                bytes,
+                limit,
+                ..
+            } => ApiError::PayloadTooLarge(if bytes > 0 {
+                format!("a {topic} record would be {bytes} bytes, over the {limit}-byte limit")
+            } else {
+                format!("the event log refused a {topic} record as over its size limit")
+            }),
+            SendError::Rejected { topic, .. } => {
+                ApiError::Unprocessable(format!("the event log refused a {topic} record"))
+            }
+            SendError::Unavailable(_) => {
+                ApiError::Unavailable("event log unavailable, retry later".into())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +185,16 @@ mod tests {
             ),
             (ApiError::NotFound("x".into()), 404, tonic::Code::NotFound),
             (
+                ApiError::Conflict("x".into()),
+                409,
+                tonic::Code::AlreadyExists,
+            ),
+            (
+                ApiError::Unprocessable("x".into()),
+                422,
+                tonic::Code::FailedPrecondition,
+            ),
+            (
                 ApiError::PayloadTooLarge("x".into()),
                 413,
                 tonic::Code::ResourceExhausted,
@@ -158,5 +209,24 @@ mod tests {
             assert_eq!(err.http_status().as_u16(), http);
             assert_eq!(tonic::Status::from(err).code(), grpc);
         }
+    }
+
+    #[test]
+    fn only_an_unavailable_broker_is_retriable() {
+        use crate::kafka::{KafkaError, SendError};
+        let too_large = SendError::TooLarge {
+            topic: "shipments",
+            key: "sf:SF1".into(),
+            bytes: 2_000_000,
+            limit: 1_000_000,
+        };
+        assert_eq!(ApiError::from(too_large).http_status().as_u16(), 413);
+        let rejected = SendError::Rejected {
+            topic: "shipments",
+            source: KafkaError::Canceled,
+        };
+        assert_eq!(ApiError::from(rejected).http_status().as_u16(), 422);
+        let down = SendError::Unavailable(KafkaError::Canceled);
+        assert_eq!(ApiError::from(down).http_status().as_u16(), 503);
     }
 }

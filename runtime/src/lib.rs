@@ -9,6 +9,7 @@
 //! - [`redis`] — one connection type over standalone Redis and Redis Cluster;
 //! - [`telemetry`] — `tracing` setup and the Prometheus registry;
 //! - [`merchants`] — merchant ids and their bearer tokens (ingest and gRPC auth);
+//! - [`ident`] — the one grammar and length limits for identifiers and contact fields;
 //! - [`ownership`] — the Redis key that says which merchant owns a waybill;
 //! - [`order_log`] — the per-order update log in Redis (detector writes, notifier reads);
 //! - [`admin`] — the `/healthz` and `/metrics` HTTP endpoints;
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod config;
 pub mod dlq;
 pub mod error;
+pub mod ident;
 pub mod kafka;
 pub mod merchants;
 pub mod order_log;

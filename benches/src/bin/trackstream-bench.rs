@@ -286,7 +286,7 @@ fn write_configs(
     std::fs::write(
         dir.join("ingest.toml"),
         format!(
-            "[http]\nlisten = \"127.0.0.1:{}\"\n{common}{}{merchants}{providers}",
+            "[http]\nlisten = \"127.0.0.1:{}\"\n{common}[redis]\nurl = \"{redis}\"\n{}{merchants}{providers}",
             ports.http,
             admin(ingest)
         ),

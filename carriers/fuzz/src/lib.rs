@@ -29,6 +29,7 @@ fn settings(allow_unsigned: bool) -> ProviderSettings {
         }],
         allow_unsigned,
         time_zone: None,
+        bindings: Vec::new(),
     }
 }
 

@@ -104,17 +104,17 @@ impl SendError {
 
     fn classify(topic: &'static str, key: &str, limit: usize, err: KafkaError) -> Self {
         match err.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge) => {
-                SendError::TooLarge {
-                    topic,
-                    key: key.to_owned(),
-                    bytes: 0,
-                    limit,
-                }
-            }
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge,
+            ) => SendError::TooLarge {
+                topic,
+                key: key.to_owned(),
+                bytes: 0,
+                limit,
+            },
             Some(
                 RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
                 | RDKafkaErrorCode::TopicAuthorizationFailed
                 | RDKafkaErrorCode::InvalidTopic,
             ) => SendError::Rejected { topic, source: err },
