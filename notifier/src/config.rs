@@ -24,6 +24,52 @@ pub struct Config {
     pub merchants: Vec<MerchantConfig>,
     /// Buyer messages.
     pub messages: MessagesConfig,
+    /// How long the notifier keeps an order's state (and the buyer contact in it).
+    pub retention: RetentionConfig,
+}
+
+/// Lifetime of every notifier key of an order (parcels and their contacts,
+/// returns, held messages, message state, open-alert index), computed from the
+/// notifier's clock and set with `PEXPIREAT` each time a batch touches the order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days the keys live after the order's last known parcel reached a terminal
+    /// status (delivered, returned, cancelled, expired; a return received), so
+    /// late duplicates and GetOrder still work for a while but the buyer's contact
+    /// does not outlive the order by more than this. Default 30.
+    pub after_terminal_days: u64,
+    /// Days the keys live after the order was last touched when it never ends
+    /// (a parcel lost without a terminal scan), so nothing lives forever.
+    /// Default 120.
+    pub after_silence_days: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            after_terminal_days: 30,
+            after_silence_days: 120,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// `after_terminal_days` in milliseconds (at least one day).
+    pub fn after_terminal_ms(&self) -> i64 {
+        days_ms(self.after_terminal_days)
+    }
+
+    /// `after_silence_days` in milliseconds (at least one day).
+    pub fn after_silence_ms(&self) -> i64 {
+        days_ms(self.after_silence_days)
+    }
+}
+
+fn days_ms(days: u64) -> i64 {
+    i64::try_from(days.clamp(1, 100 * 365))
+        .unwrap_or(36_500)
+        .saturating_mul(86_400_000)
 }
 
 /// gRPC listener.
@@ -47,11 +93,40 @@ pub struct GrpcConfig {
     /// more wait for a turn, so a storm of reconnecting watchers queues instead
     /// of timing out on the shared connection. Default 128.
     pub max_concurrent_reads: usize,
+    /// Open watch streams one merchant may hold on this instance (WatchOrder and
+    /// WatchAlerts together), so one token cannot take every slot; more are
+    /// answered RESOURCE_EXHAUSTED naming the quota. Default: a quarter of
+    /// `max_watchers` (5 000 with the defaults), at least 1.
+    pub max_watchers_per_merchant: Option<usize>,
     /// HTTP/2 keepalive ping interval in seconds (0 = off), so watches of clients
     /// that vanished without closing are ended. Default 30.
     pub keepalive_secs: u64,
+    /// Seconds to wait for a keepalive ping's answer before the connection is
+    /// closed. Default 20.
+    pub keepalive_timeout_secs: u64,
+    /// Requests one connection may have in flight at once (unary calls, and
+    /// watch calls until their stream starts); more wait. Default 256.
+    pub max_requests_per_connection: usize,
+    /// Seconds a call may take to produce its response (a unary answer, or the
+    /// start of a watch stream; the stream itself is not limited). A client's
+    /// shorter `grpc-timeout` wins. Default 30.
+    pub request_timeout_secs: u64,
+    /// Largest request message accepted, in bytes (decoding limit); a larger one
+    /// is refused with OUT_OF_RANGE before it is decoded. Requests are an order
+    /// id and a few numbers. Default 16 384.
+    pub max_request_bytes: usize,
     /// TLS (rustls). Plaintext when absent.
     pub tls: Option<TlsConfig>,
+}
+
+impl GrpcConfig {
+    /// The per-merchant watcher quota (`max_watchers_per_merchant`, or a quarter
+    /// of `max_watchers`), at least 1.
+    pub fn watcher_quota(&self) -> usize {
+        self.max_watchers_per_merchant
+            .unwrap_or(self.max_watchers / 4)
+            .max(1)
+    }
 }
 
 impl Default for GrpcConfig {
@@ -62,7 +137,12 @@ impl Default for GrpcConfig {
             max_watchers: 20_000,
             max_streams_per_connection: 4_096,
             max_concurrent_reads: 128,
+            max_watchers_per_merchant: None,
             keepalive_secs: 30,
+            keepalive_timeout_secs: 20,
+            max_requests_per_connection: 256,
+            request_timeout_secs: 30,
+            max_request_bytes: 16_384,
             tls: None,
         }
     }
@@ -112,9 +192,6 @@ pub struct MessagesConfig {
     /// How often held messages that have become due are looked for, in ms.
     /// Default 500.
     pub flush_interval_ms: u64,
-    /// Notifier-owned per-order keys expire this many days after their last
-    /// write. Default 90.
-    pub state_ttl_days: u64,
 }
 
 impl Default for MessagesConfig {
@@ -126,7 +203,6 @@ impl Default for MessagesConfig {
             burst_window_secs: 600,
             quiet_hours: None,
             flush_interval_ms: 500,
-            state_ttl_days: 90,
         }
     }
 }
@@ -160,5 +236,35 @@ impl Default for QuietHoursConfig {
             urgent: vec!["out_for_delivery".into(), "exception".into()],
             spread_minutes: 30,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deploy_configs_load_and_the_quota_defaults_to_a_quarter() {
+        for text in [
+            include_str!("../../deploy/local/config/notifier.toml"),
+            include_str!("../../deploy/docker/config/notifier.toml"),
+        ] {
+            let config: Config =
+                trackstream_runtime::config::load_from(text, Vec::<(String, String)>::new())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.grpc.watcher_quota(), 5_000);
+            assert_eq!(config.retention.after_terminal_days, 30);
+        }
+        let defaults = GrpcConfig::default();
+        assert_eq!(defaults.watcher_quota(), defaults.max_watchers / 4);
+        let tiny = GrpcConfig {
+            max_watchers: 2,
+            ..GrpcConfig::default()
+        };
+        assert_eq!(tiny.watcher_quota(), 1, "never zero");
+        assert_eq!(
+            RetentionConfig::default().after_terminal_ms(),
+            30 * 86_400_000
+        );
     }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -38,8 +38,9 @@ use trackstream_runtime::order_log;
 use trackstream_runtime::redis::RedisConn;
 
 use crate::hub::Hub;
-use crate::mask;
 use crate::outbox::Outbox;
+use crate::quota::Watchers;
+use crate::{mask, validate};
 
 const HISTORY_PAGE: usize = 500;
 
@@ -52,6 +53,8 @@ pub struct WatchMetrics {
     pub cutoffs: Counter,
     /// Watches refused at the instance's limit.
     pub refused: Counter,
+    /// Watches refused at a merchant's quota.
+    pub refused_quota: Counter,
 }
 
 impl WatchMetrics {
@@ -72,6 +75,11 @@ impl WatchMetrics {
             "Watch streams refused because the instance was at max_watchers",
             self.refused.clone(),
         );
+        registry.register(
+            "grpc_watch_refused_quota",
+            "Watch streams refused because the merchant was at max_watchers_per_merchant",
+            self.refused_quota.clone(),
+        );
     }
 }
 
@@ -89,10 +97,8 @@ pub struct Api {
     pub alerts: Arc<Hub<Alert>>,
     /// Per-watcher buffer.
     pub buffer: usize,
-    /// Open watches this instance accepts.
-    pub max_watchers: usize,
-    /// Open watches now.
-    pub active: Arc<AtomicUsize>,
+    /// Watch slots: the instance limit and the per-merchant quota.
+    pub watchers: Watchers,
     /// Bounds concurrent Redis reads of the API, so a reconnect storm queues
     /// here instead of timing out on the shared Redis connection.
     pub reads: Arc<tokio::sync::Semaphore>,
@@ -101,19 +107,6 @@ pub struct Api {
     /// Cancelled at shutdown: open watches end with UNAVAILABLE and a resume point
     /// so clients reconnect to another instance.
     pub shutdown: trackstream_runtime::CancellationToken,
-}
-
-/// One open watch; frees its slot when the stream's task ends.
-struct Slot {
-    active: Arc<AtomicUsize>,
-    gauge: Gauge,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
-        self.gauge.dec();
-    }
 }
 
 async fn read_permit(
@@ -143,22 +136,6 @@ impl Api {
         self.merchants.authenticate(header)
     }
 
-    fn slot(&self) -> Result<Slot, Status> {
-        let before = self.active.fetch_add(1, Ordering::AcqRel);
-        if before >= self.max_watchers {
-            self.active.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.refused.inc();
-            return Err(Status::unavailable(
-                "this instance is at its watcher limit; retry, another instance will take it",
-            ));
-        }
-        self.metrics.watchers.inc();
-        Ok(Slot {
-            active: self.active.clone(),
-            gauge: self.metrics.watchers.clone(),
-        })
-    }
-
     /// Checks that `order_id` exists and belongs to `merchant` (it has recorded
     /// updates, or registered parcels of that merchant); otherwise NOT_FOUND, the
     /// same answer either way, so existence does not leak.
@@ -167,9 +144,7 @@ impl Api {
         merchant: &MerchantConfig,
         order_id: &str,
     ) -> Result<(), ApiError> {
-        if order_id.is_empty() {
-            return Err(ApiError::BadRequest("order_id is required".into()));
-        }
+        validate::order_id(order_id)?;
         let order = order_log::order_ref(&merchant.id, order_id);
         let _permit = read_permit(&self.reads).await?;
         let mut conn = self.conn.clone();
@@ -336,8 +311,9 @@ impl TrackingService for Api {
             order_id,
             after_seq,
         } = request.into_inner();
+        validate::order_id(&order_id)?;
+        let slot = self.watchers.acquire(&merchant.id)?;
         self.authorize_order(&merchant, &order_id).await?;
-        let slot = self.slot()?;
         // Subscribe first: anything produced from now on reaches us live.
         let live = self
             .orders
@@ -374,18 +350,23 @@ impl TrackingService for Api {
             merchant_id,
             min_severity,
         } = request.into_inner();
+        validate::merchant_id(&merchant_id)?;
         if !merchant_id.is_empty() && merchant_id != merchant.id {
             return Err(ApiError::Forbidden("token is not valid for that merchant".into()).into());
         }
-        let slot = self.slot()?;
+        let slot = self.watchers.acquire(&merchant.id)?;
         let mut live = self.alerts.subscribe(&merchant.id, self.buffer);
         let (tx, rx) = mpsc::channel(self.buffer.max(1));
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            // The client hanging up ends the task (and frees the slot) at once,
+            // not at the next alert.
+            let gone = tx.clone();
             loop {
                 let next = tokio::select! {
                     next = live.rx.recv() => next,
+                    () = gone.closed() => return,
                     _ = shutdown.cancelled() => {
                         let _ = tx.send(Err(Status::unavailable("server shutting down; reconnect"))).await;
                         return;
@@ -435,9 +416,13 @@ impl OrderWatch {
         if self.send_history(u64::MAX).await.is_err() {
             return;
         }
+        // The client hanging up ends the watch (and frees its slot) at once, not
+        // at the order's next update.
+        let gone = self.tx.clone();
         loop {
             let next = tokio::select! {
                 next = live.rx.recv() => next,
+                () = gone.closed() => return,
                 _ = shutdown.cancelled() => {
                     let last = self.last;
                     let status = Status::unavailable(format!(

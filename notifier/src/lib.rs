@@ -16,21 +16,30 @@
 //! The gRPC server ([`grpc`]) reads history from the per-order log the detector
 //! writes (`trackstream_runtime::order_log`), serves `grpc.health.v1` and server
 //! reflection (so `grpcurl` works without the .proto files), optionally over TLS,
-//! and scopes every call to the merchant of the bearer token. Contacts are masked
-//! by [`mask`]; messages are rendered by [`templates`]; time comes from a
-//! [`clock::Clock`] so quiet hours can be tested without waiting for night.
+//! and scopes every call to the merchant of the bearer token, within a
+//! per-merchant watcher quota ([`quota`]) and after checking request fields
+//! ([`validate`]). Contacts come only from registrations ([`contact`]) and are
+//! masked by [`mask`]; messages are rendered by [`templates`] and produced one
+//! by one, a message that can never be produced dead-lettered ([`deliver`]);
+//! an order's keys expire with it ([`lifecycle`]); time comes from a
+//! [`clock::Clock`] so quiet hours and expiry can be tested without waiting.
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod config;
+pub mod contact;
+pub mod deliver;
 pub mod grpc;
 pub mod hub;
+pub mod lifecycle;
 pub mod live;
 pub mod mask;
 pub mod messages;
 pub mod outbox;
 pub mod quiet;
+pub mod quota;
 pub mod templates;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,6 +95,7 @@ pub async fn start_with_clock(
         conn.clone(),
         producer.clone(),
         config.messages.clone(),
+        &config.retention,
         merchants.clone(),
         clock,
         lease_ms,
@@ -117,13 +127,18 @@ pub async fn start_with_clock(
     });
     let api = grpc::Api {
         conn: conn.clone(),
-        outbox: outbox::Outbox::new(conn, config.messages.state_ttl_days.max(1) * 86_400),
+        outbox: outbox::Outbox::new(conn),
         merchants,
         orders: fan_out.orders.clone(),
         alerts: fan_out.alerts.clone(),
         buffer: config.grpc.watch_buffer,
-        max_watchers: config.grpc.max_watchers,
-        active: Arc::default(),
+        watchers: quota::Watchers::new(
+            config.grpc.max_watchers,
+            config.grpc.watcher_quota(),
+            metrics.watchers.clone(),
+            metrics.refused.clone(),
+            metrics.refused_quota.clone(),
+        ),
         reads: Arc::new(tokio::sync::Semaphore::new(
             config.grpc.max_concurrent_reads.max(1),
         )),
@@ -168,12 +183,7 @@ pub async fn start_with_clock(
     let listener = tokio::net::TcpListener::bind(&config.grpc.listen).await?;
     let grpc_addr = listener.local_addr()?;
     let grpc_shutdown = shutdown.clone();
-    let keepalive = (config.grpc.keepalive_secs > 0)
-        .then(|| std::time::Duration::from_secs(config.grpc.keepalive_secs));
-    let mut builder = tonic::transport::Server::builder()
-        .max_concurrent_streams(config.grpc.max_streams_per_connection)
-        .http2_keepalive_interval(keepalive)
-        .http2_keepalive_timeout(keepalive.map(|_| std::time::Duration::from_secs(20)));
+    let mut builder = server_builder(&config.grpc);
     if let Some(tls) = &config.grpc.tls {
         builder = builder.tls_config(tls_config(tls).await?)?;
     }
@@ -182,7 +192,10 @@ pub async fn start_with_clock(
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .add_service(TrackingServiceServer::new(api))
+            .add_service(
+                TrackingServiceServer::new(api)
+                    .max_decoding_message_size(config.grpc.max_request_bytes.max(64)),
+            )
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 async move { grpc_shutdown.cancelled().await },
@@ -222,6 +235,22 @@ pub async fn start_with_clock(
         admin_addr,
         task,
     })
+}
+
+/// The tonic server with the connection hygiene of `grpc` (see its fields):
+/// keepalive pings that end connections of vanished clients, a bound on
+/// streams and on in-flight requests per connection, and a response timeout.
+fn server_builder(grpc: &config::GrpcConfig) -> tonic::transport::Server {
+    use std::time::Duration;
+    let keepalive = (grpc.keepalive_secs > 0).then(|| Duration::from_secs(grpc.keepalive_secs));
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(grpc.max_streams_per_connection)
+        .concurrency_limit_per_connection(grpc.max_requests_per_connection.max(1))
+        .timeout(Duration::from_secs(grpc.request_timeout_secs.max(1)))
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(
+            keepalive.map(|_| Duration::from_secs(grpc.keepalive_timeout_secs.max(1))),
+        )
 }
 
 /// Reads the server certificate, key and optional client CA (PEM) for rustls.

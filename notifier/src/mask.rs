@@ -33,9 +33,19 @@ pub fn email(raw: &str) -> String {
     }
 }
 
-/// Masks both contact fields of a shipment in place (for gRPC responses).
+/// `Li Lei` → `L*`: the first character only, so a support agent can tell two
+/// buyers apart without reading the name.
+pub fn name(raw: &str) -> String {
+    match raw.trim().chars().next() {
+        Some(first) => format!("{first}*"),
+        None => String::new(),
+    }
+}
+
+/// Masks the contact fields of a shipment in place (for gRPC responses).
 pub fn shipment(shipment: &mut trackstream_proto::v1::Shipment) {
     if let Some(buyer) = shipment.buyer.as_mut() {
+        buyer.name = name(&buyer.name);
         buyer.phone = phone(&buyer.phone);
         buyer.email = email(&buyer.email);
     }
@@ -54,5 +64,8 @@ mod tests {
         assert_eq!(email("john@example.com"), "j***@example.com");
         assert_eq!(email("李@例子.中国"), "李***@例子.中国");
         assert_eq!(email("not-an-email"), "***");
+        assert_eq!(name(" Li Lei"), "L*");
+        assert_eq!(name("李雷"), "李*");
+        assert_eq!(name(""), "");
     }
 }

@@ -23,7 +23,15 @@
 //! (inline, right after its batch) or any instance's flusher (every
 //! `flush_interval_ms`). A lease makes that once per group; a crash between
 //! producing and marking sent re-sends with the same `notification_id`, which
-//! gateways dedup on.
+//! gateways dedup on. Ids and record keys are merchant-scoped
+//! (`<merchant_id>/<order_id>:<milestone>`, key `<merchant_id>/<order_id>`, the
+//! `order_log::order_ref`): order ids are unique only within a shop.
+//!
+//! Due messages are produced and marked **one by one**: a message that can never
+//! be produced (over `kafka.max_record_bytes`, refused by the broker) is
+//! dead-lettered to `tracking.dlq` (stage `notifier`) and marked `dead`, and the
+//! others go out; one that failed for a retriable reason is released and tried
+//! again. An input record that cannot be decoded is dead-lettered too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,11 +44,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use prost::Message;
 use redis::AsyncCommands;
+use tracing::Instrument;
 use trackstream_proto::v1::{
-    Alert, AlertState, BuyerNotification, Channel, Milestone, Reason, Shipment, ShipmentUpdate,
-    Status, UpdateKind,
+    Alert, AlertState, BuyerContact, BuyerNotification, Channel, Milestone, Reason, Shipment,
+    ShipmentUpdate, Status, UpdateKind,
 };
 use trackstream_proto::{keys, time, topics};
+use trackstream_runtime::dlq::DeadLetters;
 use trackstream_runtime::kafka::{BatchHandler, HandlerError, Inbound, OutRecord, Producer};
 use trackstream_runtime::merchants::MerchantDirectory;
 use trackstream_runtime::order_log;
@@ -48,10 +58,12 @@ use trackstream_runtime::redis::RedisConn;
 use trackstream_runtime::{CancellationToken, Error};
 
 use crate::clock::Clock;
-use crate::config::MessagesConfig;
+use crate::config::{MessagesConfig, RetentionConfig};
+use crate::deliver::{self, Delivered};
+use crate::lifecycle::{self, Lifecycle};
 use crate::outbox::{self, Added, Held, Outbox, Taken};
 use crate::quiet::{self, QuietHours};
-use crate::{mask, templates};
+use crate::{contact, mask, templates};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -61,7 +73,6 @@ const INDEX_ALERT_LUA: &str = r"
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current and tonumber(string.sub(current, 1, 8)) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%08d', tonumber(ARGV[2])) .. ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 ";
 
@@ -101,6 +112,8 @@ pub struct Messenger {
     instance: String,
     metrics: Metrics,
     index_alert: redis::Script,
+    lifecycle: Lifecycle,
+    letters: DeadLetters,
 }
 
 /// Why the messenger could not be built.
@@ -129,10 +142,12 @@ impl From<ConfigError> for Error {
 impl Messenger {
     /// A messenger writing through `producer`. `lease_ms` bounds how long a
     /// crashed sender can delay a message (longer than a produce can take).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         conn: RedisConn,
         producer: Producer,
         config: MessagesConfig,
+        retention: &RetentionConfig,
         merchants: MerchantDirectory,
         clock: Arc<dyn Clock>,
         lease_ms: i64,
@@ -178,9 +193,17 @@ impl Messenger {
             "Held buyer messages dropped because a later milestone covered their parcels",
             metrics.superseded.clone(),
         );
-        let ttl_secs = config.state_ttl_days.max(1) * 86_400;
+        let lifecycle = Lifecycle::new(conn.clone(), retention, registry);
+        let letters = DeadLetters::register(
+            registry,
+            topics::TRACKING_DLQ,
+            "notifier",
+            producer.max_record_bytes(),
+        );
         Ok(Messenger {
-            outbox: Outbox::new(conn.clone(), ttl_secs),
+            outbox: Outbox::new(conn.clone()),
+            lifecycle,
+            letters,
             conn,
             producer,
             config,
@@ -242,7 +265,6 @@ impl Messenger {
             .arg(&alert.alert_id)
             .arg(rank)
             .arg(alert.encode_to_vec())
-            .arg(self.config.state_ttl_days.max(1) * 86_400)
             .invoke_async(&mut conn)
             .await?;
         if alert.state != AlertState::Opened as i32 {
@@ -337,8 +359,10 @@ impl Messenger {
             .await?;
         let waybill_key = keys::waybill_key(&shipment.carrier, &shipment.waybill);
         let return_direction = milestone == Milestone::ReturnReceived;
+        // The held copy never carries the contact: it is looked up from the
+        // registration when the message is rendered (`crate::contact`).
         let held = Held {
-            shipment: Some(shipment),
+            shipment: Some(contact::stripped(shipment)),
             reason: reason as i32,
             created_at: Some(at.unwrap_or_else(|| time::to_proto(now))),
         };
@@ -392,8 +416,10 @@ impl Messenger {
         Ok((earliest <= now).then_some((order_id, milestone)))
     }
 
-    /// Sends the given held messages that are (still) ours to send. Failures are
-    /// logged: the messages stay scheduled and are retried by the flusher.
+    /// Sends the given held messages that are (still) ours to send, each on its
+    /// own: one that cannot be produced never holds back the others. Retriable
+    /// failures are logged and the message is released, to be retried by the
+    /// flusher; a permanent one is dead-lettered and marked `dead`.
     pub async fn flush(&self, due: Vec<(String, Milestone)>, now: DateTime<Utc>) {
         if due.is_empty() {
             return;
@@ -401,50 +427,61 @@ impl Messenger {
         let now_ms = now.timestamp_millis();
         let token = format!("sending:{}:{}", now_ms + self.lease_ms, self.instance);
         let token = token.as_str();
-        let taken: Vec<(String, Milestone, OutRecord)> = futures::stream::iter(due)
-            .map(|(order_id, milestone)| async move {
-                match self.take_one(&order_id, milestone, now, token).await {
-                    Ok(Some(record)) => Some((order_id, milestone, record)),
-                    Ok(None) => None,
+        futures::stream::iter(due)
+            .for_each_concurrent(ORDERS_IN_FLIGHT, |(order_id, milestone)| async move {
+                let record = match self.take_one(&order_id, milestone, now, token).await {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return,
                     Err(err) => {
                         tracing::warn!(%err, order_id = %order_id, "cannot take held message; retried later");
-                        None
+                        return;
                     }
-                }
-            })
-            .buffer_unordered(ORDERS_IN_FLIGHT)
-            .filter_map(std::future::ready)
-            .collect()
-            .await;
-        if taken.is_empty() {
-            return;
-        }
-        let records = taken.iter().map(|(_, _, r)| r.clone()).collect();
-        if let Err(err) = self.producer.send_all(records).await {
-            tracing::warn!(%err, messages = taken.len(), "buyer messages not acknowledged; retried later");
-            for (order_id, milestone, _) in &taken {
-                if let Err(err) = self.outbox.release(order_id, *milestone, token).await {
-                    tracing::warn!(%err, "cannot release lease; message retried when it expires");
-                }
-            }
-            return;
-        }
-        futures::stream::iter(&taken)
-            .for_each_concurrent(ORDERS_IN_FLIGHT, |(order_id, milestone, _)| async move {
-                let done = async {
-                    self.outbox.done(order_id, *milestone).await?;
-                    self.outbox.unschedule(order_id, *milestone).await
                 };
-                if let Err(err) = done.await {
-                    // Re-sent after the lease with the same notification id.
-                    tracing::warn!(%err, order_id = %order_id, "sent message not marked sent");
-                }
+                self.deliver(&order_id, milestone, record, token).await;
+            })
+            .await;
+    }
+
+    /// Produces one taken message and records the outcome.
+    async fn deliver(&self, order_id: &str, milestone: Milestone, record: OutRecord, token: &str) {
+        let span = tracing::info_span!("deliver", order_id = %order_id,
+            milestone = milestone.as_str_name());
+        self.deliver_in_span(order_id, milestone, record, token)
+            .instrument(span)
+            .await;
+    }
+
+    async fn deliver_in_span(
+        &self,
+        order_id: &str,
+        milestone: Milestone,
+        record: OutRecord,
+        token: &str,
+    ) {
+        let marked = match deliver::produce(&self.producer, &self.letters, record).await {
+            Delivered::Sent => {
                 self.metrics
                     .sent
-                    .get_or_create(&Self::label(*milestone))
+                    .get_or_create(&Self::label(milestone))
                     .inc();
-            })
-            .await;
+                self.outbox.done(order_id, milestone).await
+            }
+            Delivered::DeadLettered => self.outbox.dead(order_id, milestone).await,
+            Delivered::Retry => {
+                if let Err(err) = self.outbox.release(order_id, milestone, token).await {
+                    tracing::warn!(%err, "cannot release lease; message retried when it expires");
+                }
+                return;
+            }
+        };
+        let unscheduled = match marked {
+            Ok(()) => self.outbox.unschedule(order_id, milestone).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = unscheduled {
+            // Re-sent after the lease with the same notification id.
+            tracing::warn!(%err, "sent message not marked sent");
+        }
     }
 
     async fn take_one(
@@ -505,7 +542,17 @@ impl Messenger {
                         .await?;
                     return Ok(None);
                 }
-                Ok(Some(self.render(&held, milestone, &parcels, now)))
+                let registrations = self.outbox.parcels(order_id).await?;
+                let mut waybills: Vec<&str> = parcels.iter().map(|(k, _)| k.as_str()).collect();
+                waybills.sort_unstable();
+                let buyer = contact::for_message(&registrations, &waybills);
+                Ok(Some(self.render(
+                    &held,
+                    buyer.as_ref(),
+                    milestone,
+                    &parcels,
+                    now,
+                )))
             }
         }
     }
@@ -513,17 +560,25 @@ impl Messenger {
     fn render(
         &self,
         held: &Held,
+        buyer: Option<&BuyerContact>,
         milestone: Milestone,
         parcels: &[(String, String)],
         now: DateTime<Utc>,
     ) -> OutRecord {
-        let notification =
-            render_message(&self.config, &self.merchants, held, milestone, parcels, now);
-        tracing::info!(order_id = %notification.order_id, parcels = parcels.len(),
-            milestone = milestone.as_str_name(), "buyer message rendered");
+        let notification = render_message(
+            &self.config,
+            &self.merchants,
+            held,
+            buyer,
+            milestone,
+            parcels,
+            now,
+        );
+        tracing::info!(order_id = %notification.order_id, merchant_id = %notification.merchant_id,
+            parcels = parcels.len(), milestone = milestone.as_str_name(), "buyer message rendered");
         OutRecord::new(
             topics::BUYER_NOTIFICATIONS,
-            notification.order_id.clone(),
+            message_key(&notification.merchant_id, &notification.order_id),
             notification.encode_to_vec(),
         )
     }
@@ -552,20 +607,40 @@ impl Messenger {
     }
 }
 
+/// The `buyer.notifications` record key of an order: its merchant-scoped
+/// `order_log::order_ref`, `<merchant_id>/<order_id>`, so two shops' order
+/// `10001` are two keys.
+pub fn message_key(merchant_id: &str, order_id: &str) -> String {
+    order_log::order_ref(merchant_id, order_id)
+}
+
+/// The `notification_id` of an order's message for `milestone`:
+/// `<merchant_id>/<order_id>:<milestone>`, stable across replays and resends, so
+/// a gateway can dedup on it across every shop.
+pub fn notification_id(merchant_id: &str, order_id: &str, milestone: Milestone) -> String {
+    format!(
+        "{}:{}",
+        message_key(merchant_id, order_id),
+        templates::milestone_name(milestone)
+    )
+}
+
 /// Renders the buyer message for `milestone` covering `parcels` (waybill key →
-/// location): template of the merchant and locale, contact masked, waybills
-/// sorted, one location or each parcel's own, channel hints from the contact.
+/// location): template of the merchant and locale, `buyer`'s contact masked
+/// (from the registration, [`contact::for_message`]), waybills sorted, one
+/// location or each parcel's own, channel hints from the contact.
 pub fn render_message(
     config: &MessagesConfig,
     merchants: &MerchantDirectory,
     held: &Held,
+    buyer: Option<&BuyerContact>,
     milestone: Milestone,
     parcels: &[(String, String)],
     now: DateTime<Utc>,
 ) -> BuyerNotification {
     let shipment = held.shipment.clone().unwrap_or_default();
     let locale = locale_of(&shipment, config);
-    let buyer = shipment.buyer.clone().unwrap_or_default();
+    let buyer = buyer.cloned().unwrap_or_default();
     let contact = if buyer.phone.is_empty() {
         mask::email(&buyer.email)
     } else {
@@ -635,11 +710,7 @@ pub fn render_message(
         channels.push(Channel::Email as i32);
     }
     BuyerNotification {
-        notification_id: format!(
-            "{}:{}",
-            shipment.order_id,
-            templates::milestone_name(milestone)
-        ),
+        notification_id: notification_id(&shipment.merchant_id, &shipment.order_id, milestone),
         order_id: shipment.order_id.clone(),
         merchant_id: shipment.merchant_id.clone(),
         merchant_name,
@@ -678,31 +749,51 @@ enum Input {
 }
 
 impl Input {
-    /// Decodes `record` by topic; `None` (logged) when undecodable, which is
-    /// skipped: a producer bug must not stall every buyer's messages.
-    fn decode(record: &Inbound) -> Option<Input> {
+    /// Decodes `record` by topic. An undecodable record can never be handled:
+    /// the caller dead-letters it rather than retrying it forever or dropping it
+    /// silently.
+    fn decode(record: &Inbound) -> Result<Input, prost::DecodeError> {
         let payload = record.payload.as_slice();
-        let decoded = if record.topic == topics::SHIPMENTS {
+        if record.topic == topics::SHIPMENTS {
             Shipment::decode(payload).map(Input::Shipment)
         } else if record.topic == topics::TRACKING_ALERTS {
             Alert::decode(payload).map(Input::Alert)
         } else {
             ShipmentUpdate::decode(payload).map(|update| Input::Update(Box::new(update)))
-        };
-        decoded
-            .inspect_err(|err| {
-                tracing::error!(%err, topic = %record.topic, offset = record.offset, "undecodable record skipped");
-            })
-            .ok()
-    }
-
-    fn order_id(&self) -> &str {
-        match self {
-            Input::Shipment(shipment) => &shipment.order_id,
-            Input::Alert(alert) => &alert.order_id,
-            Input::Update(update) => &update.order_id,
         }
     }
+
+    /// The merchant-scoped order the input belongs to (empty order id: none).
+    fn order_ref(&self) -> Option<String> {
+        let (merchant, order) = match self {
+            Input::Shipment(shipment) => (&shipment.merchant_id, &shipment.order_id),
+            Input::Alert(alert) => (&alert.merchant_id, &alert.order_id),
+            Input::Update(update) => (&update.merchant_id, &update.order_id),
+        };
+        (!order.is_empty()).then(|| order_log::order_ref(merchant, order))
+    }
+
+    /// The waybill key of the parcel this input says is final, if it does.
+    fn final_parcel(&self) -> Option<String> {
+        let Input::Update(update) = self else {
+            return None;
+        };
+        if !lifecycle::is_final(update) {
+            return None;
+        }
+        match (&update.shipment, &update.event) {
+            (Some(shipment), _) => Some(keys::waybill_key(&shipment.carrier, &shipment.waybill)),
+            (None, Some(event)) => Some(keys::waybill_key(&event.carrier, &event.waybill)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// One order's inputs of a batch, in offset order.
+struct OrderInputs {
+    order_ref: String,
+    inputs: Vec<Input>,
+    final_parcels: Vec<String>,
 }
 
 impl Messenger {
@@ -732,28 +823,75 @@ impl Messenger {
         }
         Ok(due)
     }
+
+    /// Dead-letters the batch's undecodable records. A letter that cannot be
+    /// produced for a retriable reason fails the batch (retried); one refused for
+    /// good is logged and counted by the producer, and the batch moves on.
+    async fn dead_letter(&self, letters: Vec<OutRecord>) -> Result<(), HandlerError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        match self.producer.send_all(letters).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.is_permanent() => {
+                tracing::error!(%err, "dead letter refused by the broker; input record skipped");
+                Ok(())
+            }
+            Err(err) => Err(HandlerError(format!("dead letters: {err}"))),
+        }
+    }
 }
 
 impl BatchHandler for Messenger {
     async fn handle(&self, batch: &[Inbound]) -> Result<(), HandlerError> {
         let now = self.clock.now();
-        let mut orders: Vec<Vec<Input>> = Vec::new();
+        let mut orders: Vec<OrderInputs> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        for input in batch.iter().filter_map(Input::decode) {
-            let slot = *index.entry(input.order_id().to_owned()).or_insert_with(|| {
-                orders.push(Vec::new());
+        let mut letters = Vec::new();
+        let mut orphans = Vec::new();
+        for record in batch {
+            let input = match Input::decode(record) {
+                Ok(input) => input,
+                Err(err) => {
+                    letters.push(self.letters.letter(record, "undecodable", &err.to_string()));
+                    continue;
+                }
+            };
+            // Inputs without an order (nothing to message) are still applied.
+            let Some(order_ref) = input.order_ref() else {
+                orphans.push(input);
+                continue;
+            };
+            let slot = *index.entry(order_ref.clone()).or_insert_with(|| {
+                orders.push(OrderInputs {
+                    order_ref,
+                    inputs: Vec::new(),
+                    final_parcels: Vec::new(),
+                });
                 orders.len() - 1
             });
-            orders[slot].push(input);
+            if let Some(parcel) = input.final_parcel()
+                && !orders[slot].final_parcels.contains(&parcel)
+            {
+                orders[slot].final_parcels.push(parcel);
+            }
+            orders[slot].inputs.push(input);
         }
-        let applied: Vec<redis::RedisResult<Vec<(String, Milestone)>>> = futures::stream::iter(
-            orders
-                .into_iter()
-                .map(|inputs| self.apply_order(inputs, now)),
-        )
-        .buffer_unordered(ORDERS_IN_FLIGHT)
-        .collect()
-        .await;
+        self.dead_letter(letters).await?;
+        let mut touches = Vec::with_capacity(orders.len());
+        let mut work = Vec::with_capacity(orders.len() + 1);
+        for order in orders {
+            touches.push((order.order_ref, order.final_parcels));
+            work.push(order.inputs);
+        }
+        if !orphans.is_empty() {
+            work.push(orphans);
+        }
+        let applied: Vec<redis::RedisResult<Vec<(String, Milestone)>>> =
+            futures::stream::iter(work.into_iter().map(|inputs| self.apply_order(inputs, now)))
+                .buffer_unordered(ORDERS_IN_FLIGHT)
+                .collect()
+                .await;
         let mut due: Vec<(String, Milestone)> = Vec::new();
         for result in applied {
             // Any failure retries the whole batch; what was applied is idempotent.
@@ -761,6 +899,18 @@ impl BatchHandler for Messenger {
         }
         // Held state is durable: sending is retried by the flusher if this fails.
         self.flush(due, now).await;
+        // Expiry last, so a message is produced before its order can expire.
+        let now_ms = now.timestamp_millis();
+        let touched: Vec<redis::RedisResult<i64>> = futures::stream::iter(touches)
+            .map(|(order_ref, finals)| async move {
+                self.lifecycle.touch(&order_ref, &finals, now_ms).await
+            })
+            .buffer_unordered(ORDERS_IN_FLIGHT)
+            .collect()
+            .await;
+        for result in touched {
+            result.map_err(|e| HandlerError(format!("redis: {e}")))?;
+        }
         Ok(())
     }
 }
@@ -788,7 +938,6 @@ mod tests {
                 carrier: "sf".into(),
                 waybill: "SF2".into(),
                 buyer: Some(BuyerContact {
-                    phone: "13812345678".into(),
                     locale: locale.into(),
                     ..BuyerContact::default()
                 }),
@@ -797,6 +946,42 @@ mod tests {
             reason: Reason::Unspecified as i32,
             created_at: Some(time::from_millis(1_000)),
         }
+    }
+
+    /// The contact as the merchant registered it.
+    fn registered() -> BuyerContact {
+        BuyerContact {
+            phone: "13812345678".into(),
+            ..BuyerContact::default()
+        }
+    }
+
+    #[test]
+    fn ids_and_keys_are_scoped_by_merchant() {
+        let a = notification_id("shop-a", "10001", Milestone::Delivered);
+        let b = notification_id("shop-b", "10001", Milestone::Delivered);
+        assert_eq!(a, "shop-a/10001:delivered");
+        assert_ne!(a, b);
+        assert_eq!(message_key("shop-a", "10001"), "shop-a/10001");
+        assert_ne!(
+            message_key("shop-a", "10001"),
+            message_key("shop-b", "10001")
+        );
+    }
+
+    #[test]
+    fn without_a_registered_contact_only_the_app_channel_is_offered() {
+        let message = render_message(
+            &MessagesConfig::default(),
+            &MerchantDirectory::default(),
+            &held("en"),
+            None,
+            Milestone::Delivered,
+            &[("sf:SF2".to_owned(), String::new())],
+            DateTime::from_timestamp(2_000, 0).unwrap_or_default(),
+        );
+        assert_eq!(message.contact_masked, "");
+        assert_eq!(message.channels, [Channel::App as i32]);
     }
 
     #[test]
@@ -816,6 +1001,7 @@ mod tests {
             &MessagesConfig::default(),
             &merchants,
             &held("en"),
+            Some(&registered()),
             Milestone::AvailableForPickup,
             &parcels,
             now,
@@ -828,7 +1014,7 @@ mod tests {
             "{}",
             message.body
         );
-        assert_eq!(message.notification_id, "O-1:available_for_pickup");
+        assert_eq!(message.notification_id, "m/O-1:available_for_pickup");
         assert_eq!(message.created_at, Some(time::from_millis(1_000)));
         assert_eq!(message.deliver_at, Some(time::to_proto(now)));
         assert_eq!(message.channels, [Channel::App as i32, Channel::Sms as i32]);
@@ -841,6 +1027,7 @@ mod tests {
             &MessagesConfig::default(),
             &merchants,
             &held("zh-CN"),
+            Some(&registered()),
             Milestone::AvailableForPickup,
             &same_place,
             now,

@@ -7,11 +7,16 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{o:O}:ms` | hash | milestone → `held` \| `sending:<lease-ms>:<instance>` \| `sent` \| `superseded` |
+//! | `{o:O}:ms` | hash | milestone → `held` \| `sending:<lease-ms>:<instance>` \| `sent` \| `superseded` \| `dead` (dead-lettered) |
 //! | `{o:O}:held` | hash | milestone → encoded [`Held`] (the message being assembled) |
 //! | `{o:O}:hw:<milestone>` | hash | waybill key → location: the parcels the milestone's message covers |
-//! | `{o:O}:parcels` | hash | waybill key → encoded `Shipment` (outbound parcels known for the order) |
-//! | `{o:O}:returns` | hash | waybill key → encoded `Shipment` (return shipments) |
+//! | `{o:O}:parcels` | hash | waybill key → encoded `Shipment` (outbound parcels known for the order; the merchant's registration, with the buyer's contact, or a parcel seen only in an update, without) |
+//! | `{o:O}:returns` | hash | waybill key → encoded `Shipment` (return shipments, likewise) |
+//! | `{o:O}:alerts` | hash | alert id → rank + encoded `Alert` (the open-alert index of `GetOrder`) |
+//! | `{o:O}:final` | hash | waybill key → ms its parcel reached a terminal status (notifier clock) |
+//!
+//! `:parcels` and `:returns` are the only keys holding a raw buyer contact
+//! ([`crate::contact`]). Every key above expires together ([`crate::lifecycle`]).
 //!
 //! Due times live in `SHARDS` sorted sets `{nsched<k>}:due` (member
 //! `<MILESTONE>:<order ref>`, score = due ms), shard = stable hash of the order ref.
@@ -91,7 +96,7 @@ pub enum Taken {
 
 const ADD_LUA: &str = r"
 -- KEYS: 1 ms, 2 held, 3 hw:<m>, 4 parcels (or returns)
--- ARGV: 1 milestone, 2 waybill key, 3 location, 4 held bytes, 5 ttl seconds
+-- ARGV: 1 milestone, 2 waybill key, 3 location, 4 held bytes
 local state = redis.call('HGET', KEYS[1], ARGV[1])
 if state and state ~= 'held' then return {0, 0, 0} end
 if not state then
@@ -99,7 +104,6 @@ if not state then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 end
 redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[3])
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 return {state and 2 or 1, redis.call('HLEN', KEYS[3]), redis.call('HLEN', KEYS[4])}
 ";
 
@@ -178,7 +182,17 @@ pub struct Outbox {
     add: redis::Script,
     take: redis::Script,
     release: redis::Script,
-    ttl_secs: u64,
+}
+
+/// Every notifier key of an order, `:parcels`, `:returns` and `:final` first
+/// (the lifecycle script relies on that order).
+pub fn order_keys(order_ref: &str) -> Vec<String> {
+    let mut keys: Vec<String> = ["parcels", "returns", "final", "ms", "held", "alerts"]
+        .into_iter()
+        .map(|suffix| order_log::key(order_ref, suffix))
+        .collect();
+    keys.extend(MILESTONES.into_iter().map(|m| hw_key(order_ref, m)));
+    keys
 }
 
 fn hw_key(order_ref: &str, milestone: Milestone) -> String {
@@ -210,14 +224,13 @@ fn parse_member(member: &str) -> Option<(String, Milestone)> {
 }
 
 impl Outbox {
-    /// An outbox whose per-order keys expire `ttl_secs` after their last write.
-    pub fn new(conn: RedisConn, ttl_secs: u64) -> Self {
+    /// An outbox on `conn`. Expiry of its keys is [`crate::lifecycle`]'s job.
+    pub fn new(conn: RedisConn) -> Self {
         Outbox {
             conn,
             add: redis::Script::new(ADD_LUA),
             take: redis::Script::new(TAKE_LUA),
             release: redis::Script::new(RELEASE_LUA),
-            ttl_secs: ttl_secs.max(1),
         }
     }
 
@@ -233,7 +246,9 @@ impl Outbox {
     }
 
     /// Remembers a parcel of its order: a registration overwrites, a shipment
-    /// seen in an update only fills a gap (the registration topic is newer).
+    /// seen in an update only fills a gap (the registration topic is newer) and
+    /// is stored without the buyer's contact — contacts come from registrations
+    /// only ([`crate::contact`]).
     pub async fn record_parcel(
         &self,
         shipment: &Shipment,
@@ -242,6 +257,13 @@ impl Outbox {
         if shipment.order_id.is_empty() {
             return Ok(());
         }
+        let stripped;
+        let shipment = if overwrite {
+            shipment
+        } else {
+            stripped = crate::contact::stripped(shipment.clone());
+            &stripped
+        };
         let key = order_log::key(
             &order_log::order_ref(&shipment.merchant_id, &shipment.order_id),
             if shipment.is_return {
@@ -257,8 +279,6 @@ impl Outbox {
         } else {
             pipe.hset_nx(&key, field, shipment.encode_to_vec()).ignore();
         }
-        pipe.expire(&key, i64::try_from(self.ttl_secs).unwrap_or(i64::MAX))
-            .ignore();
         let mut conn = self.conn.clone();
         pipe.query_async(&mut conn).await
     }
@@ -389,7 +409,6 @@ impl Outbox {
             .arg(waybill_key)
             .arg(location)
             .arg(held.encode_to_vec())
-            .arg(self.ttl_secs)
             .invoke_async(&mut conn)
             .await?;
         Ok(match code {
@@ -479,13 +498,28 @@ impl Outbox {
 
     /// Marks a produced message `sent` for good.
     pub async fn done(&self, order_ref: &str, milestone: Milestone) -> redis::RedisResult<()> {
+        self.finish(order_ref, milestone, "sent").await
+    }
+
+    /// Marks a message that can never be produced `dead` (it was dead-lettered):
+    /// like `sent`, it is never taken again, but it supersedes nothing.
+    pub async fn dead(&self, order_ref: &str, milestone: Milestone) -> redis::RedisResult<()> {
+        self.finish(order_ref, milestone, "dead").await
+    }
+
+    async fn finish(
+        &self,
+        order_ref: &str,
+        milestone: Milestone,
+        state: &str,
+    ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
             .hset(
                 order_log::key(order_ref, "ms"),
                 milestone.as_str_name(),
-                "sent",
+                state,
             )
             .ignore()
             .hdel(order_log::key(order_ref, "held"), milestone.as_str_name())

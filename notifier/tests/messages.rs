@@ -120,10 +120,10 @@ async fn resends_and_replays_never_send_a_milestone_twice() {
     assert_eq!(
         ids,
         [
-            "O-DUP:shipped",
-            "O-DUP:exception",
-            "O-DUP:delivered",
-            "O-DUP:return_received"
+            "m-acme/O-DUP:shipped",
+            "m-acme/O-DUP:exception",
+            "m-acme/O-DUP:delivered",
+            "m-acme/O-DUP:return_received"
         ]
     );
     assert_eq!(sent[3].waybills, ["SF1R"]);

@@ -105,6 +105,11 @@ impl Env {
         config.grpc.listen = "127.0.0.1:0".into();
         config.merchants = merchants();
         config.messages.flush_interval_ms = 50;
+        // Tests pin the clock to fixed dates (often long past); expiry is set
+        // from that clock, so keys would vanish at once. Tests of the lifecycle
+        // set retention themselves.
+        config.retention.after_terminal_days = 36_500;
+        config.retention.after_silence_days = 36_500;
         customize(&mut config);
         trackstream_runtime::telemetry::init_tracing(&config.admin);
         let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, 4)).collect();
