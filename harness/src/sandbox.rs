@@ -16,9 +16,9 @@ use crate::processes::{Broker, RedisServer};
 /// Secret of the generic webhook in sandbox configs.
 pub const GENERIC_SECRET: &str = "generic-secret";
 /// Bearer token of merchant `m-acme`.
-pub const ACME_TOKEN: &str = "acme-token";
+pub const ACME_TOKEN: &str = "acme-merchant-token";
 /// Bearer token of merchant `m-other`.
-pub const OTHER_TOKEN: &str = "other-token";
+pub const OTHER_TOKEN: &str = "other-merchant-token";
 
 /// The four services' configs, pointed at the sandbox's Redis and broker; tests
 /// adjust them before the services start.

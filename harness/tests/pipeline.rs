@@ -107,7 +107,10 @@ async fn a_scan_flows_to_updates_buyer_message_and_a_stall_alert_that_resolves()
         buyer.phone.is_empty() && buyer.email.is_empty() && buyer.name.is_empty(),
         "updates carry no contact, not even masked: {buyer:?}"
     );
-    assert_eq!(buyer.locale, "en", "locale stays for the notifier's templates");
+    assert_eq!(
+        buyer.locale, "en",
+        "locale stays for the notifier's templates"
+    );
 
     // One SHIPPED message for the order, contact masked, raw number nowhere.
     let mut messages = sandbox.reader(topics::BUYER_NOTIFICATIONS);

@@ -106,7 +106,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let state = Arc::new(AppState {
         carriers: Registry::builtin(),
         providers: config.providers.clone(),
-        merchants: MerchantDirectory::new(config.merchants.clone()),
+        merchants: MerchantDirectory::try_new(config.merchants.clone())?,
         producer: producer.clone(),
         body_limit: config.http.body_limit_bytes,
         body_read_timeout: std::time::Duration::from_millis(config.http.body_read_timeout_ms),

@@ -80,7 +80,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    const MERCHANT: &str = "[[merchants]]\nid = \"m1\"\ntokens = [\"t\"]\n";
+    const MERCHANT: &str = "[[merchants]]\nid = \"m1\"\ntokens = [\"m1-token-0123456789\"]\n";
 
     #[test]
     fn a_valid_config_passes() {

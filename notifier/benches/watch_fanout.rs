@@ -36,7 +36,7 @@ use trackstream_runtime::kafka::{OutRecord, Producer};
 use trackstream_runtime::order_log;
 use trackstream_runtime::redis::RedisConn;
 
-const TOKEN: &str = "bench-token";
+const TOKEN: &str = "bench-merchant-token";
 const STREAMS_PER_CONNECTION: usize = 500;
 const SEQUENTIAL_UPDATES: usize = 200;
 const BURST_ORDERS: usize = 1_000;

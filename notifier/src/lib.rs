@@ -85,7 +85,7 @@ pub async fn start_with_clock(
     let mut registry = telemetry::registry("notifier");
     let conn = RedisConn::connect(&config.redis).await?;
     let producer = Producer::new(&config.kafka, "trackstream-notifier", &mut registry)?;
-    let merchants = MerchantDirectory::new(config.merchants.clone());
+    let merchants = MerchantDirectory::try_new(config.merchants.clone())?;
     let group = config.kafka.group_for("notifier");
     let lease_ms = i64::try_from(config.kafka.produce_timeout_ms)
         .unwrap_or(i64::MAX / 4)
@@ -202,8 +202,13 @@ pub async fn start_with_clock(
             ),
     );
 
-    let (admin_addr, health) =
-        admin::serve_ready(&config.admin.listen, registry, shutdown.clone()).await?;
+    let (admin_addr, health) = admin::serve_ready_with(
+        &config.admin.listen,
+        &config.admin.limits,
+        registry,
+        shutdown.clone(),
+    )
+    .await?;
     tracing::info!(%grpc_addr, %admin_addr, group, live_group, tls = config.grpc.tls.is_some(),
         "notifier running");
 

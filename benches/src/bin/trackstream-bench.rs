@@ -280,8 +280,7 @@ fn write_configs(
             ));
         }
     }
-    let merchants =
-        "[[merchants]]\nid = \"m-bench\"\nname = \"Bench Shop\"\ntokens = [\"bench-token\"]\n";
+    let merchants = "[[merchants]]\nid = \"m-bench\"\nname = \"Bench Shop\"\ntokens = [\"bench-merchant-token\"]\n";
     let [ingest, normalize, detector, notifier] = ports.admin;
     std::fs::write(
         dir.join("ingest.toml"),
@@ -1286,7 +1285,7 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
             let body: Vec<_> = chunk.iter().map(Parcel::registration).collect();
             let response = http
                 .post(format!("{ingest_url}/v1/shipments"))
-                .bearer_auth("bench-token")
+                .bearer_auth("bench-merchant-token")
                 .json(&serde_json::json!({ "shipments": body }))
                 .send()
                 .await?;

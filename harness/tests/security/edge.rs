@@ -2,11 +2,10 @@
 //! public listener, replay windows of signed provider timestamps, and startup
 //! validation of merchant tokens and ids.
 //!
-//! The hygiene tests run against ingest's listener with its configured
-//! [`ListenerLimits`]. [`short_limits`] is where a test would shorten them;
-//! until ingest reads `[http.limits]` (`HttpConfig::limits`) the listener runs
-//! with the defaults, which the deadlines below allow for (header 10 s, idle
-//! 60 s, cap 1 024).
+//! The hygiene tests run against ingest's listener with short
+//! [`ListenerLimits`] set through `[http.limits]` (`HttpConfig::limits`), so a
+//! slow client is cut within a second or two; the deadlines below only bound how
+//! long a test polls, they assert no timing.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,12 +20,27 @@ use trackstream_runtime::merchants::{MerchantConfig, MerchantDirectory};
 
 /// The limits ingest's listener runs with in these tests.
 fn limits() -> ListenerLimits {
-    ListenerLimits::default()
+    ListenerLimits {
+        header_read_timeout_ms: 1_000,
+        idle_timeout_ms: 2_000,
+        request_timeout_ms: 30_000,
+        max_connections: 16,
+    }
 }
 
-/// Applies [`limits`] to ingest's public listener once ingest reads them:
-/// `configs.ingest.http.limits = limits();`.
-fn short_limits(_configs: &mut Configs) {}
+/// Applies [`limits`] to ingest's public listener.
+fn short_limits(configs: &mut Configs) {
+    configs.ingest.http.limits = limits();
+}
+
+/// Like [`short_limits`], with a long idle timeout: the cap test holds its
+/// connections idle while it checks that the extra ones wait.
+fn capped(configs: &mut Configs) {
+    configs.ingest.http.limits = ListenerLimits {
+        idle_timeout_ms: 120_000,
+        ..limits()
+    };
+}
 
 /// Longest any connection may live past a limit before the test fails.
 fn deadline(limit_ms: u64) -> Duration {
@@ -105,7 +119,7 @@ async fn idle_keep_alive_connection_is_closed() {
 
 #[tokio::test]
 async fn connections_over_the_cap_wait_until_others_close() {
-    let sandbox = Sandbox::start_with(short_limits).await;
+    let sandbox = Sandbox::start_with(capped).await;
     let addr = sandbox.ingest_addr;
     let cap = limits().max_connections;
     // Fill the cap with connections that each completed one request, so every
