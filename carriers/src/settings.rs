@@ -65,6 +65,12 @@ pub struct ProviderSettings {
     /// The `merchants` of the `secrets` entries that have them. Empty: every
     /// account is unbound (trusted with every merchant).
     pub bindings: Vec<Binding>,
+    /// How far a push's *signed* send time may be from our clock, in seconds,
+    /// for providers that sign one (AfterShip `ts`, Kdniao `PushTime`; see
+    /// `signature::replay`); further is refused as a replay. Raise it to let a
+    /// provider's late retries through after a long outage. Must be > 0.
+    /// Default 300 (`replay::DEFAULT_TOLERANCE`).
+    pub replay_tolerance_secs: Option<u64>,
 }
 
 /// A `secrets` entry as written in the config.
@@ -86,6 +92,7 @@ struct RawSettings {
     secrets: Vec<SecretEntry>,
     allow_unsigned: bool,
     time_zone: Option<String>,
+    replay_tolerance_secs: Option<u64>,
 }
 
 impl From<RawSettings> for ProviderSettings {
@@ -110,6 +117,7 @@ impl From<RawSettings> for ProviderSettings {
             allow_unsigned: raw.allow_unsigned,
             time_zone: raw.time_zone,
             bindings,
+            replay_tolerance_secs: raw.replay_tolerance_secs,
         }
     }
 }
@@ -152,6 +160,12 @@ impl ProviderSettings {
     /// - a `time_zone` that is not an IANA zone.
     pub fn validate(&self, route: &str) -> Result<(), SettingsError> {
         let key = |rest: String| format!("providers.{route}.{rest}");
+        if self.replay_tolerance_secs == Some(0) {
+            return Err(SettingsError {
+                key: key("replay_tolerance_secs".into()),
+                problem: "must be greater than 0".into(),
+            });
+        }
         for (i, entry) in self.secrets.iter().enumerate() {
             if entry.secret.trim().is_empty() {
                 return Err(SettingsError {
@@ -246,6 +260,24 @@ mod tests {
     fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
         // carriers has no TOML dependency; JSON is the same data model here.
         serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_replay_tolerance_is_configurable_and_zero_is_refused() {
+        let settings = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance_secs": 900}}"#);
+        assert_eq!(settings.replay_tolerance_secs, Some(900));
+        let window = crate::signature::replay::ReplayWindow::for_settings(&settings);
+        let now = chrono::Utc::now();
+        let ten_minutes_ago = Some(now - chrono::Duration::minutes(10));
+        assert!(
+            crate::signature::replay::ReplayWindow::new(now, std::time::Duration::from_secs(900))
+                .check("ts", ten_minutes_ago)
+                .is_ok()
+        );
+        assert!(window.check("ts", Some(now - chrono::Duration::hours(1))).is_err());
+        let zero = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance_secs": 0}}"#);
+        let err = zero.validate("aftership").expect_err("zero tolerance");
+        assert_eq!(err.key, "providers.aftership.replay_tolerance_secs");
     }
 
     #[test]

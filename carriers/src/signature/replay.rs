@@ -49,10 +49,13 @@ impl ReplayWindow {
         ReplayWindow { now, tolerance }
     }
 
-    /// The window for a provider's settings on the wall clock. The tolerance is
-    /// [`DEFAULT_TOLERANCE`] until `ProviderSettings` carries its own.
-    pub fn for_settings(_settings: &ProviderSettings) -> Self {
-        ReplayWindow::new(Utc::now(), DEFAULT_TOLERANCE)
+    /// The window for a provider's settings on the wall clock: its
+    /// `replay_tolerance_secs`, else [`DEFAULT_TOLERANCE`].
+    pub fn for_settings(settings: &ProviderSettings) -> Self {
+        let tolerance = settings
+            .replay_tolerance_secs
+            .map_or(DEFAULT_TOLERANCE, Duration::from_secs);
+        ReplayWindow::new(Utc::now(), tolerance)
     }
 
     /// Accepts `signed_at` (read from the signed field `field`) if it is within
