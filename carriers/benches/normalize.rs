@@ -4,7 +4,9 @@
 //! push item is parsed and mapped again on every (re)play, so its cost bounds
 //! how fast a backlog drains. The payloads are the realistic fixtures the
 //! integration tests use, accepted through the adapter first so each benchmark
-//! normalizes exactly what ingest would have stored.
+//! normalizes exactly what ingest would have stored. AfterShip and Kdniao pushes
+//! carry a signed send time, so they are accepted with the clock at that time,
+//! as when the fixture was pushed (acceptance is setup, not measured).
 //!
 //! Run: `cargo bench -p trackstream-carriers --bench normalize`
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -12,14 +14,43 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
+use chrono::DateTime;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use trackstream_carriers::signature::replay::{DEFAULT_TOLERANCE, ReplayWindow};
 use trackstream_carriers::{
-    AccountSecret, ProviderSettings, PushRequest, Registry, aftership, easypost, generic, kdniao,
-    kuaidi100, seventeen_track,
+    AccountSecret, ProviderAdapter, ProviderSettings, PushError, PushRequest, Registry,
+    VerifiedPush, aftership, easypost, generic, kdniao, kuaidi100, seventeen_track,
 };
-use trackstream_proto::v1::RawScan;
+use trackstream_proto::v1::{Provider, RawScan};
 
 const SECRET: &str = "bench-secret";
+
+/// The fixtures' signed send times, in unix seconds: AfterShip's `ts`, and
+/// Kdniao's `PushTime` (2026-11-20 14:05:12 China time).
+const AFTERSHIP_SENT_AT: i64 = 1_795_705_200;
+const KDNIAO_PUSHED_AT: i64 = 1_795_154_712;
+
+/// `adapter.accept`, with the replay window's clock at the fixture's signed
+/// send time for the providers that sign one.
+fn accept(
+    adapter: &dyn ProviderAdapter,
+    request: &PushRequest<'_>,
+    settings: &ProviderSettings,
+) -> Result<VerifiedPush, PushError> {
+    let at = |seconds| {
+        ReplayWindow::new(
+            DateTime::from_timestamp(seconds, 0).unwrap(),
+            DEFAULT_TOLERANCE,
+        )
+    };
+    match adapter.provider() {
+        Provider::Aftership => {
+            aftership::Aftership.accept_within(request, settings, at(AFTERSHIP_SENT_AT))
+        }
+        Provider::Kdniao => kdniao::Kdniao.accept_within(request, settings, at(KDNIAO_PUSHED_AT)),
+        _ => adapter.accept(request, settings),
+    }
+}
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -88,16 +119,12 @@ fn normalize(c: &mut Criterion) {
     let query = BTreeMap::new();
     for (route, headers, body) in pushes() {
         let adapter = registry.by_route(route).unwrap();
-        let push = adapter
-            .accept(
-                &PushRequest {
-                    headers: &headers,
-                    query: &query,
-                    body: &body,
-                },
-                &settings,
-            )
-            .unwrap();
+        let request = PushRequest {
+            headers: &headers,
+            query: &query,
+            body: &body,
+        };
+        let push = accept(adapter, &request, &settings).unwrap();
         let raws: Vec<RawScan> = push
             .items
             .iter()

@@ -264,7 +264,8 @@ mod tests {
 
     #[test]
     fn the_replay_tolerance_is_configurable_and_zero_is_refused() {
-        let settings = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance_secs": 900}}"#);
+        let settings =
+            parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance_secs": 900}}"#);
         assert_eq!(settings.replay_tolerance_secs, Some(900));
         let window = crate::signature::replay::ReplayWindow::for_settings(&settings);
         let now = chrono::Utc::now();
@@ -274,7 +275,11 @@ mod tests {
                 .check("ts", ten_minutes_ago)
                 .is_ok()
         );
-        assert!(window.check("ts", Some(now - chrono::Duration::hours(1))).is_err());
+        assert!(
+            window
+                .check("ts", Some(now - chrono::Duration::hours(1)))
+                .is_err()
+        );
         let zero = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance_secs": 0}}"#);
         let err = zero.validate("aftership").expect_err("zero tolerance");
         assert_eq!(err.key, "providers.aftership.replay_tolerance_secs");

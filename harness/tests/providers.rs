@@ -9,6 +9,11 @@
 //! would be there before it. "No new updates/alerts" likewise waits for a marker
 //! scan that follows the resent or replayed records on the same partition (the
 //! replay test, with three partitions, posts one marker per waybill key).
+//!
+//! AfterShip and Kdniao sign their send time, and ingest refuses a push whose
+//! signed time is more than 5 minutes off its clock (a replay). Their bodies are
+//! stamped with the current time before signing ([`sent_now`]), as the provider
+//! would; the scans, and so the event times, stay the fixtures'.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -100,6 +105,54 @@ fn fixture(name: &str) -> Vec<u8> {
 
 fn fixture_json(name: &str) -> Value {
     serde_json::from_slice(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// `body` (an AfterShip body or a Kdniao `RequestData`) with its signed send
+/// time set to now, as the provider stamps a push it sends: AfterShip's `ts`
+/// (unix seconds), else Kdniao's `PushTime` (zone-less China time, UTC+8). Only
+/// that value's bytes change, so the fixture's formatting and scans are kept.
+fn sent_now(body: impl AsRef<[u8]>) -> Vec<u8> {
+    let body = body.as_ref();
+    let now = Utc::now();
+    let china = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8");
+    let stamps = [
+        ("\"ts\"", now.timestamp().to_string()),
+        (
+            "\"PushTime\"",
+            format!(
+                "\"{}\"",
+                now.with_timezone(&china).format("%Y-%m-%d %H:%M:%S")
+            ),
+        ),
+    ];
+    for (key, value) in stamps {
+        let Some(at) = body.windows(key.len()).position(|w| w == key.as_bytes()) else {
+            continue;
+        };
+        // The old value runs from after the key's ':' to the next ',' or '}'.
+        let after_key = at + key.len();
+        let start = body[after_key..]
+            .iter()
+            .position(|b| *b == b':')
+            .map(|colon| after_key + colon + 1);
+        let end = start.and_then(|start| {
+            body[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}'))
+                .map(|len| start + len)
+        });
+        let (Some(start), Some(end)) = (start, end) else {
+            panic!("{key} has no value in {}", String::from_utf8_lossy(body));
+        };
+        let mut stamped = body[..start].to_vec();
+        stamped.extend_from_slice(value.as_bytes());
+        stamped.extend_from_slice(&body[end..]);
+        return stamped;
+    }
+    panic!(
+        "neither ts nor PushTime in {}",
+        String::from_utf8_lossy(body)
+    );
 }
 
 /// A signed push, as the provider would send it.
@@ -327,11 +380,11 @@ fn kdniao_three_waybills() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_provider_push_becomes_canonical_events_on_tracking_events() {
     let sandbox = Sandbox::start_with(configure).await;
-    let request_data = fixture("kdniao_request_data.json");
+    let request_data = sent_now(fixture("kdniao_request_data.json"));
     let param = fixture("kuaidi100_param.json");
     let (st, af, ep) = (
         fixture("seventeen_track.json"),
-        fixture("aftership.json"),
+        sent_now(fixture("aftership.json")),
         fixture("easypost.json"),
     );
 
@@ -395,6 +448,9 @@ async fn each_provider_push_becomes_canonical_events_on_tracking_events() {
         ["1237100", "1237100", "legacy", "backup", "previous", "prod"]
     );
     let whole: Value = serde_json::from_slice(&request_data).unwrap_or_default();
+    let push_time = whole["PushTime"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no PushTime in {whole}"));
     for (index, scan) in scans.iter().take(2).enumerate() {
         let text = std::str::from_utf8(&scan.payload).unwrap_or_default();
         assert!(
@@ -405,7 +461,7 @@ async fn each_provider_push_becomes_canonical_events_on_tracking_events() {
         assert_eq!(item, whole["Data"][index]);
         assert_eq!(
             scan.envelope.get("PushTime").map(String::as_str),
-            Some("2026-11-20 14:05:12")
+            Some(push_time)
         );
     }
     assert_eq!(scans[2].payload, param);
@@ -709,7 +765,7 @@ async fn a_resent_kdniao_snapshot_is_a_no_op_downstream() {
     ] {
         register(&sandbox, order, carrier, waybill).await;
     }
-    let push = Push::kdniao(&kdniao_three_waybills(), KDNIAO_KEY);
+    let push = Push::kdniao(&sent_now(kdniao_three_waybills()), KDNIAO_KEY);
     let (status, body) = push.send(&sandbox).await;
     assert_eq!((status, &body["Success"]), (200, &json!(true)), "{body}");
 
@@ -945,7 +1001,7 @@ async fn bad_pushes_get_their_status_and_a_reason_and_write_nothing() {
     let providers: [(&str, Vec<u8>, Sign, &str, &str); 5] = [
         (
             "kdniao",
-            fixture("kdniao_request_data.json"),
+            sent_now(fixture("kdniao_request_data.json")),
             Push::kdniao,
             KDNIAO_KEY,
             "广州市",
@@ -966,7 +1022,7 @@ async fn bad_pushes_get_their_status_and_a_reason_and_write_nothing() {
         ),
         (
             "aftership",
-            fixture("aftership.json"),
+            sent_now(fixture("aftership.json")),
             Push::aftership,
             "whsec-new-93af",
             "LOUISVILLE",
@@ -1053,7 +1109,7 @@ async fn bad_pushes_get_their_status_and_a_reason_and_write_nothing() {
     // Missing required fields name the field.
     let mut no_waybill = fixture_json("aftership.json");
     no_waybill["msg"]["tracking_number"] = Value::Null;
-    let (status, body) = Push::aftership(no_waybill.to_string().as_bytes(), "whsec-new-93af")
+    let (status, body) = Push::aftership(&sent_now(no_waybill.to_string()), "whsec-new-93af")
         .send(&sandbox)
         .await;
     assert_eq!(status, 400, "{body}");
@@ -1065,7 +1121,7 @@ async fn bad_pushes_get_their_status_and_a_reason_and_write_nothing() {
     );
     let mut no_logistic_code = fixture_json("kdniao_request_data.json");
     no_logistic_code["Data"][1]["LogisticCode"] = "".into();
-    let (status, body) = Push::kdniao(no_logistic_code.to_string().as_bytes(), KDNIAO_KEY)
+    let (status, body) = Push::kdniao(&sent_now(no_logistic_code.to_string()), KDNIAO_KEY)
         .send(&sandbox)
         .await;
     assert_eq!((status, &body["Success"]), (400, &json!(false)), "{body}");
@@ -1104,7 +1160,7 @@ async fn kdniao_gets_503_in_its_dialect_while_the_broker_is_down_and_a_retry_lan
         c.ingest.kafka.produce_timeout_ms = 3_000;
     })
     .await;
-    let push = Push::kdniao(&fixture("kdniao_request_data.json"), KDNIAO_KEY);
+    let push = Push::kdniao(&sent_now(fixture("kdniao_request_data.json")), KDNIAO_KEY);
     sandbox.broker.cut();
     let (status, body) = push.send(&sandbox).await;
     assert_eq!(status, 503, "{body}");
@@ -1166,7 +1222,7 @@ async fn garbage_on_scans_raw_is_dead_lettered_and_unknown_codes_are_kept() {
     let mut push = fixture_json("aftership.json");
     push["msg"]["checkpoints"][2]["subtag"] = "OutForDelivery_099".into();
     push["msg"]["checkpoints"][2]["message"] = "Courier reassigned".into();
-    let (status, _) = Push::aftership(push.to_string().as_bytes(), "whsec-new-93af")
+    let (status, _) = Push::aftership(&sent_now(push.to_string()), "whsec-new-93af")
         .send(&sandbox)
         .await;
     assert_eq!(status, 200);
@@ -1242,7 +1298,7 @@ async fn replay_reemits_identical_event_ids_and_the_detector_adds_nothing() {
     register(&sandbox, "O-YTO", "YTO", "YT7500000000002").await;
 
     let before = Utc::now() - chrono::Duration::seconds(1);
-    let (status, _) = Push::kdniao(&fixture("kdniao_request_data.json"), KDNIAO_KEY)
+    let (status, _) = Push::kdniao(&sent_now(fixture("kdniao_request_data.json")), KDNIAO_KEY)
         .send(&sandbox)
         .await;
     assert_eq!(status, 200);
