@@ -553,3 +553,106 @@ async fn no_raw_phone_or_email_on_updates_or_alerts() {
     }
     sandbox.shutdown().await;
 }
+
+/// Item: history window. A waybill number carries an earlier parcel's scans —
+/// picked up 45 days ago, delivered (with a proof of delivery) 40 days ago —
+/// and a new parcel's pickup an hour ago. A merchant then registers it for the
+/// first time: its order receives only the scans inside `rules.join_window`
+/// (30 days) before `registered_at`, never the earlier parcel's delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_registration_joins_only_the_recent_scans_never_an_earlier_delivery() {
+    let sandbox = Sandbox::start().await;
+    let mut updates = sandbox.reader(topics::TRACKING_UPDATES);
+    let t0 = now();
+    let mut delivered = scan("SFWIN1", "delivered", t0 - chrono::Duration::days(40));
+    delivered["signer"] = json!("Earlier Buyer");
+    let earlier = json!([
+        scan("SFWIN1", "picked_up", t0 - chrono::Duration::days(45)),
+        delivered,
+    ]);
+    ok(sandbox.post_generic(&earlier).await).await;
+    ok(sandbox
+        .post_generic(&scan(
+            "SFWIN1",
+            "picked_up",
+            t0 - chrono::Duration::hours(1),
+        ))
+        .await)
+    .await;
+    // The stored history holds all three before the registration arrives.
+    let client = redis::Client::open(sandbox.redis.url()).unwrap_or_else(|e| panic!("{e}"));
+    let conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    trackstream_harness::eventually(WAIT, "three scans stored", || {
+        let mut conn = conn.clone();
+        async move {
+            let keys = keys_of(&mut conn, "*:ev:sf:SFWIN1").await;
+            let key = keys.keys().next()?.clone();
+            let stored: i64 = redis::cmd("HLEN")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            (stored == 3).then_some(())
+        }
+    })
+    .await;
+
+    ok(sandbox
+        .register(&json!({"order_id": "WIN-1", "carrier": "SF", "waybill": "SFWIN1"}))
+        .await)
+    .await;
+    // A later scan of the new parcel, so the test knows every update the
+    // registration caused was produced before it.
+    ok(sandbox
+        .post_generic(&scan("SFWIN1", "in_transit", t0))
+        .await)
+    .await;
+    let records = updates
+        .until(WAIT, "the in-transit update of WIN-1", |r| {
+            all::<ShipmentUpdate>(r, |u| {
+                u.iter().any(|u| {
+                    u.order_id == "WIN-1"
+                        && u.event.as_ref().map(|e| e.status) == Some(Status::InTransit as i32)
+                })
+            })
+        })
+        .await;
+    let joined: Vec<(u64, i32, i64)> = records
+        .iter()
+        .filter_map(|r| ShipmentUpdate::decode(r.payload.as_slice()).ok())
+        .filter(|u| u.order_id == "WIN-1")
+        .map(|u| {
+            let event = u.event.unwrap_or_default();
+            (
+                u.seq,
+                event.status,
+                time::millis(event.occurred_at.as_ref()),
+            )
+        })
+        .collect();
+    let window_start = (t0 - chrono::Duration::days(30)).timestamp_millis();
+    assert!(
+        joined.iter().all(|(_, _, at)| *at >= window_start),
+        "no scan from before the join window reached the order: {joined:?}"
+    );
+    assert!(
+        joined
+            .iter()
+            .all(|(_, status, _)| *status != Status::Delivered as i32),
+        "the earlier parcel's delivery never reached the order: {joined:?}"
+    );
+    let statuses: Vec<i32> = joined.iter().map(|(_, s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [Status::PickedUp as i32, Status::InTransit as i32],
+        "the new parcel's pickup (joined) and its next scan, in order"
+    );
+    assert_eq!(
+        joined.iter().map(|(seq, _, _)| *seq).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    sandbox.shutdown().await;
+}
