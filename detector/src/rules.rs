@@ -107,26 +107,9 @@ impl<'de> Deserialize<'de> for Millis {
     }
 }
 
-/// Parses `90s`, `15m`, `24h`, `3d`, `500ms`.
+/// Parses `90s`, `15m`, `24h`, `3d`, `500ms` (`runtime::config::parse_duration_ms`).
 pub fn parse_duration(text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m, h, d)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: i64 = number
-        .parse()
-        .map_err(|_| format!("duration {text:?} has no number"))?;
-    let factor = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("duration {text:?}: unknown unit {unit:?}")),
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("duration {text:?} overflows"))
+    trackstream_runtime::config::parse_duration_ms(text)
 }
 
 fn severity<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Severity>, D::Error> {

@@ -59,27 +59,13 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
-/// Parses `500ms`, `90s`, `15m`, `1h`, `2d`.
+/// Parses `500ms`, `90s`, `15m`, `1h`, `2d` (`runtime::config::parse_duration_ms`;
+/// a negative duration cannot be written: the grammar has no sign).
 pub fn parse_span(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m, h, d)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("duration {text:?} has no number"))?;
-    let millis_per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("duration {text:?}: unknown unit {unit:?}")),
-    };
-    n.checked_mul(millis_per_unit)
+    let ms = trackstream_runtime::config::parse_duration_ms(text)?;
+    u64::try_from(ms)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {text:?} overflows"))
+        .map_err(|_| format!("duration {text:?} is negative"))
 }
 
 #[cfg(test)]

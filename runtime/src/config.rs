@@ -264,6 +264,30 @@ impl ListenerLimits {
     }
 }
 
+/// Parses a duration written with a unit — `500ms`, `90s`, `15m`, `24h`, `3d` —
+/// into milliseconds: the one grammar every service's config uses for
+/// durations, so an operator writes them the same way everywhere.
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m, h, d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} has no number"))?;
+    let factor = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("duration {text:?}: unknown unit {unit:?}")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("duration {text:?} overflows"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
