@@ -1227,8 +1227,6 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     let mut results: Vec<StepResult> = Vec::new();
     let mut step_acks = Vec::new();
     let mut next_tag = 0u64;
-    let started_at = chrono::Utc::now();
-    let mut final_time = started_at;
     // The first step again at the end: same offered load, but the broker now
     // holds every record of the run. tansu's memory storage lists all of a
     // partition's stored batches on each fetch that has data, so its CPU per
@@ -1240,6 +1238,12 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     {
         plan.push((*first, true));
     }
+    // Event time: each step lives four days after the previous one, and the
+    // whole run lies in the past — the last step ends four days before now —
+    // because normalize dead-letters scans dated more than `max_future_skew`
+    // after they were received (a future "delivered" must not be announced).
+    let started_at = chrono::Utc::now() - chrono::Duration::days(4 * plan.len() as i64);
+    let mut final_time = started_at;
     for (step_index, (offered, again)) in plan.iter().copied().enumerate() {
         for service in &mut services {
             service.check_running()?;
@@ -1262,9 +1266,8 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
         let pushes_wanted = (offered * opts.step_secs as f64) as usize;
         // ~3.8 pushes per parcel on average, duplicates included.
         let count = (pushes_wanted * 10 / 38).max(10);
-        // Event time runs forward across steps: each step lives four days after
-        // the previous one, so the detector's event-time watermark never runs
-        // ahead of a step's parcels.
+        // Event time runs forward across steps (see `started_at`), so the
+        // detector's event-time watermark never runs ahead of a step's parcels.
         let virtual_now = started_at + chrono::Duration::days(4 * step_index as i64);
         final_time = virtual_now;
         let parcels = loadgen::generate(
