@@ -214,6 +214,23 @@ fn detector_with_retention(
     }))
 }
 
+/// Walks the whole keyspace once: Redis deletes each expired key SCAN visits.
+async fn sweep_expired(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, _keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(conn)
+            .await?;
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
 fn key(parcel: u64) -> String {
     format!("sf:SF{parcel:010}")
 }
@@ -419,6 +436,11 @@ async fn run(options: &Options) -> anyhow::Result<()> {
             }
         }
         if (hour + 1) % 24 == 0 {
+            // Redis reclaims expired keys lazily and by sampling, tolerating
+            // ~10 % stale keys; over a real week that cycle keeps up, but a week
+            // compressed into minutes outruns it. A full SCAN expires every key
+            // whose time has passed, so the sample counts live data only.
+            sweep_expired(&mut raw).await?;
             let sample = Sample {
                 day: u32::try_from((hour + 1) / 24).unwrap_or(0),
                 registered: u64::try_from((hour + 1) * i64::from(options.parcels_per_hour))
