@@ -32,6 +32,12 @@
 //! Registrations (see [`registration`]): contacts are stripped on the way in,
 //! another merchant's registration is refused, an identical repeat changes
 //! nothing, and an order receives only the scans inside the join window.
+//!
+//! Size: over the 700-line guide. The fold, its rule anchors and the state
+//! encoding are one state machine whose invariants are easiest to check in
+//! one place; registration intake already moved to `engine/registration.rs`,
+//! and the remaining split (state encoding, rule evaluation) goes with issue
+//! 11's single write path, which changes the engine's inputs.
 
 use prost::Message as _;
 use sha2::Digest as _;

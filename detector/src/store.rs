@@ -49,6 +49,10 @@
 //! Cluster the order keys live in other slots, so [`Store::sequence`] does it
 //! per update). The timer loop and outbox re-delivery use the single-waybill
 //! operations ([`Store::load`], [`Store::commit`], [`Store::prepare`]).
+//!
+//! Size: over the 700-line guide; the Lua now lives in `lua/*.lua`. The
+//! remaining split (layout, batch load, commit, timers, outbox) follows issue
+//! 11's single write path, which removes one of the two commit scripts.
 
 use std::collections::HashMap;
 

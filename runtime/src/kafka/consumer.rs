@@ -1,3 +1,13 @@
+//! The at-least-once consumer loop ([`ConsumerLoop`]): batches, offset storing
+//! after the handler's effects are durable, rebalance handling, the assignment
+//! check against coordinators that leave partitions unowned, and per-partition
+//! progress for the detector's timers.
+//!
+//! Size: over the project's 700-line guide (about a third is unit tests). The
+//! assignment check and the progress tracking are separable concerns; moving
+//! them to `kafka/assignment.rs` and `kafka/progress.rs` is named in issue 11
+//! and was left out of the trust change, which did not touch this file.
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
