@@ -50,14 +50,7 @@ fn accept_and_normalize(
     settings: &ProviderSettings,
 ) -> Vec<Vec<TrackingEvent>> {
     let push = accept(adapter, headers, query, body, settings).expect("push accepted");
-    push.items
-        .iter()
-        .map(|item| {
-            Aftership
-                .normalize(&raw_scan(&Aftership, item, &push.account), settings)
-                .expect("normalizes")
-        })
-        .collect()
+    normalize_pushed(&Aftership, &push, settings)
 }
 
 const OLD: &str = "whsec-old-7d1e";

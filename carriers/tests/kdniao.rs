@@ -46,14 +46,7 @@ fn accept_and_normalize(
     settings: &ProviderSettings,
 ) -> Vec<Vec<TrackingEvent>> {
     let push = accept(adapter, headers, query, body, settings).expect("push accepted");
-    push.items
-        .iter()
-        .map(|item| {
-            Kdniao
-                .normalize(&raw_scan(&Kdniao, item, &push.account), settings)
-                .expect("normalizes")
-        })
-        .collect()
+    normalize_pushed(&Kdniao, &push, settings)
 }
 
 const APP_KEY: &str = "56da2cf8-c8a2-44b2-b6fa-476cd7d1ba17";

@@ -89,6 +89,15 @@ pub fn accept_and_normalize(
     settings: &ProviderSettings,
 ) -> Vec<Vec<TrackingEvent>> {
     let push = accept(adapter, headers, query, body, settings).expect("push accepted");
+    normalize_pushed(adapter, &push, settings)
+}
+
+/// Normalizes every item of an accepted push, in push order.
+pub fn normalize_pushed(
+    adapter: &dyn ProviderAdapter,
+    push: &VerifiedPush,
+    settings: &ProviderSettings,
+) -> Vec<Vec<TrackingEvent>> {
     push.items
         .iter()
         .map(|item| {
