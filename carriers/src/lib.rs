@@ -11,6 +11,7 @@
 //!   was known;
 //! - [`event`] — the canonical event builder and the stable event id;
 //! - [`carrier_code`] — aliases of carrier codes across aggregators;
+//! - [`outbound`] — a push built as its provider sends it (`trackstream push`, fuzzing);
 //! - [`settings`] — per-provider secrets and defaults, deserialized from config;
 //! - [`error`] — the two error types (push rejected / record unparseable).
 //!
@@ -22,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod form;
 pub mod lenient;
+pub mod outbound;
 pub mod settings;
 pub mod signature;
 pub mod time;

@@ -1,13 +1,25 @@
 //! `trackstream-ingest` binary: config from `--config FILE` / env, then run until
-//! SIGTERM or SIGINT.
+//! SIGTERM or SIGINT. `--help` and `--version` answer without starting.
 
 use anyhow::Context;
-use trackstream_runtime::{config, shutdown, telemetry};
+use clap::Parser;
+use trackstream_runtime::cli::ServiceArgs;
+use trackstream_runtime::{shutdown, telemetry};
+
+/// Accepts provider pushes and merchant registrations over HTTP and writes them to
+/// Kafka (`scans.raw`, `shipments`).
+#[derive(Parser)]
+#[command(name = "trackstream-ingest", version)]
+struct Args {
+    #[command(flatten)]
+    service: ServiceArgs,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
     let config: trackstream_ingest::Config =
-        config::load(config::path_from_args().as_deref()).context("loading ingest config")?;
+        args.service.load().context("loading ingest config")?;
     telemetry::init_tracing(&config.admin);
     let running = trackstream_ingest::start(config, shutdown::on_signals())
         .await

@@ -1,25 +1,22 @@
 //! `trackstream-normalize` binary: config from `--config FILE` / env, then either
 //! run the service until SIGTERM or SIGINT, or (`replay ...`) re-normalize a range
-//! of `scans.raw` and print a JSON summary as the last line of stdout. `--help`
-//! prints the usage.
+//! of `scans.raw` and print a JSON summary as the last line of stdout. The
+//! arguments are [`replay::Cli`] (clap), shared with `trackstream replay`.
 
 use anyhow::Context;
-use trackstream_normalize::replay::{self, Command};
-use trackstream_runtime::{config, shutdown, telemetry};
+use clap::Parser;
+use trackstream_normalize::replay::{self, Cli, CliCommand};
+use trackstream_runtime::{shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = replay::parse_command(&args)?;
-    if command == Command::Help {
-        println!("{}", replay::USAGE);
-        return Ok(());
-    }
+    let cli = Cli::parse();
     let config: trackstream_normalize::Config =
-        config::load(config::path_from_args().as_deref()).context("loading normalize config")?;
+        cli.service.load().context("loading normalize config")?;
     telemetry::init_tracing(&config.admin);
-    match command {
-        Command::Replay(options) => {
+    match cli.command {
+        Some(CliCommand::Replay(args)) => {
+            let options = args.into_options()?;
             let summary = replay::run(&config, &options)
                 .await
                 .context("replaying scans.raw")?;
@@ -28,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::to_string(&summary).context("encoding the summary")?
             );
         }
-        Command::Serve | Command::Help => {
+        None => {
             let running = trackstream_normalize::start(config, shutdown::on_signals())
                 .await
                 .context("starting normalize")?;

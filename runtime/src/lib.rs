@@ -1,6 +1,7 @@
 //! The machinery every trackstream service shares, so the four services contain
 //! only their own logic.
 //!
+//! - [`cli`] — the `--config` argument every service binary takes (clap);
 //! - [`config`] — TOML file plus `TRACKSTREAM__SECTION__KEY` env overrides, and the
 //!   sections every service has (Kafka, Redis, admin HTTP, logging);
 //! - [`kafka`] — the idempotent `acks=all` producer and the at-least-once consumer
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod dlq;
 pub mod error;

@@ -13,10 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use trackstream_carriers::{
-    AccountSecret, ProviderSettings, PushRequest, Registry, aftership, easypost, generic, kdniao,
-    kuaidi100, seventeen_track,
-};
+use trackstream_carriers::{AccountSecret, ProviderSettings, PushRequest, Registry, outbound};
 use trackstream_proto::v1::RawScan;
 
 const SECRET: &str = "fuzz-secret";
@@ -34,28 +31,19 @@ fn settings(allow_unsigned: bool) -> ProviderSettings {
     }
 }
 
+/// The push as the provider would sign it ([`outbound::signed_push`]); an
+/// unknown route gets the bytes unsigned.
 fn signed(route: &str, content: &[u8]) -> (BTreeMap<String, String>, Vec<u8>) {
-    let header = |name: &str, value: String| BTreeMap::from([(name.to_owned(), value)]);
-    match route {
-        "generic" => (
-            header("x-trackstream-signature", generic::sign(content, SECRET)),
-            content.to_vec(),
+    match outbound::signed_push(route, content, SECRET, None) {
+        Some(push) => (
+            push.headers
+                .into_iter()
+                .filter(|(name, _)| *name != "content-type")
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+            push.body,
         ),
-        "kdniao" => (BTreeMap::new(), kdniao::form_body(content, SECRET)),
-        "kuaidi100" => (BTreeMap::new(), kuaidi100::form_body(content, Some(SECRET))),
-        "17track" => (
-            header("sign", seventeen_track::sign(content, SECRET)),
-            content.to_vec(),
-        ),
-        "aftership" => (
-            header("aftership-hmac-sha256", aftership::sign(content, SECRET)),
-            content.to_vec(),
-        ),
-        "easypost" => (
-            header("x-hmac-signature", easypost::sign(content, SECRET)),
-            content.to_vec(),
-        ),
-        _ => (BTreeMap::new(), content.to_vec()),
+        None => (BTreeMap::new(), content.to_vec()),
     }
 }
 

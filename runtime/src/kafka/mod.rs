@@ -6,6 +6,7 @@
 //! record's offset only after the handler's effects for its whole batch are
 //! acknowledged, so a crash replays, never skips.
 
+pub mod admin;
 mod consumer;
 mod producer;
 
