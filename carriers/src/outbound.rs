@@ -106,10 +106,7 @@ pub fn stamped_now(content: &[u8], now: DateTime<Utc>) -> Vec<u8> {
         ),
     ];
     for (key, value) in stamps {
-        let Some(at) = content
-            .windows(key.len())
-            .position(|w| w == key.as_bytes())
-        else {
+        let Some(at) = content.windows(key.len()).position(|w| w == key.as_bytes()) else {
             continue;
         };
         // The old value runs from after the key's ':' to the next ',' or '}'.

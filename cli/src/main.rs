@@ -1,1 +1,136 @@
-fn main() {}
+//! `trackstream`: the operator CLI.
+//!
+//! One binary for what an operator or an integrating provider does by hand:
+//! create topics, look at records, ask the gRPC API about an order, send a signed
+//! test push, register a shipment, replay normalization and redrive dead letters.
+//! It talks to the same endpoints as the services (Kafka, ingest's HTTP API, the
+//! notifier's gRPC API) and reuses the libraries they use, so it cannot drift from
+//! them.
+//!
+//! Layout:
+//! - this file — the clap command tree and dispatch (errors become `anyhow` here);
+//! - [`records`] — reading a topic from the beginning, the end or a time, one
+//!   mechanism for `tail` and `dlq`;
+//! - [`decode`] — topic → protobuf message type, records as JSON lines;
+//! - [`tail`], [`dlq`], [`order`], [`http`] (`push`, `register`), [`topics`] — one
+//!   module per command family.
+//!
+//! Output is JSON lines on stdout (one record, reply or summary per line), so it
+//! pipes into `jq`; progress and diagnostics go to stderr.
+#![forbid(unsafe_code)]
+
+mod decode;
+mod dlq;
+mod http;
+mod order;
+mod records;
+mod tail;
+mod topics;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use trackstream_runtime::config::KafkaConfig;
+
+/// Operate a trackstream deployment: topics, records, orders, test pushes,
+/// registrations, replays and dead letters.
+#[derive(Parser)]
+#[command(name = "trackstream", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the Kafka brokers are (for commands that read or write topics).
+#[derive(Args, Clone)]
+struct Kafka {
+    /// Bootstrap servers, comma-separated. Default: the local stack's broker
+    /// (`deploy/local/stack.sh`).
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    brokers: String,
+}
+
+impl Kafka {
+    fn config(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers.clone(),
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Kafka topics of the pipeline.
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
+    /// Print a topic's records as JSON lines, protobuf values decoded.
+    Tail(tail::TailArgs),
+    /// Orders through the notifier's gRPC API (as a merchant).
+    #[command(subcommand)]
+    Order(order::OrderCommand),
+    /// Sign a provider payload with a configured secret and post it to ingest, as
+    /// the provider would; non-2xx exits non-zero.
+    Push(http::PushArgs),
+    /// Register shipments with ingest (as a merchant).
+    Register(http::RegisterArgs),
+    /// Re-normalize a range of scans.raw (normalize's replay; see docs/REPLAY.md)
+    /// and print a JSON summary.
+    Replay(ReplayArgs),
+    /// Dead letters on scans.dlq and tracking.dlq.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Print a shell completion script (e.g. `trackstream completions bash >
+    /// /etc/bash_completion.d/trackstream`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `replay`: normalize's config (providers, Kafka) plus the replay range.
+#[derive(Args)]
+struct ReplayArgs {
+    /// normalize's TOML config (the providers' settings decide the mapping);
+    /// `KAFKA_BROKERS` and `TRACKSTREAM__...` overrides apply as for the service.
+    #[arg(long, value_name = "FILE", env = "TRACKSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    range: trackstream_normalize::replay::ReplayArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Topics(command) => topics::run(command).await,
+        Command::Tail(args) => tail::run(args).await,
+        Command::Order(command) => order::run(command).await,
+        Command::Push(args) => http::push(args).await,
+        Command::Register(args) => http::register(args).await,
+        Command::Replay(args) => replay(args).await,
+        Command::Dlq(command) => dlq::run(command).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "trackstream",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let config: trackstream_normalize::Config =
+        trackstream_runtime::config::load(args.config.as_deref())
+            .context("loading the normalize config")?;
+    let options = args.range.into_options()?;
+    let summary = trackstream_normalize::replay::run(&config, &options)
+        .await
+        .context("replaying scans.raw")?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}

@@ -159,10 +159,7 @@ pub async fn create_topics(
 }
 
 /// Partition counts of `names` (0 for a topic the broker does not know).
-pub async fn partition_counts(
-    cfg: &KafkaConfig,
-    names: &[&str],
-) -> Result<Vec<usize>, AdminError> {
+pub async fn partition_counts(cfg: &KafkaConfig, names: &[&str]) -> Result<Vec<usize>, AdminError> {
     let mut client = super::client_config(cfg, "trackstream-admin");
     super::apply_extra(&mut client, cfg);
     let consumer: BaseConsumer = client.create()?;
@@ -205,7 +202,11 @@ mod tests {
     fn every_pipeline_topic_gets_the_same_layout_and_a_satisfiable_min_insync() {
         let specs = pipeline_topics(8, 3, 2);
         assert_eq!(specs.len(), topics::ALL.len());
-        assert!(specs.iter().all(|s| s.partitions == 8 && s.replication_factor == 3));
+        assert!(
+            specs
+                .iter()
+                .all(|s| s.partitions == 8 && s.replication_factor == 3)
+        );
         assert!(
             specs
                 .iter()
