@@ -180,7 +180,7 @@ mod tests {
             vec![],
         ));
         assert_eq!(json["value"]["eventId"], "e-1");
-        assert_eq!(json["value"]["occurredAt"], "2026-11-20T14:20:00Z");
+        assert_eq!(json["value"]["occurredAt"], "2026-11-26T15:00:00Z");
         assert_eq!(json["key"], "sf:SF1");
 
         let raw = RawScan {

@@ -10,10 +10,9 @@
 //! stage is idempotent on its input: event ids are a hash of what identifies a
 //! scan, the detector deduplicates by event id, registrations upsert by waybill.
 //! Redriving a letter twice therefore yields no second update or alert. To avoid
-//! re-sending anyway, run with `--from <the started_at of the previous summary>`:
-//! a run reads from `--from` up to the end every partition had when it started,
-//! and letters written after that (including ones dead-lettered again by this
-//! redrive) have later timestamps.
+//! re-sending anyway, run the next time with `--from <started_at of the previous
+//! summary>`: letters written after a run started (including ones dead-lettered
+//! again by that redrive) have later timestamps, and earlier ones were handled.
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -51,8 +50,8 @@ pub struct Selection {
     /// The dead-letter topic.
     #[arg(long, default_value = topics::TRACKING_DLQ, value_parser = [topics::SCANS_DLQ, topics::TRACKING_DLQ])]
     topic: String,
-    /// Where to start: `beginning`, `end` or an RFC 3339 time. Reading stops at
-    /// the end each partition had when the command started.
+    /// Where to start: `beginning`, `end` or an RFC 3339 time. Reading stops once
+    /// every partition is caught up.
     #[arg(long, default_value = "beginning")]
     from: From,
     /// Only letters of this stage (`dlq.stage`: normalize, detector,

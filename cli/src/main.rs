@@ -77,7 +77,7 @@ enum Command {
     Register(http::RegisterArgs),
     /// Re-normalize a range of scans.raw (normalize's replay; see docs/REPLAY.md)
     /// and print a JSON summary.
-    Replay(ReplayArgs),
+    Replay(ReplayCommand),
     /// Dead letters on scans.dlq and tracking.dlq.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -91,7 +91,7 @@ enum Command {
 
 /// `replay`: normalize's config (providers, Kafka) plus the replay range.
 #[derive(Args)]
-struct ReplayArgs {
+struct ReplayCommand {
     /// normalize's TOML config (the providers' settings decide the mapping);
     /// `KAFKA_BROKERS` and `TRACKSTREAM__...` overrides apply as for the service.
     #[arg(long, value_name = "FILE", env = "TRACKSTREAM_CONFIG")]
@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+async fn replay(args: ReplayCommand) -> anyhow::Result<()> {
     let config: trackstream_normalize::Config =
         trackstream_runtime::config::load(args.config.as_deref())
             .context("loading the normalize config")?;

@@ -2,8 +2,10 @@
 //!
 //! The reader assigns partitions by hand and never commits, so it is invisible to
 //! the services' consumer groups and can be run any number of times. Without
-//! `--follow` it stops at the end each partition had *when it started*, so it
-//! terminates while producers keep writing; with `--follow` it waits for new
+//! `--follow` it stops once it has caught up with every partition (the
+//! consumer's end-of-partition event) — not at the high watermark read at the
+//! start, which some brokers (tansu) under-report for multi-record batches; a
+//! partition empty at the start is not read. With `--follow` it waits for new
 //! records until interrupted (or `--max` is reached).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,8 +113,9 @@ impl Record {
 /// An open reader of one topic.
 pub struct Reader {
     consumer: StreamConsumer,
-    /// Per partition: the end of a bounded read (`None` when following).
-    ends: Option<BTreeMap<i32, i64>>,
+    /// Whether the read stops once every partition is caught up.
+    bounded: bool,
+    /// Partitions of a bounded read not yet caught up.
     open: BTreeSet<i32>,
     total: u64,
 }
@@ -149,12 +152,10 @@ impl Reader {
                 .context("planning the read")??
         };
         let mut assignment = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
         let mut open = BTreeSet::new();
         let mut total = 0;
         for (partition, start, end) in planned {
             assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
-            ends.insert(partition, end);
             if start < end {
                 open.insert(partition);
                 total += u64::try_from(end - start).unwrap_or(0);
@@ -166,24 +167,25 @@ impl Reader {
         let consumer = Arc::into_inner(consumer).context("the planning task kept the consumer")?;
         Ok(Reader {
             consumer,
-            ends: (!follow).then_some(ends),
+            bounded: !follow,
             open,
             total,
         })
     }
 
-    /// How many records a bounded read will return (0 when following).
+    /// About how many records a bounded read will return (0 when following), for
+    /// progress bars.
     pub fn total(&self) -> u64 {
-        if self.ends.is_some() { self.total } else { 0 }
+        if self.bounded { self.total } else { 0 }
     }
 
     /// The next record; `None` once a bounded read reached its ends.
     pub async fn next(&mut self) -> anyhow::Result<Option<Record>> {
         loop {
-            if self.ends.is_some() && self.open.is_empty() {
+            if self.bounded && self.open.is_empty() {
                 return Ok(None);
             }
-            let received = if self.ends.is_some() {
+            let received = if self.bounded {
                 match tokio::time::timeout(IDLE_TIMEOUT, self.consumer.recv()).await {
                     Ok(received) => received,
                     Err(_) => bail!(
@@ -196,22 +198,12 @@ impl Reader {
             };
             match received {
                 Ok(message) => {
-                    let record = Record::from_message(&message);
-                    let Some(ends) = &self.ends else {
-                        return Ok(Some(record));
-                    };
-                    let end = ends.get(&record.partition).copied().unwrap_or(0);
-                    if record.offset + 1 >= end {
-                        self.open.remove(&record.partition);
-                    }
-                    if record.offset < end {
-                        return Ok(Some(record));
+                    if !self.bounded || self.open.contains(&message.partition()) {
+                        return Ok(Some(Record::from_message(&message)));
                     }
                 }
                 Err(KafkaError::PartitionEOF(partition)) => {
-                    if self.ends.is_some() {
-                        self.open.remove(&partition);
-                    }
+                    self.open.remove(&partition);
                 }
                 Err(err) => eprintln!("kafka: {err} (retrying)"),
             }
