@@ -9,12 +9,12 @@ use std::time::Duration;
 use prost::Message as _;
 use serde_json::Value;
 use trackstream_carriers::{AccountSecret, ProviderSettings};
-use trackstream_harness::eventually;
-use trackstream_harness::sandbox::{ACME_TOKEN, GENERIC_SECRET, Sandbox};
 use trackstream_proto::topics;
 use trackstream_proto::v1::{RawScan, TrackingEvent};
 use trackstream_runtime::dlq::headers;
 use trackstream_runtime::kafka::{OutRecord, Producer};
+use trackstream_sandbox::{ACME_TOKEN, GENERIC_SECRET, Sandbox};
+use trackstream_testkit::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trackstream");
 const WAIT: Duration = Duration::from_secs(60);
@@ -179,7 +179,7 @@ async fn push_gets_the_providers_200_and_the_scan_reaches_tracking_events() {
     let mut events = sandbox.reader(topics::TRACKING_EVENTS);
     events
         .until(WAIT, "the pushed scans as events", |records| {
-            trackstream_harness::kafka::all::<TrackingEvent>(records, |events| {
+            trackstream_testkit::kafka::all::<TrackingEvent>(records, |events| {
                 events.iter().any(|e| e.waybill == "SF1400000000001")
             })
         })

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The local stack: redis-server and a Kafka-protocol broker (tansu) on loopback,
-# with trackstream's topics created.
+# with trackstream's topics created (`trackstream topics create`, the operator CLI).
 #
 #   deploy/local/stack.sh up      install what is missing, start both, create topics
 #   deploy/local/stack.sh down    stop both cleanly
@@ -56,8 +56,9 @@ up() {
     wait_port "$KAFKA_PORT" tansu
     log "tansu on $url"
   fi
-  (cd "$root" && cargo run -q -p trackstream-harness --bin trackstream-stack -- \
-    create-topics --brokers "$brokers" --partitions "$PARTITIONS")
+  # One broker, so replication 1 (the CLI's defaults are for production clusters).
+  (cd "$root" && cargo run -q -p trackstream-cli -- topics create \
+    --brokers "$brokers" --partitions "$PARTITIONS" --replication-factor 1 >/dev/null)
 }
 
 stop_pid() {

@@ -49,12 +49,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use trackstream_benches::loadgen::{self, Kind, Mix, Parcel, Secrets};
 use trackstream_benches::report::{Percentiles, Series, percentiles, svg_plot};
-use trackstream_harness::processes::{Broker, RedisServer};
 use trackstream_proto::topics;
 use trackstream_proto::v1::{
     Alert, AlertState, BuyerNotification, Milestone, RawScan, ShipmentUpdate, Status,
     TrackingEvent, UpdateKind,
 };
+use trackstream_testkit::processes::{Broker, RedisServer};
 
 /// Event-time disorder the detector tolerates in this replay: concurrent webhooks
 /// and batching reorder scans by up to ~0.5 s of wall time, which at this
@@ -173,7 +173,7 @@ fn children_named(command: &str) -> Vec<u32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            comm.trim() == command && trackstream_harness::procfs::parent_pid(*pid) == Some(me)
+            comm.trim() == command && trackstream_testkit::procfs::parent_pid(*pid) == Some(me)
         })
         .collect()
 }
@@ -249,7 +249,7 @@ struct Ports {
 
 impl Ports {
     fn pick() -> anyhow::Result<Self> {
-        let free = trackstream_harness::free_port;
+        let free = trackstream_testkit::free_port;
         Ok(Ports {
             http: free()?,
             grpc: free()?,
@@ -378,7 +378,7 @@ async fn broker_ceiling(
     partitions: i32,
     fetch_wait_ms: u64,
 ) -> anyhow::Result<(f64, f64)> {
-    trackstream_harness::kafka::create_topics(brokers, &[(topic, partitions)])
+    trackstream_testkit::kafka::create_topics(brokers, &[(topic, partitions)])
         .await
         .map_err(anyhow::Error::msg)?;
     let consumer = assigned_consumer(brokers, topic, partitions, fetch_wait_ms)?;
@@ -1164,7 +1164,7 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     let broker = Broker::start_direct().await?;
     let brokers = broker.bootstrap();
     let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, opts.partitions)).collect();
-    trackstream_harness::kafka::create_topics(&brokers, &all)
+    trackstream_testkit::kafka::create_topics(&brokers, &all)
         .await
         .map_err(anyhow::Error::msg)?;
 
@@ -1311,7 +1311,7 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
         let failed = Arc::new(Mutex::new(0usize));
         let cpu_before: Vec<f64> = measured
             .iter()
-            .map(|(_, pid)| trackstream_harness::procfs::cpu_seconds(*pid))
+            .map(|(_, pid)| trackstream_testkit::procfs::cpu_seconds(*pid))
             .collect();
         let machine_before = machine_jiffies();
         let started = Instant::now();
@@ -1402,8 +1402,8 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
             .map(|((name, pid), before)| {
                 (
                     name.clone(),
-                    (trackstream_harness::procfs::cpu_seconds(*pid) - before) / elapsed * 100.0,
-                    trackstream_harness::procfs::rss_mib(*pid),
+                    (trackstream_testkit::procfs::cpu_seconds(*pid) - before) / elapsed * 100.0,
+                    trackstream_testkit::procfs::rss_mib(*pid),
                 )
             })
             .collect();
@@ -1524,7 +1524,7 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     let broker_rss_end = measured
         .iter()
         .find(|(name, _)| name == "broker")
-        .map_or(0.0, |(_, pid)| trackstream_harness::procfs::rss_mib(*pid));
+        .map_or(0.0, |(_, pid)| trackstream_testkit::procfs::rss_mib(*pid));
     let (produce_rate_end, broker_rate_end) = broker_ceiling(
         &brokers,
         "bench.ceiling.end",
