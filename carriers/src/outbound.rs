@@ -141,7 +141,8 @@ mod tests {
     fn settings(secret: &str) -> ProviderSettings {
         ProviderSettings {
             secrets: vec![AccountSecret {
-                account: "acct".into(),
+                // Kdniao checks the account against the signed EBusinessID.
+                account: "1237100".into(),
                 secret: secret.into(),
             }],
             ..Default::default()
@@ -168,7 +169,7 @@ mod tests {
         assert_eq!(contents.map(|(route, _)| route), ROUTES);
         for (route, content) in contents {
             let content = stamped_now(content.trim_ascii_end(), now);
-            let push = signed_push(route, &content, "s3cret", Some("acct"))
+            let push = signed_push(route, &content, "s3cret", Some("1237100"))
                 .unwrap_or_else(|| panic!("{route} unknown"));
             assert_eq!(push.path, format!("/v1/webhooks/{route}"));
             let headers: BTreeMap<String, String> = push

@@ -139,6 +139,26 @@ async fn tail_prints_decoded_updates_the_pipeline_produced() {
     assert_eq!(order["orderId"], "O-TAIL");
     let watched = cli(&sandbox, &["order", "watch", "O-TAIL", "--max", "1"]).await;
     assert_eq!(json_lines(&watched)[0]["orderId"], "O-TAIL", "{watched:?}");
+    // Topic creation is idempotent: the sandbox's topics exist already.
+    let topics_ran = cli(
+        &sandbox,
+        &[
+            "topics",
+            "create",
+            "--partitions",
+            "4",
+            "--replication-factor",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(topics_ran.code, Some(0), "{topics_ran:?}");
+    let outcomes = json_lines(&topics_ran);
+    assert_eq!(outcomes.len(), topics::ALL.len());
+    assert!(
+        outcomes.iter().all(|o| o["outcome"] == "existed"),
+        "{outcomes:?}"
+    );
     let bad = cli(&sandbox, &["tail", "no.such.topic"]).await;
     assert_eq!(bad.code, Some(1));
     assert!(bad.stderr.contains("no.such.topic"), "{}", bad.stderr);
