@@ -116,17 +116,7 @@ async fn run_steps(
     ingest: &Ingest,
 ) -> anyhow::Result<Steps> {
     let mix = Mix::default();
-    // The first step again at the end: same offered load, but the broker now
-    // holds every record of the run. tansu's memory storage lists all of a
-    // partition's stored batches on each fetch that has data, so its CPU per
-    // record grows with what it holds; this row shows by how much, at a load
-    // where nothing else queues.
-    let mut plan: Vec<(f64, bool)> = opts.steps.iter().map(|s| (*s, false)).collect();
-    if opts.repeat_first
-        && let Some(first) = opts.steps.first()
-    {
-        plan.push((*first, true));
-    }
+    let plan = step_plan(opts);
     // Event time: each step lives four days after the previous one, and the
     // whole run lies in the past — the last step ends four days before now —
     // because normalize dead-letters scans dated more than `max_future_skew`
@@ -195,6 +185,22 @@ async fn run_steps(
         steps.parcels.extend(parcels);
     }
     Ok(steps)
+}
+
+/// The offered rates, each flagged when it is the first step offered again.
+fn step_plan(opts: &Options) -> Vec<(f64, bool)> {
+    // The first step again at the end: same offered load, but the broker now
+    // holds every record of the run. tansu's memory storage lists all of a
+    // partition's stored batches on each fetch that has data, so its CPU per
+    // record grows with what it holds; this row shows by how much, at a load
+    // where nothing else queues.
+    let mut plan: Vec<(f64, bool)> = opts.steps.iter().map(|s| (*s, false)).collect();
+    if opts.repeat_first
+        && let Some(first) = opts.steps.first()
+    {
+        plan.push((*first, true));
+    }
+    plan
 }
 
 /// Offers one step's schedule and measures it: acceptance, latencies, and the
