@@ -24,7 +24,7 @@ pub(crate) async fn broker_ceiling(
     partitions: i32,
     fetch_wait_ms: u64,
 ) -> anyhow::Result<(f64, f64)> {
-    trackstream_harness::kafka::create_topics(brokers, &[(topic, partitions)])
+    trackstream_testkit::kafka::create_topics(brokers, &[(topic, partitions)])
         .await
         .map_err(anyhow::Error::msg)?;
     let consumer = assigned_consumer(brokers, topic, partitions, fetch_wait_ms)?;

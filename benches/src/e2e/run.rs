@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use trackstream_harness::processes::{Broker, RedisServer};
 use trackstream_loadgen::{self as loadgen, Kind, Mix, Parcel, Secrets};
 use trackstream_proto::topics;
+use trackstream_testkit::processes::{Broker, RedisServer};
 
 use super::ceiling::{Ceilings, broker_ceiling, measure_start};
 use super::follower::{Observed, STOPPING, follow};
@@ -76,7 +76,7 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     let broker = Broker::start_direct().await?;
     let brokers = broker.bootstrap();
     let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, opts.partitions)).collect();
-    trackstream_harness::kafka::create_topics(&brokers, &all)
+    trackstream_testkit::kafka::create_topics(&brokers, &all)
         .await
         .map_err(anyhow::Error::msg)?;
     let start = measure_start(&brokers, redis.port, opts, fetch_wait).await?;

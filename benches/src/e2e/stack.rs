@@ -40,7 +40,7 @@ pub(crate) fn children_named(command: &str) -> Vec<u32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            comm.trim() == command && trackstream_harness::procfs::parent_pid(*pid) == Some(me)
+            comm.trim() == command && trackstream_testkit::procfs::parent_pid(*pid) == Some(me)
         })
         .collect()
 }
@@ -116,7 +116,7 @@ pub(crate) struct Ports {
 
 impl Ports {
     pub(crate) fn pick() -> anyhow::Result<Self> {
-        let free = trackstream_harness::free_port;
+        let free = trackstream_testkit::free_port;
         Ok(Ports {
             http: free()?,
             grpc: free()?,
@@ -286,7 +286,7 @@ impl Stack {
     pub(crate) fn cpu_seconds(&self) -> Vec<f64> {
         self.measured
             .iter()
-            .map(|(_, pid)| trackstream_harness::procfs::cpu_seconds(*pid))
+            .map(|(_, pid)| trackstream_testkit::procfs::cpu_seconds(*pid))
             .collect()
     }
 
@@ -299,8 +299,8 @@ impl Stack {
             .map(|((name, pid), before)| {
                 (
                     name.clone(),
-                    (trackstream_harness::procfs::cpu_seconds(*pid) - before) / elapsed * 100.0,
-                    trackstream_harness::procfs::rss_mib(*pid),
+                    (trackstream_testkit::procfs::cpu_seconds(*pid) - before) / elapsed * 100.0,
+                    trackstream_testkit::procfs::rss_mib(*pid),
                 )
             })
             .collect()
@@ -311,7 +311,7 @@ impl Stack {
         self.measured
             .iter()
             .find(|(name, _)| name == "broker")
-            .map_or(0.0, |(_, pid)| trackstream_harness::procfs::rss_mib(*pid))
+            .map_or(0.0, |(_, pid)| trackstream_testkit::procfs::rss_mib(*pid))
     }
 }
 

@@ -15,7 +15,7 @@
 //! - [`notifier`] — merchant-scoped message ids and keys, one bad message never
 //!   starves its shard, the per-merchant watcher quota.
 //!
-//! Run: `cargo test -p trackstream-harness --test security`.
+//! Run: `cargo test -p trackstream-sandbox --test security`.
 
 mod detector;
 mod edge;

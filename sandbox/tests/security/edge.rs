@@ -14,9 +14,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use trackstream_carriers::{AccountSecret, ProviderSettings, aftership};
-use trackstream_harness::sandbox::{Configs, Sandbox};
 use trackstream_runtime::config::ListenerLimits;
 use trackstream_runtime::merchants::{MerchantConfig, MerchantDirectory};
+use trackstream_sandbox::{Configs, Sandbox};
 
 /// The limits ingest's listener runs with in these tests.
 fn limits() -> ListenerLimits {
@@ -102,7 +102,7 @@ async fn idle_keep_alive_connection_is_closed() {
     let request = format!(
         "POST /v1/shipments HTTP/1.1\r\nhost: ingest\r\nauthorization: Bearer {}\r\n\
          content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        trackstream_harness::sandbox::ACME_TOKEN,
+        trackstream_sandbox::ACME_TOKEN,
         body.len()
     );
     stream

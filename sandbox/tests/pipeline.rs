@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
 use serde_json::json;
-use trackstream_harness::kafka::all;
-use trackstream_harness::sandbox::{ACME_TOKEN, OTHER_TOKEN, Sandbox, authed};
 use trackstream_proto::topics;
 use trackstream_proto::v1::{
     Alert, AlertState, BuyerNotification, GetOrderRequest, Milestone, RawScan, Status,
     WatchOrderRequest,
 };
+use trackstream_sandbox::{ACME_TOKEN, OTHER_TOKEN, Sandbox, authed};
+use trackstream_testkit::kafka::all;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -45,7 +45,7 @@ async fn a_scan_flows_to_updates_buyer_message_and_a_stall_alert_that_resolves()
 
     // The order appears once its first update is recorded.
     let mut grpc = sandbox.grpc().await;
-    trackstream_harness::eventually(WAIT, "order O-1 to exist", || {
+    trackstream_testkit::eventually(WAIT, "order O-1 to exist", || {
         let mut grpc = grpc.clone();
         async move {
             grpc.get_order(authed(
@@ -251,7 +251,7 @@ async fn webhook_answers_503_while_the_broker_is_down_and_a_retry_goes_through()
 
     sandbox.broker.restore().await.expect("broker back");
     // The carrier retries until it is acknowledged.
-    trackstream_harness::eventually(WAIT, "a retried post to be acknowledged", || async {
+    trackstream_testkit::eventually(WAIT, "a retried post to be acknowledged", || async {
         let (status, _) = sandbox
             .post_generic(&scan("W-503", "in_transit", at, "during"))
             .await;

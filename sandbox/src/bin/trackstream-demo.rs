@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration as Span, FixedOffset, Utc};
 use serde_json::json;
-use trackstream_harness::kafka::TopicReader;
 use trackstream_proto::topics;
 use trackstream_proto::v1::tracking_service_client::TrackingServiceClient;
 use trackstream_proto::v1::{
     Alert, AlertState, BuyerNotification, GetOrderRequest, Milestone, ShipmentUpdate,
 };
+use trackstream_testkit::kafka::TopicReader;
 
 struct Args {
     parcels: usize,
@@ -211,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
     let settle = Instant::now();
     updates
         .until(deadline, "all updates", |r| {
-            trackstream_harness::kafka::all::<ShipmentUpdate>(r, |u| {
+            trackstream_testkit::kafka::all::<ShipmentUpdate>(r, |u| {
                 u.iter().filter(|u| ours(u)).count() >= expected_updates
             })
         })

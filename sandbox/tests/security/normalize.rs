@@ -10,13 +10,13 @@ use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
-use trackstream_harness::kafka::{Record, all};
-use trackstream_harness::sandbox::Sandbox;
 use trackstream_proto::time::to_proto;
 use trackstream_proto::topics;
 use trackstream_proto::v1::{
     BuyerNotification, Milestone, Provider, RawScan, ShipmentUpdate, Status, TrackingEvent,
 };
+use trackstream_sandbox::Sandbox;
+use trackstream_testkit::kafka::{Record, all};
 
 const WAIT: Duration = Duration::from_secs(60);
 

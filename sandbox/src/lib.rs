@@ -1,5 +1,15 @@
-//! A whole trackstream cluster in one process: real Redis and broker as child
-//! processes, topics created, the four services running as tasks.
+//! The whole-cluster sandbox: a trackstream cluster in one process — real
+//! Redis and broker as child processes (from `trackstream-testkit`), topics
+//! created, the four services running as tasks — with configs tests can tweak
+//! before the services start.
+//!
+//! Test-only, as quickwit keeps its integration tests: this crate depends on
+//! every service, and nothing but tests, benchmarks and the demo depends on
+//! it. Its `tests/` hold what needs the whole pipeline (end to end, every
+//! provider through every stage, the security suite, the public routes'
+//! property test, WatchOrder across the pipeline); each service's own tests
+//! use only the test kit.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,8 +20,8 @@ use trackstream_proto::v1::tracking_service_client::TrackingServiceClient;
 use trackstream_runtime::CancellationToken;
 use trackstream_runtime::merchants::MerchantConfig;
 
-use crate::kafka::TopicReader;
-use crate::processes::{Broker, RedisServer};
+use trackstream_testkit::kafka::TopicReader;
+use trackstream_testkit::processes::{Broker, RedisServer};
 
 /// Secret of the generic webhook in sandbox configs.
 pub const GENERIC_SECRET: &str = "generic-secret";
@@ -148,7 +158,7 @@ impl Sandbox {
         trackstream_runtime::telemetry::init_tracing(&configs.ingest.admin);
         let partitions = configs.partitions;
         let topics: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, partitions)).collect();
-        crate::kafka::create_topics(&broker.bootstrap(), &topics)
+        trackstream_testkit::kafka::create_topics(&broker.bootstrap(), &topics)
             .await
             .unwrap_or_else(|e| panic!("creating topics: {e}"));
 
@@ -310,11 +320,4 @@ impl Sandbox {
     }
 }
 
-/// A bearer-token request for the gRPC API.
-pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
-}
+pub use trackstream_testkit::grpc::authed;

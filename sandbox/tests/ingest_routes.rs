@@ -14,7 +14,7 @@ use trackstream_carriers::{
     AccountSecret, ProviderSettings, aftership, easypost, generic, kdniao, kuaidi100,
     seventeen_track,
 };
-use trackstream_harness::sandbox::{ACME_TOKEN, Configs, GENERIC_SECRET, OTHER_TOKEN, Sandbox};
+use trackstream_sandbox::{ACME_TOKEN, Configs, GENERIC_SECRET, OTHER_TOKEN, Sandbox};
 
 const SECRET: &str = "property-secret";
 const ROUTES: [&str; 7] = [

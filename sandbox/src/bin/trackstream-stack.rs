@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
                 .parse()
                 .context("--partitions must be a number")?;
             let wanted: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, partitions)).collect();
-            trackstream_harness::kafka::create_topics(&brokers, &wanted)
+            trackstream_testkit::kafka::create_topics(&brokers, &wanted)
                 .await
                 .map_err(anyhow::Error::msg)
                 .context("creating topics")?;

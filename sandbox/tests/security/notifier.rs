@@ -10,9 +10,6 @@ use std::time::Duration;
 use chrono::Utc;
 use prost::Message;
 use serde_json::json;
-use trackstream_harness::kafka::Record;
-use trackstream_harness::processes::RedisServer;
-use trackstream_harness::sandbox::{ACME_TOKEN, OTHER_TOKEN, Sandbox, authed};
 use trackstream_notifier::clock::ManualClock;
 use trackstream_notifier::config::Template;
 use trackstream_notifier::outbox;
@@ -23,6 +20,9 @@ use trackstream_proto::v1::{
 use trackstream_runtime::dlq::headers;
 use trackstream_runtime::order_log;
 use trackstream_runtime::redis::RedisConn;
+use trackstream_sandbox::{ACME_TOKEN, OTHER_TOKEN, Sandbox, authed};
+use trackstream_testkit::kafka::Record;
+use trackstream_testkit::processes::RedisServer;
 
 const WAIT: Duration = Duration::from_secs(90);
 const PHONE: &str = "13812345678";
@@ -241,7 +241,7 @@ async fn redis_conn(url: &str) -> RedisConn {
 /// Waits until `order` of the merchant of `token` is visible over gRPC.
 async fn wait_order(sandbox: &Sandbox, token: &str, order: &str) {
     let grpc = sandbox.grpc().await;
-    trackstream_harness::eventually(WAIT, "the order to exist", || {
+    trackstream_testkit::eventually(WAIT, "the order to exist", || {
         let mut grpc = grpc.clone();
         let request = authed(
             GetOrderRequest {
@@ -322,7 +322,7 @@ async fn a_merchant_at_its_watcher_quota_is_refused_while_another_still_watches(
 
     // A stream that ends gives its slot back.
     drop(first);
-    trackstream_harness::eventually(WAIT, "acme's slot to be released", || {
+    trackstream_testkit::eventually(WAIT, "acme's slot to be released", || {
         let mut grpc = grpc.clone();
         async move { grpc.watch_order(watch("O-Q-A", ACME_TOKEN)).await.ok() }
     })
@@ -382,7 +382,7 @@ async fn a_delivered_orders_notifier_keys_expire_after_retention() {
     let ms = order_log::key(&order, "ms");
     // In transit: every key lives until a long silence (120 days) from the clock.
     let silence_at = start.timestamp_millis() + 120 * 86_400_000;
-    trackstream_harness::eventually(WAIT, "the shipped message sent, keys timed", || {
+    trackstream_testkit::eventually(WAIT, "the shipped message sent, keys timed", || {
         let mut conn = conn.clone();
         let (parcels, ms) = (parcels.clone(), ms.clone());
         async move {
@@ -429,7 +429,7 @@ async fn a_delivered_orders_notifier_keys_expire_after_retention() {
                 .any(|(_, m)| m.order_id == "O-EXP" && m.title == "manual-clock instance")
         })
         .await;
-    trackstream_harness::eventually(WAIT, "every notifier key of the order gone", || {
+    trackstream_testkit::eventually(WAIT, "every notifier key of the order gone", || {
         let mut conn = conn.clone();
         let keys = outbox::order_keys(&order);
         async move {

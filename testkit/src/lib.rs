@@ -1,4 +1,5 @@
-//! The sandbox: a whole trackstream cluster on loopback, for tests and the demo.
+//! The test kit: the real parts tests run against, and nothing of trackstream's
+//! own services, so a service's tests build only that service.
 //!
 //! - [`processes`] — real `redis-server` and `tansu` (Kafka protocol) child
 //!   processes on free ports, killed on drop; the broker sits behind a
@@ -9,8 +10,14 @@
 //! - [`cluster`] — a three-master Redis Cluster on loopback ports;
 //! - [`child`] — a service binary as a child process, killed with SIGKILL;
 //! - [`procfs`] — CPU and memory of processes from `/proc`, for the benchmarks;
-//! - [`sandbox`] — [`sandbox::Sandbox`]: Redis + broker + topics + the four
-//!   services in-process, with configs tests can tweak first.
+//! - [`grpc`] — client helpers for the tracking API (bearer token, SERVING
+//!   wait, next stream message with a deadline).
+//!
+//! The whole-cluster sandbox (all four services in one process) is the
+//! test-only crate `trackstream-sandbox`, which depends on this one and on
+//! every service; services dev-depend on this crate only, so there is no
+//! dependency cycle and `cargo test -p trackstream-detector` builds neither
+//! ingest nor the notifier.
 //!
 //! Nothing here depends on a service someone started by hand: the broker binary
 //! is installed and cached by `deploy/local/install-deps.sh` (run by the test
@@ -19,11 +26,11 @@
 
 pub mod child;
 pub mod cluster;
+pub mod grpc;
 pub mod kafka;
 pub mod link;
 pub mod processes;
 pub mod procfs;
-pub mod sandbox;
 
 use std::time::{Duration, Instant};
 

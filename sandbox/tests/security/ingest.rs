@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use trackstream_carriers::AccountSecret;
-use trackstream_harness::kafka::all;
-use trackstream_harness::sandbox::{OTHER_TOKEN, Sandbox};
 use trackstream_proto::topics;
 use trackstream_proto::v1::{RawScan, Shipment, ShipmentUpdate};
+use trackstream_sandbox::{OTHER_TOKEN, Sandbox};
+use trackstream_testkit::kafka::all;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -404,7 +404,7 @@ async fn admin_paths_are_404_on_the_public_port_and_the_api_is_described() {
 /// conflicting batch is refused and its new claims are released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ownership_claims_work_on_redis_cluster() {
-    let cluster = trackstream_harness::cluster::RedisCluster::start()
+    let cluster = trackstream_testkit::cluster::RedisCluster::start()
         .await
         .unwrap_or_else(|e| panic!("redis cluster: {e}"));
     let nodes = cluster.urls();

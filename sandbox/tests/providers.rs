@@ -24,12 +24,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use trackstream_carriers::{AccountSecret, ProviderSettings};
 use trackstream_carriers::{aftership, easypost, kdniao, kuaidi100, seventeen_track};
-use trackstream_harness::kafka::{Record, TopicReader, all};
-use trackstream_harness::sandbox::{Configs, Sandbox};
 use trackstream_proto::topics;
 use trackstream_proto::v1::{
     Alert, AlertState, Provider, RawScan, Reason, ShipmentUpdate, Status, TrackingEvent, ZoneSource,
 };
+use trackstream_sandbox::{Configs, Sandbox};
+use trackstream_testkit::kafka::{Record, TopicReader, all};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -1173,7 +1173,7 @@ async fn kdniao_gets_503_in_its_dialect_while_the_broker_is_down_and_a_retry_lan
     sandbox.broker.restore().await.expect("broker back");
     // Kdniao retries until it is acknowledged.
     let body =
-        trackstream_harness::eventually(WAIT, "a retried push to be acknowledged", || async {
+        trackstream_testkit::eventually(WAIT, "a retried push to be acknowledged", || async {
             let (status, body) = push.send(&sandbox).await;
             (status == 200).then_some(body)
         })

@@ -15,11 +15,11 @@ use trackstream_detector::engine::{Effects, Engine, Input, Output, Waybill};
 use trackstream_detector::letters;
 use trackstream_detector::rules::{Millis, RulesConfig};
 use trackstream_detector::store::Encoded;
-use trackstream_harness::kafka::{Record, all};
-use trackstream_harness::sandbox::{OTHER_TOKEN, Sandbox};
 use trackstream_proto::v1::{Alert, AlertState, ShipmentUpdate, Status, TrackingEvent};
 use trackstream_proto::{time, topics};
 use trackstream_runtime::dlq::headers;
+use trackstream_sandbox::{OTHER_TOKEN, Sandbox};
+use trackstream_testkit::kafka::{Record, all};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -342,7 +342,7 @@ async fn expired_parcel_keys_are_gone_and_the_waybill_is_a_new_parcel() {
         )
         .await;
 
-    let gone = trackstream_harness::eventually(WAIT, "the delivered parcel's keys gone", || {
+    let gone = trackstream_testkit::eventually(WAIT, "the delivered parcel's keys gone", || {
         let mut conn = conn.clone();
         async move {
             let state = keys_of(&mut conn, "*:wb:sf:SFEXP1").await;
@@ -431,7 +431,7 @@ async fn a_registration_joining_more_than_10_000_stored_scans_emits_every_update
         ok(sandbox.post_generic(&json!(chunk)).await).await;
         at += 1_000;
     }
-    trackstream_harness::eventually(Duration::from_secs(300), "every scan stored", || {
+    trackstream_testkit::eventually(Duration::from_secs(300), "every scan stored", || {
         let mut conn = conn.clone();
         async move {
             let keys = keys_of(&mut conn, "*:ev:sf:SFMANY1").await;
@@ -585,7 +585,7 @@ async fn a_first_registration_joins_only_the_recent_scans_never_an_earlier_deliv
         .get_multiplexed_async_connection()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    trackstream_harness::eventually(WAIT, "three scans stored", || {
+    trackstream_testkit::eventually(WAIT, "three scans stored", || {
         let mut conn = conn.clone();
         async move {
             let keys = keys_of(&mut conn, "*:ev:sf:SFWIN1").await;
