@@ -1,19 +1,23 @@
 //! `trackstream-demo`: drives a running stack with a few hundred parcels and
 //! prints what came out.
 //!
-//! Each parcel gets a realistic lifecycle with event times over the last three
-//! days: most are delivered, some are moving, some stalled long ago, some wait at
-//! a locker, fail delivery, or were never picked up. `sf` parcels are pushed as
-//! signed Kdniao snapshots (full trace every time), the others as signed generic
-//! JSON. Deadlines of stalled parcels are already in the past, so the detector
-//! fires them at once and the alerts show up within seconds.
+//! The parcels come from the load generator (`trackstream-loadgen`, the
+//! benchmark's too): realistic lifecycles with event times over the last three
+//! days — most delivered, some moving, some stalled long ago, some waiting at a
+//! locker, failing delivery, or never picked up. `sf` parcels are pushed as
+//! signed Kdniao snapshots (full trace every time), the others as signed
+//! generic JSON, one push per scan in event-time order: the local stack
+//! configures secrets for those two providers only. Deadlines of stalled
+//! parcels are already in the past, so the detector fires them at once and the
+//! alerts show up within seconds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, Duration as Span, FixedOffset, Utc};
+use chrono::Utc;
 use serde_json::json;
+use trackstream_loadgen::{self as loadgen, Format, Mix, Parcel, Secrets};
 use trackstream_proto::topics;
 use trackstream_proto::v1::tracking_service_client::TrackingServiceClient;
 use trackstream_proto::v1::{
@@ -53,105 +57,28 @@ fn args() -> anyhow::Result<Args> {
     })
 }
 
-/// One scan of a generated lifecycle: canonical status, Kdniao action, hours ago.
-type Step = (&'static str, &'static str, i64, &'static str);
+/// The formats the local stack has secrets for (deploy/local/config/ingest.toml).
+const FORMATS: [Format; 2] = [Format::Generic, Format::Kdniao];
 
-fn lifecycle(i: usize) -> (&'static str, Vec<Step>) {
-    match i % 20 {
-        0..=9 => (
-            "delivered",
-            vec![
-                ("picked_up", "1", 50, "揽收 Picked up"),
-                ("in_transit", "2", 40, "到达转运中心 Arrived at hub"),
-                ("in_transit", "2", 26, "离开转运中心 Left hub"),
-                ("out_for_delivery", "202", 6, "派送中 Out for delivery"),
-                ("delivered", "301", 2, "已签收 Delivered"),
-            ],
-        ),
-        10..=13 => (
-            "moving",
-            vec![
-                ("picked_up", "1", 20, "揽收 Picked up"),
-                ("in_transit", "2", 9, "运输中 In transit"),
-                (
-                    "in_transit",
-                    "2",
-                    3,
-                    "到达目的地城市 Arrived in destination city",
-                ),
-            ],
-        ),
-        14 | 15 => (
-            "stalled",
-            vec![
-                ("picked_up", "1", 70, "揽收 Picked up"),
-                ("in_transit", "2", 52, "运输中 In transit"),
-            ],
-        ),
-        16 => (
-            "locker",
-            vec![
-                ("picked_up", "1", 48, "揽收 Picked up"),
-                ("out_for_delivery", "202", 26, "派送中 Out for delivery"),
-                ("available_for_pickup", "211", 22, "已放入快递柜 In locker"),
-            ],
-        ),
-        17 => (
-            "failed delivery",
-            vec![
-                ("picked_up", "1", 30, "揽收 Picked up"),
-                ("out_for_delivery", "202", 8, "派送中 Out for delivery"),
-                (
-                    "delivery_attempt_failed",
-                    "416",
-                    5,
-                    "联系不上收件人 Recipient unreachable",
-                ),
-            ],
-        ),
-        18 => (
-            "no pickup",
-            vec![("info_received", "0", 30, "已下单 Order info received")],
-        ),
-        _ => (
-            "just shipped",
-            vec![("picked_up", "1", 1, "揽收 Picked up")],
-        ),
-    }
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = args()?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let run = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-    let now = Utc::now();
-    let carriers = ["sf", "yto", "zto", "jd"];
-
-    // Readers first, so nothing is missed.
-    let mut updates = TopicReader::new(&args.brokers, topics::TRACKING_UPDATES);
-    let mut alerts = TopicReader::new(&args.brokers, topics::TRACKING_ALERTS);
-    let mut messages = TopicReader::new(&args.brokers, topics::BUYER_NOTIFICATIONS);
-
-    let mut shipments = Vec::new();
-    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-    for i in 0..args.parcels {
-        // Every fifth order has two parcels (a split shipment).
-        let order = if i % 5 == 1 { i - 1 } else { i };
-        shipments.push(json!({
-            "order_id": format!("DEMO-{run}-{order:04}"),
-            "carrier": carriers[i % carriers.len()],
-            "waybill": format!("{}{run}{i:05}", carriers[i % carriers.len()].to_uppercase()),
-            "service_level": if i % 3 == 0 { "express" } else { "standard" },
-            "buyer": {"name": "买家", "phone": format!("138{:08}", i * 7919 % 100_000_000),
-                      "email": format!("buyer{i}@example.com"),
-                      "locale": if i % 4 == 0 { "en" } else { "zh-CN" }, "time_zone": "Asia/Shanghai"}
-        }));
-    }
-    let started = Instant::now();
-    for chunk in shipments.chunks(100) {
+/// Registers `parcels` (with an e-mail contact, so buyer messages have a
+/// channel) and posts every push of the schedule, in order; returns how many
+/// webhooks were posted.
+async fn post_load(
+    http: &reqwest::Client,
+    args: &Args,
+    parcels: &[Parcel],
+    mix: &Mix,
+    seed: u64,
+) -> anyhow::Result<usize> {
+    let registrations: Vec<serde_json::Value> = parcels
+        .iter()
+        .map(|parcel| {
+            let mut registration = parcel.registration();
+            registration["buyer"]["email"] = json!(format!("buyer{}@example.com", parcel.index));
+            registration
+        })
+        .collect();
+    for chunk in registrations.chunks(100) {
         let response = http
             .post(format!("{}/v1/shipments", args.ingest))
             .bearer_auth(&args.token)
@@ -167,24 +94,22 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-
-    let mut webhooks = 0usize;
-    let mut scans = 0usize;
-    let mut expected_updates = 0usize;
-    for i in 0..args.parcels {
-        let carrier = carriers[i % carriers.len()];
-        let waybill = format!("{}{run}{i:05}", carrier.to_uppercase());
-        let (kind, steps) = lifecycle(i);
-        *kinds.entry(kind).or_default() += 1;
-        scans += steps.len();
-        expected_updates += steps.len();
-        let (path, headers, body) = if carrier == "sf" {
-            kdniao_push(&args, &waybill, &steps, now)
-        } else {
-            generic_push(&args, carrier, &waybill, &steps, now)
+    let secrets = Secrets {
+        generic: args.generic_secret.clone(),
+        kdniao_account: args.kdniao_account.clone(),
+        kdniao_appkey: args.kdniao_appkey.clone(),
+        ..Secrets::default()
+    };
+    let mut webhooks = 0;
+    for (index, upto) in loadgen::schedule(parcels, mix, seed) {
+        let Some(parcel) = parcels.get(index) else {
+            continue;
         };
-        let mut request = http.post(format!("{}{path}", args.ingest)).body(body);
-        for (name, value) in headers {
+        let push = parcel.push(upto, &secrets);
+        let mut request = http
+            .post(format!("{}{}", args.ingest, push.path))
+            .body(push.body);
+        for (name, value) in push.headers {
             request = request.header(name, value);
         }
         let response = request.send().await.context("posting webhook")?;
@@ -197,10 +122,49 @@ async fn main() -> anyhow::Result<()> {
         }
         webhooks += 1;
     }
+    Ok(webhooks)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let run = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let seed = rand::random::<u64>();
+    // One push per scan, in event-time order: no resends or late pushes, so
+    // every scan is one update and the demo knows how many to wait for.
+    let mix = Mix {
+        duplicate_rate: 0.0,
+        reorder_rate: 0.0,
+        ..Mix::default()
+    };
+    let mut parcels = loadgen::generate_in(&FORMATS, args.parcels, &mix, seed, Utc::now(), &run, 0);
+    for parcel in &mut parcels {
+        parcel.order_id = parcel.order_id.replacen("BENCH", "DEMO", 1);
+    }
+    let expected_updates: usize = parcels.iter().map(|p| p.scans.len()).sum();
+    let kind_of: HashMap<&str, &str> = parcels
+        .iter()
+        .map(|p| (p.waybill.as_str(), p.kind.name()))
+        .collect();
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for parcel in &parcels {
+        *kinds.entry(parcel.kind.name()).or_default() += 1;
+    }
+
+    // Readers first, so nothing is missed.
+    let mut updates = TopicReader::new(&args.brokers, topics::TRACKING_UPDATES);
+    let mut alerts = TopicReader::new(&args.brokers, topics::TRACKING_ALERTS);
+    let mut messages = TopicReader::new(&args.brokers, topics::BUYER_NOTIFICATIONS);
+
+    let started = Instant::now();
+    let webhooks = post_load(&http, &args, &parcels, &mix, seed).await?;
     let posted_in = started.elapsed();
     println!("\n== trackstream demo (run {run}) ==");
     println!(
-        "posted {} registrations, {webhooks} webhooks with {scans} scans in {:.2?}",
+        "posted {} registrations, {webhooks} webhooks with {expected_updates} scans in {:.2?}",
         args.parcels, posted_in
     );
     println!("lifecycles: {kinds:?}");
@@ -261,15 +225,10 @@ async fn main() -> anyhow::Result<()> {
     for alert in &alerts {
         let state = AlertState::try_from(alert.state)
             .map_or("?", |s| s.as_str_name().trim_start_matches("ALERT_STATE_"));
-        let index: usize = alert
-            .waybill
-            .get(alert.waybill.len().saturating_sub(5)..)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
         *by_rule
             .entry((alert.rule.clone(), state))
             .or_default()
-            .entry(lifecycle(index).0)
+            .entry(kind_of.get(alert.waybill.as_str()).copied().unwrap_or("?"))
             .or_default() += 1;
     }
     println!(
@@ -351,8 +310,12 @@ async fn main() -> anyhow::Result<()> {
     let mut grpc = TrackingServiceClient::connect(args.grpc.clone())
         .await
         .context("connecting to gRPC")?;
+    let first_order = parcels
+        .first()
+        .map(|p| p.order_id.clone())
+        .unwrap_or_default();
     let mut request = tonic::Request::new(GetOrderRequest {
-        order_id: format!("DEMO-{run}-0000"),
+        order_id: first_order.clone(),
     });
     request
         .metadata_mut()
@@ -363,7 +326,7 @@ async fn main() -> anyhow::Result<()> {
         .context("GetOrder")?
         .into_inner();
     println!(
-        "\nGetOrder DEMO-{run}-0000: {} parcels, last_seq {}, statuses {:?}",
+        "\nGetOrder {first_order}: {} parcels, last_seq {}, statuses {:?}",
         order.parcels.len(),
         order.last_seq,
         order
@@ -377,78 +340,4 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
     );
     Ok(())
-}
-
-fn generic_push(
-    args: &Args,
-    carrier: &str,
-    waybill: &str,
-    steps: &[Step],
-    now: DateTime<Utc>,
-) -> (&'static str, Vec<(&'static str, String)>, Vec<u8>) {
-    let scans: Vec<_> = steps
-        .iter()
-        .map(|(status, _, hours, text)| {
-            let mut scan = json!({
-                "carrier": carrier, "waybill": waybill, "status": status,
-                "occurred_at": (now - Span::hours(*hours)).to_rfc3339(), "description": text,
-                "location": {"text": "Hangzhou", "city": "Hangzhou", "country": "CN"}
-            });
-            if *status == "delivery_attempt_failed" {
-                scan["reason"] = json!("recipient_unreachable");
-            }
-            scan
-        })
-        .collect();
-    let body = json!({ "scans": scans }).to_string().into_bytes();
-    let signature = trackstream_carriers::generic::sign(&body, &args.generic_secret);
-    (
-        "/v1/webhooks/generic",
-        vec![("x-trackstream-signature", signature)],
-        body,
-    )
-}
-
-fn kdniao_push(
-    args: &Args,
-    waybill: &str,
-    steps: &[Step],
-    now: DateTime<Utc>,
-) -> (&'static str, Vec<(&'static str, String)>, Vec<u8>) {
-    let china = FixedOffset::east_opt(8 * 3600)
-        .unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC offset"));
-    let fmt = |t: DateTime<Utc>| {
-        t.with_timezone(&china)
-            .format("%Y-%m-%d %H:%M:%S")
-            .to_string()
-    };
-    let traces: Vec<_> = steps
-        .iter()
-        .map(|(_, action, hours, text)| {
-            json!({
-                "AcceptTime": fmt(now - Span::hours(*hours)), "AcceptStation": text,
-                "Location": "深圳市", "Action": action
-            })
-        })
-        .collect();
-    let last = steps.last().map_or("2", |s| s.1);
-    let state = &last[..1];
-    let request_data = json!({
-        "EBusinessID": args.kdniao_account, "PushTime": fmt(now), "Count": 1,
-        "Data": [{
-            "EBusinessID": args.kdniao_account, "ShipperCode": "SF", "LogisticCode": waybill,
-            "Success": true, "State": state, "StateEx": last, "Location": "深圳市", "Traces": traces
-        }]
-    })
-    .to_string();
-    let body =
-        trackstream_carriers::kdniao::form_body(request_data.as_bytes(), &args.kdniao_appkey);
-    (
-        "/v1/webhooks/kdniao",
-        vec![(
-            "content-type",
-            "application/x-www-form-urlencoded; charset=utf-8".into(),
-        )],
-        body,
-    )
 }

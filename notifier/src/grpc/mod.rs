@@ -13,6 +13,10 @@
 //! stream ends with RESOURCE_EXHAUSTED carrying `resume-after-seq` (metadata and
 //! message): reconnecting with that `after_seq` continues exactly after the last
 //! update it received. Shutdown ends streams the same way with UNAVAILABLE.
+//!
+//! Layout: this file holds the service, its unary call and the order view
+//! (`build_order`, `decode_updates`); `order_watch` runs one WatchOrder
+//! stream. WatchAlerts has no history, so it stays in the handler here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,6 +45,10 @@ use crate::hub::Hub;
 use crate::outbox::Outbox;
 use crate::quota::Watchers;
 use crate::{mask, validate};
+
+mod order_watch;
+
+use order_watch::OrderWatch;
 
 const HISTORY_PAGE: usize = 500;
 
@@ -389,121 +397,6 @@ impl TrackingService for Api {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
-    }
-}
-
-/// The state of one WatchOrder stream.
-struct OrderWatch {
-    conn: RedisConn,
-    reads: Arc<tokio::sync::Semaphore>,
-    order_id: String,
-    merchant_id: String,
-    /// Highest sequence number handled (sent, or skipped as another merchant's).
-    last: u64,
-    tx: mpsc::Sender<Result<ShipmentUpdate, Status>>,
-}
-
-/// The client went away or was told about a failure: end the stream.
-struct Ended;
-
-impl OrderWatch {
-    async fn run(
-        mut self,
-        mut live: crate::hub::Subscription<ShipmentUpdate>,
-        shutdown: trackstream_runtime::CancellationToken,
-    ) {
-        // Replay history after `after_seq`, then live, filling holes from history.
-        if self.send_history(u64::MAX).await.is_err() {
-            return;
-        }
-        // The client hanging up ends the watch (and frees its slot) at once, not
-        // at the order's next update.
-        let gone = self.tx.clone();
-        loop {
-            let next = tokio::select! {
-                next = live.rx.recv() => next,
-                () = gone.closed() => return,
-                _ = shutdown.cancelled() => {
-                    let last = self.last;
-                    let status = Status::unavailable(format!(
-                        "server shutting down; reconnect with after_seq={last}"
-                    ));
-                    let _ = self.tx.send(Err(resume_status(status, last))).await;
-                    return;
-                }
-            };
-            let Some(update) = next else {
-                if live.lagged.load(Ordering::Acquire) {
-                    let last = self.last;
-                    let status = resume_status(
-                        Status::resource_exhausted(format!(
-                            "watcher fell behind; reconnect with after_seq={last}"
-                        )),
-                        last,
-                    );
-                    tracing::info!(last, "slow watcher cut off with resume point");
-                    let _ = self.tx.send(Err(status)).await;
-                }
-                return;
-            };
-            if update.seq <= self.last {
-                continue;
-            }
-            if update.seq > self.last + 1 && self.send_history(update.seq - 1).await.is_err() {
-                return;
-            }
-            // History normally had everything below; if it did not (it never
-            // should), the live update is still sent rather than dropped.
-            if update.seq > self.last && self.send((*update).clone()).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    async fn send(&mut self, update: ShipmentUpdate) -> Result<(), Ended> {
-        self.last = update.seq;
-        if update.merchant_id != self.merchant_id {
-            return Ok(());
-        }
-        self.tx
-            .send(Ok(for_display(update)))
-            .await
-            .map_err(|_| Ended)
-    }
-
-    /// Sends stored updates with `last < seq <= upto`, advancing `last`.
-    async fn send_history(&mut self, upto: u64) -> Result<(), Ended> {
-        loop {
-            let read = async {
-                let _permit = self.reads.acquire().await.map_err(|_| {
-                    redis::RedisError::from((redis::ErrorKind::Io, "shutting down"))
-                })?;
-                let order = order_log::order_ref(&self.merchant_id, &self.order_id);
-                order_log::updates_after(&mut self.conn, &order, self.last, HISTORY_PAGE).await
-            };
-            let page = match read.await {
-                Ok(page) => page,
-                Err(err) => {
-                    let last = self.last;
-                    let status = resume_status(ApiError::from(err).into(), last);
-                    let _ = self.tx.send(Err(status)).await;
-                    return Err(Ended);
-                }
-            };
-            let full = page.len() == HISTORY_PAGE;
-            let before = self.last;
-            for update in decode_updates(page) {
-                if update.seq > upto {
-                    return Ok(());
-                }
-                if update.seq > self.last {
-                    self.send(update).await?;
-                }
-            }
-            if !full || self.last == before {
-                return Ok(());
-            }
-        }
     }
 }
 

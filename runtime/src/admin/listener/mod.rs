@@ -25,12 +25,15 @@
 //! a count in the process-wide [`metrics`] registry, which every `/metrics`
 //! answer of the process appends (the listener is started by code that has
 //! already shared its service registry, so it cannot register there).
+//!
+//! Layout: this file binds, accepts and runs connections; `watch` holds a
+//! connection's watchdog state and IO wrapper; `metrics` the process-wide
+//! listener metrics.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -39,250 +42,21 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ListenerLimits;
 use crate::{ApiError, Error};
 
-/// Why the listener closed a connection itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseReason {
-    /// The request header did not arrive within `header_read_timeout_ms`.
-    HeaderRead,
-    /// No request for `idle_timeout_ms`.
-    Idle,
-    /// A request took longer than `request_timeout_ms` (answered 408).
-    Request,
-}
+mod metrics;
+mod watch;
 
-impl CloseReason {
-    fn label(self) -> &'static str {
-        match self {
-            CloseReason::HeaderRead => "header_read",
-            CloseReason::Idle => "idle",
-            CloseReason::Request => "request",
-        }
-    }
-}
+pub(crate) use metrics::encode_metrics;
+use metrics::{CloseReason, ListenerLabels, metrics, record_close};
+use watch::{InFlight, Watch, WatchedIo};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ListenerLabels {
-    listener: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClosedLabels {
-    listener: String,
-    reason: String,
-}
-
-/// The process-wide HTTP listener metrics.
-struct Metrics {
-    registry: Registry,
-    closed: Family<ClosedLabels, Counter>,
-    cap_reached: Family<ListenerLabels, Counter>,
-    open: Family<ListenerLabels, Gauge>,
-}
-
-fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(|| {
-        let mut registry = Registry::with_prefix("trackstream_http");
-        let closed = Family::<ClosedLabels, Counter>::default();
-        let cap_reached = Family::<ListenerLabels, Counter>::default();
-        let open = Family::<ListenerLabels, Gauge>::default();
-        registry.register(
-            "connections_closed",
-            "Connections the listener closed itself, by reason (header_read, idle, request)",
-            closed.clone(),
-        );
-        registry.register(
-            "connection_cap_reached",
-            "Times a listener reached max_connections and stopped accepting until one closed",
-            cap_reached.clone(),
-        );
-        registry.register(
-            "open_connections",
-            "Connections a listener is serving now",
-            open.clone(),
-        );
-        Metrics {
-            registry,
-            closed,
-            cap_reached,
-            open,
-        }
-    })
-}
-
-/// The listener metrics in the OpenMetrics text format, without the final
-/// `# EOF` line, for `/metrics` to splice into the service's own.
-pub(crate) fn encode_metrics() -> String {
-    let mut text = String::new();
-    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &metrics().registry) {
-        tracing::warn!(%err, "http listener metrics encoding failed");
-    }
-    match text.strip_suffix("# EOF\n") {
-        Some(body) => body.to_owned(),
-        None => text,
-    }
-}
-
-/// Where a connection is in its request cycle; the watchdog's clocks.
-#[derive(Debug)]
-struct Phase {
-    /// Requests dispatched and not yet answered (0 or 1 on HTTP/1).
-    in_flight: usize,
-    /// Since when the connection has had nothing in progress.
-    idle_since: Instant,
-    /// First byte of a request whose header is not complete yet.
-    head_started: Option<Instant>,
-}
-
-/// Shared between a connection's IO wrapper, its service and its watchdog.
-struct Watch {
-    phase: Mutex<Phase>,
-    changed: Notify,
-}
-
-impl Watch {
-    fn new() -> Self {
-        Watch {
-            phase: Mutex::new(Phase {
-                in_flight: 0,
-                idle_since: Instant::now(),
-                head_started: None,
-            }),
-            changed: Notify::new(),
-        }
-    }
-
-    fn with_phase<T>(&self, f: impl FnOnce(&mut Phase) -> T) -> T {
-        // A poisoned lock only means another holder panicked mid-update of plain
-        // data; the data is still usable.
-        let mut phase = match self.phase.lock() {
-            Ok(phase) => phase,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut phase)
-    }
-
-    fn on_bytes_read(&self) {
-        let started = self.with_phase(|p| {
-            if p.in_flight == 0 && p.head_started.is_none() {
-                p.head_started = Some(Instant::now());
-                true
-            } else {
-                false
-            }
-        });
-        if started {
-            self.changed.notify_one();
-        }
-    }
-
-    fn on_request(&self) {
-        self.with_phase(|p| {
-            p.in_flight += 1;
-            p.head_started = None;
-        });
-        self.changed.notify_one();
-    }
-
-    fn on_response(&self) {
-        self.with_phase(|p| {
-            p.in_flight = p.in_flight.saturating_sub(1);
-            p.idle_since = Instant::now();
-            p.head_started = None;
-        });
-        self.changed.notify_one();
-    }
-
-    /// The running clock's deadline and what passing it means; none while a
-    /// request is in progress (the request timeout covers that).
-    fn deadline(&self, limits: &Limits) -> Option<(Instant, CloseReason)> {
-        self.with_phase(|p| {
-            if p.in_flight > 0 {
-                None
-            } else if let Some(started) = p.head_started {
-                Some((started + limits.header_read, CloseReason::HeaderRead))
-            } else {
-                Some((p.idle_since + limits.idle, CloseReason::Idle))
-            }
-        })
-    }
-}
-
-/// Marks a request answered when dropped, whether it completed or not.
-struct InFlight(Arc<Watch>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.on_response();
-    }
-}
-
-/// A TCP stream that tells its [`Watch`] when request bytes arrive.
-struct WatchedIo {
-    inner: TcpStream,
-    watch: Arc<Watch>,
-}
-
-impl AsyncRead for WatchedIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.watch.on_bytes_read();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for WatchedIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-/// [`ListenerLimits`] as durations.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     header_read: Duration,
@@ -454,23 +228,6 @@ impl Connection {
         };
         record_close(&self.listener, self.peer, reason, after);
     }
-}
-
-fn record_close(listener: &str, peer: SocketAddr, reason: CloseReason, after: Duration) {
-    tracing::info!(
-        listener,
-        %peer,
-        reason = reason.label(),
-        after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
-        "closed connection: timeout"
-    );
-    metrics()
-        .closed
-        .get_or_create(&ClosedLabels {
-            listener: listener.to_owned(),
-            reason: reason.label().to_owned(),
-        })
-        .inc();
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
