@@ -13,6 +13,8 @@
 //! | `aftership` | the body | `aftership-hmac-sha256` header |
 //! | `easypost` | the body | `X-Hmac-Signature` header |
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, FixedOffset, Offset, Utc};
 
 use crate::{aftership, easypost, generic, kdniao, kuaidi100, seventeen_track};
@@ -41,6 +43,16 @@ pub struct SignedPush {
     pub headers: Vec<(&'static str, String)>,
     /// The body bytes.
     pub body: Vec<u8>,
+}
+
+impl SignedPush {
+    /// The headers as adapters see them ([`crate::PushRequest::headers`]).
+    pub fn header_map(&self) -> BTreeMap<String, String> {
+        self.headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect()
+    }
 }
 
 /// The push `route`'s provider would send for `content` signed with `secret`
@@ -133,8 +145,6 @@ pub fn stamped_now(content: &[u8], now: DateTime<Utc>) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::{AccountSecret, ProviderSettings, PushRequest, Registry};
 
@@ -172,11 +182,7 @@ mod tests {
             let push = signed_push(route, &content, "s3cret", Some("1237100"))
                 .unwrap_or_else(|| panic!("{route} unknown"));
             assert_eq!(push.path, format!("/v1/webhooks/{route}"));
-            let headers: BTreeMap<String, String> = push
-                .headers
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), v.clone()))
-                .collect();
+            let headers = push.header_map();
             let query = BTreeMap::new();
             let request = PushRequest {
                 headers: &headers,

@@ -35,14 +35,7 @@ fn settings(allow_unsigned: bool) -> ProviderSettings {
 /// unknown route gets the bytes unsigned.
 fn signed(route: &str, content: &[u8]) -> (BTreeMap<String, String>, Vec<u8>) {
     match outbound::signed_push(route, content, SECRET, None) {
-        Some(push) => (
-            push.headers
-                .into_iter()
-                .filter(|(name, _)| *name != "content-type")
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect(),
-            push.body,
-        ),
+        Some(push) => (push.header_map(), push.body),
         None => (BTreeMap::new(), content.to_vec()),
     }
 }
