@@ -97,7 +97,7 @@ struct ReplayCommand {
     #[arg(long, value_name = "FILE", env = "TRACKSTREAM_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
-    range: trackstream_normalize::replay::ReplayArgs,
+    range: trackstream_normalize::cli::ReplayArgs,
 }
 
 #[tokio::main]

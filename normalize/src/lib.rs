@@ -19,10 +19,12 @@
 //! Layout: [`config`], [`handler`] (the batch handler), [`bounds`] (free-text
 //! caps), [`skew`] (future-dated scans), [`write`] (writing with dead letters
 //! for refused records), [`recent`] (ids written recently), [`replay`] (the
-//! re-normalize command), this file (wiring).
+//! re-normalize command), [`cli`] (the binary's command line, shared with
+//! `trackstream replay`), this file (wiring).
 #![forbid(unsafe_code)]
 
 pub mod bounds;
+pub mod cli;
 pub mod config;
 pub mod handler;
 pub mod recent;

@@ -1,11 +1,12 @@
 //! `trackstream-normalize` binary: config from `--config FILE` / env, then either
 //! run the service until SIGTERM or SIGINT, or (`replay ...`) re-normalize a range
 //! of `scans.raw` and print a JSON summary as the last line of stdout. The
-//! arguments are [`replay::Cli`] (clap), shared with `trackstream replay`.
+//! arguments are [`Cli`] (clap), shared with `trackstream replay`.
 
 use anyhow::Context;
 use clap::Parser;
-use trackstream_normalize::replay::{self, Cli, CliCommand};
+use trackstream_normalize::cli::{Cli, CliCommand};
+use trackstream_normalize::replay;
 use trackstream_runtime::{shutdown, telemetry};
 
 #[tokio::main]
