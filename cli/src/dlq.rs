@@ -219,6 +219,34 @@ mod tests {
     }
 
     #[test]
+    fn every_given_filter_must_match() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            selection: Selection,
+        }
+        let select = |args: &[&str]| {
+            Wrap::try_parse_from(std::iter::once("dlq").chain(args.iter().copied()))
+                .map(|w| w.selection)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        };
+        let letter = letter(&[
+            (headers::STAGE, "notifier"),
+            (headers::CAUSE, "output_too_large"),
+            (headers::DETAIL, "record of 2 MB over the 1 MB limit"),
+            (headers::SOURCE_TOPIC, topics::TRACKING_UPDATES),
+        ]);
+        assert!(select(&[]).matches(&letter));
+        assert!(select(&["--stage", "notifier", "--cause", "output_too_large"]).matches(&letter));
+        assert!(select(&["--key", "sf:SF1", "--detail", "over the"]).matches(&letter));
+        assert!(select(&["--source", topics::TRACKING_UPDATES]).matches(&letter));
+        assert!(!select(&["--stage", "notifier", "--cause", "undecodable"]).matches(&letter));
+        assert!(!select(&["--key", "sf:SF2"]).matches(&letter));
+        assert!(!select(&["--detail", "timeout"]).matches(&letter));
+    }
+
+    #[test]
     fn letters_go_back_to_pipeline_topics_only() {
         let ok = letter(&[(headers::SOURCE_TOPIC, topics::TRACKING_EVENTS)]);
         assert_eq!(destination(&ok), Ok(topics::TRACKING_EVENTS));
