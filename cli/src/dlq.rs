@@ -116,7 +116,7 @@ async fn list(selection: Selection) -> anyhow::Result<()> {
             break;
         };
         if selection.matches(&letter) {
-            println!("{}", crate::decode::record_json(&letter));
+            crate::emit(format_args!("{}", crate::decode::record_json(&letter)))?;
             listed += 1;
         }
     }
@@ -186,7 +186,7 @@ async fn redrive(selection: Selection) -> anyhow::Result<()> {
         redriven += 1;
     }
     bar.finish_and_clear();
-    println!(
+    crate::emit(format_args!(
         "{}",
         json!({
             "topic": selection.topic,
@@ -195,7 +195,7 @@ async fn redrive(selection: Selection) -> anyhow::Result<()> {
             "redriven": redriven,
             "skipped": skipped,
         })
-    );
+    ))?;
     Ok(())
 }
 

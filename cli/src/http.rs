@@ -100,7 +100,10 @@ async fn post(
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    println!("{}", json!({ "status": status.as_u16(), "body": body }));
+    crate::emit(format_args!(
+        "{}",
+        json!({ "status": status.as_u16(), "body": body })
+    ))?;
     if !status.is_success() {
         bail!("ingest answered {status}");
     }

@@ -100,9 +100,31 @@ struct ReplayCommand {
     range: trackstream_normalize::cli::ReplayArgs,
 }
 
+/// Writes one output line. Output piped into `head` or a closed pager is not an
+/// error worth a panic (what `println!` does): [`main`] ends quietly on it.
+pub fn emit(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    match run(Cli::parse()).await {
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Topics(command) => topics::run(command).await,
         Command::Tail(args) => tail::run(args).await,
@@ -112,12 +134,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(args) => replay(args).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "trackstream",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "trackstream", &mut script);
+            emit(format_args!(
+                "{}",
+                String::from_utf8_lossy(&script).trim_end()
+            ))?;
             Ok(())
         }
     }
@@ -131,6 +153,6 @@ async fn replay(args: ReplayCommand) -> anyhow::Result<()> {
     let summary = trackstream_normalize::replay::run(&config, &options)
         .await
         .context("replaying scans.raw")?;
-    println!("{}", serde_json::to_string(&summary)?);
+    emit(format_args!("{}", serde_json::to_string(&summary)?))?;
     Ok(())
 }

@@ -81,7 +81,7 @@ pub async fn run(command: OrderCommand) -> anyhow::Result<()> {
                 .into_inner();
             let json = crate::decode::message_json("trackstream.v1.Order", &order)
                 .map_err(anyhow::Error::msg)?;
-            println!("{json}");
+            crate::emit(format_args!("{json}"))?;
         }
         OrderCommand::Watch {
             grpc,
@@ -107,7 +107,7 @@ pub async fn run(command: OrderCommand) -> anyhow::Result<()> {
                 let update = update.map_err(status_error)?;
                 let json = crate::decode::message_json("trackstream.v1.ShipmentUpdate", &update)
                     .map_err(anyhow::Error::msg)?;
-                println!("{json}");
+                crate::emit(format_args!("{json}"))?;
                 printed += 1;
             }
         }

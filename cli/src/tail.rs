@@ -34,7 +34,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         let Some(record) = reader.next().await? else {
             break;
         };
-        println!("{}", crate::decode::record_json(&record));
+        crate::emit(format_args!("{}", crate::decode::record_json(&record)))?;
         printed += 1;
     }
     Ok(())

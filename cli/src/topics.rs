@@ -49,10 +49,10 @@ pub async fn run(command: TopicsCommand) -> anyhow::Result<()> {
             Outcome::Created => "created",
             Outcome::Existed => "existed",
         };
-        println!(
+        crate::emit(format_args!(
             "{}",
             serde_json::json!({ "topic": topic, "outcome": outcome })
-        );
+        ))?;
     }
     eprintln!(
         "topics ready on {}: {} × {} partitions, replication {}",
