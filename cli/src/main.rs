@@ -49,15 +49,27 @@ struct Kafka {
     /// (`deploy/local/stack.sh`).
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
     brokers: String,
+    /// An extra librdkafka property, e.g. `security.protocol=SASL_SSL`
+    /// (repeatable; the services' `kafka.extra`).
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = key_value)]
+    properties: Vec<(String, String)>,
 }
 
 impl Kafka {
     fn config(&self) -> KafkaConfig {
         KafkaConfig {
             brokers: self.brokers.clone(),
+            extra: self.properties.iter().cloned().collect(),
             ..KafkaConfig::default()
         }
     }
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(key, _)| !key.trim().is_empty())
+        .map(|(key, value)| (key.trim().to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 #[derive(Subcommand)]

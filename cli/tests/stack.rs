@@ -375,6 +375,15 @@ async fn help_is_answered_everywhere_and_completions_are_printed() {
         "{}",
         bad.stderr
     );
+    let property = binary::run(
+        BIN,
+        &["tail", "x", "--kafka-property", "nope"],
+        no_env,
+        WAIT,
+    )
+    .await;
+    assert_eq!(property.code, Some(2));
+    assert!(property.stderr.contains("KEY=VALUE"), "{}", property.stderr);
     let replay = binary::run(
         BIN,
         &["replay", "--to", "2026-11-20T00:00:00Z"],
