@@ -20,14 +20,7 @@ use trackstream_proto::v1::RawScan;
 
 const SECRET: &str = "prop-secret";
 
-const ROUTES: &[&str] = &[
-    "generic",
-    "kdniao",
-    "kuaidi100",
-    "17track",
-    "aftership",
-    "easypost",
-];
+const ROUTES: &[&str] = &trackstream_carriers::outbound::ROUTES;
 
 const FIXTURES: &[(&str, &str)] = &[
     ("kdniao", "kdniao_request_data.json"),

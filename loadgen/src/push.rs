@@ -1,10 +1,12 @@
-//! Webhooks: push `n` of a parcel, in its provider's format and signed the
-//! way that provider signs. Full-snapshot providers (Kdniao, Kuaidi100,
+//! Webhooks: push `n` of a parcel, in its provider's format, signed by
+//! `trackstream_carriers::outbound` (the one signer the CLI and fuzzers use). Full-snapshot providers (Kdniao, Kuaidi100,
 //! AfterShip, 17TRACK, EasyPost) resend the whole history; the generic format
 //! carries only the newest scan.
 
 use chrono::{DateTime, FixedOffset, Offset as _, Utc};
 use serde_json::json;
+
+use trackstream_carriers::outbound;
 
 use crate::{Format, Parcel, Scan, Secrets, Stage};
 
@@ -33,23 +35,31 @@ impl Parcel {
     pub fn push(&self, upto: usize, secrets: &Secrets) -> Push {
         let scans = &self.scans[..upto.clamp(1, self.scans.len())];
         let newest = scans.last().map_or(0, |s| s.tag);
-        let (headers, body) = match self.format {
-            Format::Generic => self.generic(scans, secrets),
-            Format::Kdniao => self.kdniao(scans, secrets),
-            Format::Kuaidi100 => self.kuaidi100(scans, secrets),
-            Format::Aftership => self.aftership(scans, secrets),
-            Format::SeventeenTrack => self.seventeen_track(scans, secrets),
-            Format::Easypost => self.easypost(scans, secrets),
+        let (content, secret) = match self.format {
+            Format::Generic => (self.generic(scans), &secrets.generic),
+            Format::Kdniao => (self.kdniao(scans, secrets), &secrets.kdniao_appkey),
+            Format::Kuaidi100 => (self.kuaidi100(scans), &secrets.kuaidi100_salt),
+            Format::Aftership => (self.aftership(scans), &secrets.aftership),
+            Format::SeventeenTrack => (self.seventeen_track(scans), &secrets.seventeen_track),
+            Format::Easypost => (self.easypost(scans), &secrets.easypost),
         };
+        // Every route in `Format` is one `outbound` knows, so this never falls
+        // back; the fallback keeps the generator total without a panic path.
+        let signed = outbound::signed_push(self.format.route(), &content, secret, None)
+            .unwrap_or_else(|| outbound::SignedPush {
+                path: format!("/v1/webhooks/{}", self.format.route()),
+                headers: Vec::new(),
+                body: content,
+            });
         Push {
-            path: format!("/v1/webhooks/{}", self.format.route()),
-            headers,
-            body,
+            path: signed.path,
+            headers: signed.headers,
+            body: signed.body,
             newest_tag: newest,
         }
     }
 
-    fn generic(&self, scans: &[Scan], secrets: &Secrets) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    fn generic(&self, scans: &[Scan]) -> Vec<u8> {
         let scan = scans.last().map(|s| {
             let status = match s.stage {
                 Stage::Info => "info_received",
@@ -68,12 +78,10 @@ impl Parcel {
             }
             scan
         });
-        let body = json!({ "scans": [scan] }).to_string().into_bytes();
-        let signature = trackstream_carriers::generic::sign(&body, &secrets.generic);
-        (vec![("x-trackstream-signature", signature)], body)
+        json!({ "scans": [scan] }).to_string().into_bytes()
     }
 
-    fn kdniao(&self, scans: &[Scan], secrets: &Secrets) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    fn kdniao(&self, scans: &[Scan], secrets: &Secrets) -> Vec<u8> {
         let action = |stage: Stage| match stage {
             Stage::Info | Stage::PickedUp => "1",
             Stage::InTransit => "2",
@@ -87,30 +95,16 @@ impl Parcel {
             .map(|s| json!({"AcceptTime": china(s.at), "AcceptStation": s.text(), "Location": "深圳市", "Action": action(s.stage)}))
             .collect();
         let last = scans.last().map_or("2", |s| action(s.stage));
-        let request_data = json!({
+        json!({
             "EBusinessID": secrets.kdniao_account, "PushTime": china(Utc::now()), "Count": 1,
             "Data": [{"EBusinessID": secrets.kdniao_account, "ShipperCode": "SF", "LogisticCode": self.waybill,
                       "Success": true, "State": &last[..1], "StateEx": last, "Location": "深圳市", "Traces": traces}]
         })
-        .to_string();
-        let body = trackstream_carriers::kdniao::form_body(
-            request_data.as_bytes(),
-            &secrets.kdniao_appkey,
-        );
-        (
-            vec![(
-                "content-type",
-                "application/x-www-form-urlencoded; charset=utf-8".into(),
-            )],
-            body,
-        )
+        .to_string()
+        .into_bytes()
     }
 
-    fn kuaidi100(
-        &self,
-        scans: &[Scan],
-        secrets: &Secrets,
-    ) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    fn kuaidi100(&self, scans: &[Scan]) -> Vec<u8> {
         let code = |stage: Stage| match stage {
             Stage::Info => "101",
             Stage::PickedUp => "1",
@@ -128,28 +122,17 @@ impl Parcel {
             .collect();
         let last = scans.last().map_or("0", |s| code(s.stage));
         let signed = scans.last().is_some_and(|s| s.stage == Stage::Delivered);
-        let param = json!({
+        json!({
             "status": if signed { "shutdown" } else { "polling" }, "message": "", "autoCheck": "0",
             "comOld": "", "comNew": "",
             "lastResult": {"message": "ok", "nu": self.waybill, "ischeck": if signed { "1" } else { "0" },
                            "condition": "F00", "com": "yuantong", "status": "200", "state": &last[..1], "data": data}
         })
-        .to_string();
-        let body = trackstream_carriers::kuaidi100::form_body(
-            param.as_bytes(),
-            Some(&secrets.kuaidi100_salt),
-        );
-        (
-            vec![("content-type", "application/x-www-form-urlencoded".into())],
-            body,
-        )
+        .to_string()
+        .into_bytes()
     }
 
-    fn aftership(
-        &self,
-        scans: &[Scan],
-        secrets: &Secrets,
-    ) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    fn aftership(&self, scans: &[Scan]) -> Vec<u8> {
         let tags = |stage: Stage| match stage {
             Stage::Info => ("InfoReceived", "InfoReceived_001"),
             Stage::PickedUp => ("InTransit", "InTransit_002"),
@@ -170,28 +153,16 @@ impl Parcel {
             })
             .collect();
         let (tag, subtag) = scans.last().map_or(("InTransit", ""), |s| tags(s.stage));
-        let body = json!({
+        json!({
             "event": "tracking_update", "event_id": format!("bench-{}-{}", self.waybill, scans.len()),
             "is_tracking_first_tag": false, "ts": Utc::now().timestamp(),
             "msg": {"slug": "ups", "tracking_number": self.waybill, "tag": tag, "subtag": subtag, "checkpoints": checkpoints}
         })
         .to_string()
-        .into_bytes();
-        let signature = trackstream_carriers::aftership::sign(&body, &secrets.aftership);
-        (
-            vec![
-                ("aftership-hmac-sha256", signature),
-                ("content-type", "application/json".into()),
-            ],
-            body,
-        )
+        .into_bytes()
     }
 
-    fn seventeen_track(
-        &self,
-        scans: &[Scan],
-        secrets: &Secrets,
-    ) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    fn seventeen_track(&self, scans: &[Scan]) -> Vec<u8> {
         let sub = |stage: Stage| match stage {
             Stage::Info => "InfoReceived",
             Stage::PickedUp => "InTransit_PickedUp",
@@ -212,30 +183,17 @@ impl Parcel {
         let status = scans.last().map_or("InTransit", |s| {
             sub(s.stage).split('_').next().unwrap_or("InTransit")
         });
-        let body = json!({
+        json!({
             "event": "TRACKING_UPDATED",
             "data": {"number": self.waybill, "carrier": 3011, "tag": self.order_id,
                      "track_info": {"latest_status": {"status": status, "sub_status": scans.last().map_or("", |s| sub(s.stage))},
                                     "tracking": {"providers": [{"provider": {"key": 3011}, "events": events}]}}}
         })
         .to_string()
-        .into_bytes();
-        let signature =
-            trackstream_carriers::seventeen_track::sign(&body, &secrets.seventeen_track);
-        (
-            vec![
-                ("sign", signature),
-                ("content-type", "application/json".into()),
-            ],
-            body,
-        )
+        .into_bytes()
     }
 
-    fn easypost(
-        &self,
-        scans: &[Scan],
-        secrets: &Secrets,
-    ) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    fn easypost(&self, scans: &[Scan]) -> Vec<u8> {
         let status = |stage: Stage| match stage {
             Stage::Info => "pre_transit",
             Stage::PickedUp | Stage::InTransit => "in_transit",
@@ -250,20 +208,12 @@ impl Parcel {
                             "message": s.text(), "status": status(s.stage), "status_detail": "",
                             "tracking_location": {"city": "CHICAGO", "state": "IL", "country": "US", "zip": "60601"}}))
             .collect();
-        let body = json!({
+        json!({
             "id": format!("evt_{}_{}", self.waybill, scans.len()), "object": "Event", "description": "tracker.updated",
             "result": {"object": "Tracker", "tracking_code": self.waybill, "carrier": "USPS",
                        "status": scans.last().map_or("in_transit", |s| status(s.stage)), "tracking_details": details}
         })
         .to_string()
-        .into_bytes();
-        let signature = trackstream_carriers::easypost::sign(&body, &secrets.easypost);
-        (
-            vec![
-                ("x-hmac-signature", signature),
-                ("content-type", "application/json".into()),
-            ],
-            body,
-        )
+        .into_bytes()
     }
 }

@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
+use trackstream_carriers::outbound;
 use trackstream_carriers::{AccountSecret, ProviderSettings};
-use trackstream_carriers::{aftership, easypost, kdniao, kuaidi100, seventeen_track};
 use trackstream_proto::topics;
 use trackstream_proto::v1::{
     Alert, AlertState, Provider, RawScan, Reason, ShipmentUpdate, Status, TrackingEvent, ZoneSource,
@@ -113,46 +113,14 @@ fn fixture_json(name: &str) -> Value {
 /// that value's bytes change, so the fixture's formatting and scans are kept.
 fn sent_now(body: impl AsRef<[u8]>) -> Vec<u8> {
     let body = body.as_ref();
-    let now = Utc::now();
-    let china = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8");
-    let stamps = [
-        ("\"ts\"", now.timestamp().to_string()),
-        (
-            "\"PushTime\"",
-            format!(
-                "\"{}\"",
-                now.with_timezone(&china).format("%Y-%m-%d %H:%M:%S")
-            ),
-        ),
-    ];
-    for (key, value) in stamps {
-        let Some(at) = body.windows(key.len()).position(|w| w == key.as_bytes()) else {
-            continue;
-        };
-        // The old value runs from after the key's ':' to the next ',' or '}'.
-        let after_key = at + key.len();
-        let start = body[after_key..]
-            .iter()
-            .position(|b| *b == b':')
-            .map(|colon| after_key + colon + 1);
-        let end = start.and_then(|start| {
-            body[start..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}'))
-                .map(|len| start + len)
-        });
-        let (Some(start), Some(end)) = (start, end) else {
-            panic!("{key} has no value in {}", String::from_utf8_lossy(body));
-        };
-        let mut stamped = body[..start].to_vec();
-        stamped.extend_from_slice(value.as_bytes());
-        stamped.extend_from_slice(&body[end..]);
-        return stamped;
-    }
-    panic!(
+    let stamped = outbound::stamped_now(body, Utc::now());
+    assert_ne!(
+        stamped,
+        body,
         "neither ts nor PushTime in {}",
         String::from_utf8_lossy(body)
     );
+    stamped
 }
 
 /// A signed push, as the provider would send it.
@@ -162,57 +130,40 @@ struct Push {
     body: Vec<u8>,
 }
 
-const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
-
 impl Push {
-    fn kdniao(request_data: &[u8], app_key: &str) -> Push {
+    /// `content` signed for `route` by the one signer the CLI and the load
+    /// generator use (`trackstream_carriers::outbound`).
+    fn signed(route: &str, content: &[u8], secret: &str) -> Push {
+        let push = outbound::signed_push(route, content, secret, None)
+            .unwrap_or_else(|| panic!("{route} is not a provider route"));
         Push {
-            path: "/v1/webhooks/kdniao".into(),
-            headers: vec![("content-type", FORM.into())],
-            body: kdniao::form_body(request_data, app_key),
+            path: push.path,
+            headers: push.headers,
+            body: push.body,
         }
+    }
+
+    fn kdniao(request_data: &[u8], app_key: &str) -> Push {
+        Push::signed("kdniao", request_data, app_key)
     }
 
     fn kuaidi100(param: &[u8], salt: &str) -> Push {
-        Push {
-            // Query parameters of the subscription's callback URL come back.
-            path: "/v1/webhooks/kuaidi100?order_id=O-K100".into(),
-            headers: vec![("content-type", FORM.into())],
-            body: kuaidi100::form_body(param, Some(salt)),
-        }
-    }
-
-    fn json(route: &str, header: &'static str, signature: String, body: &[u8]) -> Push {
-        Push {
-            path: format!("/v1/webhooks/{route}"),
-            headers: vec![
-                ("content-type", "application/json".into()),
-                (header, signature),
-            ],
-            body: body.to_vec(),
-        }
+        let mut push = Push::signed("kuaidi100", param, salt);
+        // Query parameters of the subscription's callback URL come back.
+        push.path.push_str("?order_id=O-K100");
+        push
     }
 
     fn seventeen_track(body: &[u8], key: &str) -> Push {
-        Push::json("17track", "sign", seventeen_track::sign(body, key), body)
+        Push::signed("17track", body, key)
     }
 
     fn aftership(body: &[u8], secret: &str) -> Push {
-        Push::json(
-            "aftership",
-            "aftership-hmac-sha256",
-            aftership::sign(body, secret),
-            body,
-        )
+        Push::signed("aftership", body, secret)
     }
 
     fn easypost(body: &[u8], secret: &str) -> Push {
-        Push::json(
-            "easypost",
-            "x-hmac-signature",
-            easypost::sign(body, secret),
-            body,
-        )
+        Push::signed("easypost", body, secret)
     }
 
     /// The same push with its signature header removed (JSON routes).

@@ -1,14 +1,13 @@
-//! Kafka helpers for tests, the demo and the stack script: topic creation through
+//! Kafka helpers for tests, the demo and the benchmarks: topic creation through
 //! the admin API (any Kafka-protocol broker), and a reader of what services wrote.
 
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message as _};
-use rdkafka::types::RDKafkaErrorCode;
+use trackstream_runtime::config::KafkaConfig;
+use trackstream_runtime::kafka::admin::{self, TopicSpec};
 
 /// Whether the broker at `bootstrap` answers a metadata request.
 pub async fn metadata_ok(bootstrap: &str) -> bool {
@@ -24,30 +23,28 @@ pub async fn metadata_ok(bootstrap: &str) -> bool {
     .unwrap_or(false)
 }
 
-/// Creates `topics` with their partition counts; existing topics are fine.
+/// Creates `topics` with their partition counts (one replica: one broker);
+/// existing topics are fine. The production code path
+/// (`runtime::kafka::admin`, behind `trackstream topics create`), so tests set
+/// topics up the way operators do.
 pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .map_err(|e| e.to_string())?;
-    let new: Vec<NewTopic<'_>> = topics
+    let cfg = KafkaConfig {
+        brokers: bootstrap.to_owned(),
+        ..KafkaConfig::default()
+    };
+    let specs: Vec<TopicSpec> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| TopicSpec {
+            name: (*name).to_owned(),
+            partitions: *partitions,
+            replication_factor: 1,
+            config: Vec::new(),
+        })
         .collect();
-    let results = admin
-        .create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
+    admin::create_topics(&cfg, &specs)
         .await
-        .map_err(|e| e.to_string())?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(format!("creating {topic}: {code}")),
-        }
-    }
-    Ok(())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A record read back from a topic.
