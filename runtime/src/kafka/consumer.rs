@@ -280,7 +280,7 @@ fn rand_suffix() -> u32 {
 /// old assignment back, and the dead member's partitions are owned by nobody,
 /// for good. tansu 0.6.0 does exactly that (its `Formed` heartbeat handler drops
 /// the expired member but stays `Formed` with the stale assignments; see
-/// docs/ARCHITECTURE.md). Every `kafka.assignment_check_ms`, a member whose group is
+/// docs/ARCHITECTURE.md). Every `kafka.assignment_check`, a member whose group is
 /// `Stable` computes what the range assignor gives it for the live members
 /// (DescribeGroups) and partition counts (metadata); if its assignment differs
 /// on two checks in a row, it leaves the group and joins again, which forces the
@@ -304,7 +304,7 @@ impl AssignmentCheck {
     /// with dynamic membership and our own client ids; any other setup is left
     /// alone.
     fn applies(cfg: &KafkaConfig) -> bool {
-        if cfg.assignment_check_ms == 0 {
+        if cfg.assignment_check.is_zero() {
             return false;
         }
         let range = cfg
@@ -438,9 +438,12 @@ impl ConsumerLoop {
             // Per-partition lag for `Progress` (cheap: one JSON document a tick).
             .set(
                 "statistics.interval.ms",
-                cfg.statistics_interval_ms.to_string(),
+                cfg.statistics_interval.as_millis().to_string(),
             )
-            .set("fetch.wait.max.ms", cfg.fetch_wait_max_ms.to_string());
+            .set(
+                "fetch.wait.max.ms",
+                cfg.fetch_wait_max.as_millis().to_string(),
+            );
         super::apply_extra(&mut config, cfg);
         let consumer: StreamConsumer<RebalanceContext> =
             config.create_with_context(RebalanceContext {
@@ -486,15 +489,15 @@ impl ConsumerLoop {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             check,
             // With the check off the tick only wakes the loop; keep it rare.
-            check_interval: match cfg.assignment_check_ms {
-                0 => Duration::from_secs(3600),
-                ms => Duration::from_millis(ms),
+            check_interval: match cfg.assignment_check {
+                Duration::ZERO => Duration::from_secs(3600),
+                every => every,
             },
             assignment,
             progress,
             resuming,
             batch_max: cfg.batch_max.max(1),
-            batch_linger: Duration::from_millis(cfg.batch_linger_ms),
+            batch_linger: cfg.batch_linger,
             metrics,
         })
     }
@@ -572,7 +575,7 @@ impl ConsumerLoop {
     }
 
     /// Adds to `batch` every record librdkafka has already fetched, without
-    /// waiting, then — only if `kafka.batch_linger_ms` is set — waits that long
+    /// waiting, then — only if `kafka.batch_linger` is set — waits that long
     /// for more. Under load a fetch response brings many records at once, so
     /// batches fill without a linger; when idle, a lone record is handled at
     /// once instead of waiting out a linger on every consuming hop.
@@ -787,7 +790,7 @@ mod tests {
             AssignmentCheck::applies(&cfg),
             "defaults: range, dynamic ids"
         );
-        cfg.assignment_check_ms = 0;
+        cfg.assignment_check = Duration::ZERO;
         assert!(!AssignmentCheck::applies(&cfg), "0 disables it");
         for (key, value) in [
             ("partition.assignment.strategy", "cooperative-sticky"),
