@@ -16,6 +16,7 @@
 //! offending key of a bad entry.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -65,12 +66,12 @@ pub struct ProviderSettings {
     /// The `merchants` of the `secrets` entries that have them. Empty: every
     /// account is unbound (trusted with every merchant).
     pub bindings: Vec<Binding>,
-    /// How far a push's *signed* send time may be from our clock, in seconds,
-    /// for providers that sign one (AfterShip `ts`, Kdniao `PushTime`; see
+    /// How far a push's *signed* send time may be from our clock, for
+    /// providers that sign one (AfterShip `ts`, Kdniao `PushTime`; see
     /// `signature::replay`); further is refused as a replay. Raise it to let a
-    /// provider's late retries through after a long outage. Must be > 0.
-    /// Default 300 (`replay::DEFAULT_TOLERANCE`).
-    pub replay_tolerance_secs: Option<u64>,
+    /// provider's late retries through after a long outage. Written with a
+    /// unit (`"15m"`). Must be > 0. Default `5m` (`replay::DEFAULT_TOLERANCE`).
+    pub replay_tolerance: Option<Duration>,
 }
 
 /// A `secrets` entry as written in the config.
@@ -92,7 +93,8 @@ struct RawSettings {
     secrets: Vec<SecretEntry>,
     allow_unsigned: bool,
     time_zone: Option<String>,
-    replay_tolerance_secs: Option<u64>,
+    #[serde(with = "humantime_serde::option")]
+    replay_tolerance: Option<Duration>,
 }
 
 impl From<RawSettings> for ProviderSettings {
@@ -117,7 +119,7 @@ impl From<RawSettings> for ProviderSettings {
             allow_unsigned: raw.allow_unsigned,
             time_zone: raw.time_zone,
             bindings,
-            replay_tolerance_secs: raw.replay_tolerance_secs,
+            replay_tolerance: raw.replay_tolerance,
         }
     }
 }
@@ -160,9 +162,9 @@ impl ProviderSettings {
     /// - a `time_zone` that is not an IANA zone.
     pub fn validate(&self, route: &str) -> Result<(), SettingsError> {
         let key = |rest: String| format!("providers.{route}.{rest}");
-        if self.replay_tolerance_secs == Some(0) {
+        if self.replay_tolerance == Some(Duration::ZERO) {
             return Err(SettingsError {
-                key: key("replay_tolerance_secs".into()),
+                key: key("replay_tolerance".into()),
                 problem: "must be greater than 0".into(),
             });
         }
@@ -264,9 +266,8 @@ mod tests {
 
     #[test]
     fn the_replay_tolerance_is_configurable_and_zero_is_refused() {
-        let settings =
-            parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance_secs": 900}}"#);
-        assert_eq!(settings.replay_tolerance_secs, Some(900));
+        let settings = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance": "15m"}}"#);
+        assert_eq!(settings.replay_tolerance, Some(Duration::from_secs(900)));
         let window = crate::signature::replay::ReplayWindow::for_settings(&settings);
         let now = chrono::Utc::now();
         let ten_minutes_ago = Some(now - chrono::Duration::minutes(10));
@@ -280,9 +281,9 @@ mod tests {
                 .check("ts", Some(now - chrono::Duration::hours(1)))
                 .is_err()
         );
-        let zero = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance_secs": 0}}"#);
+        let zero = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance": "0s"}}"#);
         let err = zero.validate("aftership").expect_err("zero tolerance");
-        assert_eq!(err.key, "providers.aftership.replay_tolerance_secs");
+        assert_eq!(err.key, "providers.aftership.replay_tolerance");
     }
 
     #[test]
