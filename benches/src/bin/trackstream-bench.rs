@@ -270,10 +270,10 @@ fn write_configs(
 ) -> anyhow::Result<()> {
     let mut common = format!("[kafka]\nbrokers = \"{brokers}\"\n");
     if let Some(ms) = opts.fetch_wait_ms {
-        common.push_str(&format!("fetch_wait_max_ms = {ms}\n"));
+        common.push_str(&format!("fetch_wait_max = \"{ms}ms\"\n"));
     }
     if let Some(ms) = opts.batch_linger_ms {
-        common.push_str(&format!("batch_linger_ms = {ms}\n"));
+        common.push_str(&format!("batch_linger = \"{ms}ms\"\n"));
     }
     let admin =
         |port: u16| format!("[admin]\nlisten = \"127.0.0.1:{port}\"\nlog_level = \"warn\"\n");
@@ -813,7 +813,7 @@ fn step_latencies(acked: &HashMap<u64, (Sent, String)>, seen: &Observed) -> Late
     }
 }
 
-/// The notifier's `messages.burst_window_secs` default (the benchmark does not
+/// The notifier's `messages.burst_window` default (the benchmark does not
 /// set it): a message still held when it ends is sent anyway, so a message that
 /// came this long after its last parcel's record waited for the window, not
 /// for processing.
@@ -1561,15 +1561,21 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
 
     let defaults = trackstream_runtime::config::KafkaConfig::default();
     let settings = format!(
-        "{} partitions per topic; services' `kafka.fetch_wait_max_ms` {}, `kafka.batch_linger_ms` {}; {} webhooks in flight at most",
+        "{} partitions per topic; services' `kafka.fetch_wait_max` {}, `kafka.batch_linger` {}; {} webhooks in flight at most",
         opts.partitions,
         opts.fetch_wait_ms.map_or_else(
-            || format!("default ({})", defaults.fetch_wait_max_ms),
-            |v| v.to_string()
+            || format!(
+                "default ({})",
+                trackstream_runtime::config::duration::format(defaults.fetch_wait_max)
+            ),
+            |v| format!("{v}ms")
         ),
         opts.batch_linger_ms.map_or_else(
-            || format!("default ({})", defaults.batch_linger_ms),
-            |v| v.to_string()
+            || format!(
+                "default ({})",
+                trackstream_runtime::config::duration::format(defaults.batch_linger)
+            ),
+            |v| format!("{v}ms")
         ),
         opts.concurrency
     );
