@@ -122,3 +122,53 @@ pub struct Config {
     /// Data lifecycle: when a parcel's keys expire.
     pub retention: RetentionConfig,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_configs_load_with_the_documented_defaults() {
+        for text in [
+            include_str!("../../deploy/local/config/detector.toml"),
+            include_str!("../../deploy/docker/config/detector.toml"),
+        ] {
+            let config: Config = trackstream_runtime::config::load_from(text, Vec::new())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (timers, defaults) = (&config.timers, TimerConfig::default());
+            assert_eq!(timers.tick, Duration::from_millis(200));
+            assert_eq!((timers.tick, timers.grace), (defaults.tick, defaults.grace));
+            let retention = &config.retention;
+            assert_eq!(retention.after_terminal, Duration::from_secs(30 * 86_400));
+            assert_eq!(
+                retention.after_silence,
+                RetentionConfig::default().after_silence
+            );
+            assert_eq!(retention.order_log, RetentionConfig::default().order_log);
+            // The product defaults written out, plus an example override.
+            let mut expected = RulesConfig::default();
+            let hours = |h: &[u64]| h.iter().map(|h| Duration::from_secs(h * 3_600)).collect();
+            expected.stalled_in_transit.overrides = vec![crate::rules::Override {
+                carrier: Some("sf".into()),
+                service_level: Some("express".into()),
+                tiers: hours(&[12, 24, 36]),
+            }];
+            assert_eq!(config.rules, expected);
+        }
+    }
+
+    #[test]
+    fn old_keys_fail_naming_the_new_key() {
+        let err = trackstream_runtime::config::load_from::<Config>(
+            "[kafka]\nstatistics_interval_ms = 1000\n",
+            Vec::new(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains("use `kafka.statistics_interval = \"1s\"`"),
+            "{err}"
+        );
+    }
+}

@@ -273,6 +273,13 @@ mod tests {
                 config.retention.after_terminal,
                 Duration::from_secs(30 * DAY_SECS)
             );
+            assert_eq!(config.retention.after_silence_ms(), 120 * 86_400_000);
+            let (grpc, defaults) = (&config.grpc, GrpcConfig::default());
+            assert_eq!(grpc.keepalive, Duration::from_secs(30));
+            assert_eq!(
+                (grpc.keepalive_timeout, grpc.request_timeout),
+                (defaults.keepalive_timeout, defaults.request_timeout)
+            );
         }
         let defaults = GrpcConfig::default();
         assert_eq!(defaults.watcher_quota(), defaults.max_watchers / 4);
@@ -285,5 +292,10 @@ mod tests {
             RetentionConfig::default().after_terminal_ms(),
             30 * 86_400_000
         );
+        let hour = RetentionConfig {
+            after_terminal: Duration::from_secs(3_600),
+            ..RetentionConfig::default()
+        };
+        assert_eq!(hour.after_terminal_ms(), 86_400_000, "at least a day");
     }
 }

@@ -318,7 +318,7 @@ pub mod duration {
             (1_000, "s"),
         ]
         .into_iter()
-        .find(|(size, _)| ms > 0 && ms % size == 0);
+        .find(|(size, _)| ms > 0 && ms.is_multiple_of(*size));
         match unit {
             Some((size, name)) => format!("{}{name}", ms / size),
             None if ms == 0 => "0s".to_owned(),
