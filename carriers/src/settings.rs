@@ -53,7 +53,7 @@ pub struct Binding {
 
 /// Settings of one provider.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(from = "RawSettings")]
+#[serde(try_from = "RawSettings")]
 pub struct ProviderSettings {
     /// Accounts and secrets accepted for signatures.
     pub secrets: Vec<AccountSecret>,
@@ -93,12 +93,22 @@ struct RawSettings {
     secrets: Vec<SecretEntry>,
     allow_unsigned: bool,
     time_zone: Option<String>,
-    #[serde(with = "humantime_serde::option")]
-    replay_tolerance: Option<Duration>,
+    /// A duration string; parsed in `try_from` (carriers does not depend on
+    /// `runtime::config::duration`, which parses with the same `humantime`).
+    replay_tolerance: Option<String>,
 }
 
-impl From<RawSettings> for ProviderSettings {
-    fn from(raw: RawSettings) -> Self {
+impl TryFrom<RawSettings> for ProviderSettings {
+    type Error = String;
+
+    fn try_from(raw: RawSettings) -> Result<Self, String> {
+        let replay_tolerance = raw
+            .replay_tolerance
+            .map(|text| {
+                humantime::parse_duration(text.trim())
+                    .map_err(|e| format!("replay_tolerance: duration {text:?}: {e}"))
+            })
+            .transpose()?;
         let mut secrets = Vec::with_capacity(raw.secrets.len());
         let mut bindings = Vec::new();
         for (index, entry) in raw.secrets.into_iter().enumerate() {
@@ -114,13 +124,13 @@ impl From<RawSettings> for ProviderSettings {
                 secret: entry.secret,
             });
         }
-        ProviderSettings {
+        Ok(ProviderSettings {
             secrets,
             allow_unsigned: raw.allow_unsigned,
             time_zone: raw.time_zone,
             bindings,
-            replay_tolerance: raw.replay_tolerance,
-        }
+            replay_tolerance,
+        })
     }
 }
 
@@ -284,6 +294,9 @@ mod tests {
         let zero = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance": "0s"}}"#);
         let err = zero.validate("aftership").expect_err("zero tolerance");
         assert_eq!(err.key, "providers.aftership.replay_tolerance");
+        let unitless = toml_from_str::<ProviderSettings>(r#"{"replay_tolerance": "900"}"#)
+            .expect_err("a unit is required");
+        assert!(unitless.contains("replay_tolerance"), "{unitless}");
     }
 
     #[test]

@@ -602,7 +602,7 @@ fn rules_load_from_toml_with_overrides_and_severities() {
             Vec::new()
         )
         .map(|_| ())
-        .map_err(|e| e.to_string().contains("unknown unit")),
+        .map_err(|e| e.to_string().contains("unknown time unit \"x\"")),
         Err(true)
     );
 }

@@ -58,7 +58,9 @@ pub fn load_from<T: DeserializeOwned>(
         renamed::check_key(&path, &value).map_err(|e| Error::Config(format!("{name}: {e}")))?;
         set_path(&mut root, &path, value).map_err(|e| Error::Config(format!("{name}: {e}")))?;
     }
-    T::deserialize(toml::Value::Table(root))
+    // The path names the offending key (`ownership.claim_ttl: ...`): a
+    // `toml::Value` carries no spans to point at.
+    serde_path_to_error::deserialize(toml::Value::Table(root))
         .map_err(|e| Error::Config(format!("invalid configuration: {e}")))
 }
 
@@ -288,17 +290,22 @@ impl ListenerLimits {
 /// The serde adapter for every duration in config:
 /// `#[serde(with = "trackstream_runtime::config::duration")]` on a
 /// [`Duration`], [`duration::option`] on an `Option<Duration>`,
-/// [`duration::list`] on a `Vec<Duration>`. A thin layer over `humantime-serde`
-/// so the services name one path and need no dependency of their own.
+/// [`duration::list`] on a `Vec<Duration>`. The grammar is `humantime`'s; the
+/// adapter is ours so a bad value reports humantime's reason (`unknown time
+/// unit "x"`) and the services need no dependency of their own.
 pub mod duration {
+    use std::fmt;
     use std::time::Duration;
 
-    use serde::Deserializer;
+    use serde::de::{self, Deserialize, Deserializer};
+
+    /// What a duration value must look like, for error messages.
+    const EXPECTED: &str = r#"a duration with a unit, like "250ms", "10s", "15m", "30d""#;
 
     /// Reads `"250ms"`, `"90s"`, `"1h 30m"`, `"30d"`. A bare number is refused:
     /// its unit would be a guess.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        humantime_serde::deserialize(deserializer)
+        Human::deserialize(deserializer).map(|h| h.0)
     }
 
     /// Parses one duration string outside serde (command-line flags).
@@ -332,17 +339,38 @@ pub mod duration {
         i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// One duration value; the element type of [`option`] and [`list`].
+    struct Human(Duration);
+
+    impl<'de> Deserialize<'de> for Human {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl de::Visitor<'_> for Visitor {
+                type Value = Human;
+
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str(EXPECTED)
+                }
+
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Human, E> {
+                    parse(text).map(Human).map_err(E::custom)
+                }
+            }
+            deserializer.deserialize_str(Visitor)
+        }
+    }
+
     /// The adapter for an optional duration.
     pub mod option {
         use std::time::Duration;
 
-        use serde::Deserializer;
+        use serde::{Deserialize, Deserializer};
 
         /// Reads an optional [`super::deserialize`] duration.
         pub fn deserialize<'de, D: Deserializer<'de>>(
             deserializer: D,
         ) -> Result<Option<Duration>, D::Error> {
-            humantime_serde::option::deserialize(deserializer)
+            Option::<super::Human>::deserialize(deserializer).map(|h| h.map(|h| h.0))
         }
     }
 
@@ -356,11 +384,8 @@ pub mod duration {
         pub fn deserialize<'de, D: Deserializer<'de>>(
             deserializer: D,
         ) -> Result<Vec<Duration>, D::Error> {
-            let items = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
-            Ok(items
-                .into_iter()
-                .map(humantime_serde::Serde::into_inner)
-                .collect())
+            let items = Vec::<super::Human>::deserialize(deserializer)?;
+            Ok(items.into_iter().map(|h| h.0).collect())
         }
     }
 }
@@ -427,6 +452,21 @@ mod tests {
         ] {
             assert!(durations(bad).is_err(), "{bad} must be refused");
         }
+        // The error names the key and why (humantime's reason, or the grammar).
+        let err = durations("one = \"3 fortnights\"")
+            .expect_err("bad unit")
+            .to_string();
+        assert!(
+            err.contains("one: ") && err.contains("unknown time unit"),
+            "{err}"
+        );
+        let err = durations("one = \"1s\"\ntiers = [\"1s\", 5]")
+            .expect_err("bare number")
+            .to_string();
+        assert!(
+            err.contains("tiers[1]: ") && err.contains(r#"like "250ms""#),
+            "{err}"
+        );
         assert_eq!(duration::parse(" 15m "), Ok(Duration::from_secs(900)));
         assert_eq!(duration::millis(Duration::from_secs(2)), 2_000);
         assert_eq!(duration::millis(Duration::MAX), i64::MAX);
