@@ -1,17 +1,18 @@
 //! Benchmarks of trackstream as a whole.
 //!
-//! - [`loadgen`] — simulated parcels with realistic lifecycles, pushed in every
-//!   provider format with correct signatures (Kdniao and Kuaidi100 as growing full
-//!   snapshots), with duplicate and out-of-order pushes at configurable rates, plus
-//!   the ground truth of which parcels should alert (for precision/recall);
+//! - [`e2e`] — the end-to-end benchmark behind `trackstream-bench`
+//!   (`benches/run.sh`): stack start-up, load steps, the follower that reads
+//!   the pipeline's topics, scoring against the load generator's ground truth,
+//!   and the report;
 //! - [`report`] — percentiles, the markdown tables and the SVG plot written into
 //!   `benches/RESULTS.md`;
-//! - `src/bin/trackstream-bench.rs` — the end-to-end benchmark (`benches/run.sh`).
+//! - the load itself (parcel lifecycles pushed as signed provider webhooks)
+//!   comes from the `trackstream-loadgen` crate, which the demo shares.
 //!
 //! Micro-benchmarks live beside the code they measure (`carriers/benches`,
 //! `detector/benches`, `notifier/benches`); their results are collected in
 //! `benches/RESULTS.md` too.
 #![forbid(unsafe_code)]
 
-pub mod loadgen;
+pub mod e2e;
 pub mod report;

@@ -26,7 +26,7 @@ wait_port() {
 cd "$root"
 log "building services and tools"
 cargo build -q --bins -p trackstream-ingest -p trackstream-normalize -p trackstream-detector \
-  -p trackstream-notifier -p trackstream-harness
+  -p trackstream-notifier -p trackstream-sandbox
 bin="$root/target/debug"
 
 "$here/stack.sh" up

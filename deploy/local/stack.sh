@@ -56,7 +56,7 @@ up() {
     wait_port "$KAFKA_PORT" tansu
     log "tansu on $url"
   fi
-  (cd "$root" && cargo run -q -p trackstream-harness --bin trackstream-stack -- \
+  (cd "$root" && cargo run -q -p trackstream-sandbox --bin trackstream-stack -- \
     create-topics --brokers "$brokers" --partitions "$PARTITIONS")
 }
 

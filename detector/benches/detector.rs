@@ -1,6 +1,6 @@
 //! Detector bench (not a test): throughput per instance, Redis memory per
 //! active waybill, and timer firing rate and lateness with 1 000 000 armed
-//! deadlines, against a local redis-server the harness starts.
+//! deadlines, against a local redis-server the test kit starts.
 //!
 //! `cargo bench -p trackstream-detector --bench detector` (release build).
 //! `DETECTOR_BENCH_SCALE=0.1` shrinks every population for a quick look;
@@ -18,12 +18,12 @@ use trackstream_detector::config::ClockMode;
 use trackstream_detector::engine::{Effects, Engine, Input, Waybill};
 use trackstream_detector::rules::RulesConfig;
 use trackstream_detector::store;
-use trackstream_harness::processes::RedisServer;
 use trackstream_proto::v1::{Alert, Status};
 use trackstream_proto::{time, topics};
 use trackstream_runtime::config::RedisConfig;
 use trackstream_runtime::kafka::Inbound;
 use trackstream_runtime::redis::RedisConn;
+use trackstream_testkit::processes::RedisServer;
 
 mod fixtures;
 
@@ -120,7 +120,7 @@ async fn throughput(server: &RedisServer) -> anyhow::Result<()> {
 /// sequence numbers are then assigned by a script per update in the order's
 /// slot instead of inside the partition's commit.
 async fn throughput_cluster() -> anyhow::Result<()> {
-    let cluster = trackstream_harness::cluster::RedisCluster::start()
+    let cluster = trackstream_testkit::cluster::RedisCluster::start()
         .await
         .context("redis cluster")?;
     let conn = RedisConn::connect(&RedisConfig {
@@ -194,7 +194,7 @@ async fn drive_throughput(
             .await?;
         redis_cpu -= redis_cpu_seconds(node).await?;
     }
-    let own_cpu = trackstream_harness::procfs::own_cpu_seconds();
+    let own_cpu = trackstream_testkit::procfs::own_cpu_seconds();
     let started = Instant::now();
     for batch in records.chunks(500) {
         detector
@@ -213,7 +213,7 @@ async fn drive_throughput(
     for node in &mut nodes {
         redis_cpu += redis_cpu_seconds(node).await?;
     }
-    let own_cpu = trackstream_harness::procfs::own_cpu_seconds() - own_cpu;
+    let own_cpu = trackstream_testkit::procfs::own_cpu_seconds() - own_cpu;
     println!(
         "{label}: CPU over {:.2} s wall: redis-server {:.2} s ({:.1} µs/event), bench process (detector + tokio) {:.2} s ({:.1} µs/event)",
         elapsed.as_secs_f64(),

@@ -20,9 +20,9 @@ use trackstream_detector::config::ClockMode;
 use trackstream_detector::engine::{Effects, Engine, Input, Waybill};
 use trackstream_detector::rules::RulesConfig;
 use trackstream_detector::store;
-use trackstream_harness::processes::RedisServer;
 use trackstream_proto::topics;
 use trackstream_proto::v1::Status;
+use trackstream_testkit::processes::RedisServer;
 
 /// Waybills per measured batch; each gets a registration and four scans, so a
 /// batch is 5 × this many records (the consumer's default `batch_max` is 500).

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use common::*;
 use rig::Rig;
-use trackstream_harness::child::ChildProcess;
-use trackstream_harness::kafka::TopicReader;
 use trackstream_proto::topics;
 use trackstream_proto::v1::{Alert, ShipmentUpdate};
+use trackstream_testkit::child::ChildProcess;
+use trackstream_testkit::kafka::TopicReader;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -27,8 +27,8 @@ async fn assert_alerts(
     parcels: &[Parcel],
     logs: &[&ChildProcess],
 ) {
-    let done = |records: &[trackstream_harness::kafka::Record]| {
-        trackstream_harness::kafka::all::<Alert>(records, |a| alert_set(a).is_superset(want))
+    let done = |records: &[trackstream_testkit::kafka::Record]| {
+        trackstream_testkit::kafka::all::<Alert>(records, |a| alert_set(a).is_superset(want))
     };
     let deadline = std::time::Instant::now() + WAIT;
     reader
@@ -76,7 +76,7 @@ async fn assert_updates(rig: &Rig) {
     let want = rig.expected().1;
     reader
         .until(WAIT, "every update", |r| {
-            trackstream_harness::kafka::all::<ShipmentUpdate>(r, |u| {
+            trackstream_testkit::kafka::all::<ShipmentUpdate>(r, |u| {
                 u.iter()
                     .map(update_key)
                     .collect::<BTreeSet<_>>()
@@ -112,7 +112,7 @@ async fn a_detector_sigkilled_mid_stream_and_restarted_loses_no_alert() {
     let before = rig.applied_scans().await;
     rig.produce(phase2).await;
     // Kill as soon as the second phase is being applied.
-    trackstream_harness::eventually(WAIT, "the second phase under way", || async {
+    trackstream_testkit::eventually(WAIT, "the second phase under way", || async {
         (rig.applied_scans().await > before).then_some(())
     })
     .await;

@@ -16,11 +16,11 @@ use trackstream_detector::config::{ClockMode, TimerConfig};
 use trackstream_detector::rules::RulesConfig;
 use trackstream_detector::service::Detector;
 use trackstream_detector::sink::MemorySink;
-use trackstream_harness::processes::RedisServer;
 use trackstream_proto::time;
 use trackstream_proto::v1::{AlertState, Status};
 use trackstream_runtime::config::RedisConfig;
 use trackstream_runtime::redis::RedisConn;
+use trackstream_testkit::processes::RedisServer;
 
 const GRACE: i64 = 5_000;
 const NOW: i64 = T0 + 72 * H;

@@ -16,13 +16,13 @@ use trackstream_detector::config::{ClockMode, RetentionConfig, TimerConfig};
 use trackstream_detector::letters;
 use trackstream_detector::rules::RulesConfig;
 use trackstream_detector::store;
-use trackstream_harness::processes::RedisServer;
 use trackstream_proto::topics;
 use trackstream_proto::v1::{Alert, Shipment, ShipmentUpdate, Status};
 use trackstream_runtime::config::RedisConfig;
 use trackstream_runtime::dlq::headers;
 use trackstream_runtime::kafka::{Inbound, OutRecord};
 use trackstream_runtime::redis::RedisConn;
+use trackstream_testkit::processes::RedisServer;
 
 async fn connect(server: &RedisServer, db: u8) -> RedisConn {
     RedisConn::connect(&RedisConfig {

@@ -24,10 +24,10 @@ use std::time::Duration;
 
 use common::*;
 use rig::{PARTITIONS, Rig};
-use trackstream_harness::child::ChildProcess;
-use trackstream_harness::kafka::TopicReader;
 use trackstream_proto::topics;
 use trackstream_proto::v1::{Alert, ShipmentUpdate};
+use trackstream_testkit::child::ChildProcess;
+use trackstream_testkit::kafka::TopicReader;
 
 const WAIT: Duration = Duration::from_secs(45);
 /// Every partition the detector group consumes.
@@ -128,14 +128,14 @@ async fn two_detectors_in_one_group_one_sigkilled_loses_no_alert() {
     // that computes assignments): killing it needs a new leader elected, the
     // case tansu handles worst (see the module comment).
     let mut a = rig.spawn("a", &[]);
-    trackstream_harness::eventually(WAIT, "a alone owns every partition", || {
+    trackstream_testkit::eventually(WAIT, "a alone owns every partition", || {
         let done = owned(&a) == all;
         async move { done.then_some(()) }
     })
     .await;
     let b = rig.spawn("b", &[]);
     // Both members hold a share before any record is produced.
-    let Some((a_before, b_before)) = trackstream_harness::within(WAIT, || {
+    let Some((a_before, b_before)) = trackstream_testkit::within(WAIT, || {
         let (a_owned, b_owned) = (owned(&a), owned(&b));
         let split = !a_owned.is_empty()
             && !b_owned.is_empty()
@@ -165,7 +165,7 @@ async fn two_detectors_in_one_group_one_sigkilled_loses_no_alert() {
         .await;
     let before = rig.applied_scans().await;
     rig.produce(phases.next().unwrap_or_default()).await;
-    trackstream_harness::eventually(WAIT, "the second phase under way", || async {
+    trackstream_testkit::eventually(WAIT, "the second phase under way", || async {
         (rig.applied_scans().await > before).then_some(())
     })
     .await;
@@ -178,7 +178,7 @@ async fn two_detectors_in_one_group_one_sigkilled_loses_no_alert() {
     // Records produced while the group has not noticed the death yet.
     rig.produce(phases.next().unwrap_or_default()).await;
 
-    let Some(taken_over) = trackstream_harness::within(WAIT, || {
+    let Some(taken_over) = trackstream_testkit::within(WAIT, || {
         let b_owned = owned(&b);
         async move { (b_owned == every_partition()).then_some(b_owned) }
     })
@@ -189,7 +189,7 @@ async fn two_detectors_in_one_group_one_sigkilled_loses_no_alert() {
     assert!(taken_over.is_superset(&a_before));
 
     let (want_alerts, want_updates) = rig.expected();
-    let applied_all = trackstream_harness::within(WAIT, || async {
+    let applied_all = trackstream_testkit::within(WAIT, || async {
         (rig.applied_scans().await >= total).then_some(())
     })
     .await;
@@ -197,8 +197,8 @@ async fn two_detectors_in_one_group_one_sigkilled_loses_no_alert() {
         fail(&rig, &[&a, &b], &format!("not all {total} scans applied")).await;
     }
     assert_eq!(rig.applied_scans().await, total);
-    let done = |records: &[trackstream_harness::kafka::Record]| {
-        trackstream_harness::kafka::all::<Alert>(records, |got| {
+    let done = |records: &[trackstream_testkit::kafka::Record]| {
+        trackstream_testkit::kafka::all::<Alert>(records, |got| {
             alert_set(got).is_superset(&want_alerts)
         })
     };
@@ -238,7 +238,7 @@ async fn two_detectors_in_one_group_one_sigkilled_loses_no_alert() {
     let mut updates = TopicReader::new(&rig.broker.bootstrap(), topics::TRACKING_UPDATES);
     updates
         .until(WAIT, "every update", |r| {
-            trackstream_harness::kafka::all::<ShipmentUpdate>(r, |u| {
+            trackstream_testkit::kafka::all::<ShipmentUpdate>(r, |u| {
                 u.iter()
                     .map(update_key)
                     .collect::<BTreeSet<_>>()

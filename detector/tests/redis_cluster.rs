@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 
 use common::*;
 use trackstream_detector::rules::RulesConfig;
-use trackstream_harness::cluster::RedisCluster;
 use trackstream_runtime::config::RedisConfig;
 use trackstream_runtime::redis::RedisConn;
+use trackstream_testkit::cluster::RedisCluster;
 
 const PARTITIONS: i32 = 8;
 

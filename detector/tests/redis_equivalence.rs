@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 
 use common::*;
 use trackstream_detector::rules::RulesConfig;
-use trackstream_harness::processes::RedisServer;
 use trackstream_proto::v1::{Alert, ShipmentUpdate};
 use trackstream_runtime::config::RedisConfig;
 use trackstream_runtime::redis::RedisConn;
+use trackstream_testkit::processes::RedisServer;
 
 const PARTITIONS: i32 = 4;
 /// Shuffling a parcel's scans among the stream positions they occupy moves a
@@ -267,7 +267,7 @@ async fn the_timer_loop_fires_only_owned_partitions_and_picks_up_overdue_ones_on
     };
     let mut seen: Vec<Alert> = Vec::new();
     let wait_for = async |waybill: &str, seen: &mut Vec<Alert>| {
-        trackstream_harness::eventually(
+        trackstream_testkit::eventually(
             std::time::Duration::from_secs(20),
             &format!("an alert for {waybill}"),
             || {

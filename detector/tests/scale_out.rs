@@ -21,11 +21,11 @@ use common::*;
 use trackstream_detector::rules::RulesConfig;
 use trackstream_detector::service::Detector;
 use trackstream_detector::sink::MemorySink;
-use trackstream_harness::processes::RedisServer;
 use trackstream_proto::v1::Alert;
 use trackstream_runtime::config::RedisConfig;
 use trackstream_runtime::kafka::Inbound;
 use trackstream_runtime::redis::RedisConn;
+use trackstream_testkit::processes::RedisServer;
 
 const PARTITIONS: i32 = 4;
 

@@ -24,8 +24,6 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use trackstream_harness::processes::{Broker, RedisServer};
-use trackstream_harness::sandbox::authed;
 use trackstream_proto::v1::tracking_service_client::TrackingServiceClient;
 use trackstream_proto::v1::{
     Shipment, ShipmentUpdate, Status, TrackingEvent, UpdateKind, WatchOrderRequest,
@@ -35,6 +33,8 @@ use trackstream_runtime::config::KafkaConfig;
 use trackstream_runtime::kafka::{OutRecord, Producer};
 use trackstream_runtime::order_log;
 use trackstream_runtime::redis::RedisConn;
+use trackstream_testkit::grpc::authed;
+use trackstream_testkit::processes::{Broker, RedisServer};
 
 const TOKEN: &str = "bench-merchant-token";
 const STREAMS_PER_CONNECTION: usize = 500;
@@ -242,11 +242,11 @@ async fn run() {
     let redis = RedisServer::start().await.unwrap();
     let broker = Broker::start().await.unwrap();
     let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, 4)).collect();
-    trackstream_harness::kafka::create_topics(&broker.bootstrap(), &all)
+    trackstream_testkit::kafka::create_topics(&broker.bootstrap(), &all)
         .await
         .unwrap();
-    let grpc_port = trackstream_harness::free_port().unwrap();
-    let admin_port = trackstream_harness::free_port().unwrap();
+    let grpc_port = trackstream_testkit::free_port().unwrap();
+    let admin_port = trackstream_testkit::free_port().unwrap();
     let dir = tempfile_dir();
     let config_path = dir.join("notifier.toml");
     std::fs::write(

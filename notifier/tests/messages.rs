@@ -242,7 +242,7 @@ async fn parcels_reaching_a_milestone_together_get_one_message_listing_every_way
         env.register(parcel).await;
     }
     let mut conn = env.conn.clone();
-    trackstream_harness::eventually(WAIT, "registrations recorded", || {
+    trackstream_testkit::eventually(WAIT, "registrations recorded", || {
         let mut conn = conn.clone();
         async move {
             let burst: usize = conn
@@ -289,7 +289,7 @@ async fn parcels_reaching_a_milestone_together_get_one_message_listing_every_way
         env.replay(&u, &format!("sf:{}", parcel.waybill)).await;
     }
     let hw = order_log::key(&acme("O-PART"), "hw:out_for_delivery");
-    trackstream_harness::eventually(WAIT, "two parcels held", || {
+    trackstream_testkit::eventually(WAIT, "two parcels held", || {
         let mut conn = conn.clone();
         let hw = hw.clone();
         async move {
@@ -325,7 +325,7 @@ async fn parcels_reaching_a_milestone_together_get_one_message_listing_every_way
         .await;
     // Delivered waits for the order's other parcels too, until its own window ends.
     let hw = order_log::key(&acme("O-PART"), "hw:delivered");
-    trackstream_harness::eventually(WAIT, "the delivery held", || {
+    trackstream_testkit::eventually(WAIT, "the delivery held", || {
         let mut conn = conn.clone();
         let hw = hw.clone();
         async move {
@@ -396,7 +396,7 @@ async fn quiet_hours_hold_non_urgent_messages_until_the_buyers_morning() {
     let morning = utc("2025-03-11T08:00:00+08:00");
     let mut conn = env.conn.clone();
     for order in ["O-NIGHT", "O-SUPER"] {
-        let due = trackstream_harness::eventually(WAIT, "the held message scheduled", || {
+        let due = trackstream_testkit::eventually(WAIT, "the held message scheduled", || {
             let mut conn = conn.clone();
             async move {
                 let score: Option<f64> = conn
@@ -464,7 +464,7 @@ async fn quiet_hours_hold_non_urgent_messages_until_the_buyers_morning() {
     // The superseded message leaves the schedule without being sent: once it is
     // unscheduled, the order's next message (same output partition) comes after
     // anything sent for it.
-    trackstream_harness::eventually(WAIT, "the superseded message unscheduled", || {
+    trackstream_testkit::eventually(WAIT, "the superseded message unscheduled", || {
         let mut conn = conn.clone();
         async move {
             let score: Option<f64> = conn
@@ -525,7 +525,7 @@ async fn two_instances_send_each_message_once_and_either_serves_any_watch() {
         env.register(parcel).await;
     }
     let conn = env.conn.clone();
-    trackstream_harness::eventually(WAIT, "registrations recorded", || {
+    trackstream_testkit::eventually(WAIT, "registrations recorded", || {
         let mut conn = conn.clone();
         async move {
             for o in 0..ORDERS {
@@ -545,12 +545,12 @@ async fn two_instances_send_each_message_once_and_either_serves_any_watch() {
     // consumed for messages by whichever instance owns their partitions.
     let mut watch = support::client_of(second.running.grpc_addr)
         .await
-        .watch_order(trackstream_harness::sandbox::authed(
+        .watch_order(trackstream_testkit::grpc::authed(
             trackstream_proto::v1::WatchOrderRequest {
                 order_id: "O-SCALE-0".into(),
                 after_seq: 0,
             },
-            trackstream_harness::sandbox::ACME_TOKEN,
+            support::ACME_TOKEN,
         ))
         .await
         .unwrap()

@@ -5,14 +5,15 @@
 
 mod support;
 
+use support::ACME_TOKEN;
 use support::{Env, WAIT, has, messages_of, shipment, update, utc};
-use trackstream_harness::sandbox::{ACME_TOKEN, authed};
 use trackstream_notifier::outbox;
 use trackstream_proto::topics;
 use trackstream_proto::v1::{Channel, GetOrderRequest, Milestone, Status, WatchOrderRequest};
 use trackstream_runtime::dlq::headers;
 use trackstream_runtime::kafka::OutRecord;
 use trackstream_runtime::order_log;
+use trackstream_testkit::grpc::authed;
 
 fn day() -> chrono::DateTime<chrono::Utc> {
     utc("2025-03-10T12:00:00+08:00")
@@ -72,7 +73,7 @@ async fn support_wait_parcels(env: &Env, orders: &[&str]) {
     for order in orders {
         let key = order_log::key(&order_log::order_ref("m-acme", order), "parcels");
         let conn = env.conn.clone();
-        trackstream_harness::eventually(WAIT, "registration stored", || {
+        trackstream_testkit::eventually(WAIT, "registration stored", || {
             let mut conn = conn.clone();
             let key = key.clone();
             async move {
@@ -111,7 +112,7 @@ async fn an_undecodable_input_is_dead_lettered_and_the_partition_moves_on() {
         })
         .await;
     let mut letters =
-        trackstream_harness::kafka::TopicReader::new(&env.broker.bootstrap(), topics::TRACKING_DLQ);
+        trackstream_testkit::kafka::TopicReader::new(&env.broker.bootstrap(), topics::TRACKING_DLQ);
     let records = letters.until(WAIT, "the letter", |r| !r.is_empty()).await;
     let letter = &records[0];
     let header = |name: &str| {
@@ -193,7 +194,7 @@ async fn an_orders_keys_expire_after_terminal_or_silence_on_the_notifiers_clock(
     let day_ms = 86_400_000;
     let t0 = start.timestamp_millis();
     let parcels = order_log::key(&order, "parcels");
-    trackstream_harness::eventually(WAIT, "silence expiry on registration", || {
+    trackstream_testkit::eventually(WAIT, "silence expiry on registration", || {
         let fut = expiry(parcels.clone());
         async move { (fut.await == t0 + 120 * day_ms).then_some(()) }
     })
@@ -205,7 +206,7 @@ async fn an_orders_keys_expire_after_terminal_or_silence_on_the_notifiers_clock(
     env.replay(&update(&first, Status::Delivered, 1, "d1"), "sf:SF90")
         .await;
     let ms = order_log::key(&order, "ms");
-    trackstream_harness::eventually(WAIT, "still the silence expiry", || {
+    trackstream_testkit::eventually(WAIT, "still the silence expiry", || {
         let fut = expiry(ms.clone());
         async move { (fut.await == t1 + 120 * day_ms).then_some(()) }
     })
@@ -217,7 +218,7 @@ async fn an_orders_keys_expire_after_terminal_or_silence_on_the_notifiers_clock(
     let t2 = t1 + day_ms;
     env.replay(&update(&second, Status::Delivered, 2, "d2"), "sf:SF91")
         .await;
-    trackstream_harness::eventually(WAIT, "terminal expiry on every key", || {
+    trackstream_testkit::eventually(WAIT, "terminal expiry on every key", || {
         let futs: Vec<_> = ["parcels", "ms", "final", "hw:delivered"]
             .into_iter()
             .map(|s| expiry(order_log::key(&order, s)))

@@ -43,7 +43,7 @@ pub mod topics {
     /// record unchanged with `dlq.*` headers naming the stage and the cause.
     pub const TRACKING_DLQ: &str = "tracking.dlq";
 
-    /// Every topic the pipeline uses, for stack scripts and the test harness.
+    /// Every topic the pipeline uses, for stack scripts and the test kit.
     pub const ALL: [&str; 8] = [
         SCANS_RAW,
         SCANS_DLQ,

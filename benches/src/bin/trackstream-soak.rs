@@ -35,12 +35,12 @@ use trackstream_detector::rules::RulesConfig;
 use trackstream_detector::service::Detector;
 use trackstream_detector::sink::MemorySink;
 use trackstream_detector::store::Store;
-use trackstream_harness::processes::RedisServer;
 use trackstream_proto::v1::{BuyerContact, Shipment, Status, TrackingEvent};
 use trackstream_proto::{time, topics};
 use trackstream_runtime::config::RedisConfig;
 use trackstream_runtime::kafka::Inbound;
 use trackstream_runtime::redis::RedisConn;
+use trackstream_testkit::processes::RedisServer;
 
 /// One hour in ms.
 const H: i64 = 3_600_000;

@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use trackstream_detector::rules::RulesConfig;
-use trackstream_harness::child::ChildProcess;
-use trackstream_harness::kafka::create_topics;
-use trackstream_harness::processes::{Broker, RedisServer};
 use trackstream_proto::time;
 use trackstream_proto::topics;
 use trackstream_proto::v1::TrackingEvent;
 use trackstream_runtime::config::KafkaConfig;
 use trackstream_runtime::kafka::{OutRecord, Producer};
+use trackstream_testkit::child::ChildProcess;
+use trackstream_testkit::kafka::create_topics;
+use trackstream_testkit::processes::{Broker, RedisServer};
 
 use crate::common::{AlertKey, Parcel, expected, world, world_end};
 
@@ -148,7 +148,7 @@ tick = "50ms"
             .collect();
         self.produce(records).await;
         let want = self.parcels.len();
-        trackstream_harness::eventually(wait, "every registration stored", || async move {
+        trackstream_testkit::eventually(wait, "every registration stored", || async move {
             (self.keys("*:wb:*").await.len() >= want).then_some(())
         })
         .await;

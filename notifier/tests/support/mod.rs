@@ -10,12 +10,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use prost::Message;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use trackstream_harness::kafka::TopicReader;
-use trackstream_harness::processes::{Broker, RedisServer};
-use trackstream_harness::sandbox::{ACME_TOKEN, OTHER_TOKEN, authed};
 use trackstream_notifier::clock::ManualClock;
 use trackstream_notifier::{Config, Running};
 use trackstream_proto::v1::tracking_service_client::TrackingServiceClient;
@@ -29,6 +23,9 @@ use trackstream_runtime::kafka::{OutRecord, Producer};
 use trackstream_runtime::merchants::MerchantConfig;
 use trackstream_runtime::order_log;
 use trackstream_runtime::redis::RedisConn;
+use trackstream_testkit::grpc::authed;
+use trackstream_testkit::kafka::TopicReader;
+use trackstream_testkit::processes::{Broker, RedisServer};
 
 /// Deadline of every wait.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -70,7 +67,12 @@ impl Instance {
     }
 }
 
-/// The sandbox's merchants (same tokens as `trackstream_harness::sandbox`).
+/// Bearer token of merchant `m-acme` (the same as the sandbox's).
+pub const ACME_TOKEN: &str = "acme-merchant-token";
+/// Bearer token of merchant `m-other` (the same as the sandbox's).
+pub const OTHER_TOKEN: &str = "other-merchant-token";
+
+/// The merchants of these tests.
 pub fn merchants() -> Vec<MerchantConfig> {
     vec![
         MerchantConfig {
@@ -113,7 +115,7 @@ impl Env {
         customize(&mut config);
         trackstream_runtime::telemetry::init_tracing(&config.admin);
         let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, 4)).collect();
-        trackstream_harness::kafka::create_topics(&broker.bootstrap(), &all)
+        trackstream_testkit::kafka::create_topics(&broker.bootstrap(), &all)
             .await
             .unwrap_or_else(|e| panic!("creating topics: {e}"));
         let conn = RedisConn::connect(&config.redis)
@@ -325,20 +327,8 @@ pub async fn metric_at(admin: std::net::SocketAddr, name: &str) -> f64 {
 
 /// Waits until the channel's server reports the tracking service SERVING.
 pub async fn wait_serving(channel: Channel) {
-    let health = HealthClient::new(channel);
-    trackstream_harness::eventually(WAIT, "health SERVING", || {
-        let mut health = health.clone();
-        async move {
-            let response = health
-                .check(HealthCheckRequest {
-                    service: trackstream_notifier::TRACKING_SERVICE.into(),
-                })
-                .await
-                .ok()?;
-            (response.get_ref().status == ServingStatus::Serving as i32).then_some(())
-        }
-    })
-    .await;
+    trackstream_testkit::grpc::wait_serving(channel, trackstream_notifier::TRACKING_SERVICE, WAIT)
+        .await;
 }
 
 /// A parcel of `order` for merchant `merchant`, buyer in Shanghai speaking English.
@@ -403,7 +393,7 @@ pub fn messages_of(reader: &TopicReader, order: &str) -> Vec<BuyerNotification> 
 
 /// Whether the reader has seen a message for `order` and `milestone`.
 pub fn has(
-    records: &[trackstream_harness::kafka::Record],
+    records: &[trackstream_testkit::kafka::Record],
     order: &str,
     milestone: trackstream_proto::v1::Milestone,
 ) -> bool {

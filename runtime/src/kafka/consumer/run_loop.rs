@@ -1,0 +1,243 @@
+//! The consumer's run loop: fetch a batch (without lingering when idle), hand
+//! it to the handler until it succeeds, store its offsets, and between
+//! batches run the assignment check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::assignment::{AssignmentCheck, Owned, expected_share};
+use super::rebalance::{RebalanceContext, describe_offsets};
+use super::subscribe::LoopMetrics;
+use super::{Assignment, BatchHandler, Inbound, Progress};
+use crate::Error;
+
+/// A subscribed consumer running a [`BatchHandler`] with at-least-once semantics.
+pub struct ConsumerLoop {
+    pub(super) consumer: Arc<StreamConsumer<RebalanceContext>>,
+    pub(super) topics: Vec<String>,
+    /// Set when the assignment can be checked against the range assignor
+    /// (see [`AssignmentCheck`]).
+    pub(super) check: Option<AssignmentCheck>,
+    pub(super) check_interval: Duration,
+    pub(super) assignment: Assignment,
+    pub(super) progress: Progress,
+    pub(super) resuming: Arc<Mutex<BTreeSet<(String, i32)>>>,
+    pub(super) batch_max: usize,
+    pub(super) batch_linger: Duration,
+    pub(super) metrics: LoopMetrics,
+}
+
+impl ConsumerLoop {
+    /// The partition assignment, updated on rebalances.
+    pub fn assignment(&self) -> Assignment {
+        self.assignment.clone()
+    }
+
+    /// How far processing has got on each partition.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
+    /// Runs until `shutdown`: fetch a batch, hand it to `handler` (retrying
+    /// transient failures), store offsets. On shutdown the current batch finishes
+    /// and stored offsets are committed synchronously.
+    pub async fn run<H: BatchHandler>(
+        mut self,
+        handler: Arc<H>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let mut backoff = Duration::from_millis(50);
+        let mut check_tick = tokio::time::interval(self.check_interval);
+        check_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'outer: loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = check_tick.tick() => {
+                    self.check_assignment().await;
+                    continue;
+                }
+                message = self.consumer.recv() => message,
+            };
+            let mut batch = Vec::with_capacity(self.batch_max);
+            match first {
+                Ok(message) => batch.push(detach(&message)),
+                Err(err) => {
+                    tracing::warn!(%err, "kafka consumer error");
+                    continue;
+                }
+            }
+            self.fill_batch(&mut batch).await;
+
+            self.log_resumed(&batch);
+            let started = Instant::now();
+            self.progress.set_in_flight(&batch, true);
+            loop {
+                match handler.handle(&batch).await {
+                    Ok(()) => break,
+                    Err(err) => {
+                        self.metrics.retries.inc();
+                        tracing::warn!(%err, records = batch.len(), retry_in = ?backoff,
+                            "batch failed; retrying without storing offsets");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break 'outer,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            backoff = Duration::from_millis(50);
+            self.progress.set_in_flight(&batch, false);
+            self.metrics
+                .batch_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.store_offsets(&batch);
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("offsets committed on shutdown"),
+            Err(err) => tracing::debug!(%err, "final commit (nothing stored is fine)"),
+        }
+        Ok(())
+    }
+
+    /// Adds to `batch` every record librdkafka has already fetched, without
+    /// waiting, then — only if `kafka.batch_linger` is set — waits that long
+    /// for more. Under load a fetch response brings many records at once, so
+    /// batches fill without a linger; when idle, a lone record is handled at
+    /// once instead of waiting out a linger on every consuming hop.
+    async fn fill_batch(&self, batch: &mut Vec<Inbound>) {
+        let deadline = tokio::time::Instant::now() + self.batch_linger;
+        while batch.len() < self.batch_max {
+            let next = match self.consumer.recv().now_or_never() {
+                Some(next) => next,
+                None if self.batch_linger.is_zero() => break,
+                None => tokio::select! {
+                    next = self.consumer.recv() => next,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                },
+            };
+            match next {
+                Ok(message) => batch.push(detach(&message)),
+                Err(err) => {
+                    tracing::warn!(%err, "kafka consumer error");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One [`AssignmentCheck`]: ask the coordinator who is in the group and
+    /// compare what we hold with the range assignor's share; rejoin if a
+    /// mismatch persists.
+    async fn check_assignment(&mut self) {
+        let Some(check) = self.check.as_mut() else {
+            return;
+        };
+        let held: Owned = self.assignment.borrow().clone();
+        let consumer = self.consumer.clone();
+        let group = check.group.clone();
+        let topics = self.topics.clone();
+        let me = check.me.clone();
+        let expected =
+            tokio::task::spawn_blocking(move || expected_share(&consumer, &group, &topics, &me))
+                .await;
+        let expected = match expected {
+            Ok(Ok(expected)) => expected,
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "assignment check skipped");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "assignment check panicked");
+                return;
+            }
+        };
+        let shown = expected
+            .as_ref()
+            .map(|e| format!("{e:?}"))
+            .unwrap_or_default();
+        if !check.mismatch_persists(&held, expected) {
+            return;
+        }
+        tracing::warn!(held = ?held, expected = %shown,
+            "the coordinator left this member's assignment stale; leaving and rejoining the group");
+        self.metrics.rejoins.inc();
+        self.consumer.unsubscribe();
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        if let Err(err) = self.consumer.subscribe(&topics) {
+            tracing::error!(%err, "resubscribing failed");
+        }
+    }
+
+    /// Logs the first offset read on each newly assigned partition: where this
+    /// owner resumed, to compare with what the previous owner committed.
+    fn log_resumed(&self, batch: &[Inbound]) {
+        let Ok(mut resuming) = self.resuming.lock() else {
+            return;
+        };
+        if resuming.is_empty() {
+            return;
+        }
+        for record in batch {
+            if resuming.remove(&(record.topic.clone(), record.partition)) {
+                tracing::info!(
+                    topic = %record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    "partition resumed"
+                );
+            }
+        }
+    }
+
+    fn store_offsets(&self, batch: &[Inbound]) {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for record in batch {
+            let entry = next.entry((&record.topic, record.partition)).or_insert(0);
+            *entry = (*entry).max(record.offset + 1);
+            self.metrics
+                .records
+                .get_or_create(&vec![("topic", record.topic.clone())])
+                .inc();
+        }
+        let mut tpl = TopicPartitionList::with_capacity(next.len());
+        for ((topic, partition), offset) in next {
+            if let Err(err) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+                tracing::warn!(%err, topic, partition, "cannot store offset");
+            }
+        }
+        // Fails for partitions revoked meanwhile; their new owner replays them.
+        match self.consumer.store_offsets(&tpl) {
+            Ok(()) => tracing::debug!(offsets = %describe_offsets(&tpl), "offsets stored"),
+            Err(err) => tracing::debug!(%err, offsets = %describe_offsets(&tpl),
+                "offset store skipped (partition revoked)"),
+        }
+    }
+}
+
+fn detach(message: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Inbound {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers,
+    }
+}
