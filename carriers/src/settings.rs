@@ -16,6 +16,7 @@
 //! offending key of a bad entry.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -52,7 +53,7 @@ pub struct Binding {
 
 /// Settings of one provider.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(from = "RawSettings")]
+#[serde(try_from = "RawSettings")]
 pub struct ProviderSettings {
     /// Accounts and secrets accepted for signatures.
     pub secrets: Vec<AccountSecret>,
@@ -65,12 +66,12 @@ pub struct ProviderSettings {
     /// The `merchants` of the `secrets` entries that have them. Empty: every
     /// account is unbound (trusted with every merchant).
     pub bindings: Vec<Binding>,
-    /// How far a push's *signed* send time may be from our clock, in seconds,
-    /// for providers that sign one (AfterShip `ts`, Kdniao `PushTime`; see
+    /// How far a push's *signed* send time may be from our clock, for
+    /// providers that sign one (AfterShip `ts`, Kdniao `PushTime`; see
     /// `signature::replay`); further is refused as a replay. Raise it to let a
-    /// provider's late retries through after a long outage. Must be > 0.
-    /// Default 300 (`replay::DEFAULT_TOLERANCE`).
-    pub replay_tolerance_secs: Option<u64>,
+    /// provider's late retries through after a long outage. Written with a
+    /// unit (`"15m"`). Must be > 0. Default `5m` (`replay::DEFAULT_TOLERANCE`).
+    pub replay_tolerance: Option<Duration>,
 }
 
 /// A `secrets` entry as written in the config.
@@ -92,11 +93,22 @@ struct RawSettings {
     secrets: Vec<SecretEntry>,
     allow_unsigned: bool,
     time_zone: Option<String>,
-    replay_tolerance_secs: Option<u64>,
+    /// A duration string; parsed in `try_from` (carriers does not depend on
+    /// `runtime::config::duration`, which parses with the same `humantime`).
+    replay_tolerance: Option<String>,
 }
 
-impl From<RawSettings> for ProviderSettings {
-    fn from(raw: RawSettings) -> Self {
+impl TryFrom<RawSettings> for ProviderSettings {
+    type Error = String;
+
+    fn try_from(raw: RawSettings) -> Result<Self, String> {
+        let replay_tolerance = raw
+            .replay_tolerance
+            .map(|text| {
+                humantime::parse_duration(text.trim())
+                    .map_err(|e| format!("replay_tolerance: duration {text:?}: {e}"))
+            })
+            .transpose()?;
         let mut secrets = Vec::with_capacity(raw.secrets.len());
         let mut bindings = Vec::new();
         for (index, entry) in raw.secrets.into_iter().enumerate() {
@@ -112,13 +124,13 @@ impl From<RawSettings> for ProviderSettings {
                 secret: entry.secret,
             });
         }
-        ProviderSettings {
+        Ok(ProviderSettings {
             secrets,
             allow_unsigned: raw.allow_unsigned,
             time_zone: raw.time_zone,
             bindings,
-            replay_tolerance_secs: raw.replay_tolerance_secs,
-        }
+            replay_tolerance,
+        })
     }
 }
 
@@ -160,9 +172,9 @@ impl ProviderSettings {
     /// - a `time_zone` that is not an IANA zone.
     pub fn validate(&self, route: &str) -> Result<(), SettingsError> {
         let key = |rest: String| format!("providers.{route}.{rest}");
-        if self.replay_tolerance_secs == Some(0) {
+        if self.replay_tolerance == Some(Duration::ZERO) {
             return Err(SettingsError {
-                key: key("replay_tolerance_secs".into()),
+                key: key("replay_tolerance".into()),
                 problem: "must be greater than 0".into(),
             });
         }
@@ -264,9 +276,8 @@ mod tests {
 
     #[test]
     fn the_replay_tolerance_is_configurable_and_zero_is_refused() {
-        let settings =
-            parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance_secs": 900}}"#);
-        assert_eq!(settings.replay_tolerance_secs, Some(900));
+        let settings = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance": "15m"}}"#);
+        assert_eq!(settings.replay_tolerance, Some(Duration::from_secs(900)));
         let window = crate::signature::replay::ReplayWindow::for_settings(&settings);
         let now = chrono::Utc::now();
         let ten_minutes_ago = Some(now - chrono::Duration::minutes(10));
@@ -280,9 +291,12 @@ mod tests {
                 .check("ts", Some(now - chrono::Duration::hours(1)))
                 .is_err()
         );
-        let zero = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance_secs": 0}}"#);
+        let zero = parse(r#"{"p": {"secrets": [{"secret": "s"}], "replay_tolerance": "0s"}}"#);
         let err = zero.validate("aftership").expect_err("zero tolerance");
-        assert_eq!(err.key, "providers.aftership.replay_tolerance_secs");
+        assert_eq!(err.key, "providers.aftership.replay_tolerance");
+        let unitless = toml_from_str::<ProviderSettings>(r#"{"replay_tolerance": "900"}"#)
+            .expect_err("a unit is required");
+        assert!(unitless.contains("replay_tolerance"), "{unitless}");
     }
 
     #[test]

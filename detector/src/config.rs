@@ -1,9 +1,11 @@
 //! detector configuration (TOML + `TRACKSTREAM__...` env overrides).
 
-use serde::Deserialize;
-use trackstream_runtime::config::{AdminConfig, KafkaConfig, RedisConfig};
+use std::time::Duration;
 
-use crate::rules::{Millis, RulesConfig};
+use serde::Deserialize;
+use trackstream_runtime::config::{AdminConfig, KafkaConfig, RedisConfig, duration};
+
+use crate::rules::RulesConfig;
 
 /// Which clock fires deadlines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -24,11 +26,14 @@ pub enum ClockMode {
 pub struct TimerConfig {
     /// `wall` (default) or `event`.
     pub clock: ClockMode,
-    /// How often owned partitions are scanned for due deadlines. Default 200 ms.
-    pub tick: Millis,
+    /// How often owned partitions are scanned for due deadlines (at least every
+    /// 1 ms). Default `200ms`.
+    #[serde(with = "duration")]
+    pub tick: Duration,
     /// Event clock only: how far behind the watermark deadlines fire, to let
-    /// slightly out-of-order scans arrive first. Default 0.
-    pub allowed_lateness: Millis,
+    /// slightly out-of-order scans arrive first. Default `0s`.
+    #[serde(with = "duration")]
+    pub allowed_lateness: Duration,
     /// Max deadlines fired per partition per tick. Default 1000.
     pub batch: usize,
     /// Wall clock only: after a waybill's inputs are applied, a deadline that
@@ -40,17 +45,18 @@ pub struct TimerConfig {
     /// OPENED + RESOLVED pair). The grace lets the rest of the snapshot
     /// arrive. Default 5 s; `0s` disables. Ignored by the event clock, whose
     /// deadlines depend only on the scans (replays stay deterministic).
-    pub grace: Millis,
+    #[serde(with = "duration")]
+    pub grace: Duration,
 }
 
 impl Default for TimerConfig {
     fn default() -> Self {
         TimerConfig {
             clock: ClockMode::Wall,
-            tick: Millis(200),
-            allowed_lateness: Millis(0),
+            tick: Duration::from_millis(200),
+            allowed_lateness: Duration::ZERO,
             batch: 1000,
-            grace: Millis(5_000),
+            grace: Duration::from_secs(5),
         }
     }
 }
@@ -67,30 +73,34 @@ pub struct RetentionConfig {
     /// How long a parcel's state, history and ownership claim live after the
     /// last change once it reached a terminal status (delivered, returned,
     /// ...). A scan of the same waybill number after that is a new parcel.
-    /// Default 30 d.
-    pub after_terminal: Millis,
+    /// Default `30d`.
+    #[serde(with = "duration")]
+    pub after_terminal: Duration,
     /// How long a parcel that never ends lives after its last change (a lost
-    /// parcel, a registration never scanned). Default 120 d.
-    pub after_silence: Millis,
+    /// parcel, a registration never scanned). Default `120d`.
+    #[serde(with = "duration")]
+    pub after_silence: Duration,
     /// How long an order's update log (`runtime::order_log`: sequence, ids,
     /// updates, merchant) lives after its last update; never less than the
     /// parcel retention of the update that refreshed it, so `WatchOrder` can
-    /// replay everything the parcel still has. Default 120 d.
-    pub order_log: Millis,
+    /// replay everything the parcel still has. Default `120d`.
+    #[serde(with = "duration")]
+    pub order_log: Duration,
     /// Moves the clock expiries are computed from this far into the past.
     /// For tests (see keys expire without waiting) and for an operator who
-    /// must shed old data at once; nothing else reads it. Default 0 s.
-    pub backdate: Millis,
+    /// must shed old data at once; nothing else reads it. Default `0s`.
+    #[serde(with = "duration")]
+    pub backdate: Duration,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        const DAY: i64 = 86_400_000;
+        const DAY: u64 = 86_400;
         RetentionConfig {
-            after_terminal: Millis(30 * DAY),
-            after_silence: Millis(120 * DAY),
-            order_log: Millis(120 * DAY),
-            backdate: Millis(0),
+            after_terminal: Duration::from_secs(30 * DAY),
+            after_silence: Duration::from_secs(120 * DAY),
+            order_log: Duration::from_secs(120 * DAY),
+            backdate: Duration::ZERO,
         }
     }
 }
@@ -111,4 +121,54 @@ pub struct Config {
     pub timers: TimerConfig,
     /// Data lifecycle: when a parcel's keys expire.
     pub retention: RetentionConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_configs_load_with_the_documented_defaults() {
+        for text in [
+            include_str!("../../deploy/local/config/detector.toml"),
+            include_str!("../../deploy/docker/config/detector.toml"),
+        ] {
+            let config: Config = trackstream_runtime::config::load_from(text, Vec::new())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (timers, defaults) = (&config.timers, TimerConfig::default());
+            assert_eq!(timers.tick, Duration::from_millis(200));
+            assert_eq!((timers.tick, timers.grace), (defaults.tick, defaults.grace));
+            let retention = &config.retention;
+            assert_eq!(retention.after_terminal, Duration::from_secs(30 * 86_400));
+            assert_eq!(
+                retention.after_silence,
+                RetentionConfig::default().after_silence
+            );
+            assert_eq!(retention.order_log, RetentionConfig::default().order_log);
+            // The product defaults written out, plus an example override.
+            let mut expected = RulesConfig::default();
+            let hours = |h: &[u64]| h.iter().map(|h| Duration::from_secs(h * 3_600)).collect();
+            expected.stalled_in_transit.overrides = vec![crate::rules::Override {
+                carrier: Some("sf".into()),
+                service_level: Some("express".into()),
+                tiers: hours(&[12, 24, 36]),
+            }];
+            assert_eq!(config.rules, expected);
+        }
+    }
+
+    #[test]
+    fn old_keys_fail_naming_the_new_key() {
+        let err = trackstream_runtime::config::load_from::<Config>(
+            "[kafka]\nstatistics_interval_ms = 1000\n",
+            Vec::new(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains("use `kafka.statistics_interval = \"1s\"`"),
+            "{err}"
+        );
+    }
 }

@@ -39,6 +39,8 @@
 //! and the remaining split (state encoding, rule evaluation) goes with issue
 //! 11's single write path, which changes the engine's inputs.
 
+use std::time::Duration;
+
 use prost::Message as _;
 use sha2::Digest as _;
 use trackstream_proto::v1::{
@@ -46,6 +48,7 @@ use trackstream_proto::v1::{
     UpdateKind,
 };
 use trackstream_proto::{keys, time};
+use trackstream_runtime::config::duration;
 
 use crate::rules::{self, RuleId, RulesConfig};
 
@@ -353,7 +356,7 @@ impl Engine {
             return;
         };
         let current = wb.state.status();
-        let window = self.rules.join_window.0;
+        let window = duration::millis(self.rules.join_window);
         let mut updates = Vec::new();
         if joined {
             // First join: the order's stream gets every scan of the join
@@ -466,7 +469,7 @@ impl Engine {
         self.carrier_exception(wb, status, reason, at, late, fx);
         // The refund trigger needs this parcel's delivery: a delivery dated
         // before the join window is an earlier parcel's under the same number.
-        let window = self.rules.join_window.0;
+        let window = duration::millis(self.rules.join_window);
         if !wb.state.return_received
             && wb.state.status() == Status::Delivered
             && let Some(reg) = wb
@@ -521,7 +524,7 @@ impl Engine {
             let config = self.rules.timer(rule);
             let anchor = config.and_then(|_| anchor(rule, wb));
             let tiers = config.map_or(&[][..], |c| c.tiers_for(&carrier, &level));
-            let first = tiers.first().map_or(0, |t| t.0);
+            let first = tiers.first().map_or(0, |t| duration::millis(*t));
             let Some(index) = wb.state.slots.iter().position(|s| s.rule == rule.code()) else {
                 if let (Some(_), Some(anchor)) = (config, anchor) {
                     let slot = wb.state.slot_mut(rule);
@@ -708,12 +711,14 @@ fn fold_key(event: &TrackingEvent) -> (i64, i32, &str) {
 }
 
 /// Deadline of the tier after `tier`, never at or before `after` (0 = none left).
-fn next_deadline(anchor: i64, tiers: &[rules::Millis], tier: u32, after: i64) -> i64 {
+fn next_deadline(anchor: i64, tiers: &[Duration], tier: u32, after: i64) -> i64 {
     usize::try_from(tier.saturating_add(1))
         .ok()
         .and_then(|i| tiers.get(i))
         .map_or(0, |t| {
-            anchor.saturating_add(t.0).max(after.saturating_add(1))
+            anchor
+                .saturating_add(duration::millis(*t))
+                .max(after.saturating_add(1))
         })
 }
 

@@ -73,7 +73,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &mut registry,
     )
     .with_retention(config.retention.clone());
-    if config.kafka.statistics_interval_ms > 0 {
+    if !config.kafka.statistics_interval.is_zero() {
         detector = detector.with_progress(consumer.progress());
     }
     let detector = Arc::new(detector);

@@ -25,6 +25,7 @@
 //! history or alert episodes.
 
 use trackstream_proto::v1::Status;
+use trackstream_runtime::config::duration;
 
 use crate::config::RetentionConfig;
 use crate::engine::WaybillState;
@@ -49,17 +50,17 @@ impl Retention {
 
     /// The clock expiries count from: wall time minus `retention.backdate`.
     fn base(&self, wall_now: i64) -> i64 {
-        wall_now.saturating_sub(self.config.backdate.0)
+        wall_now.saturating_sub(duration::millis(self.config.backdate))
     }
 
     /// When a parcel in `state`, changed at `wall_now` (ms), expires.
     pub fn parcel_expires_at(&self, state: &WaybillState, wall_now: i64) -> i64 {
         let keep = if is_ended(state) {
-            self.config.after_terminal.0
+            self.config.after_terminal
         } else {
-            self.config.after_silence.0
+            self.config.after_silence
         };
-        self.base(wall_now).saturating_add(keep)
+        self.base(wall_now).saturating_add(duration::millis(keep))
     }
 
     /// When an order log touched at `wall_now` expires: `retention.order_log`,
@@ -68,10 +69,9 @@ impl Retention {
         let keep = self
             .config
             .order_log
-            .0
-            .max(self.config.after_silence.0)
-            .max(self.config.after_terminal.0);
-        self.base(wall_now).saturating_add(keep)
+            .max(self.config.after_silence)
+            .max(self.config.after_terminal);
+        self.base(wall_now).saturating_add(duration::millis(keep))
     }
 }
 
@@ -93,15 +93,15 @@ pub fn owner_key_of(waybill_key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::Millis;
+    use std::time::Duration;
 
     #[test]
     fn terminal_parcels_expire_sooner_and_order_logs_outlive_parcels() {
         let retention = Retention::new(RetentionConfig {
-            after_terminal: Millis(10),
-            after_silence: Millis(100),
-            order_log: Millis(50),
-            backdate: Millis(5),
+            after_terminal: Duration::from_millis(10),
+            after_silence: Duration::from_millis(100),
+            order_log: Duration::from_millis(50),
+            backdate: Duration::from_millis(5),
         });
         let open = WaybillState::default();
         let delivered = WaybillState {

@@ -11,8 +11,11 @@
 //! tiers = ["12h", "24h"]
 //! ```
 
+use std::time::Duration;
+
 use serde::{Deserialize, Deserializer};
 use trackstream_proto::v1::{Reason, Severity, Status};
+use trackstream_runtime::config::duration;
 
 /// The stable id of each rule; part of every alert id, so never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,24 +97,6 @@ impl RuleId {
     }
 }
 
-/// A duration written as `90s`, `15m`, `24h`, `3d` or `500ms`; stored in ms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Millis(pub i64);
-
-impl<'de> Deserialize<'de> for Millis {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_duration(&text)
-            .map(Millis)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// Parses `90s`, `15m`, `24h`, `3d`, `500ms` (`runtime::config::parse_duration_ms`).
-pub fn parse_duration(text: &str) -> Result<i64, String> {
-    trackstream_runtime::config::parse_duration_ms(text)
-}
-
 fn severity<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Severity>, D::Error> {
     let names = Vec::<String>::deserialize(deserializer)?;
     names
@@ -135,7 +120,8 @@ pub struct Override {
     #[serde(default)]
     pub service_level: Option<String>,
     /// Replacement tiers.
-    pub tiers: Vec<Millis>,
+    #[serde(with = "duration::list")]
+    pub tiers: Vec<Duration>,
 }
 
 /// A timer-driven rule: tier `i` fires at `anchor + tiers[i]`.
@@ -146,7 +132,8 @@ pub struct TimerRule {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Offsets from the rule's anchor: the first opens, later ones escalate.
-    pub tiers: Vec<Millis>,
+    #[serde(with = "duration::list")]
+    pub tiers: Vec<Duration>,
     /// Severity per tier (the last one repeats).
     #[serde(default = "default_severities", deserialize_with = "severity")]
     pub severities: Vec<Severity>,
@@ -164,17 +151,20 @@ fn default_severities() -> Vec<Severity> {
 }
 
 impl TimerRule {
-    fn hours(tiers: &[i64]) -> Self {
+    fn hours(tiers: &[u64]) -> Self {
         TimerRule {
             enabled: true,
-            tiers: tiers.iter().map(|h| Millis(h * 3_600_000)).collect(),
+            tiers: tiers
+                .iter()
+                .map(|h| Duration::from_secs(h * 3_600))
+                .collect(),
             severities: default_severities(),
             overrides: Vec::new(),
         }
     }
 
     /// The tiers for a parcel of `carrier` at `service_level`.
-    pub fn tiers_for(&self, carrier: &str, service_level: &str) -> &[Millis] {
+    pub fn tiers_for(&self, carrier: &str, service_level: &str) -> &[Duration] {
         let matches = |o: &&Override| {
             o.carrier.as_deref().is_none_or(|c| c == carrier)
                 && o.service_level
@@ -251,11 +241,12 @@ pub struct RulesConfig {
     /// would receive that parcel's history, proof of delivery included. Wide
     /// enough for a label printed and scanned well before the merchant
     /// registers it. Default 30 days (`30d`).
-    pub join_window: Millis,
+    #[serde(with = "duration")]
+    pub join_window: Duration,
 }
 
 /// Default of [`RulesConfig::join_window`], in days.
-pub const DEFAULT_JOIN_WINDOW_DAYS: i64 = 30;
+pub const DEFAULT_JOIN_WINDOW_DAYS: u64 = 30;
 
 impl Default for RulesConfig {
     fn default() -> Self {
@@ -270,7 +261,7 @@ impl Default for RulesConfig {
                 enabled: true,
                 severity: Severity::Critical,
             },
-            join_window: Millis(DEFAULT_JOIN_WINDOW_DAYS * 86_400_000),
+            join_window: Duration::from_secs(DEFAULT_JOIN_WINDOW_DAYS * 86_400),
         }
     }
 }
@@ -343,14 +334,30 @@ pub fn is_carrier_problem(status: Status, reason: Reason) -> bool {
 mod tests {
     use super::*;
 
+    const H: u64 = 3_600;
+
     #[test]
-    fn durations_parse_with_units_and_reject_garbage() {
-        assert_eq!(parse_duration("24h"), Ok(86_400_000));
-        assert_eq!(parse_duration("500ms"), Ok(500));
-        assert_eq!(parse_duration("3d"), Ok(259_200_000));
-        assert!(parse_duration("24").is_err());
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("9999999999999999d").is_err());
+    fn tiers_parse_with_units_and_reject_garbage() {
+        let rule = toml_rule(r#"tiers = ["24h", "500ms", "3d", "1h 30m"]"#);
+        assert_eq!(
+            rule.tiers,
+            [
+                Duration::from_secs(24 * H),
+                Duration::from_millis(500),
+                Duration::from_secs(72 * H),
+                Duration::from_secs(H + H / 2),
+            ]
+        );
+        for bad in [
+            r#"["24"]"#,
+            r#"["h"]"#,
+            r#"["9999999999999999999999d"]"#,
+            "[24]",
+        ] {
+            let text = format!("tiers = {bad}");
+            let parsed = trackstream_runtime::config::load_from::<TimerRule>(&text, Vec::new());
+            assert!(parsed.is_err(), "{bad} must be refused");
+        }
     }
 
     #[test]
@@ -368,10 +375,11 @@ mod tests {
             service_level = "economy"
             tiers = ["48h"]"#,
         );
-        assert_eq!(rule.tiers_for("sf", "express"), [Millis(6 * 3_600_000)]);
-        assert_eq!(rule.tiers_for("sf", "standard"), [Millis(12 * 3_600_000)]);
-        assert_eq!(rule.tiers_for("yto", "economy"), [Millis(48 * 3_600_000)]);
-        assert_eq!(rule.tiers_for("yto", "standard"), [Millis(24 * 3_600_000)]);
+        let hours = |h: u64| [Duration::from_secs(h * H)];
+        assert_eq!(rule.tiers_for("sf", "express"), hours(6));
+        assert_eq!(rule.tiers_for("sf", "standard"), hours(12));
+        assert_eq!(rule.tiers_for("yto", "economy"), hours(48));
+        assert_eq!(rule.tiers_for("yto", "standard"), hours(24));
     }
 
     fn toml_rule(text: &str) -> TimerRule {

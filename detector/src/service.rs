@@ -212,7 +212,9 @@ impl<S: Sink> Detector<S> {
     /// time they may fire from (0 = none; see [`crate::engine::Waybill::hold_until`]).
     fn hold_until(&self, clock: i64) -> i64 {
         match self.timers.clock {
-            ClockMode::Wall if self.timers.grace.0 > 0 => clock.saturating_add(self.timers.grace.0),
+            ClockMode::Wall if !self.timers.grace.is_zero() => clock.saturating_add(
+                trackstream_runtime::config::duration::millis(self.timers.grace),
+            ),
             _ => 0,
         }
     }
@@ -502,7 +504,9 @@ impl<S: Sink> Detector<S> {
                 let stored = self.store.watermark(partition).await?;
                 stored
                     .max(seen)
-                    .saturating_sub(self.timers.allowed_lateness.0)
+                    .saturating_sub(trackstream_runtime::config::duration::millis(
+                        self.timers.allowed_lateness,
+                    ))
             }
         })
     }
@@ -657,9 +661,8 @@ impl<S: Sink> Detector<S> {
     /// dropped from the set as soon as the consumer reports the revocation.
     pub async fn run_timers(&self, mut assignment: Assignment, shutdown: CancellationToken) {
         let mut owned: BTreeSet<i32> = BTreeSet::new();
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(
-            u64::try_from(self.timers.tick.0).unwrap_or(200).max(1),
-        ));
+        let mut tick =
+            tokio::time::interval((self.timers.tick).max(std::time::Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -1130,13 +1133,14 @@ impl<S: Sink> Detector<S> {
             .store
             .load_partition(partition, &requests, want_watermark)
             .await?;
-        let clock = match (clock, self.timers.clock) {
-            (Some(clock), _) => clock,
-            (None, ClockMode::Wall) => (self.wall)(),
-            (None, ClockMode::Event) => stored
-                .max(newest)
-                .saturating_sub(self.timers.allowed_lateness.0),
-        };
+        let clock =
+            match (clock, self.timers.clock) {
+                (Some(clock), _) => clock,
+                (None, ClockMode::Wall) => (self.wall)(),
+                (None, ClockMode::Event) => stored.max(newest).saturating_sub(
+                    trackstream_runtime::config::duration::millis(self.timers.allowed_lateness),
+                ),
+            };
         // A registration joining a waybill that already has scans needs the
         // stored history (to send the order every scan so far): rare, fetched
         // in flight together.

@@ -12,7 +12,7 @@ use common::*;
 use proptest::prelude::*;
 use prost::Message as _;
 use trackstream_detector::engine::{self, Input, Output, RefusedRegistration, alert_id};
-use trackstream_detector::rules::{Millis, Override, RuleId, RulesConfig};
+use trackstream_detector::rules::{Override, RuleId, RulesConfig};
 use trackstream_proto::time;
 use trackstream_proto::v1::{AlertState, BuyerContact, Reason, Severity, Status, UpdateKind};
 
@@ -527,12 +527,12 @@ fn with_overrides() -> RulesConfig {
         Override {
             carrier: Some("sf".into()),
             service_level: Some("express".into()),
-            tiers: vec![Millis(6 * H), Millis(12 * H)],
+            tiers: vec![millis(6 * H), millis(12 * H)],
         },
         Override {
             carrier: Some("sf".into()),
             service_level: None,
-            tiers: vec![Millis(10 * H)],
+            tiers: vec![millis(10 * H)],
         },
     ];
     rules
@@ -602,7 +602,7 @@ fn rules_load_from_toml_with_overrides_and_severities() {
             Vec::new()
         )
         .map(|_| ())
-        .map_err(|e| e.to_string().contains("unknown unit")),
+        .map_err(|e| e.to_string().contains("unknown time unit \"x\"")),
         Err(true)
     );
 }
@@ -786,7 +786,7 @@ fn a_first_registration_joins_only_scans_inside_the_join_window() {
 
     // The window is configurable.
     let rules = RulesConfig {
-        join_window: Millis(2 * H),
+        join_window: millis(2 * H),
         ..RulesConfig::default()
     };
     let mut sim = Sim::new(rules, KEY);
@@ -799,8 +799,8 @@ fn a_first_registration_joins_only_scans_inside_the_join_window() {
     let loaded: RulesConfig =
         trackstream_runtime::config::load_from("join_window = \"7d\"", Vec::new())
             .expect("valid rules");
-    assert_eq!(loaded.join_window, Millis(7 * D));
-    assert_eq!(RulesConfig::default().join_window, Millis(30 * D));
+    assert_eq!(loaded.join_window, millis(7 * D));
+    assert_eq!(RulesConfig::default().join_window, millis(30 * D));
 }
 
 /// A return registered on a number whose earlier parcel was delivered two

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use common::*;
 use trackstream_detector::config::{ClockMode, TimerConfig};
-use trackstream_detector::rules::{Millis, RulesConfig};
+use trackstream_detector::rules::RulesConfig;
 use trackstream_detector::service::Detector;
 use trackstream_detector::sink::MemorySink;
 use trackstream_proto::time;
@@ -38,7 +38,7 @@ async fn wall_detector(
     .expect("redis connects");
     let timers = TimerConfig {
         clock: ClockMode::Wall,
-        grace: Millis(GRACE),
+        grace: millis(GRACE),
         ..TimerConfig::default()
     };
     detector(conn, &RulesConfig::default(), timers)
@@ -135,7 +135,7 @@ async fn grace_zero_fires_a_past_deadline_at_once() {
     .expect("redis connects");
     let timers = TimerConfig {
         clock: ClockMode::Wall,
-        grace: Millis(0),
+        grace: std::time::Duration::ZERO,
         ..TimerConfig::default()
     };
     let detector = detector(conn, &RulesConfig::default(), timers)

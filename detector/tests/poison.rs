@@ -14,7 +14,7 @@ use common::*;
 use prost::Message;
 use trackstream_detector::config::{ClockMode, RetentionConfig, TimerConfig};
 use trackstream_detector::letters;
-use trackstream_detector::rules::{Millis, RulesConfig};
+use trackstream_detector::rules::RulesConfig;
 use trackstream_detector::store;
 use trackstream_proto::topics;
 use trackstream_proto::v1::{Alert, Shipment, ShipmentUpdate, Status};
@@ -56,19 +56,17 @@ fn limited(
     )
     // Scenarios are dated 2024: keep their keys (see `common::detector`).
     .with_retention(RetentionConfig {
-        after_terminal: Millis(CENTURY),
-        after_silence: Millis(CENTURY),
-        order_log: Millis(CENTURY),
-        backdate: Millis(0),
+        after_terminal: CENTURY,
+        after_silence: CENTURY,
+        order_log: CENTURY,
+        backdate: std::time::Duration::ZERO,
     })
 }
-
-const CENTURY: i64 = 36_500 * 24 * H;
 
 fn wall_timers() -> TimerConfig {
     TimerConfig {
         clock: ClockMode::Wall,
-        grace: Millis(0),
+        grace: std::time::Duration::ZERO,
         ..TimerConfig::default()
     }
 }

@@ -2,10 +2,13 @@
 //! `trackstream_runtime::config`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 use trackstream_carriers::ProviderSettings;
-use trackstream_runtime::config::{AdminConfig, KafkaConfig, ListenerLimits, RedisConfig};
+use trackstream_runtime::config::{
+    AdminConfig, KafkaConfig, ListenerLimits, RedisConfig, duration,
+};
 use trackstream_runtime::merchants::MerchantConfig;
 
 /// Everything ingest reads.
@@ -14,7 +17,7 @@ use trackstream_runtime::merchants::MerchantConfig;
 pub struct Config {
     /// Public HTTP API.
     pub http: HttpConfig,
-    /// Kafka connection; `produce_timeout_ms` bounds how long a webhook waits
+    /// Kafka connection; `produce_timeout` bounds how long a webhook waits
     /// for Kafka before answering 503.
     pub kafka: KafkaConfig,
     /// `/healthz` + `/metrics` listener and logging.
@@ -63,12 +66,13 @@ pub struct HttpConfig {
     /// `guard`.
     pub json_max_elements: usize,
     /// Longest a client may take to send its body; slower gets 408 (a stalled
-    /// sender must not hold a connection and a buffer forever). Default 30 000 ms.
-    pub body_read_timeout_ms: u64,
+    /// sender must not hold a connection and a buffer forever). Default `30s`.
+    #[serde(with = "duration")]
+    pub body_read_timeout: Duration,
     /// Connection hygiene of the public listener (`[http.limits]`): header-read,
     /// idle and request timeouts and a connection cap; see
     /// `trackstream_runtime::config::ListenerLimits` for each default. Its
-    /// `request_timeout_ms` must exceed `kafka.produce_timeout_ms`, so a slow
+    /// `request_timeout` must exceed `kafka.produce_timeout`, so a slow
     /// broker is answered 503 (retry) rather than 408.
     pub limits: ListenerLimits,
 }
@@ -78,7 +82,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
             body_limit_bytes: 1024 * 1024,
-            body_read_timeout_ms: 30_000,
+            body_read_timeout: Duration::from_secs(30),
             json_max_depth: 32,
             json_max_elements: 10_000,
             limits: ListenerLimits::default(),
@@ -95,18 +99,20 @@ pub struct OwnershipConfig {
     /// can live before the detector's retention takes over (the detector sets
     /// the claim's expiry to the parcel's own retention once it has state for
     /// it; a re-registration by the owner extends it back to at least this).
-    /// Default 10 368 000 000 ms (120 days).
-    pub claim_ttl_ms: u64,
+    /// Must be > 0. Default `120d`.
+    #[serde(with = "duration")]
+    pub claim_ttl: Duration,
     /// Longest one Redis round trip of a registration or a bound push may take
-    /// before the request is answered 503 (retriable). Default 2 000 ms.
-    pub redis_timeout_ms: u64,
+    /// before the request is answered 503 (retriable). Default `2s`.
+    #[serde(with = "duration")]
+    pub redis_timeout: Duration,
 }
 
 impl Default for OwnershipConfig {
     fn default() -> Self {
         OwnershipConfig {
-            claim_ttl_ms: 120 * 24 * 3_600_000,
-            redis_timeout_ms: 2_000,
+            claim_ttl: Duration::from_secs(120 * 86_400),
+            redis_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -26,11 +26,11 @@
 //! | 401 | missing or wrong signature, unknown account, provider not configured, missing or unknown bearer token | nothing |
 //! | 403 | a bound provider account pushed only waybills its merchants did not register | nothing |
 //! | 404 | unknown route or provider | nothing |
-//! | 408 | body not received within `http.body_read_timeout_ms` | nothing |
+//! | 408 | body not received within `http.body_read_timeout` | nothing |
 //! | 409 | a shipment's waybill is registered by another merchant | nothing |
 //! | 413 | body over `http.body_limit_bytes`, a JSON array/object over `http.json_max_elements` entries, or a record over `kafka.max_record_bytes` | nothing |
 //! | 422 | the broker refused a record permanently | nothing acknowledged |
-//! | 503 | Kafka did not acknowledge within `kafka.produce_timeout_ms`, or Redis (ownership) did not answer within `ownership.redis_timeout_ms` | possibly some items (the sender retries; downstream dedups by event id) |
+//! | 503 | Kafka did not acknowledge within `kafka.produce_timeout`, or Redis (ownership) did not answer within `ownership.redis_timeout` | possibly some items (the sender retries; downstream dedups by event id) |
 //!
 //! The same document, machine-readable: `GET /v1/openapi.json` ([`openapi`]).
 #![forbid(unsafe_code)]
@@ -88,12 +88,12 @@ pub struct Running {
 /// Starts ingest: binds both listeners and returns once they accept connections.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     startup::validate(&config)?;
-    let redis_timeout = std::time::Duration::from_millis(config.ownership.redis_timeout_ms);
+    let redis_timeout = config.ownership.redis_timeout;
     let redis = tokio::time::timeout(redis_timeout, RedisConn::connect(&config.redis))
         .await
         .map_err(|_| {
             Error::Config(format!(
-                "redis: no connection within {} ms (ownership.redis_timeout_ms)",
+                "redis: no connection within {} ms (ownership.redis_timeout)",
                 redis_timeout.as_millis()
             ))
         })??;
@@ -109,13 +109,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         merchants: MerchantDirectory::try_new(config.merchants.clone())?,
         producer: producer.clone(),
         body_limit: config.http.body_limit_bytes,
-        body_read_timeout: std::time::Duration::from_millis(config.http.body_read_timeout_ms),
+        body_read_timeout: config.http.body_read_timeout,
         json_limits: guard::JsonLimits {
             max_depth: config.http.json_max_depth,
             max_elements: config.http.json_max_elements,
         },
         metrics,
-        claims: ownership::Claims::new(redis, config.ownership.claim_ttl_ms, redis_timeout),
+        claims: ownership::Claims::new(redis, config.ownership.claim_ttl, redis_timeout),
     });
     let app = routes()
         .into_iter()

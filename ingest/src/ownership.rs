@@ -4,7 +4,7 @@
 //!
 //! A claim is the Redis key `runtime::ownership::owner_key(carrier, waybill)`
 //! holding the owning merchant id, set with `SET NX`-like semantics and an
-//! expiry (`ownership.claim_ttl_ms`). The detector refreshes the expiry with the
+//! expiry (`ownership.claim_ttl`). The detector refreshes the expiry with the
 //! parcel's retention, so ownership ends when the parcel's data does.
 //!
 //! **All or nothing, per request.** Every shipment of a request is claimed
@@ -119,12 +119,12 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// Claims over `redis`, expiring after `ttl_ms` unless refreshed; each
+    /// Claims over `redis`, expiring after `ttl` unless refreshed; each
     /// round trip may take at most `timeout`.
-    pub fn new(redis: RedisConn, ttl_ms: u64, timeout: Duration) -> Self {
+    pub fn new(redis: RedisConn, ttl: Duration, timeout: Duration) -> Self {
         Claims {
             redis,
-            ttl_ms: ttl_ms.max(1),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
             timeout,
         }
     }

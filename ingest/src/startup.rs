@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use trackstream_carriers::Registry;
 use trackstream_carriers::settings::validate_all;
 use trackstream_runtime::Error;
+use trackstream_runtime::config::duration;
 use trackstream_runtime::ident::Ident;
 
 use crate::Config;
@@ -20,7 +21,7 @@ use crate::Config;
 /// - each provider account name and each merchant a secret is bound to fits
 ///   the identifier grammar, and the bound merchants are configured merchants
 ///   (a binding to an unknown id would refuse every push of the account);
-/// - `ownership.claim_ttl_ms` is not zero.
+/// - `ownership.claim_ttl` is not zero.
 pub fn validate(config: &Config) -> Result<(), Error> {
     let registry = Registry::builtin();
     for route in config.providers.keys() {
@@ -56,16 +57,17 @@ pub fn validate(config: &Config) -> Result<(), Error> {
     trackstream_runtime::merchants::validate(&config.merchants)?;
     config.http.limits.validate()?;
     config.admin.limits.validate()?;
-    if config.http.limits.request_timeout_ms <= config.kafka.produce_timeout_ms {
+    if config.http.limits.request_timeout <= config.kafka.produce_timeout {
         return Err(Error::Config(format!(
-            "http.limits.request_timeout_ms ({}) must exceed kafka.produce_timeout_ms ({}): \
+            "http.limits.request_timeout ({}) must exceed kafka.produce_timeout ({}): \
              a slow broker must be answered 503, not 408",
-            config.http.limits.request_timeout_ms, config.kafka.produce_timeout_ms
+            duration::format(config.http.limits.request_timeout),
+            duration::format(config.kafka.produce_timeout)
         )));
     }
-    if config.ownership.claim_ttl_ms == 0 {
+    if config.ownership.claim_ttl.is_zero() {
         return Err(Error::Config(
-            "ownership.claim_ttl_ms: must be greater than 0".into(),
+            "ownership.claim_ttl: must be greater than 0".into(),
         ));
     }
     Ok(())
@@ -98,7 +100,10 @@ mod tests {
         ] {
             let config = config(text);
             assert!(validate(&config).is_ok());
-            assert_eq!(config.ownership.claim_ttl_ms, 120 * 24 * 3_600_000);
+            assert_eq!(
+                config.ownership.claim_ttl,
+                std::time::Duration::from_secs(120 * 86_400)
+            );
         }
     }
 
@@ -118,7 +123,7 @@ mod tests {
                 "[providers.generic]\nsecrets = [{ account = \"a:b\", secret = \"s\" }]\n",
                 "providers.generic.secrets[0].account",
             ),
-            ("[ownership]\nclaim_ttl_ms = 0\n", "ownership.claim_ttl_ms"),
+            ("[ownership]\nclaim_ttl = \"0s\"\n", "ownership.claim_ttl"),
         ];
         for (text, key) in cases {
             let err = validate(&config(&format!("{MERCHANT}{text}")))

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
-use trackstream_runtime::config::{AdminConfig, KafkaConfig, RedisConfig};
+use trackstream_runtime::config::{AdminConfig, KafkaConfig, RedisConfig, duration};
 use trackstream_runtime::merchants::MerchantConfig;
 
 /// Everything the notifier reads.
@@ -34,42 +35,51 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// Days the keys live after the order's last known parcel reached a terminal
-    /// status (delivered, returned, cancelled, expired; a return received), so
-    /// late duplicates and GetOrder still work for a while but the buyer's contact
-    /// does not outlive the order by more than this. Default 30.
-    pub after_terminal_days: u64,
-    /// Days the keys live after the order was last touched when it never ends
-    /// (a parcel lost without a terminal scan), so nothing lives forever.
-    /// Default 120.
-    pub after_silence_days: u64,
+    /// How long the keys live after the order's last known parcel reached a
+    /// terminal status (delivered, returned, cancelled, expired; a return
+    /// received), so late duplicates and GetOrder still work for a while but the
+    /// buyer's contact does not outlive the order by more than this. Default
+    /// `30d`; read as at least one day and at most 36 500.
+    #[serde(with = "duration")]
+    pub after_terminal: Duration,
+    /// How long the keys live after the order was last touched when it never
+    /// ends (a parcel lost without a terminal scan), so nothing lives forever.
+    /// Default `120d`; clamped like `after_terminal`.
+    #[serde(with = "duration")]
+    pub after_silence: Duration,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
-            after_terminal_days: 30,
-            after_silence_days: 120,
+            after_terminal: Duration::from_secs(30 * DAY_SECS),
+            after_silence: Duration::from_secs(120 * DAY_SECS),
         }
     }
 }
 
 impl RetentionConfig {
-    /// `after_terminal_days` in milliseconds (at least one day).
+    /// `after_terminal` in milliseconds (one day to 36 500 days).
     pub fn after_terminal_ms(&self) -> i64 {
-        days_ms(self.after_terminal_days)
+        clamped_ms(self.after_terminal)
     }
 
-    /// `after_silence_days` in milliseconds (at least one day).
+    /// `after_silence` in milliseconds (one day to 36 500 days).
     pub fn after_silence_ms(&self) -> i64 {
-        days_ms(self.after_silence_days)
+        clamped_ms(self.after_silence)
     }
 }
 
-fn days_ms(days: u64) -> i64 {
-    i64::try_from(days.clamp(1, 100 * 365))
-        .unwrap_or(36_500)
-        .saturating_mul(86_400_000)
+const DAY_SECS: u64 = 86_400;
+
+/// A retention in ms, clamped to one day .. 100 years: shorter would drop an
+/// order's state while its messages are still being decided, longer only
+/// overflows the expiry arithmetic.
+fn clamped_ms(retention: Duration) -> i64 {
+    duration::millis(retention.clamp(
+        Duration::from_secs(DAY_SECS),
+        Duration::from_secs(36_500 * DAY_SECS),
+    ))
 }
 
 /// gRPC listener.
@@ -98,19 +108,22 @@ pub struct GrpcConfig {
     /// answered RESOURCE_EXHAUSTED naming the quota. Default: a quarter of
     /// `max_watchers` (5 000 with the defaults), at least 1.
     pub max_watchers_per_merchant: Option<usize>,
-    /// HTTP/2 keepalive ping interval in seconds (0 = off), so watches of clients
-    /// that vanished without closing are ended. Default 30.
-    pub keepalive_secs: u64,
-    /// Seconds to wait for a keepalive ping's answer before the connection is
-    /// closed. Default 20.
-    pub keepalive_timeout_secs: u64,
+    /// HTTP/2 keepalive ping interval (`0s` = off), so watches of clients
+    /// that vanished without closing are ended. Default `30s`.
+    #[serde(with = "duration")]
+    pub keepalive: Duration,
+    /// How long to wait for a keepalive ping's answer before the connection is
+    /// closed (at least 1 s). Default `20s`.
+    #[serde(with = "duration")]
+    pub keepalive_timeout: Duration,
     /// Requests one connection may have in flight at once (unary calls, and
     /// watch calls until their stream starts); more wait. Default 256.
     pub max_requests_per_connection: usize,
-    /// Seconds a call may take to produce its response (a unary answer, or the
-    /// start of a watch stream; the stream itself is not limited). A client's
-    /// shorter `grpc-timeout` wins. Default 30.
-    pub request_timeout_secs: u64,
+    /// How long a call may take to produce its response (a unary answer, or the
+    /// start of a watch stream; the stream itself is not limited; at least 1 s).
+    /// A client's shorter `grpc-timeout` wins. Default `30s`.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
     /// Largest request message accepted, in bytes (decoding limit); a larger one
     /// is refused with OUT_OF_RANGE before it is decoded. Requests are an order
     /// id and a few numbers. Default 16 384.
@@ -138,10 +151,10 @@ impl Default for GrpcConfig {
             max_streams_per_connection: 4_096,
             max_concurrent_reads: 128,
             max_watchers_per_merchant: None,
-            keepalive_secs: 30,
-            keepalive_timeout_secs: 20,
+            keepalive: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
             max_requests_per_connection: 256,
-            request_timeout_secs: 30,
+            request_timeout: Duration::from_secs(30),
             max_request_bytes: 16_384,
             tls: None,
         }
@@ -185,13 +198,15 @@ pub struct MessagesConfig {
     /// How long a milestone of a multi-parcel order waits for the order's other
     /// parcels to reach it, so the buyer gets one message listing every waybill.
     /// The wait ends early as soon as every known parcel has reached it, so
-    /// single-parcel orders never wait. Default 600 s, at most 86 400.
-    pub burst_window_secs: u64,
+    /// single-parcel orders never wait. Default `10m`, at most `1d`.
+    #[serde(with = "duration")]
+    pub burst_window: Duration,
     /// Quiet hours in the buyer's zone. Off when absent.
     pub quiet_hours: Option<QuietHoursConfig>,
-    /// How often held messages that have become due are looked for, in ms.
-    /// Default 500.
-    pub flush_interval_ms: u64,
+    /// How often held messages that have become due are looked for (at least
+    /// every 10 ms). Default `500ms`.
+    #[serde(with = "duration")]
+    pub flush_interval: Duration,
 }
 
 impl Default for MessagesConfig {
@@ -200,9 +215,9 @@ impl Default for MessagesConfig {
             default_locale: "zh-CN".into(),
             default_time_zone: "Asia/Shanghai".into(),
             overrides: BTreeMap::new(),
-            burst_window_secs: 600,
+            burst_window: Duration::from_secs(600),
             quiet_hours: None,
-            flush_interval_ms: 500,
+            flush_interval: Duration::from_millis(500),
         }
     }
 }
@@ -222,10 +237,11 @@ pub struct QuietHoursConfig {
     /// and the buyer must be reachable) and `exception` (the buyer may have to act
     /// to save the delivery).
     pub urgent: Vec<String>,
-    /// Held messages are released over this many minutes after `end`, at a
-    /// stable per-order offset, so the morning is not one spike at the gateway.
-    /// Default 30.
-    pub spread_minutes: u32,
+    /// Held messages are released over this long after `end`, at a stable
+    /// per-order offset, so the morning is not one spike at the gateway.
+    /// Default `30m`.
+    #[serde(with = "duration")]
+    pub spread: Duration,
 }
 
 impl Default for QuietHoursConfig {
@@ -234,7 +250,7 @@ impl Default for QuietHoursConfig {
             start: "22:00".into(),
             end: "08:00".into(),
             urgent: vec!["out_for_delivery".into(), "exception".into()],
-            spread_minutes: 30,
+            spread: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -253,7 +269,17 @@ mod tests {
                 trackstream_runtime::config::load_from(text, Vec::<(String, String)>::new())
                     .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(config.grpc.watcher_quota(), 5_000);
-            assert_eq!(config.retention.after_terminal_days, 30);
+            assert_eq!(
+                config.retention.after_terminal,
+                Duration::from_secs(30 * DAY_SECS)
+            );
+            assert_eq!(config.retention.after_silence_ms(), 120 * 86_400_000);
+            let (grpc, defaults) = (&config.grpc, GrpcConfig::default());
+            assert_eq!(grpc.keepalive, Duration::from_secs(30));
+            assert_eq!(
+                (grpc.keepalive_timeout, grpc.request_timeout),
+                (defaults.keepalive_timeout, defaults.request_timeout)
+            );
         }
         let defaults = GrpcConfig::default();
         assert_eq!(defaults.watcher_quota(), defaults.max_watchers / 4);
@@ -266,5 +292,10 @@ mod tests {
             RetentionConfig::default().after_terminal_ms(),
             30 * 86_400_000
         );
+        let hour = RetentionConfig {
+            after_terminal: Duration::from_secs(3_600),
+            ..RetentionConfig::default()
+        };
+        assert_eq!(hour.after_terminal_ms(), 86_400_000, "at least a day");
     }
 }

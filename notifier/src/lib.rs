@@ -87,8 +87,7 @@ pub async fn start_with_clock(
     let producer = Producer::new(&config.kafka, "trackstream-notifier", &mut registry)?;
     let merchants = MerchantDirectory::try_new(config.merchants.clone())?;
     let group = config.kafka.group_for("notifier");
-    let lease_ms = i64::try_from(config.kafka.produce_timeout_ms)
-        .unwrap_or(i64::MAX / 4)
+    let lease_ms = trackstream_runtime::config::duration::millis(config.kafka.produce_timeout)
         .saturating_mul(2)
         .saturating_add(5_000);
     let messenger = Arc::new(messages::Messenger::new(
@@ -247,14 +246,14 @@ pub async fn start_with_clock(
 /// streams and on in-flight requests per connection, and a response timeout.
 fn server_builder(grpc: &config::GrpcConfig) -> tonic::transport::Server {
     use std::time::Duration;
-    let keepalive = (grpc.keepalive_secs > 0).then(|| Duration::from_secs(grpc.keepalive_secs));
+    let keepalive = (!grpc.keepalive.is_zero()).then_some(grpc.keepalive);
     tonic::transport::Server::builder()
         .max_concurrent_streams(grpc.max_streams_per_connection)
         .concurrency_limit_per_connection(grpc.max_requests_per_connection.max(1))
-        .timeout(Duration::from_secs(grpc.request_timeout_secs.max(1)))
+        .timeout(grpc.request_timeout.max(Duration::from_secs(1)))
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(
-            keepalive.map(|_| Duration::from_secs(grpc.keepalive_timeout_secs.max(1))),
+            keepalive.map(|_| grpc.keepalive_timeout.max(Duration::from_secs(1))),
         )
 }
 

@@ -8,9 +8,9 @@
 //!
 //! - once every known parcel of the order is final (delivered, returned,
 //!   cancelled, expired; a return received), at the time the last one became
-//!   final plus `retention.after_terminal_days` — re-touching a finished order
+//!   final plus `retention.after_terminal` — re-touching a finished order
 //!   (a replayed scan) does not extend it;
-//! - otherwise the notifier's now plus `retention.after_silence_days`, so an
+//! - otherwise the notifier's now plus `retention.after_silence`, so an
 //!   order that never ends disappears after a long silence.
 //!
 //! Times come from the notifier's [`crate::clock::Clock`], so a test with a
@@ -79,7 +79,7 @@ impl Lifecycle {
         let finished = Counter::default();
         registry.register(
             "orders_finished",
-            "Orders whose every parcel reached a terminal status; their notifier state now expires retention.after_terminal_days later",
+            "Orders whose every parcel reached a terminal status; their notifier state now expires retention.after_terminal later",
             finished.clone(),
         );
         Lifecycle {
@@ -117,7 +117,7 @@ impl Lifecycle {
             tracing::info!(
                 order_ref,
                 expires_at_ms = at,
-                "order finished; its notifier state expires after retention.after_terminal_days"
+                "order finished; its notifier state expires after retention.after_terminal"
             );
             self.finished.inc();
         }

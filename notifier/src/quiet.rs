@@ -2,7 +2,7 @@
 //!
 //! Inside the window (in the buyer's own time zone) a non-urgent message is held
 //! by the notifier and released when the window ends, plus a stable per-order
-//! offset within `spread_minutes` so a morning's backlog does not reach the
+//! offset within `spread` so a morning's backlog does not reach the
 //! gateway as one spike. Urgent milestones (configurable; by default out for
 //! delivery and exception) are sent at any hour, because waiting would make them
 //! useless: the courier comes today, or the buyer has to act now.
@@ -56,7 +56,7 @@ impl QuietHours {
             start: parse("start", &config.start)?,
             end: parse("end", &config.end)?,
             urgent,
-            spread_secs: u64::from(config.spread_minutes) * 60,
+            spread_secs: config.spread.as_secs(),
         })
     }
 
@@ -129,11 +129,11 @@ pub fn stable_hash(text: &str) -> u64 {
 mod tests {
     use super::*;
 
-    fn hours(start: &str, end: &str, spread_minutes: u32) -> QuietHours {
+    fn hours(start: &str, end: &str, spread_minutes: u64) -> QuietHours {
         QuietHours::from_config(&QuietHoursConfig {
             start: start.into(),
             end: end.into(),
-            spread_minutes,
+            spread: std::time::Duration::from_secs(spread_minutes * 60),
             ..QuietHoursConfig::default()
         })
         .unwrap_or_else(|e| panic!("{e}"))

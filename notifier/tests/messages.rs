@@ -44,7 +44,7 @@ fn exception_alert(order: &str, waybill: &str) -> Alert {
 
 fn quiet_nights(config: &mut trackstream_notifier::Config) {
     config.messages.quiet_hours = Some(QuietHoursConfig {
-        spread_minutes: 0,
+        spread: std::time::Duration::ZERO,
         ..QuietHoursConfig::default()
     });
 }

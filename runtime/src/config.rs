@@ -6,9 +6,20 @@
 //! as a string otherwise). Two conventional variables are honoured too:
 //! `KAFKA_BROKERS` → `kafka.brokers`, `REDIS_URL` → `redis.url`.
 //! Missing keys take the documented defaults of each struct below.
+//!
+//! Durations are human strings — `"250ms"`, `"10s"`, `"15m"`, `"1h 30m"`,
+//! `"30d"` — parsed by `humantime` through [`duration`], the one adapter every
+//! config struct uses, so an operator writes them the same way in every
+//! service and a unit can never be misread. Keys that once carried their unit
+//! in their name (`claim_ttl_ms`) are refused with a message naming the new key
+//! ([`renamed`]), and every struct denies unknown fields, so a typo fails
+//! loudly at startup instead of silently taking a default.
+
+mod renamed;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +44,7 @@ pub fn load_from<T: DeserializeOwned>(
 ) -> Result<T, Error> {
     let mut root: toml::Table =
         toml::from_str(toml_text).map_err(|e| Error::Config(format!("invalid TOML: {e}")))?;
+    renamed::check_table(&root).map_err(Error::Config)?;
     for (name, value) in env {
         let path: Vec<String> = match name.as_str() {
             "KAFKA_BROKERS" => vec!["kafka".into(), "brokers".into()],
@@ -42,10 +54,13 @@ pub fn load_from<T: DeserializeOwned>(
                 None => continue,
             },
         };
-        set_path(&mut root, &path, parse_env_value(&value))
-            .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+        let value = parse_env_value(&value);
+        renamed::check_key(&path, &value).map_err(|e| Error::Config(format!("{name}: {e}")))?;
+        set_path(&mut root, &path, value).map_err(|e| Error::Config(format!("{name}: {e}")))?;
     }
-    T::deserialize(toml::Value::Table(root))
+    // The path names the offending key (`ownership.claim_ttl: ...`): a
+    // `toml::Value` carries no spans to point at.
+    serde_path_to_error::deserialize(toml::Value::Table(root))
         .map_err(|e| Error::Config(format!("invalid configuration: {e}")))
 }
 
@@ -97,33 +112,38 @@ pub struct KafkaConfig {
     /// Consumer group of the service. Default: the service name.
     pub group_id: Option<String>,
     /// How long ingest waits for Kafka to acknowledge a record before answering
-    /// 503 (librdkafka `message.timeout.ms`). Default 10 000 ms.
-    pub produce_timeout_ms: u64,
+    /// 503 (librdkafka `message.timeout.ms`). Default `10s`.
+    #[serde(with = "duration")]
+    pub produce_timeout: Duration,
     /// Max records per consumer batch. Default 500.
     pub batch_max: usize,
     /// How long a consumer waits for more records after taking every record
     /// already fetched into a batch. A fetch response under load brings many
     /// records at once, so batches fill without waiting; a linger only adds
     /// latency on each consuming hop (about 5 ms per hop measured on tansu).
-    /// Default 0.
-    pub batch_linger_ms: u64,
+    /// Default `0s`.
+    #[serde(with = "duration")]
+    pub batch_linger: Duration,
     /// How often librdkafka reports per-partition lag (used to tell when a
-    /// consumer has caught up). Default 500 ms.
-    pub statistics_interval_ms: u64,
+    /// consumer has caught up; `0s` disables). Default `500ms`.
+    #[serde(with = "duration")]
+    pub statistics_interval: Duration,
     /// Longest a fetch waits on the broker for new records (librdkafka
     /// `fetch.wait.max.ms`). A broker that does not answer a waiting fetch as soon
     /// as records arrive (tansu 0.6 sleeps out the whole wait on every fetch)
     /// adds this much latency per consuming hop; librdkafka's 500 ms default
     /// made webhook → update take over a second. Apache Kafka answers early, so
-    /// there a higher value only saves idle fetch requests. Default 5 ms.
-    pub fetch_wait_max_ms: u64,
+    /// there a higher value only saves idle fetch requests. Default `5ms`.
+    #[serde(with = "duration")]
+    pub fetch_wait_max: Duration,
     /// How often a consumer checks that the group coordinator gave it the share
     /// of partitions the range assignor computes for the live members, and
-    /// rejoins if not (0 disables). A guard against coordinators that evict a
+    /// rejoins if not (`0s` disables). A guard against coordinators that evict a
     /// dead member without rebalancing, which leaves its partitions unowned —
     /// tansu 0.6 does (docs/ARCHITECTURE.md). On Apache Kafka it only costs a
-    /// DescribeGroups and a metadata request per interval. Default 3 000 ms.
-    pub assignment_check_ms: u64,
+    /// DescribeGroups and a metadata request per interval. Default `3s`.
+    #[serde(with = "duration")]
+    pub assignment_check: Duration,
     /// Largest record a service produces (key + value + headers). A larger
     /// output is a permanent error: ingest answers 413, a consuming stage
     /// dead-letters its input. Keep it at or under the broker's
@@ -149,12 +169,12 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: None,
-            produce_timeout_ms: 10_000,
+            produce_timeout: Duration::from_secs(10),
             batch_max: 500,
-            batch_linger_ms: 0,
-            statistics_interval_ms: 500,
-            fetch_wait_max_ms: 5,
-            assignment_check_ms: 3_000,
+            batch_linger: Duration::ZERO,
+            statistics_interval: Duration::from_millis(500),
+            fetch_wait_max: Duration::from_millis(5),
+            assignment_check: Duration::from_secs(3),
             max_record_bytes: 1_000_000,
             extra: BTreeMap::new(),
         }
@@ -218,18 +238,21 @@ impl Default for AdminConfig {
 pub struct ListenerLimits {
     /// Longest a client may take to send a request's header, counted from the
     /// request's first byte; then the connection is closed without an answer
-    /// (a client this slow is not reading one). Must be > 0. Default 10 000 ms.
-    pub header_read_timeout_ms: u64,
+    /// (a client this slow is not reading one). Must be > 0. Default `10s`.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
     /// Longest a connection may wait with no request in progress (after it
     /// opened, or after its last response) before it is closed. A keep-alive
-    /// client reconnects transparently. Must be > 0. Default 60 000 ms.
-    pub idle_timeout_ms: u64,
+    /// client reconnects transparently. Must be > 0. Default `60s`.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
     /// Longest one request may take once its header is in — reading its body and
     /// handling it, ingest's wait for Kafka's acknowledgement included; then it is
     /// answered 408 and the connection closed. Keep it above
-    /// `kafka.produce_timeout_ms` so a slow broker still gets its 503. Must be
-    /// > 0. Default 30 000 ms.
-    pub request_timeout_ms: u64,
+    /// `kafka.produce_timeout` so a slow broker still gets its 503. Must be
+    /// > 0. Default `30s`.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
     /// Most connections served at once. Further connections are not accepted
     /// until one closes: they wait in the kernel's accept queue (and are refused
     /// by the kernel once that is full), so served clients keep their share and
@@ -240,9 +263,9 @@ pub struct ListenerLimits {
 impl Default for ListenerLimits {
     fn default() -> Self {
         ListenerLimits {
-            header_read_timeout_ms: 10_000,
-            idle_timeout_ms: 60_000,
-            request_timeout_ms: 30_000,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
             max_connections: 1_024,
         }
     }
@@ -252,9 +275,9 @@ impl ListenerLimits {
     /// Rejects zero values, naming the key.
     pub fn validate(&self) -> Result<(), Error> {
         let zero = [
-            ("header_read_timeout_ms", self.header_read_timeout_ms == 0),
-            ("idle_timeout_ms", self.idle_timeout_ms == 0),
-            ("request_timeout_ms", self.request_timeout_ms == 0),
+            ("header_read_timeout", self.header_read_timeout.is_zero()),
+            ("idle_timeout", self.idle_timeout.is_zero()),
+            ("request_timeout", self.request_timeout.is_zero()),
             ("max_connections", self.max_connections == 0),
         ];
         match zero.iter().find(|(_, is_zero)| *is_zero) {
@@ -264,28 +287,107 @@ impl ListenerLimits {
     }
 }
 
-/// Parses a duration written with a unit — `500ms`, `90s`, `15m`, `24h`, `3d` —
-/// into milliseconds: the one grammar every service's config uses for
-/// durations, so an operator writes them the same way everywhere.
-pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m, h, d)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: i64 = number
-        .parse()
-        .map_err(|_| format!("duration {text:?} has no number"))?;
-    let factor = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("duration {text:?}: unknown unit {unit:?}")),
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("duration {text:?} overflows"))
+/// The serde adapter for every duration in config:
+/// `#[serde(with = "trackstream_runtime::config::duration")]` on a
+/// [`Duration`], [`duration::option`] on an `Option<Duration>`,
+/// [`duration::list`] on a `Vec<Duration>`. The grammar is `humantime`'s; the
+/// adapter is ours so a bad value reports humantime's reason (`unknown time
+/// unit "x"`) and the services need no dependency of their own.
+pub mod duration {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de::{self, Deserialize, Deserializer};
+
+    /// What a duration value must look like, for error messages.
+    const EXPECTED: &str = r#"a duration with a unit, like "250ms", "10s", "15m", "30d""#;
+
+    /// Reads `"250ms"`, `"90s"`, `"1h 30m"`, `"30d"`. A bare number is refused:
+    /// its unit would be a guess.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Human::deserialize(deserializer).map(|h| h.0)
+    }
+
+    /// Parses one duration string outside serde (command-line flags).
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        humantime::parse_duration(text.trim()).map_err(|e| format!("duration {text:?}: {e}"))
+    }
+
+    /// Writes `d` in the config grammar with the largest unit that keeps it
+    /// exact (`"120d"`, `"10m"`, `"1500ms"`). Not `humantime::format_duration`,
+    /// which writes 120 days as `3months 28days 16h 19m 12s`.
+    pub fn format(d: Duration) -> String {
+        let ms = d.as_millis();
+        let unit = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+        ]
+        .into_iter()
+        .find(|(size, _)| ms > 0 && ms.is_multiple_of(*size));
+        match unit {
+            Some((size, name)) => format!("{}{name}", ms / size),
+            None if ms == 0 => "0s".to_owned(),
+            None => format!("{ms}ms"),
+        }
+    }
+
+    /// `d` in whole milliseconds, saturating: the unit of the Redis scripts
+    /// and timestamps the services compute with.
+    pub fn millis(d: Duration) -> i64 {
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// One duration value; the element type of [`option`] and [`list`].
+    struct Human(Duration);
+
+    impl<'de> Deserialize<'de> for Human {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl de::Visitor<'_> for Visitor {
+                type Value = Human;
+
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str(EXPECTED)
+                }
+
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Human, E> {
+                    parse(text).map(Human).map_err(E::custom)
+                }
+            }
+            deserializer.deserialize_str(Visitor)
+        }
+    }
+
+    /// The adapter for an optional duration.
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer};
+
+        /// Reads an optional [`super::deserialize`] duration.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            Option::<super::Human>::deserialize(deserializer).map(|h| h.map(|h| h.0))
+        }
+    }
+
+    /// The adapter for a list of durations (`tiers = ["24h", "48h"]`).
+    pub mod list {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer};
+
+        /// Reads an array of [`super::deserialize`] durations.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Vec<Duration>, D::Error> {
+            let items = Vec::<super::Human>::deserialize(deserializer)?;
+            Ok(items.into_iter().map(|h| h.0).collect())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -312,8 +414,128 @@ mod tests {
             load_from("[kafka]\nbrokers = \"a:1\"\nbatch_max = 7\n", env).expect("loads");
         assert_eq!(cfg.kafka.brokers, "a:1");
         assert_eq!(cfg.kafka.batch_max, 42);
-        assert_eq!(cfg.kafka.produce_timeout_ms, 10_000);
+        assert_eq!(cfg.kafka.produce_timeout, Duration::from_secs(10));
         assert_eq!(cfg.redis.url, "redis://10.0.0.1:7000/");
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Durations {
+        #[serde(with = "duration")]
+        one: Duration,
+        #[serde(default, with = "duration::option")]
+        maybe: Option<Duration>,
+        #[serde(default, with = "duration::list")]
+        tiers: Vec<Duration>,
+    }
+
+    fn durations(text: &str) -> Result<Durations, Error> {
+        load_from(text, Vec::new())
+    }
+
+    #[test]
+    fn durations_are_human_strings() {
+        let hour = Duration::from_secs(3_600);
+        let d = durations("one = \"90s\"\nmaybe = \"1h 30m\"\ntiers = [\"30d\", \"250ms\"]")
+            .expect("loads");
+        assert_eq!(d.one, Duration::from_secs(90));
+        assert_eq!(d.maybe, Some(hour + hour / 2));
+        assert_eq!(
+            d.tiers,
+            [Duration::from_secs(30 * 86_400), Duration::from_millis(250)]
+        );
+        assert_eq!(durations("one = \"0s\"").expect("loads").maybe, None);
+        for bad in [
+            "one = 90",
+            "one = \"90\"",
+            "one = \"3 fortnights\"",
+            "one = \"-1s\"",
+        ] {
+            assert!(durations(bad).is_err(), "{bad} must be refused");
+        }
+        // The error names the key and why (humantime's reason, or the grammar).
+        let err = durations("one = \"3 fortnights\"")
+            .expect_err("bad unit")
+            .to_string();
+        assert!(
+            err.contains("one: ") && err.contains("unknown time unit"),
+            "{err}"
+        );
+        let err = durations("one = \"1s\"\ntiers = [\"1s\", 5]")
+            .expect_err("bare number")
+            .to_string();
+        assert!(
+            err.contains("tiers[1]: ") && err.contains(r#"like "250ms""#),
+            "{err}"
+        );
+        assert_eq!(duration::parse(" 15m "), Ok(Duration::from_secs(900)));
+        assert_eq!(duration::millis(Duration::from_secs(2)), 2_000);
+        assert_eq!(duration::millis(Duration::MAX), i64::MAX);
+        for (d, text) in [
+            (90_000, "90s"),
+            (5_400_000, "90m"),
+            (1_500, "1500ms"),
+            (0, "0s"),
+        ] {
+            assert_eq!(duration::format(Duration::from_millis(d)), text);
+            assert_eq!(duration::parse(text), Ok(Duration::from_millis(d)));
+        }
+    }
+
+    #[test]
+    fn env_overrides_take_duration_strings() {
+        let env = [(
+            "TRACKSTREAM__KAFKA__BATCH_LINGER".to_owned(),
+            "5ms".to_owned(),
+        )];
+        let cfg: Sample = load_from("[kafka]\nproduce_timeout = \"3s\"\n", env).expect("loads");
+        assert_eq!(cfg.kafka.batch_linger, Duration::from_millis(5));
+        assert_eq!(cfg.kafka.produce_timeout, Duration::from_secs(3));
+        assert_eq!(
+            cfg.kafka.assignment_check,
+            Duration::from_secs(3),
+            "default"
+        );
+    }
+
+    #[test]
+    fn old_unit_suffixed_keys_name_their_replacement() {
+        let err = load_from::<Sample>("[ownership]\nclaim_ttl_ms = 10368000000\n", Vec::new())
+            .expect_err("old key must fail")
+            .to_string();
+        assert!(
+            err.contains(
+                "`ownership.claim_ttl_ms` was renamed: use `ownership.claim_ttl = \"120d\"`"
+            ),
+            "{err}"
+        );
+        // Every old key in the file is named at once, wherever it is nested,
+        // and a value that is not a number gets the documented example.
+        let err = load_from::<Sample>(
+            "[kafka]\nproduce_timeout_ms = \"x\"\n[providers.aftership]\nreplay_tolerance_secs = 900\n",
+            Vec::new(),
+        )
+        .expect_err("old keys must fail")
+        .to_string();
+        assert!(
+            err.contains("use `kafka.produce_timeout = \"10s\"`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("use `providers.aftership.replay_tolerance = \"15m\"`"),
+            "{err}"
+        );
+        let env = [(
+            "TRACKSTREAM__KAFKA__BATCH_LINGER_MS".to_owned(),
+            "2".to_owned(),
+        )];
+        let err = load_from::<Sample>("", env)
+            .expect_err("old env key must fail")
+            .to_string();
+        assert!(
+            err.contains("TRACKSTREAM__KAFKA__BATCH_LINGER_MS: "),
+            "{err}"
+        );
+        assert!(err.contains("use `kafka.batch_linger = \"2ms\"`"), "{err}");
     }
 
     #[test]

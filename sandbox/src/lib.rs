@@ -61,8 +61,8 @@ impl Configs {
         ];
         let mut kafka = trackstream_runtime::config::KafkaConfig {
             brokers: bootstrap.to_owned(),
-            batch_linger_ms: 2,
-            produce_timeout_ms: 5_000,
+            batch_linger: Duration::from_millis(2),
+            produce_timeout: Duration::from_secs(5),
             ..Default::default()
         };
         kafka
@@ -104,9 +104,9 @@ impl Configs {
             admin: admin.clone(),
             ..Default::default()
         };
-        detector.timers.tick = trackstream_detector::rules::Millis(100);
+        detector.timers.tick = Duration::from_millis(100);
         // Tests push whole scenarios at once; a short grace keeps stall tests quick.
-        detector.timers.grace = trackstream_detector::rules::Millis(1_000);
+        detector.timers.grace = Duration::from_secs(1);
         let mut notifier = trackstream_notifier::Config {
             kafka,
             redis,

@@ -204,7 +204,7 @@ fn configure(c: &mut Configs) {
         );
     }
     // A broker that is cut off answers 503 after this long, not after 5 s.
-    c.ingest.kafka.produce_timeout_ms = 1_500;
+    c.ingest.kafka.produce_timeout = std::time::Duration::from_millis(1_500);
 }
 
 fn run_all<S: Strategy>(

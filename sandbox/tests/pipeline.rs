@@ -25,8 +25,7 @@ fn scan(waybill: &str, status: &str, at: chrono::DateTime<Utc>, text: &str) -> s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_flows_to_updates_buyer_message_and_a_stall_alert_that_resolves() {
     let sandbox = Sandbox::start_with(|c| {
-        c.detector.rules.stalled_in_transit.tiers =
-            vec![trackstream_detector::rules::Millis(3_000)];
+        c.detector.rules.stalled_in_transit.tiers = vec![std::time::Duration::from_secs(3)];
     })
     .await;
     let (status, body) = sandbox

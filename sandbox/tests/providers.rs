@@ -1108,7 +1108,7 @@ async fn bad_pushes_get_their_status_and_a_reason_and_write_nothing() {
 async fn kdniao_gets_503_in_its_dialect_while_the_broker_is_down_and_a_retry_lands() {
     let sandbox = Sandbox::start_with(|c| {
         configure(c);
-        c.ingest.kafka.produce_timeout_ms = 3_000;
+        c.ingest.kafka.produce_timeout = std::time::Duration::from_secs(3);
     })
     .await;
     let push = Push::kdniao(&sent_now(fixture("kdniao_request_data.json")), KDNIAO_KEY);

@@ -145,7 +145,8 @@ fn options(matches: &ArgMatches) -> anyhow::Result<Options> {
             .get_one::<String>(name)
             .map(String::as_str)
             .unwrap_or_default();
-        trackstream_detector::rules::parse_duration(text)
+        trackstream_runtime::config::duration::parse(text)
+            .map(trackstream_runtime::config::duration::millis)
             .map_err(|e| anyhow::anyhow!("--{name}: {e}"))
     };
     let retention = if matches.get_flag("retention") {
@@ -205,12 +206,12 @@ fn detector_with_retention(
     real: Retention,
 ) -> anyhow::Result<Detector<MemorySink>> {
     use trackstream_detector::config::RetentionConfig;
-    use trackstream_detector::rules::Millis;
+    let millis = |ms: i64| std::time::Duration::from_millis(ms.unsigned_abs());
     Ok(detector.with_retention(RetentionConfig {
-        after_terminal: Millis(real.after_terminal),
-        after_silence: Millis(real.after_silence),
-        order_log: Millis(real.order_log),
-        backdate: Millis(0),
+        after_terminal: millis(real.after_terminal),
+        after_silence: millis(real.after_silence),
+        order_log: millis(real.order_log),
+        backdate: std::time::Duration::ZERO,
     }))
 }
 

@@ -104,7 +104,7 @@ pub(crate) fn step_latencies(acked: &HashMap<u64, (Sent, String)>, seen: &Observ
     }
 }
 
-/// The notifier's `messages.burst_window_secs` default (the benchmark does not
+/// The notifier's `messages.burst_window` default (the benchmark does not
 /// set it): a message still held when it ends is sent anyway, so a message that
 /// came this long after its last parcel's record waited for the window, not
 /// for processing.

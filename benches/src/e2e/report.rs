@@ -151,15 +151,21 @@ pub(crate) fn splice_results(path: &Path, table: &str) -> anyhow::Result<()> {
 pub(crate) fn settings(opts: &Options) -> String {
     let defaults = trackstream_runtime::config::KafkaConfig::default();
     format!(
-        "{} partitions per topic; services' `kafka.fetch_wait_max_ms` {}, `kafka.batch_linger_ms` {}; {} webhooks in flight at most",
+        "{} partitions per topic; services' `kafka.fetch_wait_max` {}, `kafka.batch_linger` {}; {} webhooks in flight at most",
         opts.partitions,
         opts.fetch_wait_ms.map_or_else(
-            || format!("default ({})", defaults.fetch_wait_max_ms),
-            |v| v.to_string()
+            || format!(
+                "default ({})",
+                trackstream_runtime::config::duration::format(defaults.fetch_wait_max)
+            ),
+            |v| format!("{v}ms")
         ),
         opts.batch_linger_ms.map_or_else(
-            || format!("default ({})", defaults.batch_linger_ms),
-            |v| v.to_string()
+            || format!(
+                "default ({})",
+                trackstream_runtime::config::duration::format(defaults.batch_linger)
+            ),
+            |v| format!("{v}ms")
         ),
         opts.concurrency
     )

@@ -137,10 +137,10 @@ pub(crate) fn write_configs(
 ) -> anyhow::Result<()> {
     let mut common = format!("[kafka]\nbrokers = \"{brokers}\"\n");
     if let Some(ms) = opts.fetch_wait_ms {
-        common.push_str(&format!("fetch_wait_max_ms = {ms}\n"));
+        common.push_str(&format!("fetch_wait_max = \"{ms}ms\"\n"));
     }
     if let Some(ms) = opts.batch_linger_ms {
-        common.push_str(&format!("batch_linger_ms = {ms}\n"));
+        common.push_str(&format!("batch_linger = \"{ms}ms\"\n"));
     }
     let admin =
         |port: u16| format!("[admin]\nlisten = \"127.0.0.1:{port}\"\nlog_level = \"warn\"\n");

@@ -27,7 +27,7 @@ fn settings(allow_unsigned: bool) -> ProviderSettings {
         allow_unsigned,
         time_zone: None,
         bindings: Vec::new(),
-        replay_tolerance_secs: None,
+        replay_tolerance: None,
     }
 }
 

@@ -50,11 +50,9 @@ impl ReplayWindow {
     }
 
     /// The window for a provider's settings on the wall clock: its
-    /// `replay_tolerance_secs`, else [`DEFAULT_TOLERANCE`].
+    /// `replay_tolerance`, else [`DEFAULT_TOLERANCE`].
     pub fn for_settings(settings: &ProviderSettings) -> Self {
-        let tolerance = settings
-            .replay_tolerance_secs
-            .map_or(DEFAULT_TOLERANCE, Duration::from_secs);
+        let tolerance = settings.replay_tolerance.unwrap_or(DEFAULT_TOLERANCE);
         ReplayWindow::new(Utc::now(), tolerance)
     }
 

@@ -17,6 +17,13 @@ use trackstream_runtime::kafka::OutRecord;
 pub const T0: i64 = 1_704_067_200_000;
 /// One hour in ms.
 pub const H: i64 = 3_600_000;
+/// How long test data lives: scenarios are dated 2024 (see [`detector`]).
+pub const CENTURY: std::time::Duration = std::time::Duration::from_secs(36_500 * 86_400);
+
+/// A config duration from the ms arithmetic the scenarios are written in.
+pub fn millis(ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms.unsigned_abs())
+}
 
 /// A canonical event; its id is stable in (carrier, waybill, time, status, reason)
 /// as normalize's is.
@@ -502,8 +509,8 @@ pub fn batches(records: Vec<Inbound>, max: u64, rng: &mut Lcg) -> Vec<Vec<Inboun
 pub fn event_clock(lateness: i64) -> TimerConfig {
     TimerConfig {
         clock: ClockMode::Event,
-        allowed_lateness: trackstream_detector::rules::Millis(lateness),
-        tick: trackstream_detector::rules::Millis(20),
+        allowed_lateness: millis(lateness),
+        tick: millis(20),
         batch: 1000,
         ..TimerConfig::default()
     }
@@ -520,7 +527,6 @@ pub fn detector(
     rules: &RulesConfig,
     timers: TimerConfig,
 ) -> Detector<MemorySink> {
-    const CENTURY: i64 = 36_500 * 86_400_000;
     Detector::new(
         Engine::new(rules.clone()),
         Store::new(conn),
@@ -529,10 +535,10 @@ pub fn detector(
         &mut prometheus_client::registry::Registry::default(),
     )
     .with_retention(trackstream_detector::config::RetentionConfig {
-        after_terminal: trackstream_detector::rules::Millis(CENTURY),
-        after_silence: trackstream_detector::rules::Millis(CENTURY),
-        order_log: trackstream_detector::rules::Millis(CENTURY),
-        backdate: trackstream_detector::rules::Millis(0),
+        after_terminal: CENTURY,
+        after_silence: CENTURY,
+        order_log: CENTURY,
+        backdate: std::time::Duration::ZERO,
     })
 }
 

@@ -54,8 +54,8 @@ impl Rig {
 brokers = "{brokers}"
 group_id = "detector-{prefix}"
 batch_max = 20
-batch_linger_ms = 5
-produce_timeout_ms = 5000
+batch_linger = "5ms"
+produce_timeout = "5s"
 [kafka.extra]
 "session.timeout.ms" = "6000"
 "topic.metadata.refresh.interval.ms" = "2000"

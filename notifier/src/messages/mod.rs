@@ -7,7 +7,7 @@
 //!
 //! A milestone reached by a parcel is **held** before it is sent:
 //! - **burst merging** — other parcels of the order reaching the same milestone
-//!   within `burst_window_secs` join the same message (one message listing every
+//!   within `burst_window` join the same message (one message listing every
 //!   waybill). The message goes out as soon as every parcel known for the order is
 //!   in it, so a single-parcel order never waits, or when the window ends;
 //! - **quiet hours** — a non-urgent milestone reached during the buyer's night
@@ -21,7 +21,7 @@
 //!
 //! Messages are sent by whoever finds them due: the instance that completed them
 //! (inline, right after its batch) or any instance's flusher (every
-//! `flush_interval_ms`). A lease makes that once per group; a crash between
+//! `flush_interval`). A lease makes that once per group; a crash between
 //! producing and marking sent re-sends with the same `notification_id`, which
 //! gateways dedup on. Ids and record keys are merchant-scoped
 //! (`<merchant_id>/<order_id>:<milestone>`, key `<merchant_id>/<order_id>`, the
@@ -123,13 +123,16 @@ pub enum ConfigError {
     /// `default_time_zone` is not an IANA zone.
     #[error("messages.default_time_zone {0:?} is not an IANA time zone")]
     Zone(String),
-    /// `burst_window_secs` is longer than a buyer would wait for a message.
-    #[error("messages.burst_window_secs {0} is over the maximum of {MAX_BURST_WINDOW_SECS}")]
-    BurstWindow(u64),
+    /// `burst_window` is longer than a buyer would wait for a message.
+    #[error(
+        "messages.burst_window {} is over the maximum of 1d",
+        trackstream_runtime::config::duration::format(*.0)
+    )]
+    BurstWindow(std::time::Duration),
 }
 
 /// The longest burst window accepted (one day): beyond it a "burst" is not one.
-pub const MAX_BURST_WINDOW_SECS: u64 = 86_400;
+pub const MAX_BURST_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 impl From<ConfigError> for Error {
     fn from(err: ConfigError) -> Self {
@@ -160,11 +163,10 @@ impl Messenger {
             .default_time_zone
             .parse()
             .map_err(|_| ConfigError::Zone(config.default_time_zone.clone()))?;
-        if config.burst_window_secs > MAX_BURST_WINDOW_SECS {
-            return Err(ConfigError::BurstWindow(config.burst_window_secs));
+        if config.burst_window > MAX_BURST_WINDOW {
+            return Err(ConfigError::BurstWindow(config.burst_window));
         }
-        let burst_window =
-            chrono::Duration::seconds(i64::try_from(config.burst_window_secs).unwrap_or_default());
+        let burst_window = chrono::Duration::from_std(config.burst_window).unwrap_or_default();
         let metrics = Metrics {
             sent: Family::default(),
             suppressed: Family::default(),

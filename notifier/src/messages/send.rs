@@ -190,10 +190,10 @@ impl Messenger {
         )
     }
 
-    /// Runs the flusher until `shutdown`: every `flush_interval_ms`, sends the
+    /// Runs the flusher until `shutdown`: every `flush_interval`, sends the
     /// held messages of every shard that have become due.
     pub async fn run_flusher(self: Arc<Self>, shutdown: CancellationToken) {
-        let interval = std::time::Duration::from_millis(self.config.flush_interval_ms.max(10));
+        let interval = (self.config.flush_interval).max(std::time::Duration::from_millis(10));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -95,8 +95,8 @@ impl Env {
         let broker = Broker::start().await.unwrap_or_else(|e| panic!("{e}"));
         let mut config = Config::default();
         config.kafka.brokers = broker.bootstrap();
-        config.kafka.batch_linger_ms = 2;
-        config.kafka.produce_timeout_ms = 5_000;
+        config.kafka.batch_linger = Duration::from_millis(2);
+        config.kafka.produce_timeout = Duration::from_secs(5);
         config
             .kafka
             .extra
@@ -106,12 +106,12 @@ impl Env {
         config.admin.log_level = "warn".into();
         config.grpc.listen = "127.0.0.1:0".into();
         config.merchants = merchants();
-        config.messages.flush_interval_ms = 50;
+        config.messages.flush_interval = Duration::from_millis(50);
         // Tests pin the clock to fixed dates (often long past); expiry is set
         // from that clock, so keys would vanish at once. Tests of the lifecycle
         // set retention themselves.
-        config.retention.after_terminal_days = 36_500;
-        config.retention.after_silence_days = 36_500;
+        config.retention.after_terminal = Duration::from_secs(36_500 * 86_400);
+        config.retention.after_silence = Duration::from_secs(36_500 * 86_400);
         customize(&mut config);
         trackstream_runtime::telemetry::init_tracing(&config.admin);
         let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, 4)).collect();

@@ -144,7 +144,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Creates a producer. `message.timeout.ms` is `cfg.produce_timeout_ms`: after it,
+    /// Creates a producer. `message.timeout.ms` is `cfg.produce_timeout`: after it,
     /// an unacknowledged record fails, which ingest turns into a 503.
     pub fn new(cfg: &KafkaConfig, client_id: &str, registry: &mut Registry) -> Result<Self, Error> {
         let mut config = super::client_config(cfg, client_id);
@@ -153,7 +153,10 @@ impl Producer {
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("compression.type", "none")
-            .set("message.timeout.ms", cfg.produce_timeout_ms.to_string())
+            .set(
+                "message.timeout.ms",
+                cfg.produce_timeout.as_millis().to_string(),
+            )
             // Room for one maximal record plus request framing; records over
             // `max_record_bytes` never reach librdkafka (`send_all` checks first).
             .set(

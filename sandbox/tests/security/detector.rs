@@ -13,7 +13,7 @@ use prost::Message;
 use serde_json::json;
 use trackstream_detector::engine::{Effects, Engine, Input, Output, Waybill};
 use trackstream_detector::letters;
-use trackstream_detector::rules::{Millis, RulesConfig};
+use trackstream_detector::rules::RulesConfig;
 use trackstream_detector::store::Encoded;
 use trackstream_proto::v1::{Alert, AlertState, ShipmentUpdate, Status, TrackingEvent};
 use trackstream_proto::{time, topics};
@@ -198,7 +198,7 @@ async fn an_oversized_timer_alert_is_dead_lettered_while_other_alerts_keep_firin
     // three times) outgrows the letter that replaces it (which names it once).
     let long = format!("SFLONG{}", "9".repeat(58));
     let mut rules = RulesConfig::default();
-    rules.stalled_in_transit.tiers = vec![Millis(8_000)];
+    rules.stalled_in_transit.tiers = vec![Duration::from_secs(8)];
     let short = stall_alert(&rules, "SFT0001").expect("a stall alert");
     let long_alert = stall_alert(&rules, &long).expect("a stall alert");
     let (short_len, long_len) = (
@@ -296,7 +296,7 @@ async fn keys_of(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_parcel_keys_are_gone_and_the_waybill_is_a_new_parcel() {
     let sandbox = Sandbox::start_with(|c| {
-        c.detector.retention.backdate = Millis(31 * 86_400_000);
+        c.detector.retention.backdate = Duration::from_secs(31 * 86_400);
     })
     .await;
     let client = redis::Client::open(sandbox.redis.url()).unwrap_or_else(|e| panic!("{e}"));
@@ -502,7 +502,7 @@ async fn no_raw_phone_or_email_on_updates_or_alerts() {
     const PHONE: &str = "13812345678";
     const EMAIL: &str = "lilei@example.com";
     let sandbox = Sandbox::start_with(|c| {
-        c.detector.rules.stalled_in_transit.tiers = vec![Millis(2_000)];
+        c.detector.rules.stalled_in_transit.tiers = vec![Duration::from_secs(2)];
     })
     .await;
     let mut updates = sandbox.reader(topics::TRACKING_UPDATES);

@@ -21,9 +21,9 @@ use trackstream_sandbox::{Configs, Sandbox};
 /// The limits ingest's listener runs with in these tests.
 fn limits() -> ListenerLimits {
     ListenerLimits {
-        header_read_timeout_ms: 1_000,
-        idle_timeout_ms: 2_000,
-        request_timeout_ms: 30_000,
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(30),
         max_connections: 16,
     }
 }
@@ -37,14 +37,14 @@ fn short_limits(configs: &mut Configs) {
 /// connections idle while it checks that the extra ones wait.
 fn capped(configs: &mut Configs) {
     configs.ingest.http.limits = ListenerLimits {
-        idle_timeout_ms: 120_000,
+        idle_timeout: Duration::from_secs(120),
         ..limits()
     };
 }
 
 /// Longest any connection may live past a limit before the test fails.
-fn deadline(limit_ms: u64) -> Duration {
-    Duration::from_millis(limit_ms) * 2 + Duration::from_secs(20)
+fn deadline(limit: Duration) -> Duration {
+    limit * 2 + Duration::from_secs(20)
 }
 
 async fn connect(addr: SocketAddr) -> TcpStream {
@@ -85,7 +85,7 @@ async fn slow_headers_are_closed_while_normal_requests_succeed() {
     let (status, body) = sandbox.register(&registration("O-SLOW-1", "SFSLOW1")).await;
     assert_eq!((status, body), (200, json!({"accepted": 1})));
     // Every slow connection is closed, without an answer.
-    let within = deadline(limits().header_read_timeout_ms);
+    let within = deadline(limits().header_read_timeout);
     for stream in &mut slow {
         assert_eq!(read_until_closed(stream, within).await, "");
     }
@@ -111,7 +111,7 @@ async fn idle_keep_alive_connection_is_closed() {
         .unwrap_or_else(|e| panic!("write: {e}"));
     // The response comes on a kept-alive connection, which then sits idle
     // until the server closes it.
-    let text = read_until_closed(&mut stream, deadline(limits().idle_timeout_ms)).await;
+    let text = read_until_closed(&mut stream, deadline(limits().idle_timeout)).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains(r#"{"accepted":1}"#), "{text}");
     sandbox.shutdown().await;

@@ -335,13 +335,13 @@ async fn a_merchant_at_its_watcher_quota_is_refused_while_another_still_watches(
 async fn a_delivered_orders_notifier_keys_expire_after_retention() {
     // The sandbox runs on the wall clock; a second notifier with its own Redis
     // and a manual clock standing 31 days in the past follows the same topics,
-    // so `retention.after_terminal_days` (30) has passed for Redis the moment
+    // so `retention.after_terminal` (30 days) has passed for Redis the moment
     // the order is delivered.
     let sandbox = Sandbox::start().await;
     let own_redis = RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"));
     let mut config = trackstream_notifier::Config::default();
     config.kafka.brokers = sandbox.bootstrap();
-    config.kafka.batch_linger_ms = 2;
+    config.kafka.batch_linger = std::time::Duration::from_millis(2);
     config.kafka.group_id = Some("notifier-manual-clock".into());
     config.redis.url = own_redis.url();
     config.admin.listen = "127.0.0.1:0".into();

@@ -15,11 +15,11 @@ use prometheus_client::registry::Registry;
 /// Why the listener closed a connection itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {
-    /// The request header did not arrive within `header_read_timeout_ms`.
+    /// The request header did not arrive within `header_read_timeout`.
     HeaderRead,
-    /// No request for `idle_timeout_ms`.
+    /// No request for `idle_timeout`.
     Idle,
-    /// A request took longer than `request_timeout_ms` (answered 408).
+    /// A request took longer than `request_timeout` (answered 408).
     Request,
 }
 

@@ -68,9 +68,9 @@ struct Limits {
 impl From<&ListenerLimits> for Limits {
     fn from(limits: &ListenerLimits) -> Self {
         Limits {
-            header_read: Duration::from_millis(limits.header_read_timeout_ms),
-            idle: Duration::from_millis(limits.idle_timeout_ms),
-            request: Duration::from_millis(limits.request_timeout_ms),
+            header_read: limits.header_read_timeout,
+            idle: limits.idle_timeout,
+            request: limits.request_timeout,
             max_connections: limits.max_connections,
         }
     }
@@ -294,9 +294,9 @@ mod tests {
 
     fn limits(header_ms: u64, idle_ms: u64, request_ms: u64, max: usize) -> ListenerLimits {
         ListenerLimits {
-            header_read_timeout_ms: header_ms,
-            idle_timeout_ms: idle_ms,
-            request_timeout_ms: request_ms,
+            header_read_timeout: Duration::from_millis(header_ms),
+            idle_timeout: Duration::from_millis(idle_ms),
+            request_timeout: Duration::from_millis(request_ms),
             max_connections: max,
         }
     }
@@ -404,6 +404,6 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(err.contains("header_read_timeout_ms"), "{err}");
+        assert!(err.contains("header_read_timeout"), "{err}");
     }
 }

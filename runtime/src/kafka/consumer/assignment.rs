@@ -15,7 +15,7 @@ use crate::config::KafkaConfig;
 /// old assignment back, and the dead member's partitions are owned by nobody,
 /// for good. tansu 0.6.0 does exactly that (its `Formed` heartbeat handler drops
 /// the expired member but stays `Formed` with the stale assignments; see
-/// docs/ARCHITECTURE.md). Every `kafka.assignment_check_ms`, a member whose group is
+/// docs/ARCHITECTURE.md). Every `kafka.assignment_check`, a member whose group is
 /// `Stable` computes what the range assignor gives it for the live members
 /// (DescribeGroups) and partition counts (metadata); if its assignment differs
 /// on two checks in a row, it leaves the group and joins again, which forces the
@@ -39,7 +39,7 @@ impl AssignmentCheck {
     /// with dynamic membership and our own client ids; any other setup is left
     /// alone.
     pub(super) fn applies(cfg: &KafkaConfig) -> bool {
-        if cfg.assignment_check_ms == 0 {
+        if cfg.assignment_check.is_zero() {
             return false;
         }
         let range = cfg
@@ -196,7 +196,7 @@ mod tests {
             AssignmentCheck::applies(&cfg),
             "defaults: range, dynamic ids"
         );
-        cfg.assignment_check_ms = 0;
+        cfg.assignment_check = std::time::Duration::ZERO;
         assert!(!AssignmentCheck::applies(&cfg), "0 disables it");
         for (key, value) in [
             ("partition.assignment.strategy", "cooperative-sticky"),

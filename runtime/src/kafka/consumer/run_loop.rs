@@ -108,7 +108,7 @@ impl ConsumerLoop {
     }
 
     /// Adds to `batch` every record librdkafka has already fetched, without
-    /// waiting, then — only if `kafka.batch_linger_ms` is set — waits that long
+    /// waiting, then — only if `kafka.batch_linger` is set — waits that long
     /// for more. Under load a fetch response brings many records at once, so
     /// batches fill without a linger; when idle, a lone record is handled at
     /// once instead of waiting out a linger on every consuming hop.

@@ -106,9 +106,12 @@ impl ConsumerLoop {
             // Per-partition lag for `Progress` (cheap: one JSON document a tick).
             .set(
                 "statistics.interval.ms",
-                cfg.statistics_interval_ms.to_string(),
+                cfg.statistics_interval.as_millis().to_string(),
             )
-            .set("fetch.wait.max.ms", cfg.fetch_wait_max_ms.to_string());
+            .set(
+                "fetch.wait.max.ms",
+                cfg.fetch_wait_max.as_millis().to_string(),
+            );
         crate::kafka::apply_extra(&mut config, cfg);
         let consumer: StreamConsumer<RebalanceContext> =
             config.create_with_context(RebalanceContext {
@@ -129,15 +132,15 @@ impl ConsumerLoop {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             check,
             // With the check off the tick only wakes the loop; keep it rare.
-            check_interval: match cfg.assignment_check_ms {
-                0 => Duration::from_secs(3600),
-                ms => Duration::from_millis(ms),
+            check_interval: match cfg.assignment_check {
+                Duration::ZERO => Duration::from_secs(3600),
+                every => every,
             },
             assignment,
             progress,
             resuming,
             batch_max: cfg.batch_max.max(1),
-            batch_linger: Duration::from_millis(cfg.batch_linger_ms),
+            batch_linger: cfg.batch_linger,
             metrics,
         })
     }
