@@ -64,20 +64,6 @@ pub fn load_from<T: DeserializeOwned>(
         .map_err(|e| Error::Config(format!("invalid configuration: {e}")))
 }
 
-/// Reads the config path from `--config <file>` or `TRACKSTREAM_CONFIG`.
-pub fn path_from_args() -> Option<std::path::PathBuf> {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--config" {
-            return args.next().map(Into::into);
-        }
-        if let Some(path) = arg.strip_prefix("--config=") {
-            return Some(path.into());
-        }
-    }
-    std::env::var_os("TRACKSTREAM_CONFIG").map(Into::into)
-}
-
 fn parse_env_value(raw: &str) -> toml::Value {
     // Parse as the right-hand side of a TOML assignment; fall back to a string.
     toml::from_str::<toml::Table>(&format!("v = {raw}"))
