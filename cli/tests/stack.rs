@@ -1,8 +1,7 @@
 //! The `trackstream` binary against a real stack (redis-server, a Kafka-protocol
 //! broker and the four services, from the sandbox): what an operator sees.
 
-#[path = "support/binary.rs"]
-mod binary;
+use trackstream_testkit::binary;
 
 use std::time::Duration;
 

@@ -1,8 +1,7 @@
 //! The binary answers `--help` and `--version` through clap and exits, instead
 //! of starting the service with default settings.
 
-#[path = "../../cli/tests/support/binary.rs"]
-mod binary;
+use trackstream_testkit::binary;
 
 #[tokio::test]
 async fn help_and_version_answer_without_starting() {

@@ -9,6 +9,8 @@
 //!   with a deadline (never sleeping as synchronisation);
 //! - [`cluster`] — a three-master Redis Cluster on loopback ports;
 //! - [`child`] — a service binary as a child process, killed with SIGKILL;
+//! - [`binary`] — run a built binary to completion with a deadline (`--help`
+//!   checks, CLI tests);
 //! - [`procfs`] — CPU and memory of processes from `/proc`, for the benchmarks;
 //! - [`grpc`] — client helpers for the tracking API (bearer token, SERVING
 //!   wait, next stream message with a deadline).
@@ -24,6 +26,7 @@
 //! command), and found via `TANSU_BIN` or that cache.
 #![forbid(unsafe_code)]
 
+pub mod binary;
 pub mod child;
 pub mod cluster;
 pub mod grpc;

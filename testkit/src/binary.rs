@@ -1,12 +1,11 @@
 //! Running a built binary in a test: arguments, environment, a deadline, and its
-//! exit code and output. Shared by the CLI's tests and the service binaries'
-//! `--help` tests (included by path, as this is all they need).
+//! exit code and output. Used by the CLI's tests and the service binaries'
+//! `--help` tests.
 
 use std::time::Duration;
 
 /// How a run ended.
 #[derive(Debug)]
-#[allow(dead_code)]
 pub struct Ran {
     /// Exit code (`None` when killed by a signal).
     pub code: Option<i32>,
@@ -38,7 +37,6 @@ pub async fn run(binary: &str, args: &[&str], env: &[(&str, String)], deadline: 
 
 /// Checks that a service binary answers `--help` and `--version` and exits 0
 /// without starting (it would not exit, and would fail the deadline).
-#[allow(dead_code)]
 pub async fn assert_service_help(binary: &str, name: &str, flags: &[&str]) {
     let help = run(binary, &["--help"], &[], Duration::from_secs(30)).await;
     assert_eq!(help.code, Some(0), "{help:?}");
