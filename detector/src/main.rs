@@ -5,8 +5,7 @@
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use trackstream_detector::config::ClockMode;
-use trackstream_runtime::cli::ServiceArgs;
-use trackstream_runtime::{shutdown, telemetry};
+use trackstream_runtime::cli::{self, ServiceArgs};
 
 /// Folds canonical events and registrations into per-order state, emits ordered
 /// updates and raises or resolves alerts when deadlines pass.
@@ -42,10 +41,10 @@ async fn main() -> anyhow::Result<()> {
             Clock::Event => ClockMode::Event,
         };
     }
-    telemetry::init_tracing(&config.admin);
-    let running = trackstream_detector::start(config, shutdown::on_signals())
-        .await
-        .context("starting detector")?;
-    running.task.await.context("detector task panicked")??;
+    let admin = config.admin.clone();
+    cli::serve("detector", &admin, |shutdown| async move {
+        Ok(trackstream_detector::start(config, shutdown).await?.task)
+    })
+    .await?;
     Ok(())
 }

@@ -2,28 +2,20 @@
 //! SIGTERM or SIGINT. `--help` and `--version` answer without starting.
 
 use anyhow::Context;
-use clap::Parser;
-use trackstream_runtime::cli::ServiceArgs;
-use trackstream_runtime::{shutdown, telemetry};
+use trackstream_runtime::cli;
 
-/// Accepts provider pushes and merchant registrations over HTTP and writes them to
-/// Kafka (`scans.raw`, `shipments`).
-#[derive(Parser)]
-#[command(name = "trackstream-ingest", version)]
-struct Args {
-    #[command(flatten)]
-    service: ServiceArgs,
-}
+/// The help text: what the service does.
+const ABOUT: &str = "Accepts provider pushes and merchant registrations over HTTP and writes \
+them to Kafka (scans.raw, shipments).";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let config: trackstream_ingest::Config =
-        args.service.load().context("loading ingest config")?;
-    telemetry::init_tracing(&config.admin);
-    let running = trackstream_ingest::start(config, shutdown::on_signals())
-        .await
-        .context("starting ingest")?;
-    running.task.await.context("ingest task panicked")??;
+    let args = cli::parse_service_args("trackstream-ingest", ABOUT, env!("CARGO_PKG_VERSION"));
+    let config: trackstream_ingest::Config = args.load().context("loading ingest config")?;
+    let admin = config.admin.clone();
+    cli::serve("ingest", &admin, |shutdown| async move {
+        Ok(trackstream_ingest::start(config, shutdown).await?.task)
+    })
+    .await?;
     Ok(())
 }

@@ -7,16 +7,16 @@ use anyhow::Context;
 use clap::Parser;
 use trackstream_normalize::cli::{Cli, CliCommand};
 use trackstream_normalize::replay;
-use trackstream_runtime::{shutdown, telemetry};
+use trackstream_runtime::{cli as runtime_cli, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config: trackstream_normalize::Config =
         cli.service.load().context("loading normalize config")?;
-    telemetry::init_tracing(&config.admin);
     match cli.command {
         Some(CliCommand::Replay(args)) => {
+            telemetry::init_tracing(&config.admin);
             let options = args.into_options()?;
             let summary = replay::run(&config, &options)
                 .await
@@ -27,10 +27,11 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         None => {
-            let running = trackstream_normalize::start(config, shutdown::on_signals())
-                .await
-                .context("starting normalize")?;
-            running.task.await.context("normalize task panicked")??;
+            let admin = config.admin.clone();
+            runtime_cli::serve("normalize", &admin, |shutdown| async move {
+                Ok(trackstream_normalize::start(config, shutdown).await?.task)
+            })
+            .await?;
         }
     }
     Ok(())
