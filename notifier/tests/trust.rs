@@ -1,19 +1,18 @@
 //! The notifier's part of the trust work, against a real broker and Redis:
-//! contacts only from registrations, undecodable inputs dead-lettered, request
-//! validation, and the lifetime of an order's keys on the notifier's clock.
+//! contacts only from registrations, undecodable inputs dead-lettered, and the
+//! lifetime of an order's keys on the notifier's clock. (Request validation is
+//! in the security suite, `sandbox/tests/security/notifier.rs`.)
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use support::ACME_TOKEN;
 use support::{Env, WAIT, has, messages_of, shipment, update, utc};
 use trackstream_notifier::outbox;
 use trackstream_proto::topics;
-use trackstream_proto::v1::{Channel, GetOrderRequest, Milestone, Status, WatchOrderRequest};
+use trackstream_proto::v1::{Channel, Milestone, Status};
 use trackstream_runtime::dlq::headers;
 use trackstream_runtime::kafka::OutRecord;
 use trackstream_runtime::order_log;
-use trackstream_testkit::grpc::authed;
 
 fn day() -> chrono::DateTime<chrono::Utc> {
     utc("2025-03-10T12:00:00+08:00")
@@ -115,13 +114,7 @@ async fn an_undecodable_input_is_dead_lettered_and_the_partition_moves_on() {
         trackstream_testkit::kafka::TopicReader::new(&env.broker.bootstrap(), topics::TRACKING_DLQ);
     let records = letters.until(WAIT, "the letter", |r| !r.is_empty()).await;
     let letter = &records[0];
-    let header = |name: &str| {
-        letter
-            .headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let header = |name: &str| letter.header(name);
     assert_eq!(header(headers::STAGE), Some("notifier"));
     assert_eq!(header(headers::CAUSE), Some("undecodable"));
     assert_eq!(
@@ -129,38 +122,6 @@ async fn an_undecodable_input_is_dead_lettered_and_the_partition_moves_on() {
         Some(topics::TRACKING_UPDATES)
     );
     assert_eq!(letter.payload, [0xff, 0xff, 0xff, 0x07]);
-    env.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_order_ids_are_invalid_arguments() {
-    let env = Env::start(day(), |_| {}).await;
-    let mut client = env.client().await;
-    for bad in ["".to_owned(), "x".repeat(129), "a\nb".to_owned()] {
-        let status = client
-            .get_order(authed(
-                GetOrderRequest {
-                    order_id: bad.clone(),
-                },
-                ACME_TOKEN,
-            ))
-            .await
-            .err()
-            .map(|s| s.code());
-        assert_eq!(status, Some(tonic::Code::InvalidArgument), "{bad:?}");
-        let status = client
-            .watch_order(authed(
-                WatchOrderRequest {
-                    order_id: bad.clone(),
-                    after_seq: 0,
-                },
-                ACME_TOKEN,
-            ))
-            .await
-            .err()
-            .map(|s| s.code());
-        assert_eq!(status, Some(tonic::Code::InvalidArgument), "{bad:?}");
-    }
     env.shutdown().await;
 }
 

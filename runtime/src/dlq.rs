@@ -162,14 +162,6 @@ mod tests {
         }
     }
 
-    fn header<'a>(record: &'a OutRecord, name: &str) -> Option<&'a str> {
-        record
-            .headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
     #[test]
     fn a_letter_keeps_the_record_and_names_stage_cause_and_source() {
         let mut registry = Registry::default();
@@ -178,10 +170,10 @@ mod tests {
         assert_eq!(letter.topic, "tracking.dlq");
         assert_eq!(letter.key, "sf:SF1");
         assert_eq!(letter.payload, b"abc");
-        assert_eq!(header(&letter, headers::STAGE), Some("detector"));
-        assert_eq!(header(&letter, headers::CAUSE), Some("undecodable"));
-        assert_eq!(header(&letter, headers::SOURCE_OFFSET), Some("17"));
-        assert_eq!(header(&letter, headers::PAYLOAD_DROPPED), None);
+        assert_eq!(letter.header(headers::STAGE), Some("detector"));
+        assert_eq!(letter.header(headers::CAUSE), Some("undecodable"));
+        assert_eq!(letter.header(headers::SOURCE_OFFSET), Some("17"));
+        assert_eq!(letter.header(headers::PAYLOAD_DROPPED), None);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap_or_default();
         assert!(
@@ -197,8 +189,8 @@ mod tests {
         let long = "é".repeat(2_000);
         let letter = letters.letter(&inbound(vec![7; 5_000]), "output_too_large", &long);
         assert!(letter.payload.is_empty());
-        assert_eq!(header(&letter, headers::PAYLOAD_DROPPED), Some("true"));
-        let detail = header(&letter, headers::DETAIL).unwrap_or_default();
+        assert_eq!(letter.header(headers::PAYLOAD_DROPPED), Some("true"));
+        let detail = letter.header(headers::DETAIL).unwrap_or_default();
         assert!(detail.len() <= MAX_DETAIL_BYTES && !detail.is_empty());
     }
 }

@@ -1190,14 +1190,7 @@ async fn garbage_on_scans_raw_is_dead_lettered_and_unknown_codes_are_kept() {
             .get(key)
             .unwrap_or_else(|| panic!("{key} not dead-lettered"));
         assert_eq!(&letter.payload, payload, "{key}: the original bytes");
-        let header = |name: &str| {
-            letter
-                .headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or_default()
-        };
+        let header = |name: &str| letter.header(name).unwrap_or_default();
         assert_eq!(header("dlq.cause"), cause, "{key}");
         assert!(!header("dlq.detail").is_empty(), "{key}");
         assert_eq!(header("dlq.source.topic"), topics::SCANS_RAW);

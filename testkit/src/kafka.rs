@@ -60,6 +60,16 @@ pub struct Record {
     pub partition: i32,
 }
 
+impl Record {
+    /// The value of header `name`, if the record carries it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Reads a topic from the beginning in a fresh consumer group, accumulating
 /// records so tests can wait for conditions over everything seen so far.
 pub struct TopicReader {

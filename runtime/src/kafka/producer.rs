@@ -26,6 +26,15 @@ pub struct OutRecord {
 }
 
 impl OutRecord {
+    /// The value of header `name`, if the record carries it (dead letters name
+    /// their stage, cause and source in headers).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// A record without headers.
     pub fn new(topic: &'static str, key: impl Into<String>, payload: Vec<u8>) -> Self {
         OutRecord {

@@ -35,19 +35,11 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(0) - chrono::Duration::seconds(2)
 }
 
-fn header<'a>(record: &'a Record, name: &str) -> Option<&'a str> {
-    record
-        .headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
 /// Letters on `tracking.dlq` for `key` with `cause`.
 fn letters_for<'a>(records: &'a [Record], key: &str, cause: &str) -> Vec<&'a Record> {
     records
         .iter()
-        .filter(|r| r.key == key && header(r, headers::CAUSE) == Some(cause))
+        .filter(|r| r.key == key && r.header(headers::CAUSE) == Some(cause))
         .collect()
 }
 
@@ -93,8 +85,8 @@ async fn an_oversized_update_is_dead_lettered_while_other_waybills_keep_flowing(
         })
         .await;
     let letter = letters_for(records, "sf:SFBIG1", letters::cause::OUTPUT_TOO_LARGE)[0];
-    assert_eq!(header(letter, headers::STAGE), Some(letters::STAGE));
-    let source = header(letter, headers::SOURCE_TOPIC).unwrap_or_default();
+    assert_eq!(letter.header(headers::STAGE), Some(letters::STAGE));
+    let source = letter.header(headers::SOURCE_TOPIC).unwrap_or_default();
     assert!(
         source == topics::SHIPMENTS || source == topics::TRACKING_EVENTS,
         "the letter carries the input record, from {source}"
@@ -103,7 +95,7 @@ async fn an_oversized_update_is_dead_lettered_while_other_waybills_keep_flowing(
     // which is itself over the limit here, dropped with a marker (the source
     // coordinates still find it).
     assert!(
-        !letter.payload.is_empty() || header(letter, headers::PAYLOAD_DROPPED) == Some("true"),
+        !letter.payload.is_empty() || letter.header(headers::PAYLOAD_DROPPED) == Some("true"),
         "the letter carries the input record or says why not"
     );
 
@@ -233,9 +225,9 @@ async fn an_oversized_timer_alert_is_dead_lettered_while_other_alerts_keep_firin
         })
         .await;
     let letter = letters_for(records, &key, letters::cause::OUTPUT_TOO_LARGE)[0];
-    assert_eq!(header(letter, headers::STAGE), Some(letters::STAGE_TIMERS));
+    assert_eq!(letter.header(headers::STAGE), Some(letters::STAGE_TIMERS));
     assert_eq!(
-        header(letter, headers::SOURCE_TOPIC),
+        letter.header(headers::SOURCE_TOPIC),
         Some(letters::SOURCE_TIMERS)
     );
 

@@ -27,12 +27,7 @@ fn scan(waybill: &str, status: &str, at: DateTime<Utc>) -> serde_json::Value {
 }
 
 fn header<'a>(record: &'a Record, name: &str) -> &'a str {
-    record
-        .headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default()
+    record.header(name).unwrap_or_default()
 }
 
 fn waybills(records: &[Record]) -> BTreeSet<String> {

@@ -170,13 +170,7 @@ async fn an_oversized_message_is_dead_lettered_while_its_shards_other_messages_f
         .find(|r| letter_of_big(r))
         .cloned()
         .unwrap_or_else(|| panic!("no letter"));
-    let header = |name: &str| {
-        letter
-            .headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
+    let header = |name: &str| letter.header(name).map(str::to_owned);
     assert_eq!(header(headers::CAUSE).as_deref(), Some("output_too_large"));
     assert_eq!(
         header(headers::SOURCE_TOPIC).as_deref(),
@@ -541,7 +535,13 @@ async fn oversized_and_malformed_requests_are_refused_before_any_read() {
         .map(|s| s.code());
     assert_eq!(huge, Some(tonic::Code::OutOfRange));
     // Under it, but not an order id: INVALID_ARGUMENT naming the field.
-    for bad in ["9".repeat(200), "O-1\u{0}".to_owned(), " O-1".to_owned()] {
+    for bad in [
+        String::new(),
+        "9".repeat(200),
+        "O-1\u{0}".to_owned(),
+        " O-1".to_owned(),
+        "a\nb".to_owned(),
+    ] {
         let status = grpc
             .get_order(get(bad.clone()))
             .await
