@@ -18,17 +18,13 @@ use trackstream_carriers::{AccountSecret, ProviderSettings};
 use trackstream_proto::topics;
 use trackstream_proto::v1::tracking_service_client::TrackingServiceClient;
 use trackstream_runtime::CancellationToken;
-use trackstream_runtime::merchants::MerchantConfig;
 
 use trackstream_testkit::kafka::TopicReader;
 use trackstream_testkit::processes::{Broker, RedisServer};
 
 /// Secret of the generic webhook in sandbox configs.
 pub const GENERIC_SECRET: &str = "generic-secret";
-/// Bearer token of merchant `m-acme`.
-pub const ACME_TOKEN: &str = "acme-merchant-token";
-/// Bearer token of merchant `m-other`.
-pub const OTHER_TOKEN: &str = "other-merchant-token";
+pub use trackstream_testkit::merchants::{ACME_TOKEN, OTHER_TOKEN};
 
 /// The four services' configs, pointed at the sandbox's Redis and broker; tests
 /// adjust them before the services start.
@@ -47,18 +43,7 @@ pub struct Configs {
 
 impl Configs {
     fn new(bootstrap: &str, redis_url: &str) -> Self {
-        let merchants = vec![
-            MerchantConfig {
-                id: "m-acme".into(),
-                name: "Acme Live".into(),
-                tokens: vec![ACME_TOKEN.into()],
-            },
-            MerchantConfig {
-                id: "m-other".into(),
-                name: "Other Shop".into(),
-                tokens: vec![OTHER_TOKEN.into()],
-            },
-        ];
+        let merchants = trackstream_testkit::merchants::two_merchants();
         let mut kafka = trackstream_runtime::config::KafkaConfig {
             brokers: bootstrap.to_owned(),
             batch_linger: Duration::from_millis(2),

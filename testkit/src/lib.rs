@@ -9,6 +9,7 @@
 //!   with a deadline (never sleeping as synchronisation);
 //! - [`cluster`] — a three-master Redis Cluster on loopback ports;
 //! - [`child`] — a service binary as a child process, killed with SIGKILL;
+//! - [`merchants`] — the two shops of multi-tenant tests and their tokens;
 //! - [`binary`] — run a built binary to completion with a deadline (`--help`
 //!   checks, CLI tests);
 //! - [`procfs`] — CPU and memory of processes from `/proc`, for the benchmarks;
@@ -32,6 +33,7 @@ pub mod cluster;
 pub mod grpc;
 pub mod kafka;
 pub mod link;
+pub mod merchants;
 pub mod processes;
 pub mod procfs;
 

@@ -20,7 +20,6 @@ use trackstream_proto::v1::{
 use trackstream_proto::{keys, time, topics};
 use trackstream_runtime::CancellationToken;
 use trackstream_runtime::kafka::{OutRecord, Producer};
-use trackstream_runtime::merchants::MerchantConfig;
 use trackstream_runtime::order_log;
 use trackstream_runtime::redis::RedisConn;
 use trackstream_testkit::grpc::authed;
@@ -67,26 +66,9 @@ impl Instance {
     }
 }
 
-/// Bearer token of merchant `m-acme` (the same as the sandbox's).
-pub const ACME_TOKEN: &str = "acme-merchant-token";
-/// Bearer token of merchant `m-other` (the same as the sandbox's).
-pub const OTHER_TOKEN: &str = "other-merchant-token";
-
-/// The merchants of these tests.
-pub fn merchants() -> Vec<MerchantConfig> {
-    vec![
-        MerchantConfig {
-            id: "m-acme".into(),
-            name: "Acme Live".into(),
-            tokens: vec![ACME_TOKEN.into()],
-        },
-        MerchantConfig {
-            id: "m-other".into(),
-            name: "Other Shop".into(),
-            tokens: vec![OTHER_TOKEN.into()],
-        },
-    ]
-}
+// Not every test file that includes this module uses both tokens.
+#[allow(unused_imports)]
+pub use trackstream_testkit::merchants::{ACME_TOKEN, OTHER_TOKEN, two_merchants as merchants};
 
 impl Env {
     /// Starts Redis, the broker and a notifier whose clock stands at `now`.
