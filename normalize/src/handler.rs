@@ -368,12 +368,7 @@ mod tests {
     }
 
     fn header<'a>(letter: &'a OutRecord, name: &str) -> &'a str {
-        letter
-            .headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
+        letter.header(name).unwrap_or_default()
     }
 
     fn decoded(events: &[CanonicalEvent]) -> Vec<TrackingEvent> {

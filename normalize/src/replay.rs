@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 use trackstream_proto::topics;
@@ -257,25 +257,6 @@ fn plan(
     Ok(ranges)
 }
 
-fn inbound(message: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
-    Inbound {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().unwrap_or_default().to_vec(),
-        headers: message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
-}
-
 /// Normalizes and writes one batch; advances `durable` only once Kafka
 /// acknowledged it. Records whose outputs Kafka refuses for good are
 /// dead-lettered as in the live service ([`crate::write`]).
@@ -377,7 +358,7 @@ pub async fn run(config: &Config, options: &ReplayOptions) -> Result<ReplaySumma
                 let partition = message.partition();
                 let end = progress.ends.get(&partition).copied().unwrap_or(0);
                 if open.contains(&partition) && message.offset() < end {
-                    batch.push(inbound(&message));
+                    batch.push(Inbound::detach(&message));
                 }
                 if message.offset() + 1 >= end {
                     open.remove(&partition);

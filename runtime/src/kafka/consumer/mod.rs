@@ -44,6 +44,33 @@ pub struct Inbound {
 }
 
 impl Inbound {
+    /// Copies a fetched message out of the consumer's buffer (key, payload,
+    /// headers with absent values as empty), so it can live in a batch after
+    /// the next poll. Used by the consumer loop and by one-off readers such as
+    /// normalize's replay.
+    pub fn detach(message: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
+        use rdkafka::message::{Headers as _, Message as _};
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Inbound {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        }
+    }
+}
+
+impl Inbound {
     /// The key as UTF-8, lossy (keys are ours and ASCII in practice).
     pub fn key_str(&self) -> String {
         self.key

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +66,7 @@ impl ConsumerLoop {
             };
             let mut batch = Vec::with_capacity(self.batch_max);
             match first {
-                Ok(message) => batch.push(detach(&message)),
+                Ok(message) => batch.push(Inbound::detach(&message)),
                 Err(err) => {
                     tracing::warn!(%err, "kafka consumer error");
                     continue;
@@ -124,7 +123,7 @@ impl ConsumerLoop {
                 },
             };
             match next {
-                Ok(message) => batch.push(detach(&message)),
+                Ok(message) => batch.push(Inbound::detach(&message)),
                 Err(err) => {
                     tracing::warn!(%err, "kafka consumer error");
                     break;
@@ -219,25 +218,5 @@ impl ConsumerLoop {
             Err(err) => tracing::debug!(%err, offsets = %describe_offsets(&tpl),
                 "offset store skipped (partition revoked)"),
         }
-    }
-}
-
-fn detach(message: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Inbound {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().unwrap_or_default().to_vec(),
-        headers,
     }
 }
