@@ -17,11 +17,14 @@
 //! Layout: `format` (the provider push formats and the secrets they are
 //! signed with), `lifecycle` (parcels, their scans and the ground truth of
 //! which alerts they must raise), `schedule` (the order pushes go out in, with
-//! duplicates and late deliveries), `push` (one webhook per provider format).
+//! duplicates and late deliveries), `push` (one webhook per provider format),
+//! `canonical` (registrations and scans as the pipeline makes them, for
+//! benchmarks that feed the detector directly).
 //! It depends on proto and carriers only, so the benchmark, the demo and tools
 //! can share it without building a service.
 #![forbid(unsafe_code)]
 
+pub mod canonical;
 mod format;
 mod lifecycle;
 mod push;

@@ -35,8 +35,9 @@ use trackstream_detector::rules::RulesConfig;
 use trackstream_detector::service::Detector;
 use trackstream_detector::sink::MemorySink;
 use trackstream_detector::store::Store;
-use trackstream_proto::v1::{BuyerContact, Shipment, Status, TrackingEvent};
-use trackstream_proto::{time, topics};
+use trackstream_loadgen::canonical;
+use trackstream_proto::topics;
+use trackstream_proto::v1::Status;
 use trackstream_runtime::config::RedisConfig;
 use trackstream_runtime::kafka::Inbound;
 use trackstream_runtime::redis::RedisConn;
@@ -233,7 +234,7 @@ async fn sweep_expired(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::
 }
 
 fn key(parcel: u64) -> String {
-    format!("sf:SF{parcel:010}")
+    canonical::waybill_key(parcel)
 }
 
 fn partition(parcel: u64) -> i32 {
@@ -252,38 +253,12 @@ fn record(topic: &str, parcel: u64, payload: Vec<u8>) -> Inbound {
 }
 
 fn registration(parcel: u64, at: i64) -> Inbound {
-    let shipment = Shipment {
-        order_id: format!("ORD-{parcel:010}"),
-        merchant_id: "m-acme".into(),
-        carrier: "sf".into(),
-        waybill: format!("SF{parcel:010}"),
-        buyer: Some(BuyerContact {
-            name: "Li Lei".into(),
-            phone: "13812345678".into(),
-            email: "lilei@example.com".into(),
-            locale: "zh-CN".into(),
-            time_zone: "Asia/Shanghai".into(),
-        }),
-        promised_delivery_at: Some(time::from_millis(at + 72 * H)),
-        service_level: "standard".into(),
-        registered_at: Some(time::from_millis(at)),
-        ..Default::default()
-    };
+    let shipment = canonical::registration(&key(parcel), parcel, at);
     record(topics::SHIPMENTS, parcel, shipment.encode_to_vec())
 }
 
 fn scan(parcel: u64, status: Status, at: i64) -> Inbound {
-    let event = TrackingEvent {
-        event_id: format!("{}@{at}/{}", key(parcel), status as i32),
-        carrier: "sf".into(),
-        waybill: format!("SF{parcel:010}"),
-        status: status as i32,
-        raw_code: "30".into(),
-        raw_text: "Departed sorting center".into(),
-        occurred_at: Some(time::from_millis(at)),
-        received_at: Some(time::from_millis(at)),
-        ..Default::default()
-    };
+    let event = canonical::scan(&key(parcel), status, at);
     record(topics::TRACKING_EVENTS, parcel, event.encode_to_vec())
 }
 
