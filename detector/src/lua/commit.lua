@@ -13,8 +13,7 @@
 --       timer delete count, (member)*, output count,
 --       (kind 'u' | 'a', outbox id, body, merchant ('' for alerts))*
 -- Returns per waybill {-1} on conflict, else {new version, then (inline only)
--- the order-log entry of each update output, in order: the record to
--- produce}. Inline sequencing is only used on a standalone server, where the
+-- the sequence number of each update output, in order}. Inline sequencing is only used on a standalone server, where the
 -- order keys may be touched from the partition's script; in Redis Cluster
 -- sequence.lua appends each update in its order's slot after this commit.
 -- Timer and outbox writes of all committed waybills go in a few commands each

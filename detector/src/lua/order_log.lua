@@ -8,26 +8,31 @@
 --   ids: `{o:..}:ids` hash, seq: `{o:..}:seq` counter, updates: `{o:..}:updates`
 --   zset, owner: `{o:..}:merchant`; id: the update id, body: the update
 --   protobuf-encoded WITHOUT `seq`, merchant: its merchant id.
--- Returns the log entry: protobuf field 1 (`seq`, varint) followed by body,
--- which decodes as the update with its `seq` set (prost writes fields in tag
--- order, so this is also the canonical encoding). Idempotent: an id seen
--- before keeps its number and returns the entry stored for it.
--- Expiry is the caller's (it must come after the script's last write).
+-- Stores the log entry: protobuf field 1 (`seq`, varint) followed by body,
+-- which decodes as the update with its `seq` set, and is byte for byte the
+-- record the detector produces (the protobuf encoding of `{seq}` followed by
+-- body, i.e. the update with its seq: fields are written in tag order).
+-- Returns the sequence number. Idempotent: an id seen before keeps its
+-- number (and its entry). Expiry is the caller's (it must come after the
+-- script's last write).
 local function append_update(ids, seq_key, updates, owner, id, body, merchant)
   local seq = redis.call('HGET', ids, id)
-  if seq then
-    local stored = redis.call('ZRANGEBYSCORE', updates, seq, seq, 'LIMIT', 0, 1)
-    if stored[1] then return stored[1] end
-    seq = tonumber(seq)
+  if seq then return tonumber(seq) end
+  seq = redis.call('INCR', seq_key)
+  if seq == 1 then redis.call('SETNX', owner, merchant) end
+  redis.call('HSET', ids, id, seq)
+  -- Field 1, varint; the common short numbers without a table.
+  local prefix
+  if seq < 128 then
+    prefix = string.char(8, seq)
+  elseif seq < 16384 then
+    prefix = string.char(8, seq % 128 + 128, math.floor(seq / 128))
   else
-    seq = redis.call('INCR', seq_key)
-    redis.call('HSET', ids, id, seq)
-    redis.call('SETNX', owner, merchant)
+    local m, bytes = seq, {8}
+    while m >= 128 do bytes[#bytes + 1] = m % 128 + 128; m = math.floor(m / 128) end
+    bytes[#bytes + 1] = m
+    prefix = string.char(unpack(bytes)) -- at most 11 values
   end
-  local n, bytes = seq, {string.char(8)}
-  while n >= 128 do bytes[#bytes + 1] = string.char(n % 128 + 128); n = math.floor(n / 128) end
-  bytes[#bytes + 1] = string.char(n)
-  local entry = table.concat(bytes) .. body
-  redis.call('ZADD', updates, seq, entry)
-  return entry
+  redis.call('ZADD', updates, seq, prefix .. body)
+  return seq
 end

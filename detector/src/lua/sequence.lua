@@ -5,9 +5,9 @@
 -- KEYS: 1 ids hash, 2 seq counter, 3 updates zset, 4 owner (merchant id)
 -- ARGV: 1 update id, 2 update encoded without seq, 3 merchant id,
 --       4 expire-at of the order's keys (ms since the epoch)
--- Returns the log entry (the update encoded with its seq), the same one on
--- every call for the same id.
-local entry = append_update(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3])
+-- Returns the update's sequence number, the same one on every call for the
+-- same id.
+local seq = append_update(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3])
 -- The order log lives as long as its newest update needs it.
 for k = 1, 4 do redis.call('PEXPIREAT', KEYS[k], ARGV[4]) end
-return entry
+return seq

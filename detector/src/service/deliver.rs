@@ -1,6 +1,6 @@
 //! Delivery, the last step of the one pipeline, for committed folds and for
-//! outbox re-delivery alike: updates get their order-log entries (sequence
-//! numbers), dead letters go first, then the records, then the outbox entries
+//! outbox re-delivery alike: updates get their sequence numbers (the
+//! order-log append), dead letters go first, then the records, then the outbox entries
 //! are cleared (with the watermark raise and the ownership claims' expiry). An
 //! output the sink refuses for good becomes a letter instead of gating the
 //! partition.
@@ -36,11 +36,11 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn push(&mut self, origin: (Option<usize>, Output), encoded: Encoded, entry: Option<Vec<u8>>) {
+    fn push(&mut self, origin: (Option<usize>, Output), encoded: Encoded, seq: Option<u64>) {
         self.outbox_ids.push(encoded.outbox_id.clone());
         let (topic, key) = (encoded.topic, encoded.key.clone());
         self.records
-            .push(OutRecord::new(topic, key, encoded.payload(entry)));
+            .push(OutRecord::new(topic, key, encoded.payload(seq)));
         self.origins.push(origin);
     }
 }
@@ -60,9 +60,9 @@ impl<S: Sink> Detector<S> {
         if !self.store.inline_sequence() {
             let mut pending = Vec::new();
             for f in committed.iter_mut() {
-                for (encoded, entry) in f.encoded.iter().zip(f.entries.iter_mut()) {
+                for (encoded, seq) in f.encoded.iter().zip(f.seqs.iter_mut()) {
                     if encoded.order.is_some() {
-                        pending.push((encoded, entry));
+                        pending.push((encoded, seq));
                     }
                 }
             }
@@ -72,13 +72,13 @@ impl<S: Sink> Detector<S> {
         let mut claims = Vec::with_capacity(committed.len());
         for folded in committed {
             claims.push((folded.waybill.key.clone(), folded.expire_at));
-            for ((encoded, entry), output) in folded
+            for ((encoded, seq), output) in folded
                 .encoded
                 .into_iter()
-                .zip(folded.entries)
+                .zip(folded.seqs)
                 .zip(&folded.outputs)
             {
-                out.push((Some(folded.group), output.clone()), encoded, entry);
+                out.push((Some(folded.group), output.clone()), encoded, seq);
             }
             out.alerts
                 .extend(folded.outputs.into_iter().filter_map(|o| match o {
@@ -89,11 +89,11 @@ impl<S: Sink> Detector<S> {
         self.deliver(job, out, letters, mark, &claims).await
     }
 
-    /// Assigns each update its order-log entry (the record to produce), a
+    /// Assigns each update its sequence number (appending it to its order log), a
     /// bounded number in flight at once.
     async fn sequence_all(
         &self,
-        pending: Vec<(&Encoded, &mut Option<Vec<u8>>)>,
+        pending: Vec<(&Encoded, &mut Option<u64>)>,
         wall: i64,
     ) -> Result<(), Failure> {
         let order_expire_at = self.retention.order_expires_at(wall);
@@ -103,8 +103,8 @@ impl<S: Sink> Detector<S> {
             if chunk.is_empty() {
                 return Ok(());
             }
-            futures::future::try_join_all(chunk.into_iter().map(|(encoded, entry)| async move {
-                *entry = Some(self.store.sequence(encoded, order_expire_at).await?);
+            futures::future::try_join_all(chunk.into_iter().map(|(encoded, seq)| async move {
+                *seq = Some(self.store.sequence(encoded, order_expire_at).await?);
                 Ok::<_, redis::RedisError>(())
             }))
             .await?;
@@ -209,16 +209,16 @@ impl<S: Sink> Detector<S> {
             }
             sendable.push((encoded, output));
         }
-        let mut entries = vec![None; sendable.len()];
+        let mut seqs = vec![None; sendable.len()];
         let mut updates = Vec::new();
-        for ((encoded, _), entry) in sendable.iter().zip(entries.iter_mut()) {
+        for ((encoded, _), seq) in sendable.iter().zip(seqs.iter_mut()) {
             if encoded.order.is_some() {
-                updates.push((encoded, entry));
+                updates.push((encoded, seq));
             }
         }
         self.sequence_all(updates, (self.wall)()).await?;
-        for ((encoded, output), entry) in sendable.into_iter().zip(entries) {
-            out.push((None, output), encoded, entry);
+        for ((encoded, output), seq) in sendable.into_iter().zip(seqs) {
+            out.push((None, output), encoded, seq);
         }
         self.deliver(&job, out, letters, None, &[]).await?;
         if count > 0 {

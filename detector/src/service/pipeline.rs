@@ -69,8 +69,8 @@ pub(super) struct Folded {
     pub waybill: Waybill,
     pub outputs: Vec<Output>,
     pub encoded: Vec<Encoded>,
-    /// Order-log entry of each update output (alerts: `None`).
-    pub entries: Vec<Option<Vec<u8>>>,
+    /// Sequence number of each update output (alerts: `None`).
+    pub seqs: Vec<Option<u64>>,
     /// When its keys expire (ms since the epoch).
     pub expire_at: i64,
 }
@@ -237,7 +237,7 @@ impl<S: Sink> Detector<S> {
             let expire_at = self.retention.parcel_expires_at(&waybill.state, wall);
             folds.push(Folded {
                 group: *index,
-                entries: vec![None; encoded.len()],
+                seqs: vec![None; encoded.len()],
                 waybill,
                 outputs: fx.outputs,
                 encoded,
@@ -262,11 +262,11 @@ impl<S: Sink> Detector<S> {
         drop(changes);
         for ((mut folded, before), result) in folds.into_iter().zip(befores).zip(results) {
             match result {
-                Ok(Committed::Done(entries)) => {
-                    let mut entries = entries.into_iter();
-                    for (encoded, entry) in folded.encoded.iter().zip(folded.entries.iter_mut()) {
+                Ok(Committed::Done(seqs)) => {
+                    let mut seqs = seqs.into_iter();
+                    for (encoded, seq) in folded.encoded.iter().zip(folded.seqs.iter_mut()) {
                         if encoded.order.is_some() {
-                            *entry = entries.next();
+                            *seq = seqs.next();
                         }
                     }
                     round.done.push(folded);

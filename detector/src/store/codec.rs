@@ -1,8 +1,10 @@
 //! What the detector stores as bytes, and how: outputs (for the commit script,
 //! the outbox and the Kafka record), the outbox entry's kind tag, a waybill's
 //! state hash fields. The order-log entry is not encoded here: the append
-//! script encodes it once (`lua/order_log.lua`) and the record produced is the
-//! entry it returns.
+//! script encodes it once (`lua/order_log.lua`); an update's record is the
+//! protobuf merge of `{seq}` and its body, the same bytes by the protobuf
+//! encoding rules (fields in tag order, `seq` is field 1), which
+//! `redis_equivalence` checks byte for byte.
 
 use prost::Message;
 use trackstream_proto::v1::{Alert, Shipment, ShipmentUpdate};
@@ -56,10 +58,25 @@ impl Encoded {
         if self.order.is_some() { "u" } else { "a" }
     }
 
-    /// The record's value: an update's order-log entry (the update with its
-    /// `seq`, as the append script returned it), or the alert as encoded.
-    pub fn payload(self, entry: Option<Vec<u8>>) -> Vec<u8> {
-        entry.unwrap_or(self.body)
+    /// The record's value: an update with its sequence number `seq` (the
+    /// bytes its order-log entry holds), or the alert as encoded. Protobuf
+    /// messages concatenate as a merge, so the update is `{seq}` encoded by
+    /// prost followed by the body: no copy of the update is decoded or
+    /// re-encoded, and no varint is written by hand.
+    pub fn payload(self, seq: Option<u64>) -> Vec<u8> {
+        match seq {
+            Some(seq) => {
+                let head = ShipmentUpdate {
+                    seq,
+                    ..Default::default()
+                };
+                let mut out = Vec::with_capacity(head.encoded_len() + self.body.len());
+                head.encode_raw(&mut out);
+                out.extend_from_slice(&self.body);
+                out
+            }
+            None => self.body,
+        }
     }
 }
 
@@ -130,6 +147,27 @@ mod tests {
         entry.extend(&encoded.body);
         assert_eq!(decode_outbox("u:e1", &entry), Some(update));
         assert_eq!(decode_outbox("x", b"zjunk"), None);
+    }
+
+    #[test]
+    fn an_update_record_is_the_update_with_its_seq() {
+        let update = ShipmentUpdate {
+            order_id: "O1".into(),
+            merchant_id: "m".into(),
+            ..Default::default()
+        };
+        let output = Output::Update {
+            id: "u:e1".into(),
+            update: Box::new(update.clone()),
+        };
+        for seq in [1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let payload = Encoded::new(&output).payload(Some(seq));
+            let with_seq = ShipmentUpdate {
+                seq,
+                ..update.clone()
+            };
+            assert_eq!(payload, with_seq.encode_to_vec(), "seq {seq}");
+        }
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use prost::Message;
-use redis::{FromRedisValue, Value};
 use trackstream_proto::v1::TrackingEvent;
 
 use super::Store;
@@ -31,9 +30,9 @@ pub struct Change<'a> {
 /// What the commit did for one waybill.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Committed {
-    /// Written; with inline sequencing, the order-log entry of each update
+    /// Written; with inline sequencing, the sequence number of each update
     /// output in order (empty otherwise: append them with [`Store::sequence`]).
-    Done(Vec<Vec<u8>>),
+    Done(Vec<u64>),
     /// Another writer changed the waybill first: reload and re-apply it.
     Conflict,
 }
@@ -109,13 +108,13 @@ impl Store {
             }
         }
         let mut conn = self.conn.clone();
-        let results: Vec<Vec<Value>> = eval_sha(&mut conn, &cmd, scripts::COMMIT).await?;
-        results.into_iter().map(committed).collect()
+        let results: Vec<Vec<i64>> = eval_sha(&mut conn, &cmd, scripts::COMMIT).await?;
+        Ok(results.into_iter().map(committed).collect())
     }
 
     /// Appends an update to its order's log in the order's slot, assigning
     /// its sequence number (idempotent: the same id always gets the same
-    /// number and entry); returns the entry, the record to produce. Used when
+    /// number); returns the number. Used when
     /// the commit did not sequence inline (Redis Cluster) and on outbox
     /// re-delivery. The order's keys expire at `order_expire_at` (ms since
     /// the epoch).
@@ -123,7 +122,7 @@ impl Store {
         &self,
         update: &Encoded,
         order_expire_at: i64,
-    ) -> redis::RedisResult<Vec<u8>> {
+    ) -> redis::RedisResult<u64> {
         let (order, merchant) = update.order.clone().unwrap_or_default();
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.sequence.prepare_invoke();
@@ -140,18 +139,16 @@ impl Store {
     }
 }
 
-/// One waybill's reply: `{-1}`, or `{version, entry*}`.
-fn committed(reply: Vec<Value>) -> redis::RedisResult<Committed> {
-    let mut reply = reply.into_iter();
-    let version = i64::from_redis_value(reply.next().unwrap_or(Value::Int(-1)))?;
-    if version < 0 {
-        return Ok(Committed::Conflict);
+/// One waybill's reply: `{-1}`, or `{version, seq*}`.
+fn committed(reply: Vec<i64>) -> Committed {
+    match reply.split_first() {
+        Some((version, seqs)) if *version >= 0 => Committed::Done(
+            seqs.iter()
+                .map(|s| u64::try_from(*s).unwrap_or(0))
+                .collect(),
+        ),
+        _ => Committed::Conflict,
     }
-    let mut entries = Vec::with_capacity(reply.len());
-    for value in reply {
-        entries.push(Vec::<u8>::from_redis_value(value)?);
-    }
-    Ok(Committed::Done(entries))
 }
 
 /// Timer-set changes of a commit: members to (re)set with their score, and
