@@ -32,7 +32,7 @@ struct Outgoing {
     /// entries set aside as letters).
     outbox_ids: Vec<String>,
     /// Alerts to count and log once produced.
-    alerts: Vec<Box<Alert>>,
+    alerts: Vec<Alert>,
 }
 
 impl Outgoing {
@@ -82,7 +82,7 @@ impl<S: Sink> Detector<S> {
             }
             out.alerts
                 .extend(folded.outputs.into_iter().filter_map(|o| match o {
-                    Output::Alert(alert) => Some(alert),
+                    Output::Alert(alert) => Some(*alert),
                     Output::Update { .. } => None,
                 }));
         }
@@ -205,7 +205,7 @@ impl<S: Sink> Detector<S> {
                 continue;
             }
             if let Output::Alert(alert) = &output {
-                out.alerts.push(alert.clone());
+                out.alerts.push(alert.as_ref().clone());
             }
             sendable.push((encoded, output));
         }
