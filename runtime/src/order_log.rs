@@ -18,8 +18,9 @@
 //! detector's `append_update` Lua function (`detector/src/lua/order_log.lua`),
 //! because the sequence number is assigned inside Redis, in the same atomic
 //! step that appends the entry (a number handed out before its entry is
-//! stored would let a reader skip it). The detector produces the entry that
-//! script returns; nothing in Rust re-encodes it.
+//! stored would let a reader skip it). Rust writes no entry; the detector's
+//! record is the protobuf merge of `{seq}` and the update's body, which the
+//! protobuf encoding rules (fields in tag order) make the same bytes.
 //!
 //! Lifecycle: the detector gives `:seq`, `:ids`, `:updates` and `:merchant` an
 //! absolute expiry (`PEXPIREAT`, wall clock + its `retention.order_log`, never
