@@ -9,8 +9,9 @@
 //! - [`rules`] — rule ids, thresholds, overrides (configuration);
 //! - [`engine`] — the pure per-waybill state machine (status monotonicity,
 //!   registration join, alert lifecycle, deadlines);
-//! - [`store`] — Redis layout, the atomic commit, sequence numbers, outbox, timers;
-//! - [`service`] — the Kafka batch handler and the timer loop;
+//! - [`store`] — Redis layout, the one commit, sequence numbers, outbox, timers;
+//! - [`service`] — the one load → fold → commit → deliver pipeline, fed by the
+//!   Kafka batch handler and by the timer loop (due deadlines);
 //! - [`sink`] — where outputs go (Kafka; memory for tests and benches);
 //! - [`letters`] — poison: typed failures, output size checks, dead letters;
 //! - [`lifecycle`] — when a parcel's keys expire;
@@ -18,8 +19,9 @@
 //!
 //! Delivery is at-least-once with idempotent effects: a waybill's change and its
 //! outputs are committed together (state + history + timers + outbox, one Lua
-//! script, compare-and-set on a version), outputs are produced, then cleared from
-//! the outbox, then offsets are stored. A crash replays into the same ids. A
+//! script, compare-and-set on a version) whether a scan, a registration or a due
+//! deadline caused it; outputs are produced, then cleared from the outbox, then
+//! offsets are stored. A crash replays into the same ids. A
 //! consumer batch costs a constant number of Redis round trips per partition
 //! (pipelined load, one commit script for all its waybills, one outbox clear),
 //! not per record.

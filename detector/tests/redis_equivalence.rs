@@ -416,7 +416,13 @@ async fn order_log_entries_decode_with_their_seq_across_varint_widths() {
             batch.push(event_record(0, &scan(key, status, T0 + (i as i64 + 1) * H)));
         }
         detector.apply_batch(&batch).await.expect("applies");
-        let (_, produced) = decode_records(&detector.sink().take());
+        let records = detector.sink().take();
+        let payloads: Vec<Vec<u8>> = records
+            .iter()
+            .filter(|r| r.topic == trackstream_proto::topics::TRACKING_UPDATES)
+            .map(|r| r.payload.clone())
+            .collect();
+        let (_, produced) = decode_records(&records);
         let seqs: Vec<u64> = produced.iter().map(|u| u.seq).collect();
         assert_eq!(seqs, (primed + 1..=primed + 5).collect::<Vec<_>>());
         let log: Vec<(Vec<u8>, u64)> = redis::cmd("ZRANGE")
@@ -430,6 +436,12 @@ async fn order_log_entries_decode_with_their_seq_across_varint_widths() {
             .await
             .expect("reads the log");
         assert_eq!(log.len(), 5);
+        let stored: Vec<&Vec<u8>> = log.iter().map(|(bytes, _)| bytes).collect();
+        assert_eq!(
+            stored,
+            payloads.iter().collect::<Vec<_>>(),
+            "the log's entries are byte for byte the records produced"
+        );
         for ((bytes, score), record) in log.iter().zip(&produced) {
             let stored = ShipmentUpdate::decode(bytes.as_slice()).expect("decodes");
             assert_eq!(stored.seq, *score);

@@ -11,6 +11,17 @@
 //! seq → encoded `ShipmentUpdate`, `:merchant` the owning merchant, `:alerts` open
 //! alerts.
 //!
+//! Encoding of an `:updates` entry: the `ShipmentUpdate` protobuf with its
+//! `seq` set — field 1 as a varint, then the rest of the update — so a reader
+//! decodes an entry as it is (`ShipmentUpdate::decode`) and it is byte for
+//! byte the `tracking.updates` record. Exactly one writer encodes it: the
+//! detector's `append_update` Lua function (`detector/src/lua/order_log.lua`),
+//! because the sequence number is assigned inside Redis, in the same atomic
+//! step that appends the entry (a number handed out before its entry is
+//! stored would let a reader skip it). Rust writes no entry; the detector's
+//! record is the protobuf merge of `{seq}` and the update's body, which the
+//! protobuf encoding rules (fields in tag order) make the same bytes.
+//!
 //! Lifecycle: the detector gives `:seq`, `:ids`, `:updates` and `:merchant` an
 //! absolute expiry (`PEXPIREAT`, wall clock + its `retention.order_log`, never
 //! less than the parcel retention) every time it appends an update, so an
@@ -31,6 +42,16 @@ pub fn order_ref(merchant_id: &str, order_id: &str) -> String {
 /// The key `{o:<order_ref>}:<suffix>`.
 pub fn key(order_ref: &str, suffix: &str) -> String {
     format!("{{o:{order_ref}}}:{suffix}")
+}
+
+/// Suffixes of the keys an append touches, in the order the detector's
+/// append script takes them as KEYS: update id → seq, the counter, the log,
+/// the owner.
+pub const APPEND_SUFFIXES: [&str; 4] = ["ids", "seq", "updates", "merchant"];
+
+/// The keys of [`APPEND_SUFFIXES`] for one order.
+pub fn append_keys(order_ref: &str) -> [String; 4] {
+    APPEND_SUFFIXES.map(|suffix| key(order_ref, suffix))
 }
 
 /// The merchant owning the order, if any update was ever recorded for it.
@@ -66,5 +87,19 @@ mod tests {
         let other = key(&order_ref("other", "10001"), "seq");
         assert_eq!(acme, "{o:acme/10001}:seq");
         assert_ne!(acme, other);
+    }
+
+    #[test]
+    fn append_keys_share_the_order_slot_in_script_order() {
+        let keys = append_keys(&order_ref("acme", "10001"));
+        assert_eq!(
+            keys,
+            [
+                "{o:acme/10001}:ids",
+                "{o:acme/10001}:seq",
+                "{o:acme/10001}:updates",
+                "{o:acme/10001}:merchant",
+            ]
+        );
     }
 }

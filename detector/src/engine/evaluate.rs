@@ -1,0 +1,352 @@
+//! Rule evaluation: how one event moves a waybill's status and anchors, how
+//! deadlines are armed from the rules' tiers, and the alerts a fired deadline
+//! or a carrier exception emits. Called by the fold in `engine.rs`.
+
+use super::*;
+
+impl Engine {
+    /// Applies one event to the state: status, anchors, carrier exceptions,
+    /// return received, then re-arms timers.
+    pub(super) fn apply_to_state(
+        &self,
+        wb: &mut Waybill,
+        event: &TrackingEvent,
+        at: i64,
+        fx: &mut Effects,
+    ) {
+        let status = Status::try_from(event.status).unwrap_or(Status::Unspecified);
+        let reason = Reason::try_from(event.reason).unwrap_or(Reason::Unspecified);
+        let state = &mut wb.state;
+        let late = state.events > 0 && at < state.last_event_at;
+        if wins(status, at, state) {
+            state.status = status as i32;
+            state.status_at = at;
+            state.reason = reason as i32;
+        }
+        state.last_event_at = if state.events == 0 {
+            at
+        } else {
+            state.last_event_at.max(at)
+        };
+        state.events = state.events.saturating_add(1);
+        if matches!(status, Status::Pending | Status::InfoReceived)
+            && (state.info_at == 0 || at < state.info_at)
+        {
+            state.info_at = at;
+        }
+        self.carrier_exception(wb, status, reason, at, late, fx);
+        // The refund trigger needs this parcel's delivery: a delivery dated
+        // before the join window is an earlier parcel's under the same number.
+        let window = self.rules.join_window.0;
+        if !wb.state.return_received
+            && wb.state.status() == Status::Delivered
+            && let Some(reg) = wb
+                .registration
+                .as_ref()
+                .filter(|r| r.is_return && wb.state.status_at >= registration::join_from(r, window))
+        {
+            wb.state.return_received = true;
+            fx.outputs.push(return_received(&wb.key, reg, event));
+        }
+        self.evaluate(wb, wb.state.last_event_at, fx);
+    }
+
+    pub(super) fn fire(&self, wb: &mut Waybill, rule: RuleId, deadline: i64, fx: &mut Effects) {
+        wb.state.folded_at = wb.state.folded_at.max(deadline);
+        let Some(config) = self.rules.timer(rule) else {
+            wb.state.slot_mut(rule).deadline = 0;
+            return;
+        };
+        let (carrier, level) = carrier_and_level(wb);
+        let tiers = config.tiers_for(&carrier, &level);
+        let slot = wb.state.slot_mut(rule);
+        let state = if slot.open {
+            slot.tier += 1;
+            AlertState::Escalated
+        } else {
+            slot.episode += 1;
+            slot.open = true;
+            slot.tier = 0;
+            slot.opened_at = deadline;
+            AlertState::Opened
+        };
+        slot.deadline = next_deadline(slot.anchor, tiers, slot.tier, deadline);
+        let slot = slot.clone();
+        let severity = config.severity(slot.tier);
+        fx.outputs.push(Output::Alert(Box::new(
+            self.alert(wb, rule, &slot, state, severity, deadline),
+        )));
+    }
+
+    /// Resolves, re-arms or disarms every timer rule after a change.
+    ///
+    /// A stall-type rule (anchored at the last scan or status change) resolves
+    /// when its anchor moves: the parcel moved. The "not picked up" rules resolve
+    /// only when the parcel is picked up; their anchor (earliest of registration
+    /// and info received) can move earlier when a registration joins late, which
+    /// reschedules the open alert instead of resolving it, so a late registration
+    /// yields the alerts of an early one.
+    pub(super) fn evaluate(&self, wb: &mut Waybill, at: i64, fx: &mut Effects) {
+        let (carrier, level) = carrier_and_level(wb);
+        for rule in RuleId::TIMED {
+            let config = self.rules.timer(rule);
+            let anchor = config.and_then(|_| anchor(rule, wb));
+            let tiers = config.map_or(&[][..], |c| c.tiers_for(&carrier, &level));
+            let first = tiers.first().map_or(0, |t| t.0);
+            let Some(index) = wb.state.slots.iter().position(|s| s.rule == rule.code()) else {
+                if let (Some(_), Some(anchor)) = (config, anchor) {
+                    let slot = wb.state.slot_mut(rule);
+                    slot.anchor = anchor;
+                    slot.deadline = anchor.saturating_add(first).max(1);
+                }
+                continue;
+            };
+            let current = wb.state.slots[index].clone();
+            let sticky = matches!(rule, RuleId::NoPickup | RuleId::ReturnNotPickedUp);
+            if current.open && anchor != Some(current.anchor) {
+                if let (true, Some(anchor)) = (sticky, anchor) {
+                    let slot = &mut wb.state.slots[index];
+                    slot.anchor = anchor;
+                    if slot.deadline > 0 {
+                        slot.deadline = next_deadline(anchor, tiers, slot.tier, slot.opened_at);
+                    }
+                    continue;
+                }
+                let severity = config.map_or(Severity::Warning, |c| c.severity(current.tier));
+                let slot = &mut wb.state.slots[index];
+                slot.open = false;
+                slot.deadline = 0;
+                fx.outputs.push(Output::Alert(Box::new(self.alert(
+                    wb,
+                    rule,
+                    &current,
+                    AlertState::Resolved,
+                    severity,
+                    at,
+                ))));
+            }
+            let slot = &mut wb.state.slots[index];
+            if !slot.open {
+                match anchor {
+                    Some(anchor) => {
+                        slot.anchor = anchor;
+                        slot.deadline = anchor.saturating_add(first).max(1);
+                    }
+                    None => slot.deadline = 0,
+                }
+            }
+        }
+    }
+
+    pub(super) fn carrier_exception(
+        &self,
+        wb: &mut Waybill,
+        status: Status,
+        reason: Reason,
+        at: i64,
+        late: bool,
+        fx: &mut Effects,
+    ) {
+        let rule = RuleId::CarrierException;
+        if !self.rules.carrier_exception.enabled {
+            return;
+        }
+        let severity = self.rules.carrier_exception.severity;
+        let current_is_problem = is_problem_state(&wb.state);
+        if rules::is_carrier_problem(status, reason) {
+            let slot = wb.state.slot_mut(rule);
+            if slot.open {
+                return;
+            }
+            slot.episode += 1;
+            slot.open = true;
+            slot.tier = 0;
+            slot.opened_at = at;
+            slot.reason = if reason == Reason::Unspecified {
+                problem_reason(status) as i32
+            } else {
+                reason as i32
+            };
+            let opened = slot.clone();
+            fx.outputs.push(Output::Alert(Box::new(self.alert(
+                wb,
+                rule,
+                &opened,
+                AlertState::Opened,
+                severity,
+                at,
+            ))));
+            if late && !current_is_problem {
+                // A later scan already shows the parcel moving again.
+                self.resolve_exception(wb, wb.state.last_event_at, fx);
+            }
+        } else if !late && !current_is_problem {
+            self.resolve_exception(wb, at, fx);
+        }
+    }
+
+    pub(super) fn resolve_exception(&self, wb: &mut Waybill, at: i64, fx: &mut Effects) {
+        let rule = RuleId::CarrierException;
+        let Some(slot) = wb.state.slot(rule).filter(|s| s.open).cloned() else {
+            return;
+        };
+        wb.state.slot_mut(rule).open = false;
+        let severity = self.rules.carrier_exception.severity;
+        fx.outputs.push(Output::Alert(Box::new(self.alert(
+            wb,
+            rule,
+            &slot,
+            AlertState::Resolved,
+            severity,
+            at,
+        ))));
+    }
+
+    pub(super) fn alert(
+        &self,
+        wb: &Waybill,
+        rule: RuleId,
+        slot: &RuleSlot,
+        state: AlertState,
+        severity: Severity,
+        effective_at: i64,
+    ) -> Alert {
+        let (carrier, waybill) = keys::split_waybill_key(&wb.key).unwrap_or(("", &wb.key));
+        let reg = wb.registration.as_ref();
+        let status = wb.state.status();
+        let summary = format!(
+            "{} {} {}: {} (tier {}, last scan {}, status {})",
+            wb.key,
+            rule.name(),
+            state
+                .as_str_name()
+                .trim_start_matches("ALERT_STATE_")
+                .to_ascii_lowercase(),
+            describe(rule),
+            slot.tier,
+            time::from_proto(&time::from_millis(wb.state.last_event_at))
+                .filter(|_| wb.state.events > 0)
+                .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
+            status.as_str_name().trim_start_matches("STATUS_"),
+        );
+        Alert {
+            alert_id: alert_id(&wb.key, rule, slot.episode),
+            rule: rule.name().to_owned(),
+            state: state as i32,
+            severity: severity as i32,
+            tier: slot.tier,
+            episode: slot.episode,
+            carrier: carrier.to_owned(),
+            waybill: waybill.to_owned(),
+            order_id: reg.map(|r| r.order_id.clone()).unwrap_or_default(),
+            merchant_id: reg.map(|r| r.merchant_id.clone()).unwrap_or_default(),
+            reason: slot.reason,
+            last_status: status as i32,
+            last_event_at: (wb.state.events > 0).then(|| time::from_millis(wb.state.last_event_at)),
+            effective_at: Some(time::from_millis(effective_at)),
+            opened_at: Some(time::from_millis(slot.opened_at)),
+            summary,
+        }
+    }
+}
+
+/// Deadline of the tier after `tier`, never at or before `after` (0 = none left).
+fn next_deadline(anchor: i64, tiers: &[rules::Millis], tier: u32, after: i64) -> i64 {
+    usize::try_from(tier.saturating_add(1))
+        .ok()
+        .and_then(|i| tiers.get(i))
+        .map_or(0, |t| {
+            anchor.saturating_add(t.0).max(after.saturating_add(1))
+        })
+}
+
+fn wins(status: Status, at: i64, state: &WaybillState) -> bool {
+    if state.events == 0 {
+        return true;
+    }
+    let current = state.status();
+    let key = |s: Status, t: i64| (rules::is_terminal(s), t, rules::rank(s));
+    key(status, at) > key(current, state.status_at)
+}
+
+fn anchor(rule: RuleId, wb: &Waybill) -> Option<i64> {
+    let state = &wb.state;
+    let status = if state.events == 0 {
+        Status::Unspecified
+    } else {
+        state.status()
+    };
+    let reg = wb.registration.as_ref();
+    let registered_at = reg.map_or(0, |r| time::millis(r.registered_at.as_ref()));
+    let is_return = reg.is_some_and(|r| r.is_return);
+    let not_picked_up = matches!(
+        status,
+        Status::Unspecified | Status::Pending | Status::InfoReceived
+    );
+    let earliest = [registered_at, state.info_at]
+        .into_iter()
+        .filter(|t| *t > 0)
+        .min();
+    match rule {
+        RuleId::NoPickup => (not_picked_up && !is_return).then_some(earliest).flatten(),
+        RuleId::ReturnNotPickedUp => (not_picked_up && is_return).then_some(earliest).flatten(),
+        RuleId::StalledInTransit => matches!(
+            status,
+            Status::PickedUp
+                | Status::InTransit
+                | Status::Customs
+                | Status::Exception
+                | Status::DeliveryAttemptFailed
+                | Status::Returning
+        )
+        .then_some(state.last_event_at),
+        RuleId::OutForDeliveryNotDelivered => {
+            (status == Status::OutForDelivery).then_some(state.status_at)
+        }
+        RuleId::UncollectedAtPickupPoint => {
+            (status == Status::AvailableForPickup).then_some(state.status_at)
+        }
+        RuleId::PromisedDateMissed => reg
+            .map(|r| time::millis(r.promised_delivery_at.as_ref()))
+            .filter(|p| *p > 0 && !rules::is_terminal(status)),
+        RuleId::CarrierException => None,
+    }
+}
+
+fn is_problem_state(state: &WaybillState) -> bool {
+    let reason = Reason::try_from(state.reason).unwrap_or(Reason::Unspecified);
+    state.events > 0 && rules::is_carrier_problem(state.status(), reason)
+}
+
+fn problem_reason(status: Status) -> Reason {
+    match status {
+        Status::DeliveryAttemptFailed => Reason::DeliveryAttemptFailed,
+        Status::Returning | Status::Returned => Reason::ReturnToSender,
+        Status::Cancelled => Reason::Cancelled,
+        _ => Reason::Unspecified,
+    }
+}
+
+fn carrier_and_level(wb: &Waybill) -> (String, String) {
+    let carrier = keys::split_waybill_key(&wb.key)
+        .map_or("", |(c, _)| c)
+        .to_owned();
+    let level = wb
+        .registration
+        .as_ref()
+        .map(|r| r.service_level.clone())
+        .unwrap_or_default();
+    (carrier, level)
+}
+
+fn describe(rule: RuleId) -> &'static str {
+    match rule {
+        RuleId::NoPickup => "not picked up",
+        RuleId::StalledInTransit => "no new scan",
+        RuleId::OutForDeliveryNotDelivered => "out for delivery but not delivered",
+        RuleId::UncollectedAtPickupPoint => "waiting at locker / pickup point",
+        RuleId::PromisedDateMissed => "promised delivery time passed",
+        RuleId::ReturnNotPickedUp => "return not picked up",
+        RuleId::CarrierException => "carrier reported a problem",
+    }
+}
