@@ -154,7 +154,7 @@ impl Engine {
             return;
         };
         let current = wb.state.status();
-        let window = self.rules.join_window.0;
+        let window = trackstream_runtime::config::duration::millis(self.rules.join_window);
         let mut updates = Vec::new();
         if joined {
             // First join: the order's stream gets every scan of the join

@@ -71,14 +71,6 @@ fn wall_timers() -> TimerConfig {
     }
 }
 
-fn header<'a>(record: &'a OutRecord, name: &str) -> Option<&'a str> {
-    record
-        .headers
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.as_str())
-}
-
 fn letters_of(records: &[OutRecord]) -> Vec<&OutRecord> {
     records
         .iter()
@@ -130,17 +122,17 @@ async fn an_oversized_update_dead_letters_its_input_and_other_waybills_flow() {
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].key, "sf:BIG");
     assert_eq!(
-        header(letters[0], headers::CAUSE),
+        letters[0].header(headers::CAUSE),
         Some(letters::cause::OUTPUT_TOO_LARGE)
     );
     assert_eq!(
-        header(letters[0], headers::SOURCE_TOPIC),
+        letters[0].header(headers::SOURCE_TOPIC),
         Some(topics::SHIPMENTS),
         "the registration made the update large"
     );
     // The registration is itself over the limit: the letter keeps its place
     // (source coordinates), not its bytes.
-    assert_eq!(header(letters[0], headers::PAYLOAD_DROPPED), Some("true"));
+    assert_eq!(letters[0].header(headers::PAYLOAD_DROPPED), Some("true"));
     let outputs: Vec<OutRecord> = out
         .iter()
         .filter(|r| r.topic != topics::TRACKING_DLQ)
@@ -205,7 +197,7 @@ async fn undecodable_records_and_outbox_entries_are_dead_lettered() {
     let out = detector.sink().take();
     let causes: Vec<(&str, Option<&str>)> = letters_of(&out)
         .iter()
-        .map(|l| (l.key.as_str(), header(l, headers::CAUSE)))
+        .map(|l| (l.key.as_str(), l.header(headers::CAUSE)))
         .collect();
     assert!(
         causes.contains(&("sf:BAD", Some(letters::cause::UNDECODABLE))),
@@ -250,9 +242,9 @@ async fn a_timer_fired_oversized_alert_is_dead_lettered_and_the_timer_loop_moves
             .collect::<Vec<_>>()
     );
     assert!(letters.iter().all(|l| l.key == long
-        && header(l, headers::STAGE) == Some(letters::STAGE_TIMERS)
-        && header(l, headers::SOURCE_TOPIC) == Some(letters::SOURCE_TIMERS)
-        && header(l, headers::CAUSE) == Some(letters::cause::OUTPUT_TOO_LARGE)));
+        && l.header(headers::STAGE) == Some(letters::STAGE_TIMERS)
+        && l.header(headers::SOURCE_TOPIC) == Some(letters::SOURCE_TIMERS)
+        && l.header(headers::CAUSE) == Some(letters::cause::OUTPUT_TOO_LARGE)));
     let outputs: Vec<OutRecord> = out
         .iter()
         .filter(|r| r.topic != topics::TRACKING_DLQ)

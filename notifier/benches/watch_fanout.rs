@@ -130,26 +130,26 @@ impl Detector {
         let mut records = Vec::with_capacity(updates.len());
         let mut seqs = Vec::with_capacity(updates.len());
         for mut update in updates {
-            let seq: u64 = redis::cmd("INCR")
-                .arg(order_log::key(
-                    &order_log::order_ref(&update.merchant_id, &update.order_id),
-                    "seq",
-                ))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+            // The detector's own append (one encoder of log entries).
+            update.seq = 0;
+            let order = order_log::order_ref(&update.merchant_id, &update.order_id);
+            let update_id = update
+                .event
+                .as_ref()
+                .map(|e| e.event_id.clone())
+                .unwrap_or_default();
+            let seq = order_log::append_one(
+                &mut conn,
+                &order,
+                &update_id,
+                &update.encode_to_vec(),
+                &update.merchant_id,
+                4_102_444_800_000, // 2100-01-01: not within a run
+            )
+            .await
+            .unwrap();
             update.seq = seq;
             let bytes = update.encode_to_vec();
-            let _: () = redis::cmd("ZADD")
-                .arg(order_log::key(
-                    &order_log::order_ref(&update.merchant_id, &update.order_id),
-                    "updates",
-                ))
-                .arg(seq)
-                .arg(&bytes)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
             let key = format!("sf:W-{}", update.order_id);
             records.push(OutRecord::new(topics::TRACKING_UPDATES, key, bytes));
             seqs.push(seq);

@@ -15,7 +15,8 @@
 //! `seq` set — field 1 as a varint, then the rest of the update — so a reader
 //! decodes an entry as it is (`ShipmentUpdate::decode`) and it is byte for
 //! byte the `tracking.updates` record. Exactly one writer encodes it: the
-//! detector's `append_update` Lua function (`detector/src/lua/order_log.lua`),
+//! `append_update` Lua function (`runtime/src/lua/append_update.lua`, see
+//! [`with_append`]), which the detector's commit and [`append_one`] run,
 //! because the sequence number is assigned inside Redis, in the same atomic
 //! step that appends the entry (a number handed out before its entry is
 //! stored would let a reader skip it). Rust writes no entry; the detector's
@@ -28,6 +29,8 @@
 //! order's log lives as long as its newest parcel may still need it and then
 //! disappears as a whole. Keys other components keep under the same tag (the
 //! notifier's `:alerts` and message state) set their own expiry.
+
+use std::sync::LazyLock;
 
 use redis::AsyncCommands;
 
@@ -52,6 +55,49 @@ pub const APPEND_SUFFIXES: [&str; 4] = ["ids", "seq", "updates", "merchant"];
 /// The keys of [`APPEND_SUFFIXES`] for one order.
 pub fn append_keys(order_ref: &str) -> [String; 4] {
     APPEND_SUFFIXES.map(|suffix| key(order_ref, suffix))
+}
+
+/// `script` with the `append_update(ids, seq, updates, owner, id, body,
+/// merchant)` Lua function in front of it: every script that appends to an
+/// order log calls that one function, so the sequence assignment and the
+/// entry's encoding exist once.
+pub fn with_append(script: &str) -> String {
+    [include_str!("lua/append_update.lua"), script].concat()
+}
+
+/// The script behind [`append_one`].
+static APPEND_ONE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(&APPEND_ONE_SOURCE));
+
+/// Source of the one-update append (`lua/append_one.lua` with the append
+/// function), for callers that run it with `EVALSHA` themselves.
+pub static APPEND_ONE_SOURCE: LazyLock<String> =
+    LazyLock::new(|| with_append(include_str!("lua/append_one.lua")));
+
+/// Appends one update to its order's log in the order's own slot and returns
+/// its sequence number; the same `update_id` always gets the same number.
+/// `body` is the update encoded WITHOUT `seq`; the stored entry (and the
+/// record to produce) is the update with it. The order's keys expire at
+/// `expire_at_ms` (ms since the epoch, wall clock).
+pub async fn append_one(
+    conn: &mut RedisConn,
+    order_ref: &str,
+    update_id: &str,
+    body: &[u8],
+    merchant_id: &str,
+    expire_at_ms: i64,
+) -> redis::RedisResult<u64> {
+    let mut invocation = APPEND_ONE.prepare_invoke();
+    for key in append_keys(order_ref) {
+        invocation.key(key);
+    }
+    invocation
+        .arg(update_id)
+        .arg(body)
+        .arg(merchant_id)
+        .arg(expire_at_ms)
+        .invoke_async(conn)
+        .await
 }
 
 /// The merchant owning the order, if any update was ever recorded for it.

@@ -37,7 +37,7 @@ impl Engine {
         self.carrier_exception(wb, status, reason, at, late, fx);
         // The refund trigger needs this parcel's delivery: a delivery dated
         // before the join window is an earlier parcel's under the same number.
-        let window = self.rules.join_window.0;
+        let window = trackstream_runtime::config::duration::millis(self.rules.join_window);
         if !wb.state.return_received
             && wb.state.status() == Status::Delivered
             && let Some(reg) = wb
@@ -92,7 +92,9 @@ impl Engine {
             let config = self.rules.timer(rule);
             let anchor = config.and_then(|_| anchor(rule, wb));
             let tiers = config.map_or(&[][..], |c| c.tiers_for(&carrier, &level));
-            let first = tiers.first().map_or(0, |t| t.0);
+            let first = tiers
+                .first()
+                .map_or(0, |t| trackstream_runtime::config::duration::millis(*t));
             let Some(index) = wb.state.slots.iter().position(|s| s.rule == rule.code()) else {
                 if let (Some(_), Some(anchor)) = (config, anchor) {
                     let slot = wb.state.slot_mut(rule);
@@ -251,12 +253,14 @@ impl Engine {
 }
 
 /// Deadline of the tier after `tier`, never at or before `after` (0 = none left).
-fn next_deadline(anchor: i64, tiers: &[rules::Millis], tier: u32, after: i64) -> i64 {
+fn next_deadline(anchor: i64, tiers: &[std::time::Duration], tier: u32, after: i64) -> i64 {
     usize::try_from(tier.saturating_add(1))
         .ok()
         .and_then(|i| tiers.get(i))
         .map_or(0, |t| {
-            anchor.saturating_add(t.0).max(after.saturating_add(1))
+            anchor
+                .saturating_add(trackstream_runtime::config::duration::millis(*t))
+                .max(after.saturating_add(1))
         })
 }
 

@@ -254,14 +254,7 @@ impl<S: Sink> Detector<S> {
             let fits = letter.encoded_len() <= limit;
             if !fits {
                 self.metrics.unsendable_letters.inc();
-                let header = |name: &str| {
-                    letter
-                        .headers
-                        .iter()
-                        .find(|(n, _)| *n == name)
-                        .map(|(_, v)| v.as_str())
-                        .unwrap_or_default()
-                };
+                let header = |name: &str| letter.header(name).unwrap_or_default();
                 tracing::error!(
                     key = %trackstream_runtime::dlq::truncate(&letter.key, 128),
                     bytes = letter.encoded_len(), limit,

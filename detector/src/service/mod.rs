@@ -166,7 +166,9 @@ impl<S: Sink> Detector<S> {
     /// time they may fire from (0 = none; see [`crate::engine::Waybill::hold_until`]).
     fn hold_until(&self, clock: i64) -> i64 {
         match self.timers.clock {
-            ClockMode::Wall if self.timers.grace.0 > 0 => clock.saturating_add(self.timers.grace.0),
+            ClockMode::Wall if !self.timers.grace.is_zero() => clock.saturating_add(
+                trackstream_runtime::config::duration::millis(self.timers.grace),
+            ),
             _ => 0,
         }
     }
@@ -220,7 +222,9 @@ impl<S: Sink> Detector<S> {
                     .watermark(partition)
                     .await
                     .map_err(Failure::from)?;
-                stored.saturating_sub(self.timers.allowed_lateness.0)
+                stored.saturating_sub(trackstream_runtime::config::duration::millis(
+                    self.timers.allowed_lateness,
+                ))
             }
         })
     }

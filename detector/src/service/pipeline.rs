@@ -170,13 +170,14 @@ impl<S: Sink> Detector<S> {
             Source::Batch { newest } => newest,
             Source::Timers { .. } | Source::Outbox => i64::MIN,
         };
-        let clock = match (clock, self.timers.clock) {
-            (Some(clock), _) => clock,
-            (None, ClockMode::Wall) => (self.wall)(),
-            (None, ClockMode::Event) => stored
-                .max(newest)
-                .saturating_sub(self.timers.allowed_lateness.0),
-        };
+        let clock =
+            match (clock, self.timers.clock) {
+                (Some(clock), _) => clock,
+                (None, ClockMode::Wall) => (self.wall)(),
+                (None, ClockMode::Event) => stored.max(newest).saturating_sub(
+                    trackstream_runtime::config::duration::millis(self.timers.allowed_lateness),
+                ),
+            };
         // A registration joining a waybill that already has scans needs the
         // stored history (to send the order every scan so far): rare, fetched
         // in flight together.

@@ -101,9 +101,8 @@ impl<S: Sink> Detector<S> {
     /// dropped from the set as soon as the consumer reports the revocation.
     pub async fn run_timers(&self, mut assignment: Assignment, shutdown: CancellationToken) {
         let mut owned: BTreeSet<i32> = BTreeSet::new();
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(
-            u64::try_from(self.timers.tick.0).unwrap_or(200).max(1),
-        ));
+        let mut tick =
+            tokio::time::interval(self.timers.tick.max(std::time::Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

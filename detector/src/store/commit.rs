@@ -1,11 +1,12 @@
 //! The one write: a partition's folded waybills committed by `lua/commit.lua`
 //! (each on its own compare-and-set), and the order-log append
-//! (`lua/sequence.lua`) for updates the commit could not sequence itself.
+//! (`runtime::order_log::append_one`) for updates the commit could not sequence itself.
 
 use std::collections::HashMap;
 
 use prost::Message;
 use trackstream_proto::v1::TrackingEvent;
+use trackstream_runtime::order_log;
 
 use super::Store;
 use super::codec::{Encoded, registration_arg};
@@ -108,7 +109,7 @@ impl Store {
             }
         }
         let mut conn = self.conn.clone();
-        let results: Vec<Vec<i64>> = eval_sha(&mut conn, &cmd, scripts::COMMIT).await?;
+        let results: Vec<Vec<i64>> = eval_sha(&mut conn, &cmd, &scripts::COMMIT).await?;
         Ok(results.into_iter().map(committed).collect())
     }
 
@@ -125,17 +126,15 @@ impl Store {
     ) -> redis::RedisResult<u64> {
         let (order, merchant) = update.order.clone().unwrap_or_default();
         let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.sequence.prepare_invoke();
-        for key in append_keys(&merchant, &order) {
-            invocation.key(key);
-        }
-        invocation
-            .arg(&update.outbox_id)
-            .arg(&update.body)
-            .arg(merchant)
-            .arg(order_expire_at)
-            .invoke_async(&mut conn)
-            .await
+        order_log::append_one(
+            &mut conn,
+            &order_log::order_ref(&merchant, &order),
+            &update.outbox_id,
+            &update.body,
+            &merchant,
+            order_expire_at,
+        )
+        .await
     }
 }
 

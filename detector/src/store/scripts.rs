@@ -1,22 +1,19 @@
 //! The Lua scripts, one `.lua` file each under `src/lua/`, every file opening
-//! with its KEYS/ARGV contract and return value. The order-log append
-//! (`order_log.lua`) is a function, not a script: it is prepended to the two
-//! scripts that append to an order log, so sequence assignment and the log
-//! entry's encoding exist once.
+//! with its KEYS/ARGV contract and return value. The order-log append is
+//! `runtime::order_log`'s (`append_update`, a function prepended to the
+//! commit, and `append_one`, the one-update script), so sequence assignment
+//! and the log entry's encoding exist once, beside the log's layout.
+
+use std::sync::LazyLock;
 
 use redis::{Cmd, Script};
+use trackstream_runtime::order_log;
 use trackstream_runtime::redis::RedisConn;
 
-/// The one commit (a partition's folded waybills; see `lua/commit.lua`).
-pub const COMMIT: &str = concat!(
-    include_str!("../lua/order_log.lua"),
-    include_str!("../lua/commit.lua")
-);
-/// One update appended in its order's slot (Redis Cluster, outbox re-delivery).
-pub const SEQUENCE: &str = concat!(
-    include_str!("../lua/order_log.lua"),
-    include_str!("../lua/sequence.lua")
-);
+/// The one commit (a partition's folded waybills; see `lua/commit.lua`), with
+/// the order log's append function in front.
+pub static COMMIT: LazyLock<String> =
+    LazyLock::new(|| order_log::with_append(include_str!("../lua/commit.lua")));
 /// Conditional removal of a stale timer member.
 pub const DROP_TIMER: &str = include_str!("../lua/drop_timer.lua");
 /// Monotonic watermark raise.
@@ -27,8 +24,6 @@ pub const WATERMARK: &str = include_str!("../lua/watermark.lua");
 pub struct Scripts {
     /// [`COMMIT`].
     pub commit: Script,
-    /// [`SEQUENCE`].
-    pub sequence: Script,
     /// [`DROP_TIMER`].
     pub drop_timer: Script,
     /// [`WATERMARK`].
@@ -38,8 +33,7 @@ pub struct Scripts {
 impl Default for Scripts {
     fn default() -> Self {
         Scripts {
-            commit: Script::new(COMMIT),
-            sequence: Script::new(SEQUENCE),
+            commit: Script::new(&COMMIT),
             drop_timer: Script::new(DROP_TIMER),
             watermark: Script::new(WATERMARK),
         }

@@ -29,6 +29,9 @@ use trackstream_testkit::processes::{Broker, RedisServer};
 /// Deadline of every wait.
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// When the order logs these tests write expire (2100-01-01): not within a test.
+const LOG_EXPIRES_AT_MS: i64 = 4_102_444_800_000;
+
 /// A running notifier with its own Redis and broker.
 pub struct Env {
     /// Redis.
@@ -184,26 +187,20 @@ impl Env {
     ) -> ShipmentUpdate {
         let mut conn = self.conn.clone();
         let order = order_log::order_ref(&update.merchant_id, &update.order_id);
-        let seq: u64 = redis::cmd("INCR")
-            .arg(order_log::key(&order, "seq"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        update.seq = seq;
-        let _: () = redis::pipe()
-            .cmd("SET")
-            .arg(order_log::key(&order, "merchant"))
-            .arg(&update.merchant_id)
-            .arg("NX")
-            .ignore()
-            .cmd("ZADD")
-            .arg(order_log::key(&order, "updates"))
-            .arg(seq)
-            .arg(update.encode_to_vec())
-            .ignore()
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        // The detector's own append (one encoder of log entries); every call
+        // is a new update, as each of these tests means it.
+        update.seq = 0;
+        let update_id = format!("test-{:016x}", rand::random::<u64>());
+        update.seq = order_log::append_one(
+            &mut conn,
+            &order,
+            &update_id,
+            &update.encode_to_vec(),
+            &update.merchant_id,
+            LOG_EXPIRES_AT_MS,
+        )
+        .await
+        .unwrap();
         self.produce(topics::TRACKING_UPDATES, key, &update).await;
         update
     }

@@ -1,8 +1,10 @@
 -- The order log's append: the one place that assigns an update its order's
 -- sequence number and encodes the log entry. Not a script on its own: it is
--- prepended (Rust `concat!`) to every script that appends to an order log
--- (commit.lua on a standalone server, sequence.lua in Redis Cluster), so the
--- assignment and the encoding exist once. Layout: runtime/src/order_log.rs.
+-- prepended (`runtime::order_log::with_append`) to every script that appends
+-- to an order log (the detector's commit.lua on a standalone server,
+-- append_one.lua in Redis Cluster, on outbox re-delivery and in the notifier's
+-- tests), so the assignment and the encoding exist once. Layout:
+-- runtime/src/order_log.rs.
 --
 -- append_update(ids, seq, updates, owner, id, body, merchant)
 --   ids: `{o:..}:ids` hash, seq: `{o:..}:seq` counter, updates: `{o:..}:updates`

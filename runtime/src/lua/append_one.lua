@@ -1,7 +1,7 @@
 -- Appends one update to its order's log in the order's own slot: the
--- sequence step in Redis Cluster (where the partition's commit cannot touch
--- order keys) and for outbox re-delivery. `append_update` (order_log.lua) is
--- prepended to this file.
+-- detector's sequence step in Redis Cluster (where the partition's commit
+-- cannot touch order keys) and for outbox re-delivery; tests that stand in for
+-- the detector use it too. `append_update` (append_update.lua) is prepended.
 -- KEYS: 1 ids hash, 2 seq counter, 3 updates zset, 4 owner (merchant id)
 -- ARGV: 1 update id, 2 update encoded without seq, 3 merchant id,
 --       4 expire-at of the order's keys (ms since the epoch)
