@@ -40,7 +40,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use trackstream_proto::topics;
-use trackstream_runtime::admin;
 use trackstream_runtime::kafka::{ConsumerLoop, Producer};
 use trackstream_runtime::redis::RedisConn;
 use trackstream_runtime::{CancellationToken, Error, telemetry};
@@ -79,18 +78,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         detector = detector.with_progress(consumer.progress());
     }
     let detector = Arc::new(detector);
-    let mut assigned = consumer.assignment();
-    let (admin_addr, health) = admin::serve_ready_after_with(
-        &config.admin.listen,
-        &config.admin.limits,
-        registry,
-        shutdown.clone(),
-        async move {
-            // The first rebalance callback: the group has formed around us.
-            let _ = assigned.changed().await;
-        },
-    )
-    .await?;
+    let (admin_addr, health) = consumer
+        .serve_admin(&config.admin, registry, shutdown.clone())
+        .await?;
     tracing::info!(%admin_addr, group, clock = ?config.timers.clock, "detector running");
 
     let timers = {

@@ -36,7 +36,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use trackstream_proto::topics;
-use trackstream_runtime::admin;
 use trackstream_runtime::kafka::{ConsumerLoop, Producer};
 use trackstream_runtime::{CancellationToken, Error, telemetry};
 
@@ -61,18 +60,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         handler::Normalizer::new(producer.clone(), &config, &mut registry)
             .remembering(config.recent_events),
     );
-    let mut assigned = consumer.assignment();
-    let (admin_addr, health) = admin::serve_ready_after_with(
-        &config.admin.listen,
-        &config.admin.limits,
-        registry,
-        shutdown.clone(),
-        async move {
-            // The first rebalance callback: the group has formed around us.
-            let _ = assigned.changed().await;
-        },
-    )
-    .await?;
+    let (admin_addr, health) = consumer
+        .serve_admin(&config.admin, registry, shutdown.clone())
+        .await?;
     tracing::info!(%admin_addr, group, "normalize consuming scans.raw");
     let task = tokio::spawn(async move {
         let result = consumer.run(handler, shutdown).await;

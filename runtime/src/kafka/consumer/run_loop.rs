@@ -39,6 +39,29 @@ impl ConsumerLoop {
         self.assignment.clone()
     }
 
+    /// Serves the admin listener (`/healthz`, `/metrics`) of a consuming
+    /// service, ready once the group has formed around this consumer (its
+    /// first rebalance callback): before that a new instance owns no
+    /// partition, and an orchestrator should not count it as serving.
+    pub async fn serve_admin(
+        &self,
+        admin: &crate::config::AdminConfig,
+        registry: prometheus_client::registry::Registry,
+        shutdown: CancellationToken,
+    ) -> Result<(std::net::SocketAddr, crate::admin::Health), Error> {
+        let mut assigned = self.assignment();
+        crate::admin::serve_ready_after_with(
+            &admin.listen,
+            &admin.limits,
+            registry,
+            shutdown,
+            async move {
+                let _ = assigned.changed().await;
+            },
+        )
+        .await
+    }
+
     /// How far processing has got on each partition.
     pub fn progress(&self) -> Progress {
         self.progress.clone()
