@@ -35,9 +35,19 @@ pub async fn run(binary: &str, args: &[&str], env: &[(&str, String)], deadline: 
     }
 }
 
-/// Checks that a service binary answers `--help` and `--version` and exits 0
-/// without starting (it would not exit, and would fail the deadline).
+/// Checks that a service binary answers `--help` (with `--config <FILE>` and
+/// `flags`) and `--version` and exits 0 without starting (it would not exit,
+/// and would fail the deadline).
 pub async fn assert_service_help(binary: &str, name: &str, flags: &[&str]) {
+    let mut all = vec!["--config <FILE>"];
+    all.extend_from_slice(flags);
+    assert_help(binary, name, &all).await;
+}
+
+/// Checks that a binary answers `--help` naming `flags`, `--version` with its
+/// name and the workspace version, and refuses an unknown flag with clap's
+/// exit code 2 — all without starting anything.
+pub async fn assert_help(binary: &str, name: &str, flags: &[&str]) {
     let help = run(binary, &["--help"], &[], Duration::from_secs(30)).await;
     assert_eq!(help.code, Some(0), "{help:?}");
     assert!(
@@ -45,7 +55,7 @@ pub async fn assert_service_help(binary: &str, name: &str, flags: &[&str]) {
         "{}",
         help.stdout
     );
-    for flag in ["--config <FILE>", "--version"].iter().chain(flags) {
+    for flag in ["--version"].iter().chain(flags) {
         assert!(
             help.stdout.contains(flag),
             "{flag} missing from {}",

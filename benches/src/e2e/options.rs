@@ -29,55 +29,65 @@ pub struct Options {
     pub(crate) repeat_first: bool,
 }
 
-pub(crate) const USAGE: &str = "trackstream-bench [--steps 100,200,...,12800] [--step-secs 10] [--partitions 8] \
-[--fetch-wait-ms N] [--batch-linger-ms N] [--concurrency 256] [--ceiling-records 100000] \
-[--no-repeat] [--results benches/RESULTS.md] [--bin-dir target/release]";
+/// `trackstream-bench`: runs the four services as child processes against
+/// their own Redis and broker, measures the machine's ceilings, offers load
+/// in steps and rewrites the generated part of the results file.
+#[derive(clap::Parser)]
+#[command(name = "trackstream-bench", version)]
+struct Cli {
+    /// Offered load steps, webhooks/s, comma-separated.
+    #[arg(long, default_value = DEFAULT_STEPS, value_delimiter = ',')]
+    steps: Vec<f64>,
+    /// Seconds each step lasts.
+    #[arg(long, default_value_t = 10)]
+    step_secs: u64,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// The consumers' `fetch.wait.max.ms` (default: the services' own).
+    #[arg(long)]
+    fetch_wait_ms: Option<u64>,
+    /// The consumers' batch linger (default: the services' own).
+    #[arg(long)]
+    batch_linger_ms: Option<u64>,
+    /// Webhooks in flight at once.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
+    concurrency: usize,
+    /// Records per single-hop ceiling measurement.
+    #[arg(long, default_value_t = 100_000)]
+    ceiling_records: usize,
+    /// Skip offering the first step again after the last one.
+    #[arg(long)]
+    no_repeat: bool,
+    /// Results file whose generated part is rewritten (default
+    /// benches/RESULTS.md).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Where the release service binaries are (default target/release).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
 
-/// Parses the command line; `--help` answers with the usage as an error, so
-/// nothing starts.
+/// Parses the command line (clap: `--help` and `--version` answer and exit
+/// before anything starts).
 pub fn options() -> anyhow::Result<Options> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        bail!("usage: {USAGE}");
-    }
-    let get = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let number = |flag: &str, default: &str| -> anyhow::Result<u64> {
-        get(flag)
-            .unwrap_or_else(|| default.into())
-            .parse()
-            .with_context(|| format!("{flag} takes a whole number"))
-    };
-    let optional = |flag: &str| -> anyhow::Result<Option<u64>> {
-        get(flag)
-            .map(|v| v.parse())
-            .transpose()
-            .with_context(|| format!("{flag} takes a whole number"))
-    };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let steps: Vec<f64> = get("--steps")
-        .unwrap_or_else(|| DEFAULT_STEPS.into())
-        .split(',')
-        .map(|s| s.trim().parse::<f64>().context("--steps takes numbers"))
-        .collect::<anyhow::Result<_>>()?;
-    if steps.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+    let cli = <Cli as clap::Parser>::parse();
+    if cli.steps.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         bail!("--steps must be positive rates");
     }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     Ok(Options {
-        steps,
-        step_secs: number("--step-secs", "10")?,
-        bin_dir: get("--bin-dir").map_or_else(|| root.join("target/release"), PathBuf::from),
-        results: get("--results").map_or_else(|| root.join("benches/RESULTS.md"), PathBuf::from),
-        ceiling_records: usize::try_from(number("--ceiling-records", "100000")?)?,
-        partitions: i32::try_from(number("--partitions", "8")?)?.max(1),
-        fetch_wait_ms: optional("--fetch-wait-ms")?,
-        batch_linger_ms: optional("--batch-linger-ms")?,
-        concurrency: usize::try_from(number("--concurrency", &DEFAULT_CONCURRENCY.to_string())?)?
-            .max(1),
-        repeat_first: !args.iter().any(|a| a == "--no-repeat"),
+        steps: cli.steps,
+        step_secs: cli.step_secs,
+        bin_dir: cli.bin_dir.unwrap_or_else(|| root.join("target/release")),
+        results: cli
+            .results
+            .unwrap_or_else(|| root.join("benches/RESULTS.md")),
+        ceiling_records: cli.ceiling_records,
+        partitions: i32::try_from(cli.partitions.max(1)).context("--partitions")?,
+        fetch_wait_ms: cli.fetch_wait_ms,
+        batch_linger_ms: cli.batch_linger_ms,
+        concurrency: cli.concurrency.max(1),
+        repeat_first: !cli.no_repeat,
     })
 }

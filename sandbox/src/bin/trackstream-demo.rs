@@ -25,36 +25,35 @@ use trackstream_proto::v1::{
 };
 use trackstream_testkit::kafka::TopicReader;
 
+/// Drives a running local stack with synthetic parcels and prints what came
+/// out (updates, alerts, buyer messages, one order over gRPC).
+#[derive(clap::Parser)]
+#[command(name = "trackstream-demo", version)]
 struct Args {
+    /// Parcels to register and push.
+    #[arg(long, default_value_t = 300)]
     parcels: usize,
+    /// ingest's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
     ingest: String,
+    /// The notifier's gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
     grpc: String,
+    /// Kafka bootstrap servers (to read what the services wrote).
+    #[arg(long, default_value = "127.0.0.1:19092")]
     brokers: String,
+    /// The merchant's bearer token (deploy/local/config).
+    #[arg(long = "merchant-token", default_value = "demo-merchant-token")]
     token: String,
+    /// The generic webhook's HMAC secret.
+    #[arg(long, default_value = "demo-generic-secret")]
     generic_secret: String,
+    /// Kdniao EBusinessID.
+    #[arg(long, default_value = "1234567")]
     kdniao_account: String,
+    /// Kdniao AppKey (the signing key).
+    #[arg(long, default_value = "demo-kdniao-appkey")]
     kdniao_appkey: String,
-}
-
-fn args() -> anyhow::Result<Args> {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let get = |flag: &str, default: &str| {
-        raw.iter()
-            .position(|a| a == flag)
-            .and_then(|i| raw.get(i + 1))
-            .cloned()
-            .unwrap_or_else(|| default.to_owned())
-    };
-    Ok(Args {
-        parcels: get("--parcels", "300").parse().context("--parcels")?,
-        ingest: get("--ingest", "http://127.0.0.1:8080"),
-        grpc: get("--grpc", "http://127.0.0.1:50051"),
-        brokers: get("--brokers", "127.0.0.1:19092"),
-        token: get("--merchant-token", "demo-merchant-token"),
-        generic_secret: get("--generic-secret", "demo-generic-secret"),
-        kdniao_account: get("--kdniao-account", "1234567"),
-        kdniao_appkey: get("--kdniao-appkey", "demo-kdniao-appkey"),
-    })
 }
 
 /// The formats the local stack has secrets for (deploy/local/config/ingest.toml).
@@ -127,7 +126,7 @@ async fn post_load(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = args()?;
+    let args = <Args as clap::Parser>::parse();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
