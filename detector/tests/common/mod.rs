@@ -9,7 +9,7 @@ use trackstream_detector::engine::{Effects, Engine, Input, Output, Waybill};
 use trackstream_detector::rules::RulesConfig;
 use trackstream_proto::time;
 use trackstream_proto::v1::{
-    Alert, AlertState, BuyerContact, Reason, Shipment, ShipmentUpdate, Status, TrackingEvent,
+    Alert, AlertState, Reason, Shipment, ShipmentUpdate, Status, TrackingEvent,
 };
 use trackstream_runtime::kafka::OutRecord;
 
@@ -47,23 +47,14 @@ pub fn scan(key: &str, status: Status, at: i64) -> TrackingEvent {
     event(key, status, Reason::Unspecified, at)
 }
 
-/// A registration of `key` for `order`, registered at `at`.
+/// A registration of `key` for `order`, registered at `at`: the benchmarks'
+/// synthetic registration (`loadgen::canonical`), without a delivery promise
+/// (tests of the promise rules set one).
 pub fn shipment(key: &str, order: &str, at: i64) -> Shipment {
-    let (carrier, waybill) = key.split_once(':').expect("carrier:waybill");
     Shipment {
         order_id: order.into(),
-        merchant_id: "m-acme".into(),
-        carrier: carrier.into(),
-        waybill: waybill.into(),
-        buyer: Some(BuyerContact {
-            name: "Li Lei".into(),
-            phone: "13812345678".into(),
-            locale: "en".into(),
-            ..Default::default()
-        }),
-        service_level: "standard".into(),
-        registered_at: Some(time::from_millis(at)),
-        ..Default::default()
+        promised_delivery_at: None,
+        ..trackstream_loadgen::canonical::registration(key, 0, at)
     }
 }
 
