@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (redis-server, the pinned broker),
 # then checks formatting and lints and runs every test of the workspace against a
-# real redis-server and a real Kafka-protocol broker started by the test harness.
+# real redis-server and a real Kafka-protocol broker started by the test kit.
 #
 #   deploy/local/test.sh              everything
 #   deploy/local/test.sh -p trackstream-detector    extra args go to cargo test
