@@ -130,8 +130,8 @@ impl Detector {
         let mut records = Vec::with_capacity(updates.len());
         let mut seqs = Vec::with_capacity(updates.len());
         for mut update in updates {
-            // The detector's own append (one encoder of log entries).
-            update.seq = 0;
+            // The detector's own append (one encoder of log entries); `update`
+            // carries no seq yet, so its encoding is the body the append wants.
             let order = order_log::order_ref(&update.merchant_id, &update.order_id);
             let update_id = update
                 .event

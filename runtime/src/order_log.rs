@@ -65,14 +65,10 @@ pub fn with_append(script: &str) -> String {
     [include_str!("lua/append_update.lua"), script].concat()
 }
 
-/// The script behind [`append_one`].
+/// The script behind [`append_one`]: `lua/append_one.lua` with the append
+/// function in front, hashed once.
 static APPEND_ONE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(&APPEND_ONE_SOURCE));
-
-/// Source of the one-update append (`lua/append_one.lua` with the append
-/// function), for callers that run it with `EVALSHA` themselves.
-pub static APPEND_ONE_SOURCE: LazyLock<String> =
-    LazyLock::new(|| with_append(include_str!("lua/append_one.lua")));
+    LazyLock::new(|| redis::Script::new(&with_append(include_str!("lua/append_one.lua"))));
 
 /// Appends one update to its order's log in the order's own slot and returns
 /// its sequence number; the same `update_id` always gets the same number.

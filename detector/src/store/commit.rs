@@ -10,7 +10,7 @@ use trackstream_runtime::order_log;
 
 use super::Store;
 use super::codec::{Encoded, registration_arg};
-use super::keys::{append_keys, history_key, outbox_key, state_key, timer_member, timers_key};
+use super::keys::{history_key, outbox_key, state_key, timer_member, timers_key};
 use super::scripts::{self, eval_sha};
 use crate::engine::{Waybill, WaybillState};
 
@@ -69,7 +69,9 @@ impl Store {
             keys.push(history_key(partition, key));
             if self.inline_sequence {
                 for (order, merchant) in change.outputs.iter().filter_map(|o| o.order.as_ref()) {
-                    keys.extend(append_keys(merchant, order));
+                    keys.extend(order_log::append_keys(&order_log::order_ref(
+                        merchant, order,
+                    )));
                 }
             }
         }

@@ -37,11 +37,6 @@ pub fn order_key(merchant_id: &str, order_id: &str, suffix: &str) -> String {
     order_log::key(&order_log::order_ref(merchant_id, order_id), suffix)
 }
 
-/// The keys an order-log append takes, in the append script's KEYS order.
-pub fn append_keys(merchant_id: &str, order_id: &str) -> [String; 4] {
-    order_log::append_keys(&order_log::order_ref(merchant_id, order_id))
-}
-
 /// Timer member of a waybill's rule.
 pub fn timer_member(waybill_key: &str, rule: &str) -> String {
     format!("{waybill_key}|{rule}")
