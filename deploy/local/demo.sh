@@ -29,6 +29,10 @@ cargo build -q --bins -p trackstream-ingest -p trackstream-normalize -p trackstr
   -p trackstream-notifier -p trackstream-sandbox
 bin="$root/target/debug"
 
+# A fresh broker log for a fresh demo (Redis starts empty too); the stack keeps
+# it across broker restarts within a run.
+"$here/stack.sh" down 2>/dev/null || true
+rm -rf "$STACK_DIR/broker"
 "$here/stack.sh" up
 pids=()
 cleanup() {

@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs and is not already on the machine:
 #   * redis-server  — Debian package (apt-get), used by the stack and by tests;
-#   * tansu         — a Kafka-protocol broker written in Rust, built once with
+#   * the broker    — a Kafka-protocol broker written in Rust, built once with
 #                     `cargo install` at a pinned version and cached OUTSIDE the repo
-#                     (default ~/.cache/trackstream/tansu-$TANSU_VERSION).
+#                     (default ~/.cache/trackstream/<broker>-<version>):
+#                       nisshi 0.8.1 (default; durable `sqlite://` storage, Kafka's
+#                       group protocol) or tansu 0.6.0 (its predecessor, kept for
+#                       the side-by-side benchmark, docs/ARCHITECTURE.md "Broker");
 #   * protoc        — not needed: proto/ compiles .proto files with a vendored protoc.
+#
+# nisshi needs rustc >= 1.96. The script picks the toolchain itself: the default
+# one when it is new enough, else an installed nightly, else it stops and says
+# what to install.
 #
 # Idempotent: a second run finds everything in place and returns in milliseconds.
 # Prints the broker binary path on its last line of stdout so callers can capture it.
 #
 # Environment (documented defaults):
-#   TANSU_VERSION=0.6.0                      pinned broker version
+#   BROKER=nisshi                            which broker: nisshi | tansu
+#   NISSHI_VERSION=0.8.1  TANSU_VERSION=0.6.0   pinned versions
 #   TRACKSTREAM_CACHE=~/.cache/trackstream   where third-party binaries are cached
-#   TANSU_BIN=                               use this broker binary instead (skips the build)
+#   BROKER_BIN=                              use this broker binary instead (skips the build)
 set -euo pipefail
 
+BROKER="${BROKER:-nisshi}"
+NISSHI_VERSION="${NISSHI_VERSION:-0.8.1}"
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 CACHE="${TRACKSTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/trackstream}"
 log() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -32,25 +42,60 @@ if ! command -v redis-server >/dev/null 2>&1; then
   (as_root service redis-server stop >/dev/null 2>&1 || true)
 fi
 
-if [ -n "${TANSU_BIN:-}" ]; then
-  [ -x "$TANSU_BIN" ] || { log "TANSU_BIN=$TANSU_BIN is not executable"; exit 1; }
-  echo "$TANSU_BIN"
+if [ -n "${BROKER_BIN:-}" ]; then
+  [ -x "$BROKER_BIN" ] || { log "BROKER_BIN=$BROKER_BIN is not executable"; exit 1; }
+  echo "$BROKER_BIN"
   exit 0
 fi
 
-root="$CACHE/tansu-$TANSU_VERSION"
-bin="$root/bin/tansu"
-if [ ! -x "$bin" ]; then
-  log "building tansu $TANSU_VERSION into $root (one time, ~15 min on 2 cores)"
-  mkdir -p "$CACHE"
-  # A lock so concurrent callers (tests + stack) don't build it twice.
-  exec 9>"$CACHE/tansu-$TANSU_VERSION.lock"
-  flock 9
-  if [ ! -x "$bin" ]; then
-    CARGO_TARGET_DIR="$CACHE/tansu-build" \
-      cargo install tansu --locked --version "$TANSU_VERSION" \
-      --features dynostore,libsql --root "$root" >&2
-    rm -rf "$CACHE/tansu-build"
+# minor_of "rustc 1.96.0-nightly (...)" -> 96
+minor_of() { sed -n 's/^rustc 1\.\([0-9][0-9]*\)\..*/\1/p'; }
+
+# The `cargo` command line that can build a crate needing rustc >= $1.
+toolchain_for() {
+  local need=$1 minor
+  minor="$(rustc --version 2>/dev/null | minor_of)"
+  if [ -n "$minor" ] && [ "$minor" -ge "$need" ]; then
+    echo "cargo"; return 0
   fi
-fi
-echo "$bin"
+  if command -v rustup >/dev/null 2>&1 && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    minor="$(rustup run nightly rustc --version 2>/dev/null | minor_of)"
+    if [ -n "$minor" ] && [ "$minor" -ge "$need" ]; then
+      echo "cargo +nightly"; return 0
+    fi
+  fi
+  log "building $BROKER needs rustc >= 1.$need; found $(rustc --version 2>/dev/null || echo none)."
+  log "install one: 'rustup toolchain install stable' (if stable is >= 1.$need) or 'rustup toolchain install nightly'"
+  return 1
+}
+
+# install NAME VERSION MIN_RUSTC_MINOR CARGO_ARGS...
+install() {
+  local name=$1 version=$2 need=$3
+  shift 3
+  local root="$CACHE/$name-$version" bin="$CACHE/$name-$version/bin/$name"
+  if [ ! -x "$bin" ]; then
+    mkdir -p "$CACHE"
+    # A lock so concurrent callers (tests + stack) don't build it twice.
+    exec 9>"$CACHE/$name-$version.lock"
+    flock 9
+    if [ ! -x "$bin" ]; then
+      local cargo
+      cargo="$(toolchain_for "$need")"
+      log "building $name $version with '$cargo' into $root (one time, ~15-25 min on 2 cores)"
+      # A build directory in the cache, so an interrupted build resumes.
+      CARGO_TARGET_DIR="$CACHE/$name-build" \
+        $cargo install "$name" --locked --version "$version" --root "$root" "$@" >&2
+      rm -rf "$CACHE/$name-build"
+    fi
+  fi
+  echo "$bin"
+}
+
+case "$BROKER" in
+  # Only SQLite beside memory: the default features add PostgreSQL and object
+  # stores the stack does not use, and double the build.
+  nisshi) install nisshi "$NISSHI_VERSION" 96 --no-default-features --features libsql ;;
+  tansu) install tansu "$TANSU_VERSION" 85 --features dynostore,libsql ;;
+  *) log "BROKER=$BROKER: expected nisshi or tansu"; exit 2 ;;
+esac

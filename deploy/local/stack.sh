@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The local stack: redis-server and a Kafka-protocol broker (tansu) on loopback,
-# with trackstream's topics created (`trackstream topics create`, the operator CLI).
+# The local stack: redis-server and a Kafka-protocol broker (nisshi 0.8.1, on
+# durable SQLite storage in $STACK_DIR/broker, so a broker restart keeps what it
+# acknowledged) on loopback, with trackstream's topics created (`trackstream
+# topics create`, the operator CLI) before any service connects: nisshi creates
+# topics a client merely names with 4 partitions.
 #
 #   deploy/local/stack.sh up      install what is missing, start both, create topics
 #   deploy/local/stack.sh down    stop both cleanly
@@ -9,7 +12,9 @@
 # Environment (defaults):
 #   REDIS_PORT=6390  KAFKA_PORT=19092  PARTITIONS=8
 #   STACK_DIR=${TMPDIR:-/tmp}/trackstream-stack   (pids, logs, data)
-#   KAFKA_BROKERS=   use this broker instead of starting tansu (e.g. Apache Kafka)
+#   KAFKA_BROKERS=   use this broker instead of starting one (e.g. Apache Kafka)
+#   BROKER=nisshi    or tansu (0.6.0, memory storage: its SQLite engine does not
+#                    survive client reconnects after a restart)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,7 +37,7 @@ wait_port() {
 }
 
 up() {
-  tansu="$("$here/install-deps.sh" | tail -n 1)"
+  broker="$("$here/install-deps.sh" | tail -n 1)"
   mkdir -p "$STACK_DIR"
   if running "$STACK_DIR/redis.pid"; then
     log "redis already running"
@@ -46,15 +51,18 @@ up() {
   local brokers="${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
   if [ -n "${KAFKA_BROKERS:-}" ]; then
     log "using external broker $KAFKA_BROKERS"
-  elif running "$STACK_DIR/tansu.pid"; then
+  elif running "$STACK_DIR/broker.pid"; then
     log "broker already running"
   else
-    local url="tcp://127.0.0.1:$KAFKA_PORT"
-    RUST_LOG=warn nohup "$tansu" broker --listener-url "$url" --advertised-listener-url "$url" \
-      --storage-engine memory://tansu/ >"$STACK_DIR/tansu.log" 2>&1 &
-    echo $! >"$STACK_DIR/tansu.pid"
-    wait_port "$KAFKA_PORT" tansu
-    log "tansu on $url"
+    local url="tcp://127.0.0.1:$KAFKA_PORT" storage="sqlite://broker.db"
+    case "$(basename "$broker")" in tansu*) storage="memory://tansu/" ;; esac
+    mkdir -p "$STACK_DIR/broker"
+    # The SQLite path is relative to the broker's working directory.
+    (cd "$STACK_DIR/broker" && RUST_LOG=warn nohup "$broker" broker --listener-url "$url" \
+      --advertised-listener-url "$url" --storage-engine "$storage" \
+      >"$STACK_DIR/broker.log" 2>&1 & echo $! >"$STACK_DIR/broker.pid")
+    wait_port "$KAFKA_PORT" broker
+    log "$(basename "$broker") on $url, storage $storage"
   fi
   # One broker, so replication 1 (the CLI's defaults are for production clusters).
   (cd "$root" && cargo run -q -p trackstream-cli -- topics create \
@@ -73,13 +81,13 @@ stop_pid() {
 }
 
 down() {
-  stop_pid "$STACK_DIR/tansu.pid" tansu
+  stop_pid "$STACK_DIR/broker.pid" broker
   stop_pid "$STACK_DIR/redis.pid" redis
 }
 
 status() {
   running "$STACK_DIR/redis.pid" && log "redis running (pid $(cat "$STACK_DIR/redis.pid"))" || log "redis stopped"
-  running "$STACK_DIR/tansu.pid" && log "tansu running (pid $(cat "$STACK_DIR/tansu.pid"))" || log "tansu stopped"
+  running "$STACK_DIR/broker.pid" && log "broker running (pid $(cat "$STACK_DIR/broker.pid"))" || log "broker stopped"
 }
 
 case "${1:-}" in

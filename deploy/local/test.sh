@@ -11,8 +11,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
-TANSU_BIN="$("$here/install-deps.sh" | tail -n 1)"
-export TANSU_BIN
+BROKER_BIN="$("$here/install-deps.sh" | tail -n 1)"
+export BROKER_BIN
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings

@@ -136,8 +136,22 @@ impl Sandbox {
 
     /// Starts everything, letting `customize` adjust the configs first.
     pub async fn start_with(customize: impl FnOnce(&mut Configs)) -> Self {
-        let redis = RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"));
         let broker = Broker::start().await.unwrap_or_else(|e| panic!("{e}"));
+        Self::start_on(broker, customize).await
+    }
+
+    /// Like [`Sandbox::start_with`], on a durable (SQLite) broker that tests
+    /// can SIGKILL and restart on the same data ([`Broker::kill`],
+    /// [`Broker::restart`]).
+    pub async fn start_durable_with(customize: impl FnOnce(&mut Configs)) -> Self {
+        let broker = Broker::start_durable()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self::start_on(broker, customize).await
+    }
+
+    async fn start_on(broker: Broker, customize: impl FnOnce(&mut Configs)) -> Self {
+        let redis = RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"));
         let mut configs = Configs::new(&broker.bootstrap(), &redis.url());
         customize(&mut configs);
         trackstream_runtime::telemetry::init_tracing(&configs.ingest.admin);

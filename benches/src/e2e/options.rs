@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use trackstream_testkit::processes::Storage;
 
 /// Offered load steps, webhooks/s: the last ones are above what two cores
 /// accept, so acceptance stops keeping up and the throughput target is tested.
@@ -27,6 +28,8 @@ pub struct Options {
     /// Offer the first step again after the last one: same load, broker holding
     /// every record of the run (see `fn run`).
     pub(crate) repeat_first: bool,
+    /// Where the broker stores: what the stack deploys (`sqlite`) or `memory`.
+    pub(crate) broker_storage: Storage,
 }
 
 /// `trackstream-bench`: runs the four services as child processes against
@@ -56,6 +59,11 @@ struct Cli {
     /// Records per single-hop ceiling measurement.
     #[arg(long, default_value_t = 100_000)]
     ceiling_records: usize,
+    /// The broker's storage: `sqlite` (durable, what the stack runs) or
+    /// `memory`. The broker binary is `BROKER_BIN` (benches/run.sh sets it from
+    /// `BROKER=nisshi|tansu`).
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "memory"])]
+    broker_storage: String,
     /// Skip offering the first step again after the last one.
     #[arg(long)]
     no_repeat: bool,
@@ -89,5 +97,7 @@ pub fn options() -> anyhow::Result<Options> {
         batch_linger_ms: cli.batch_linger_ms,
         concurrency: cli.concurrency.max(1),
         repeat_first: !cli.no_repeat,
+        broker_storage: Storage::from_name(&cli.broker_storage)
+            .context("--broker-storage: sqlite or memory")?,
     })
 }

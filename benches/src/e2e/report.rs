@@ -148,10 +148,10 @@ pub(crate) fn splice_results(path: &Path, table: &str) -> anyhow::Result<()> {
 }
 
 /// The run's settings line in the report.
-pub(crate) fn settings(opts: &Options) -> String {
+pub(crate) fn settings(opts: &Options, broker: String) -> String {
     let defaults = trackstream_runtime::config::KafkaConfig::default();
     format!(
-        "{} partitions per topic; services' `kafka.fetch_wait_max` {}, `kafka.batch_linger` {}; {} webhooks in flight at most",
+        "broker {broker}; {} partitions per topic; services' `kafka.fetch_wait_max` {}, `kafka.batch_linger` {}; {} webhooks in flight at most",
         opts.partitions,
         opts.fetch_wait_ms.map_or_else(
             || format!(

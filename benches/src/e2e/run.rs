@@ -45,11 +45,22 @@ pub fn run_until_stopped(opts: &Options) -> anyhow::Result<()> {
 /// The broker and Redis of a run, and the follower's view of its topics.
 struct Stores {
     redis: RedisServer,
-    /// Kept so the broker lives as long as the run.
-    _broker: Broker,
+    /// Lives as long as the run.
+    broker: Broker,
     brokers: String,
     fetch_wait: u64,
     observed: Arc<Mutex<Observed>>,
+}
+
+impl Stores {
+    /// "nisshi (sqlite)", for the report's settings line.
+    fn broker_name(&self) -> String {
+        format!(
+            "{} ({})",
+            self.broker.kind().name(),
+            self.broker.storage().name()
+        )
+    }
 }
 
 /// What the load steps hand on to the end of the run.
@@ -73,7 +84,12 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
 
     eprintln!("[bench] starting redis-server and the broker");
     let redis = RedisServer::start().await?;
-    let broker = Broker::start_direct().await?;
+    let broker = Broker::start_direct(opts.broker_storage).await?;
+    eprintln!(
+        "[bench] broker: {} on {} storage",
+        broker.kind().name(),
+        broker.storage().name()
+    );
     let brokers = broker.bootstrap();
     let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, opts.partitions)).collect();
     trackstream_testkit::kafka::create_topics(&brokers, &all)
@@ -82,12 +98,12 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     let start = measure_start(&brokers, redis.port, opts, fetch_wait).await?;
 
     let secrets = Secrets::default();
-    let mut stack = Stack::start(&http, &brokers, &redis.url(), &secrets, opts).await?;
+    let mut stack = Stack::start(&http, &brokers, &redis.url(), &secrets, opts, broker.pid()).await?;
     let observed = Arc::new(Mutex::new(Observed::default()));
     follow(&brokers, opts.partitions, fetch_wait, observed.clone())?;
     let stores = Stores {
         redis,
-        _broker: broker,
+        broker,
         brokers,
         fetch_wait,
         observed,
@@ -346,7 +362,7 @@ async fn finish(
         held_records: held_records + opts.ceiling_records,
         broker_rss_end,
         redis_rate: start.redis_rate,
-        settings: settings(opts),
+        settings: settings(opts, stores.broker_name()),
         results: steps.results,
         score,
     };

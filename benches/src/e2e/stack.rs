@@ -229,6 +229,7 @@ impl Stack {
         redis_url: &str,
         secrets: &Secrets,
         opts: &Options,
+        broker_pid: Option<u32>,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let ports = Ports::pick()?;
@@ -260,10 +261,11 @@ impl Stack {
             .iter()
             .map(|s| (s.name.to_owned(), s.child.id()))
             .collect();
-        for (name, command) in [("broker", "tansu"), ("redis", "redis-server")] {
-            if let Some(pid) = children_named(command).first() {
-                measured.push((name.to_owned(), *pid));
-            }
+        if let Some(pid) = broker_pid {
+            measured.push(("broker".to_owned(), pid));
+        }
+        if let Some(pid) = children_named("redis-server").first() {
+            measured.push(("redis".to_owned(), *pid));
         }
         measured.push(("bench".to_owned(), std::process::id()));
         Ok(Stack {
