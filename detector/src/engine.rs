@@ -21,22 +21,25 @@
 //!   the winning event, where a terminal event beats any non-terminal one, then
 //!   later `occurred_at` wins, then higher progress rank — so nothing leaves a
 //!   terminal state;
-//! - updates (one per event id) are emitted when the event arrives, with the
-//!   status the fold has reached. An update is flagged `late` when its event is
-//!   older than the newest event already *folded* (`last_event_at`), never
-//!   because of a pending one: a scan dated in the future waits in `pending`
-//!   and must not make every real scan after it `late` (which silences the
-//!   buyer's messages). Such a scan's own update goes out when it arrives; it
-//!   folds when the clock reaches its time, like any scan.
+//! - updates (one per event id) are emitted when the event arrives. What they
+//!   say (`current_status`, `late`) comes from the [`received`] view, not from
+//!   the fold: the fold's progress depends on the clock at processing time and
+//!   so on batching and lag, the view only on the scans and their arrival
+//!   order, so a catch-up emits exactly what a live run emits. `late` means
+//!   older than a scan received before it; a scan dated after every receipt so
+//!   far (future-dated) neither counts in later updates' status nor makes them
+//!   late until a later receipt reaches its time. Its own update goes out when
+//!   it arrives; it folds when the clock reaches its time, like any scan.
 //!
 //! Registrations (see [`registration`]): contacts are stripped on the way in,
 //! another merchant's registration is refused, an identical repeat changes
 //! nothing, and an order receives only the scans inside the join window.
 //!
 //! Files: this one holds the fold ([`Engine::apply`], [`Engine::advance`]) and
-//! the outputs it builds; `engine/state.rs` the stored state and the fold's
-//! inputs and outputs; `engine/evaluate.rs` rule evaluation (anchors, tiers,
-//! alerts); `engine/registration.rs` registration intake.
+//! the outputs it builds; `engine/received.rs` what updates say;
+//! `engine/state.rs` the stored state and the fold's inputs and outputs;
+//! `engine/evaluate.rs` rule evaluation (anchors, tiers, alerts);
+//! `engine/registration.rs` registration intake.
 
 use sha2::Digest as _;
 use trackstream_proto::v1::{
