@@ -39,9 +39,14 @@
 //! 1. `Action` present → its code ([`STATES`]); an unknown code takes the status
 //!    of its leading digit (`4xx` → problem) and reason `UNKNOWN`;
 //! 2. otherwise the newest trace takes the item's `StateEx` (else `State`);
-//! 3. otherwise the oldest trace of several is `PICKED_UP` when `State` says the
+//! 3. otherwise a trace whose `AcceptStation` says the carrier took the parcel
+//!    in ("顺丰速运 已收取快件", "已揽收"; [`cn_text::is_pickup`]) is `PICKED_UP`;
+//! 4. otherwise the oldest trace of several is `PICKED_UP` when `State` says the
 //!    parcel was collected (anything but 0 "no trace" and 10 "awaiting pickup");
-//! 4. otherwise `IN_TRANSIT`.
+//! 5. otherwise `IN_TRANSIT` (the newest without a state: reason `UNKNOWN`).
+//!
+//! Rules 3 and 4 change the status only, never the raw code, so a trace keeps
+//! its event id whichever rule classified it.
 //!
 //! The raw code of a trace is its `Action` (empty without one) — never the item's
 //! state — because the event id hashes the raw code: the same snapshot resent
@@ -64,6 +69,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use trackstream_proto::v1::{Location, Provider, RawScan, Reason, Status, TrackingEvent};
 
+use crate::cn_text;
 use crate::event::{CodeRow, ScanFacts, lookup};
 use crate::form::Form;
 use crate::signature::replay::ReplayWindow;
@@ -398,12 +404,12 @@ impl ProviderAdapter for Kdniao {
                 let action = trace.action.trim();
                 let (status, reason) = if !action.is_empty() {
                     code_status(action)
+                } else if index == newest && !state.is_empty() {
+                    code_status(state)
+                } else if cn_text::is_pickup(&trace.accept_station) {
+                    (Status::PickedUp, Reason::Unspecified)
                 } else if index == newest {
-                    if state.is_empty() {
-                        (Status::InTransit, Reason::Unknown)
-                    } else {
-                        code_status(state)
-                    }
+                    (Status::InTransit, Reason::Unknown)
                 } else if index == 0 && collected {
                     (Status::PickedUp, Reason::Unspecified)
                 } else {

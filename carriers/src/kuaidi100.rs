@@ -28,8 +28,11 @@
 //! (basic state or the detailed "高级状态" codes, [`STATES`]) gives its status;
 //! without a code, its `status` text ([`STATUS_TEXT`]). An unknown code keeps its
 //! raw code, reason `UNKNOWN`, and the status its text implies, else
-//! `IN_TRANSIT`. A trace with neither code nor text is `IN_TRANSIT` except the
-//! newest, which takes `lastResult.state`. `time` (else `ftime`) is zone-less
+//! `IN_TRANSIT`. A trace with neither code nor text (a subscription without
+//! `resultv2`): the newest takes `lastResult.state`; any other is `PICKED_UP`
+//! when its `context` says the carrier took the parcel in ("已收取快件",
+//! "已揽收"; [`cn_text::is_pickup`]), else `IN_TRANSIT`. Its raw code stays
+//! empty either way, so the event id does not depend on that reading. `time` (else `ftime`) is zone-less
 //! China time, read in `settings.time_zone`, default Asia/Shanghai.
 //!
 //! **Reply.** `{"result": true, "returnCode": "200", "message": ...}`; a rejection
@@ -39,6 +42,7 @@
 use serde::Deserialize;
 use trackstream_proto::v1::{Location, Provider, RawScan, Reason, Status, TrackingEvent};
 
+use crate::cn_text;
 use crate::event::{CodeRow, ScanFacts, lookup};
 use crate::form::Form;
 use crate::signature::{find_account, md5};
@@ -251,6 +255,9 @@ fn trace_status(trace: &Trace, newest_state: Option<&str>) -> (Status, Reason, S
         Some(state) => {
             let (status, reason) = lookup(STATES, state, Status::InTransit);
             (status, reason, String::new())
+        }
+        None if cn_text::is_pickup(&trace.context) => {
+            (Status::PickedUp, Reason::Unspecified, String::new())
         }
         None => (Status::InTransit, Reason::Unspecified, String::new()),
     }

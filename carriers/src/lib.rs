@@ -11,6 +11,8 @@
 //!   was known;
 //! - [`event`] — the canonical event builder and the stable event id;
 //! - [`carrier_code`] — aliases of carrier codes across aggregators;
+//! - [`cn_text`] — the pickup read from a Chinese trace's text when no code says
+//!   otherwise (Kdniao, Kuaidi100);
 //! - [`outbound`] — a push built as its provider sends it (`trackstream push`, fuzzing);
 //! - [`settings`] — per-provider secrets and defaults, deserialized from config;
 //! - [`error`] — the two error types (push rejected / record unparseable).
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod carrier_code;
+pub mod cn_text;
 pub mod error;
 pub mod event;
 pub mod form;

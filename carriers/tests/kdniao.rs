@@ -520,3 +520,48 @@ fn signed_push_time_outside_the_replay_window_is_unauthorized() {
         "{result:?}"
     );
 }
+
+/// Traces without `Action`: one whose text says the carrier took the parcel in
+/// is `PICKED_UP` wherever it stands (here the second, after an order-placed
+/// trace), even when `State` says nothing was collected; a trace saying 代收 or
+/// naming the 收件人 is not. The raw code stays empty, so the ids are those of
+/// the same snapshot resent.
+#[test]
+fn traces_without_action_read_the_pickup_from_their_text() {
+    let item = serde_json::json!({"ShipperCode": "SF", "LogisticCode": "SF9", "State": "2",
+        "Traces": [
+            {"AcceptTime": "2026-11-18 10:00:00", "AcceptStation": "商家已下单，等待揽件"},
+            {"AcceptTime": "2026-11-18 16:20:11", "AcceptStation": "【广州市】顺丰速运 已收取快件"},
+            {"AcceptTime": "2026-11-19 08:00:00", "AcceptStation": "快件已由【驿站】代收，收件人：张三"},
+            {"AcceptTime": "2026-11-19 09:00:00", "AcceptStation": "快件已到达【深圳转运中心】"}]});
+    let events = normalize_item(&item);
+    let statuses: Vec<i32> = events.iter().map(|e| e.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::PickedUp as i32,
+            Status::PickedUp as i32,
+            Status::InTransit as i32,
+            Status::InTransit as i32
+        ],
+        "oldest-trace rule, text, neither, newest's State"
+    );
+    assert!(events.iter().all(|e| e.raw_code.is_empty()));
+    assert_eq!(ids(&normalize_item(&item)), ids(&events));
+
+    // State 10 ("awaiting pickup") turns the oldest-trace rule off; the text
+    // still says who picked the parcel up.
+    let mut waiting = item.clone();
+    waiting["State"] = "10".into();
+    waiting["Traces"].as_array_mut().unwrap().pop();
+    let events = normalize_item(&waiting);
+    let statuses: Vec<i32> = events.iter().map(|e| e.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::InTransit as i32,
+            Status::PickedUp as i32,
+            Status::InfoReceived as i32
+        ]
+    );
+}

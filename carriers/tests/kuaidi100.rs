@@ -328,3 +328,72 @@ fn reply_is_kuaidi100s_dialect() {
         serde_json::json!({"result": false, "returnCode": "500", "message": "kafka down"})
     );
 }
+
+/// A subscription without `resultv2`: traces carry no `statusCode` and no
+/// `status`. The oldest "已收取快件" is the pickup, read from its text; recipient,
+/// locker and delivery wordings that share its characters are not; the newest
+/// still takes `lastResult.state`.
+#[test]
+fn traces_without_codes_read_the_pickup_from_their_text() {
+    let snapshot = |data: Value| {
+        serde_json::json!({"status": "polling", "lastResult": {"state": "0", "com": "shunfeng",
+            "nu": "SF7", "data": data}})
+        .to_string()
+    };
+    let oldest_two = serde_json::json!([
+        {"time": "2026-11-19 08:00:00", "context": "快件已从【广州转运中心】发出，收件人：张三"},
+        {"time": "2026-11-18 16:20:11", "context": "【广州市】顺丰速运 已收取快件"}]);
+    let events = normalize_param(snapshot(oldest_two.clone()).as_bytes());
+    let statuses: Vec<i32> = events.iter().map(|e| e.status).collect();
+    assert_eq!(
+        statuses,
+        [Status::PickedUp as i32, Status::InTransit as i32],
+        "the newest takes state 0"
+    );
+    assert_eq!((events[0].raw_code.as_str(), events[0].reason), ("", 0));
+
+    // Grown by two traces, resent: the pickup keeps its id and its status, and
+    // the new traces that merely mention 收件 / 代收 are not pickups.
+    let mut grown = oldest_two.as_array().unwrap().clone();
+    grown.insert(
+        0,
+        serde_json::json!({"time": "2026-11-20 09:00:00", "context": "快件已由【菜鸟驿站】代收，请及时取件"}),
+    );
+    grown.insert(
+        0,
+        serde_json::json!({"time": "2026-11-20 10:00:00", "context": "您的快件已签收，签收人：收件人本人"}),
+    );
+    let mut body: Value = serde_json::from_str(&snapshot(Value::Array(grown))).unwrap();
+    body["lastResult"]["state"] = "3".into();
+    let again = normalize_param(body.to_string().as_bytes());
+    assert_eq!(&ids(&again)[..2], &ids(&events)[..]);
+    let statuses: Vec<i32> = again.iter().map(|e| e.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::PickedUp as i32,
+            Status::InTransit as i32,
+            Status::InTransit as i32,
+            Status::Delivered as i32
+        ]
+    );
+    assert_eq!(
+        ids(&normalize_param(body.to_string().as_bytes())),
+        ids(&again)
+    );
+}
+
+/// A code always wins over the text: a trace coded in transit stays in transit
+/// however it is worded.
+#[test]
+fn a_status_code_or_text_wins_over_the_pickup_wording() {
+    let param = serde_json::json!({"status": "polling", "lastResult": {"state": "0", "com": "yuantong",
+        "nu": "YT9", "data": [
+            {"time": "2026-11-19 08:00:00", "context": "已揽收", "status": "在途"},
+            {"time": "2026-11-18 08:00:00", "context": "已揽收", "statusCode": "0"}]}});
+    let events = normalize_param(param.to_string().as_bytes());
+    assert!(
+        events.iter().all(|e| e.status == Status::InTransit as i32),
+        "{events:?}"
+    );
+}

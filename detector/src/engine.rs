@@ -21,22 +21,25 @@
 //!   the winning event, where a terminal event beats any non-terminal one, then
 //!   later `occurred_at` wins, then higher progress rank — so nothing leaves a
 //!   terminal state;
-//! - updates (one per event id) are emitted when the event arrives, with the
-//!   status the fold has reached. An update is flagged `late` when its event is
-//!   older than the newest event already *folded* (`last_event_at`), never
-//!   because of a pending one: a scan dated in the future waits in `pending`
-//!   and must not make every real scan after it `late` (which silences the
-//!   buyer's messages). Such a scan's own update goes out when it arrives; it
-//!   folds when the clock reaches its time, like any scan.
+//! - updates (one per event id) are emitted when the event arrives. What they
+//!   say (`current_status`, `late`) comes from the [`received`] view, not from
+//!   the fold: the fold's progress depends on the clock at processing time and
+//!   so on batching and lag, the view only on the scans and their arrival
+//!   order, so a catch-up emits exactly what a live run emits. `late` means
+//!   older than a scan received before it; a scan dated after every receipt so
+//!   far (future-dated) neither counts in later updates' status nor makes them
+//!   late until a later receipt reaches its time. Its own update goes out when
+//!   it arrives; it folds when the clock reaches its time, like any scan.
 //!
 //! Registrations (see [`registration`]): contacts are stripped on the way in,
 //! another merchant's registration is refused, an identical repeat changes
 //! nothing, and an order receives only the scans inside the join window.
 //!
 //! Files: this one holds the fold ([`Engine::apply`], [`Engine::advance`]) and
-//! the outputs it builds; `engine/state.rs` the stored state and the fold's
-//! inputs and outputs; `engine/evaluate.rs` rule evaluation (anchors, tiers,
-//! alerts); `engine/registration.rs` registration intake.
+//! the outputs it builds; `engine/received.rs` what updates say;
+//! `engine/state.rs` the stored state and the fold's inputs and outputs;
+//! `engine/evaluate.rs` rule evaluation (anchors, tiers, alerts);
+//! `engine/registration.rs` registration intake.
 
 use sha2::Digest as _;
 use trackstream_proto::v1::{
@@ -47,8 +50,10 @@ use trackstream_proto::{keys, time};
 
 use crate::rules::{self, RuleId, RulesConfig};
 
+pub mod received;
 pub mod registration;
 
+pub use received::Received;
 pub use registration::RefusedRegistration;
 use registration::{Intake, Position};
 
@@ -86,6 +91,12 @@ impl Engine {
     /// (to emit the updates the order missed, inside the join window), so
     /// callers may pass it empty otherwise.
     ///
+    /// Updates do not depend on `clock` or on how the inputs were batched: each
+    /// scan's update is emitted where it arrives, with the registration held at
+    /// that point, and says what the [`received`] view says after it; the one
+    /// `RETURN_RECEIVED` goes right after the update that made the view a
+    /// delivery. The fold (alerts) runs on `clock`.
+    ///
     /// A registration from another merchant than the stored one's is refused
     /// (listed in [`Effects::refused_registrations`], nothing else changes).
     pub fn apply(
@@ -97,8 +108,11 @@ impl Engine {
         fx: &mut Effects,
     ) {
         let first_output = fx.outputs.len();
-        let mut received: Vec<(usize, bool)> = Vec::new();
-        let mut joined = false;
+        let window = trackstream_runtime::config::duration::millis(self.rules.join_window);
+        // The refund trigger is decided here, on the received view; the fold
+        // may emit one too (`apply_to_state`), which is dropped below.
+        let mut returned = wb.state.return_received;
+        let mut updates = Vec::new();
         let mut registrations = 0;
         // A registration stored by an older version still holds contacts:
         // strip them now, and store it again without.
@@ -112,7 +126,10 @@ impl Engine {
             match input {
                 Input::Event(event) => {
                     let at = event_at(event);
-                    let late = wb.state.is_late(at);
+                    if wb.state.received.is_none() {
+                        wb.state.received = Some(Received::from_state(&wb.state));
+                    }
+                    let seen = wb.state.received.get_or_insert_default().receive(event);
                     if at < wb.state.folded_at {
                         self.apply_to_state(wb, event, at, fx);
                     } else {
@@ -120,8 +137,24 @@ impl Engine {
                         let index = wb.state.pending.partition_point(|p| fold_key(p) <= key);
                         wb.state.pending.insert(index, event.clone());
                     }
-                    received.push((fx.history.len(), late));
                     fx.history.push(event.clone());
+                    let Some(reg) = wb.registration.as_ref() else {
+                        continue;
+                    };
+                    if registration::joins(reg, window, event) {
+                        updates.push(update(reg, event, seen.status, seen.late));
+                    }
+                    if !returned
+                        && wb
+                            .state
+                            .received
+                            .as_ref()
+                            .is_some_and(|v| v.return_delivered(reg, window))
+                    {
+                        returned = true;
+                        let delivered = seen.won.as_ref().unwrap_or(event);
+                        updates.push(return_received(&wb.key, reg, delivered));
+                    }
                 }
                 Input::Registration(shipment) => {
                     let at = Position {
@@ -129,18 +162,24 @@ impl Engine {
                         registration: registrations,
                     };
                     registrations += 1;
-                    let taken = match registration::intake(wb.registration.as_ref(), shipment, at) {
-                        Intake::Unchanged => continue,
-                        Intake::Refused(refused) => {
-                            fx.refused_registrations.push(refused);
-                            continue;
-                        }
-                        Intake::First(taken) => {
-                            joined = true;
-                            taken
-                        }
-                        Intake::Changed(taken) => taken,
-                    };
+                    let (taken, joined) =
+                        match registration::intake(wb.registration.as_ref(), shipment, at) {
+                            Intake::Unchanged => continue,
+                            Intake::Refused(refused) => {
+                                fx.refused_registrations.push(refused);
+                                continue;
+                            }
+                            Intake::First(taken) => (taken, true),
+                            Intake::Changed(taken) => (taken, false),
+                        };
+                    if joined {
+                        // Every scan received so far (stored, or earlier in
+                        // this batch) is replayed to the order.
+                        let earlier: Vec<&TrackingEvent> =
+                            stored_history.iter().chain(fx.history.iter()).collect();
+                        returned |=
+                            replay(&wb.key, &taken, window, &earlier, returned, &mut updates);
+                    }
                     wb.registration = Some(taken);
                     wb.registration_changed = true;
                     let at = wb.state.folded_at.max(wb.state.last_event_at);
@@ -149,54 +188,13 @@ impl Engine {
             }
         }
         self.advance(wb, clock, fx);
-
-        let Some(reg) = wb.registration.clone() else {
-            return;
-        };
-        let current = wb.state.status();
-        let window = trackstream_runtime::config::duration::millis(self.rules.join_window);
-        let mut updates = Vec::new();
-        if joined {
-            // First join: the order's stream gets every scan of the join
-            // window so far, oldest first — never an earlier parcel's.
-            let mut all: Vec<&TrackingEvent> = stored_history
-                .iter()
-                .chain(fx.history.iter())
-                .filter(|e| registration::joins(&reg, window, e))
-                .collect();
-            all.sort_by(|a, b| fold_key(a).cmp(&fold_key(b)));
-            all.dedup_by(|a, b| a.event_id == b.event_id);
-            let mut latest = i64::MIN;
-            for event in all {
-                let at = event_at(event);
-                updates.push(update(&reg, event, current, at < latest));
-                latest = latest.max(at);
-            }
-            if !wb.state.return_received
-                && reg.is_return
-                && current == Status::Delivered
-                && let Some(delivered) = stored_history
-                    .iter()
-                    .chain(fx.history.iter())
-                    .filter(|e| e.status == Status::Delivered as i32)
-                    .filter(|e| registration::joins(&reg, window, e))
-                    .min_by_key(|e| (event_at(e) != wb.state.status_at, fold_key(e)))
-            {
-                wb.state.return_received = true;
-                fx.outputs.push(return_received(&wb.key, &reg, delivered));
-            }
-        } else {
-            for (index, late) in received {
-                if let Some(event) = fx
-                    .history
-                    .get(index)
-                    .filter(|e| registration::joins(&reg, window, e))
-                {
-                    updates.push(update(&reg, event, current, late));
-                }
-            }
-        }
-        fx.outputs.splice(first_output..first_output, updates);
+        // Only the refund trigger decided above counts (see `returned`).
+        let folded = fx.outputs.split_off(first_output);
+        fx.outputs.extend(updates);
+        fx.outputs.extend(folded.into_iter().filter(|o| {
+            !matches!(o, Output::Update { update, .. } if update.kind == UpdateKind::ReturnReceived as i32)
+        }));
+        wb.state.return_received = returned;
     }
 
     /// Folds pending events and fires deadlines up to `clock`, in time order (a
@@ -270,6 +268,45 @@ fn fold_key(event: &TrackingEvent) -> (i64, i32, &str) {
     )
 }
 
+/// A first registration's updates: every scan received before it (`earlier`)
+/// inside the join window — never an earlier parcel's — in the order the scans
+/// arrived ([`received::replay_key`]), each with what a [`Received`] view built
+/// in that order says after it, so the order gets the updates a registration
+/// present from the start would have got. The refund trigger, when due and not
+/// `returned` yet, goes right after the update that made the view a delivery.
+/// Returns whether it was emitted.
+fn replay(
+    waybill_key: &str,
+    reg: &Shipment,
+    window: i64,
+    earlier: &[&TrackingEvent],
+    returned: bool,
+    updates: &mut Vec<Output>,
+) -> bool {
+    let mut all = earlier.to_vec();
+    all.sort_by(|a, b| received::replay_key(a).cmp(&received::replay_key(b)));
+    let mut ids = std::collections::HashSet::new();
+    all.retain(|e| ids.insert(e.event_id.as_str()));
+    let mut view = Received::default();
+    let mut emitted = false;
+    for event in all {
+        let seen = view.receive(event);
+        if registration::joins(reg, window, event) {
+            updates.push(update(reg, event, seen.status, seen.late));
+        }
+        if !returned && !emitted && view.return_delivered(reg, window) {
+            emitted = true;
+            updates.push(return_received(
+                waybill_key,
+                reg,
+                seen.won.as_ref().unwrap_or(event),
+            ));
+        }
+    }
+    emitted
+}
+
+/// A scan's update: `current` and `late` as the [`Received`] view says.
 fn update(reg: &Shipment, event: &TrackingEvent, current: Status, late: bool) -> Output {
     Output::Update {
         id: format!("u:{}", event.event_id),

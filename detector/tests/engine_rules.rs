@@ -669,7 +669,7 @@ fn shuffled_scans_and_a_late_registration_yield_the_clean_alerts() {
 }
 
 // ---------------------------------------------------------------------------
-// Time sanity: `late` means older than what was already folded.
+// Time sanity: `late` means older than a scan received (and vouched) before.
 // ---------------------------------------------------------------------------
 
 /// One scan dated a month ahead (a carrier clock bug or a forged push) waits in
@@ -679,10 +679,10 @@ fn shuffled_scans_and_a_late_registration_yield_the_clean_alerts() {
 fn a_future_dated_scan_does_not_make_later_scans_late() {
     let mut sim = registered(RulesConfig::default());
     sim.scan(Status::PickedUp, T0);
-    let future = sim.feed(
-        &[Input::Event(scan(KEY, Status::InTransit, T0 + 30 * 24 * H))],
-        T0 + H,
-    );
+    // Received at 1 h (ingest's clock), dated a month later.
+    let mut ahead = scan(KEY, Status::InTransit, T0 + 30 * 24 * H);
+    ahead.received_at = Some(time::from_millis(T0 + H));
+    let future = sim.feed(&[Input::Event(ahead)], T0 + H);
     assert_eq!(updates(&future).len(), 1, "its own update goes out");
     assert_eq!(sim.wb.state.pending.len(), 1, "it waits for its time");
     for (status, at) in [
@@ -709,10 +709,11 @@ fn a_future_dated_scan_does_not_make_later_scans_late() {
     assert_eq!(sim.wb.state.status(), Status::Delivered);
 }
 
-/// Late is relative to the fold: a scan older than a *folded* scan is late; a
-/// scan older only than one still pending (the event clock behind) is not.
+/// Late is relative to what was *received* before, never to how far the fold
+/// got: a scan older than one received (and vouched) before it is late
+/// whatever the clock, so a catch-up flags exactly what a live run flags.
 #[test]
-fn late_means_older_than_the_newest_folded_scan() {
+fn late_means_older_than_a_scan_received_before_it() {
     let mut sim = registered(RulesConfig::default());
     sim.scan(Status::PickedUp, T0);
     sim.scan(Status::InTransit, T0 + 10 * H);
@@ -720,9 +721,10 @@ fn late_means_older_than_the_newest_folded_scan() {
         &[Input::Event(scan(KEY, Status::PickedUp, T0 + 5 * H))],
         T0 + 10 * H,
     ));
-    assert!(late[0].1.late, "older than a folded scan");
+    assert!(late[0].1.late, "older than a scan received before it");
 
-    // Clock at 10 h: the 30 h scan is pending, the 20 h one arrives after it.
+    // Clock at 10 h: the 30 h scan is still pending in the fold, but it was
+    // received before the 20 h one, which is late all the same.
     let pending = updates(&sim.feed(
         &[
             Input::Event(scan(KEY, Status::OutForDelivery, T0 + 30 * H)),
@@ -731,16 +733,22 @@ fn late_means_older_than_the_newest_folded_scan() {
         T0 + 10 * H,
     ));
     assert_eq!(
-        pending.iter().map(|(_, u)| u.late).collect::<Vec<_>>(),
-        [false, false],
-        "nothing newer than them was folded"
+        pending
+            .iter()
+            .map(|(_, u)| (u.late, u.current_status))
+            .collect::<Vec<_>>(),
+        [
+            (false, Status::OutForDelivery as i32),
+            (true, Status::OutForDelivery as i32)
+        ],
+        "the fold's clock plays no part"
     );
     sim.advance(T0 + 30 * H);
     let after = updates(&sim.feed(
         &[Input::Event(scan(KEY, Status::InTransit, T0 + 25 * H))],
         T0 + 30 * H,
     ));
-    assert!(after[0].1.late, "older than the folded 30 h scan");
+    assert!(after[0].1.late, "older than the 30 h scan");
     assert_eq!(after[0].1.current_status, Status::OutForDelivery as i32);
 }
 

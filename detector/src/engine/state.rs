@@ -75,6 +75,11 @@ pub struct WaybillState {
     /// Whether the `return received` update was emitted (once per waybill).
     #[prost(bool, tag = "10")]
     pub return_received: bool,
+    /// The scans received, as updates see them (`current_status`, `late`);
+    /// independent of batching and of the fold's clock (see `received.rs`).
+    /// `None` in a state stored before it existed.
+    #[prost(message, optional, tag = "11")]
+    pub received: Option<super::received::Received>,
 }
 
 impl WaybillState {
