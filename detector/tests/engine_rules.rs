@@ -20,6 +20,12 @@ use AlertState::{Escalated, Opened, Resolved};
 
 const KEY: &str = "sf:SF1";
 
+/// The first instant past a threshold, when its deadline fires: thresholds
+/// are strict ("more than 24 h").
+fn past(threshold: i64) -> i64 {
+    threshold + 1
+}
+
 fn t(rule: RuleId, state: AlertState, tier: u32) -> (String, AlertState, u32) {
     (rule.name().to_owned(), state, tier)
 }
@@ -34,13 +40,13 @@ fn registered(rules: RulesConfig) -> Sim {
 fn no_pickup_opens_at_24h_escalates_at_48h_and_72h_and_resolves_on_pickup() {
     let mut sim = registered(RulesConfig::default());
     assert!(transitions(&sim.scan(Status::InfoReceived, T0 + H)).is_empty());
-    assert!(transitions(&sim.advance(T0 + 24 * H - 1)).is_empty());
-    let opened = alerts(&sim.advance(T0 + 24 * H));
+    assert!(transitions(&sim.advance(T0 + 24 * H)).is_empty());
+    let opened = alerts(&sim.advance(past(T0 + 24 * H)));
     assert_eq!(transitions(&sim.outputs), [t(RuleId::NoPickup, Opened, 0)]);
     assert_eq!(opened[0].severity, Severity::Warning as i32);
     assert_eq!(opened[0].order_id, "O-1");
     assert_eq!(opened[0].alert_id, alert_id(KEY, RuleId::NoPickup, 1));
-    let escalated = alerts(&sim.advance(T0 + 72 * H));
+    let escalated = alerts(&sim.advance(past(T0 + 72 * H)));
     assert_eq!(
         transitions(&sim.outputs)[1..],
         [
@@ -63,9 +69,9 @@ fn no_pickup_opens_at_24h_escalates_at_48h_and_72h_and_resolves_on_pickup() {
 fn no_pickup_without_registration_is_anchored_at_info_received() {
     let mut sim = Sim::new(RulesConfig::default(), KEY);
     sim.scan(Status::InfoReceived, T0 + 5 * H);
-    assert!(sim.advance(T0 + 29 * H - 1).is_empty());
+    assert!(sim.advance(T0 + 29 * H).is_empty());
     assert_eq!(
-        transitions(&sim.advance(T0 + 29 * H)),
+        transitions(&sim.advance(past(T0 + 29 * H))),
         [t(RuleId::NoPickup, Opened, 0)]
     );
 }
@@ -96,10 +102,10 @@ fn stall_escalates_through_tiers_resolves_on_movement_and_opens_a_new_episode() 
     sim.scan(Status::PickedUp, T0);
     sim.scan(Status::InTransit, T0 + 10 * H);
     assert!(
-        sim.advance(T0 + 34 * H - 1).is_empty(),
+        sim.advance(T0 + 34 * H).is_empty(),
         "24 h after the LAST scan"
     );
-    sim.advance(T0 + 82 * H);
+    sim.advance(past(T0 + 82 * H));
     assert_eq!(
         transitions(&sim.outputs),
         [
@@ -114,7 +120,7 @@ fn stall_escalates_through_tiers_resolves_on_movement_and_opens_a_new_episode() 
         (moved[0].alert_id.as_str(), moved[0].state),
         (first.as_str(), Resolved as i32)
     );
-    let again = alerts(&sim.advance(T0 + 114 * H));
+    let again = alerts(&sim.advance(past(T0 + 114 * H)));
     assert_eq!(again[0].state, Opened as i32);
     assert_eq!(again[0].episode, 2);
     assert_ne!(again[0].alert_id, first, "a new episode has a new id");
@@ -131,9 +137,9 @@ fn out_for_delivery_not_delivered_within_36h() {
     let mut sim = registered(RulesConfig::default());
     sim.scan(Status::PickedUp, T0);
     sim.scan(Status::OutForDelivery, T0 + 5 * H);
-    assert!(sim.advance(T0 + 41 * H - 1).is_empty());
+    assert!(sim.advance(T0 + 41 * H).is_empty());
     assert_eq!(
-        transitions(&sim.advance(T0 + 41 * H)),
+        transitions(&sim.advance(past(T0 + 41 * H))),
         [t(RuleId::OutForDeliveryNotDelivered, Opened, 0)]
     );
     assert!(sim.advance(T0 + 400 * H).is_empty(), "one tier only");
@@ -148,9 +154,9 @@ fn uncollected_at_pickup_point_after_18h_resolves_on_collection() {
     let mut sim = registered(RulesConfig::default());
     sim.scan(Status::PickedUp, T0);
     sim.scan(Status::AvailableForPickup, T0 + 10 * H);
-    assert!(sim.advance(T0 + 28 * H - 1).is_empty());
+    assert!(sim.advance(T0 + 28 * H).is_empty());
     assert_eq!(
-        transitions(&sim.advance(T0 + 28 * H)),
+        transitions(&sim.advance(past(T0 + 28 * H))),
         [t(RuleId::UncollectedAtPickupPoint, Opened, 0)]
     );
     assert_eq!(
@@ -171,10 +177,10 @@ fn promised_delivery_time_passed_opens_at_the_promise_escalates_and_resolves_on_
     }
     assert!(transitions(&sim.outputs).is_empty());
     assert_eq!(
-        transitions(&sim.advance(T0 + 48 * H)),
+        transitions(&sim.advance(past(T0 + 48 * H))),
         [t(RuleId::PromisedDateMissed, Opened, 0)]
     );
-    let escalated = transitions(&sim.advance(T0 + 72 * H));
+    let escalated = transitions(&sim.advance(past(T0 + 72 * H)));
     assert!(escalated.contains(&t(RuleId::PromisedDateMissed, Escalated, 1)));
     let delivered = transitions(&sim.scan(Status::Delivered, T0 + 73 * H));
     assert!(delivered.contains(&t(RuleId::PromisedDateMissed, Resolved, 1)));
@@ -285,9 +291,9 @@ fn a_return_not_picked_up_raises_the_return_rule_not_no_pickup() {
     reg.is_return = true;
     sim.register(reg, T0);
     sim.scan(Status::InfoReceived, T0 + H);
-    assert!(sim.advance(T0 + 7 * 24 * H - 1).is_empty());
+    assert!(sim.advance(T0 + 7 * 24 * H).is_empty());
     assert_eq!(
-        transitions(&sim.advance(T0 + 7 * 24 * H)),
+        transitions(&sim.advance(past(T0 + 7 * 24 * H))),
         [t(RuleId::ReturnNotPickedUp, Opened, 0)]
     );
     assert_eq!(
@@ -371,7 +377,7 @@ fn a_late_scan_is_an_update_flagged_late_but_never_moves_the_status_back() {
     assert_eq!(sim.wb.state.status(), Status::OutForDelivery);
     // The OFD timer still runs from the OFD scan, not from the late one.
     assert_eq!(
-        transitions(&sim.advance(T0 + 66 * H)),
+        transitions(&sim.advance(past(T0 + 66 * H))),
         [t(RuleId::OutForDeliveryNotDelivered, Opened, 0)]
     );
 }
@@ -411,7 +417,7 @@ fn a_scan_beyond_the_clock_waits_and_deadlines_before_it_fire_first() {
     assert!(transitions(&early).is_empty());
     assert_eq!(
         sim.wb.state.deadlines().collect::<Vec<_>>(),
-        [("st", T0 + 24 * H), ("pe", T0 + 30 * H)]
+        [("st", past(T0 + 24 * H)), ("pe", T0 + 30 * H)]
     );
     // When the clock passes both, the 24 h deadline fires before the scan
     // resolves it: the alerts of living through it.
@@ -424,16 +430,31 @@ fn a_scan_beyond_the_clock_waits_and_deadlines_before_it_fire_first() {
     );
 }
 
+/// Strict thresholds: the next scan exactly 24h00 after the last is folded
+/// before the deadline (nothing opens, the stall re-arms from it); one
+/// millisecond later the deadline comes first.
 #[test]
-fn a_deadline_due_at_an_event_time_fires_before_the_event() {
+fn a_scan_exactly_at_a_threshold_folds_first_and_one_just_past_it_does_not() {
     let mut sim = registered(RulesConfig::default());
     sim.scan(Status::PickedUp, T0);
+    assert!(transitions(&sim.scan(Status::InTransit, T0 + 24 * H)).is_empty());
     assert_eq!(
-        transitions(&sim.scan(Status::InTransit, T0 + 24 * H)),
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("st", past(T0 + 48 * H))],
+        "re-armed from the scan at the threshold"
+    );
+    let late = sim.scan(Status::InTransit, past(T0 + 48 * H));
+    assert_eq!(
+        transitions(&late),
         [
             t(RuleId::StalledInTransit, Opened, 0),
             t(RuleId::StalledInTransit, Resolved, 0)
         ]
+    );
+    assert_eq!(
+        alerts(&late)[0].effective_at,
+        Some(time::from_millis(T0 + 48 * H)),
+        "effective at the threshold it passed"
     );
 }
 
@@ -469,7 +490,7 @@ fn a_late_snapshot_read_one_scan_at_a_time_raises_nothing_within_the_grace() {
     assert!(transitions(&sim.advance(now + 10_000)).is_empty());
     assert_eq!(
         sim.wb.state.deadlines().collect::<Vec<_>>(),
-        [("od", T0 + 96 * H)],
+        [("od", past(T0 + 96 * H))],
         "the rule keeps its real deadline"
     );
 }
@@ -586,7 +607,7 @@ fn rules_load_from_toml_with_overrides_and_severities() {
     let mut sim = Sim::new(rules.clone(), "sf:S1");
     sim.scan(Status::PickedUp, T0);
     assert_eq!(
-        alerts(&sim.advance(T0 + 90 * 60_000))
+        alerts(&sim.advance(past(T0 + 90 * 60_000)))
             .iter()
             .map(|a| a.tier)
             .collect::<Vec<_>>(),
@@ -697,7 +718,7 @@ fn a_future_dated_scan_does_not_make_later_scans_late() {
     assert_eq!(sim.wb.state.status(), Status::OutForDelivery);
     // The 36 h out-for-delivery rule runs from the real scan.
     assert_eq!(
-        transitions(&sim.advance(T0 + 39 * H)),
+        transitions(&sim.advance(past(T0 + 39 * H))),
         [t(RuleId::OutForDeliveryNotDelivered, Opened, 0)]
     );
     let delivered = updates(&sim.scan(Status::Delivered, T0 + 40 * H));
@@ -832,7 +853,7 @@ fn an_identical_registration_keeps_the_no_pickup_deadline() {
     let mut sim = registered(RulesConfig::default());
     assert_eq!(
         sim.wb.state.deadlines().collect::<Vec<_>>(),
-        [("np", T0 + 24 * H)]
+        [("np", past(T0 + 24 * H))]
     );
     sim.wb.registration_changed = false;
     let before = sim.wb.state.clone();
@@ -841,7 +862,7 @@ fn an_identical_registration_keeps_the_no_pickup_deadline() {
     assert!(!sim.wb.registration_changed, "nothing to store");
     assert_eq!(sim.wb.state, before);
     assert_eq!(
-        transitions(&sim.advance(T0 + 24 * H)),
+        transitions(&sim.advance(past(T0 + 24 * H))),
         [t(RuleId::NoPickup, Opened, 0)],
         "opens 24 h after the first registration"
     );
@@ -874,7 +895,7 @@ fn a_changed_registration_by_the_owner_applies() {
         Some(time::from_millis(T0 + 20 * H))
     );
     assert_eq!(
-        transitions(&sim.advance(T0 + 20 * H)),
+        transitions(&sim.advance(past(T0 + 20 * H))),
         [t(RuleId::PromisedDateMissed, Opened, 0)],
         "the new promise is watched"
     );

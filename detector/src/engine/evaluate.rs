@@ -51,12 +51,25 @@ impl Engine {
         self.evaluate(wb, wb.state.last_event_at, fx);
     }
 
+    /// Fires `rule`'s deadline (armed at [`past`] its threshold): opens or
+    /// escalates its alert, effective at the threshold. A deadline whose rule
+    /// no longer watches the parcel from that anchor (state stored by an
+    /// earlier version with other watching rules) is re-evaluated instead.
     pub(super) fn fire(&self, wb: &mut Waybill, rule: RuleId, deadline: i64, fx: &mut Effects) {
         wb.state.folded_at = wb.state.folded_at.max(deadline);
+        let threshold = deadline.saturating_sub(1);
+        if rule == RuleId::CarrierException {
+            self.escalate_exception(wb, deadline, fx);
+            return;
+        }
         let Some(config) = self.rules.timer(rule) else {
             wb.state.slot_mut(rule).deadline = 0;
             return;
         };
+        if wb.state.slot(rule).map(|s| s.anchor) != anchor(rule, wb) {
+            self.evaluate(wb, threshold, fx);
+            return;
+        }
         let (carrier, level) = carrier_and_level(wb);
         let tiers = config.tiers_for(&carrier, &level);
         let slot = wb.state.slot_mut(rule);
@@ -67,18 +80,48 @@ impl Engine {
             slot.episode += 1;
             slot.open = true;
             slot.tier = 0;
-            slot.opened_at = deadline;
+            slot.opened_at = threshold;
             AlertState::Opened
         };
         slot.deadline = next_deadline(slot.anchor, tiers, slot.tier, deadline);
         let slot = slot.clone();
         let severity = config.severity(slot.tier);
         fx.outputs.push(Output::Alert(Box::new(
-            self.alert(wb, rule, &slot, state, severity, deadline),
+            self.alert(wb, rule, &slot, state, severity, threshold),
         )));
     }
 
-    /// Resolves, re-arms or disarms every timer rule after a change.
+    /// Escalates the open carrier exception one tier (its silence passed the
+    /// next `escalate_after`) and arms the tier after it.
+    fn escalate_exception(&self, wb: &mut Waybill, deadline: i64, fx: &mut Effects) {
+        let rule = RuleId::CarrierException;
+        let config = &self.rules.carrier_exception;
+        let (carrier, level) = carrier_and_level(wb);
+        let escalation = config.escalation_for(&carrier, &level);
+        let terminal = rules::is_terminal(wb.state.status());
+        let slot = wb.state.slot_mut(rule);
+        if !config.enabled || !slot.open || terminal {
+            slot.deadline = 0;
+            return;
+        }
+        slot.tier += 1;
+        slot.deadline = match escalation_deadline(slot.anchor, escalation, slot.tier) {
+            0 => 0,
+            next => next.max(deadline.saturating_add(1)),
+        };
+        let slot = slot.clone();
+        fx.outputs.push(Output::Alert(Box::new(self.alert(
+            wb,
+            rule,
+            &slot,
+            AlertState::Escalated,
+            config.severity,
+            deadline.saturating_sub(1),
+        ))));
+    }
+
+    /// Resolves, re-arms or disarms every timer rule after a change, then the
+    /// open carrier exception's escalation.
     ///
     /// A stall-type rule (anchored at the last scan or status change) resolves
     /// when its anchor moves: the parcel moved. The "not picked up" rules resolve
@@ -99,7 +142,7 @@ impl Engine {
                 if let (Some(_), Some(anchor)) = (config, anchor) {
                     let slot = wb.state.slot_mut(rule);
                     slot.anchor = anchor;
-                    slot.deadline = anchor.saturating_add(first).max(1);
+                    slot.deadline = past(anchor.saturating_add(first)).max(1);
                 }
                 continue;
             };
@@ -110,7 +153,8 @@ impl Engine {
                     let slot = &mut wb.state.slots[index];
                     slot.anchor = anchor;
                     if slot.deadline > 0 {
-                        slot.deadline = next_deadline(anchor, tiers, slot.tier, slot.opened_at);
+                        slot.deadline =
+                            next_deadline(anchor, tiers, slot.tier, past(slot.opened_at));
                     }
                     continue;
                 }
@@ -132,12 +176,34 @@ impl Engine {
                 match anchor {
                     Some(anchor) => {
                         slot.anchor = anchor;
-                        slot.deadline = anchor.saturating_add(first).max(1);
+                        slot.deadline = past(anchor.saturating_add(first)).max(1);
                     }
                     None => slot.deadline = 0,
                 }
             }
         }
+        self.arm_exception(wb);
+    }
+
+    /// Arms the open carrier exception's next escalation from the parcel's
+    /// last scan (its silence); disarms it when the exception is closed, the
+    /// parcel is terminal (no scan will come) or no tier is left.
+    fn arm_exception(&self, wb: &mut Waybill) {
+        let rule = RuleId::CarrierException;
+        let config = &self.rules.carrier_exception;
+        let (carrier, level) = carrier_and_level(wb);
+        let escalation = config.escalation_for(&carrier, &level);
+        let terminal = rules::is_terminal(wb.state.status());
+        let last_scan = wb.state.last_event_at;
+        let Some(slot) = wb.state.slots.iter_mut().find(|s| s.rule == rule.code()) else {
+            return;
+        };
+        if !config.enabled || !slot.open || terminal {
+            slot.deadline = 0;
+            return;
+        }
+        slot.anchor = last_scan;
+        slot.deadline = escalation_deadline(last_scan, escalation, slot.tier);
     }
 
     pub(super) fn carrier_exception(
@@ -192,7 +258,9 @@ impl Engine {
         let Some(slot) = wb.state.slot(rule).filter(|s| s.open).cloned() else {
             return;
         };
-        wb.state.slot_mut(rule).open = false;
+        let stored = wb.state.slot_mut(rule);
+        stored.open = false;
+        stored.deadline = 0;
         let severity = self.rules.carrier_exception.severity;
         fx.outputs.push(Output::Alert(Box::new(self.alert(
             wb,
@@ -252,15 +320,34 @@ impl Engine {
     }
 }
 
+/// The instant a deadline fires for `threshold`: the first millisecond past
+/// it. Thresholds are strict ("more than 24 h without a scan"), and the fold
+/// folds an event at or before a deadline first, so a scan exactly at the
+/// threshold moves the parcel on before anything fires (and a deadline is
+/// never due while the clock stands exactly at its threshold).
+pub(super) fn past(threshold: i64) -> i64 {
+    threshold.saturating_add(1)
+}
+
 /// Deadline of the tier after `tier`, never at or before `after` (0 = none left).
 fn next_deadline(anchor: i64, tiers: &[std::time::Duration], tier: u32, after: i64) -> i64 {
     usize::try_from(tier.saturating_add(1))
         .ok()
         .and_then(|i| tiers.get(i))
         .map_or(0, |t| {
-            anchor
-                .saturating_add(trackstream_runtime::config::duration::millis(*t))
+            past(anchor.saturating_add(trackstream_runtime::config::duration::millis(*t)))
                 .max(after.saturating_add(1))
+        })
+}
+
+/// Deadline of an open exception's escalation to `tier + 1`: past the last
+/// scan plus `escalate_after[tier]` (tier 0 is the opening; 0 = none left).
+fn escalation_deadline(last_scan: i64, escalate_after: &[std::time::Duration], tier: u32) -> i64 {
+    usize::try_from(tier)
+        .ok()
+        .and_then(|i| escalate_after.get(i))
+        .map_or(0, |t| {
+            past(last_scan.saturating_add(trackstream_runtime::config::duration::millis(*t))).max(1)
         })
 }
 
@@ -287,6 +374,10 @@ fn anchor(rule: RuleId, wb: &Waybill) -> Option<i64> {
         status,
         Status::Unspecified | Status::Pending | Status::InfoReceived
     );
+    // One problem, one alert: while a carrier exception is open, its own
+    // escalation watches the silence and no silence rule does.
+    let exception_open = state.slot(RuleId::CarrierException).is_some_and(|s| s.open);
+    let silent = |rule: RuleId| !exception_open && rules::silence_rule(status) == Some(rule);
     let earliest = [registered_at, state.info_at]
         .into_iter()
         .filter(|t| *t > 0)
@@ -294,21 +385,11 @@ fn anchor(rule: RuleId, wb: &Waybill) -> Option<i64> {
     match rule {
         RuleId::NoPickup => (not_picked_up && !is_return).then_some(earliest).flatten(),
         RuleId::ReturnNotPickedUp => (not_picked_up && is_return).then_some(earliest).flatten(),
-        RuleId::StalledInTransit => matches!(
-            status,
-            Status::PickedUp
-                | Status::InTransit
-                | Status::Customs
-                | Status::Exception
-                | Status::DeliveryAttemptFailed
-                | Status::Returning
-        )
-        .then_some(state.last_event_at),
-        RuleId::OutForDeliveryNotDelivered => {
-            (status == Status::OutForDelivery).then_some(state.status_at)
+        RuleId::StalledInTransit | RuleId::StalledInCustoms => {
+            silent(rule).then_some(state.last_event_at)
         }
-        RuleId::UncollectedAtPickupPoint => {
-            (status == Status::AvailableForPickup).then_some(state.status_at)
+        RuleId::OutForDeliveryNotDelivered | RuleId::UncollectedAtPickupPoint => {
+            silent(rule).then_some(state.status_at)
         }
         RuleId::PromisedDateMissed => reg
             .map(|r| time::millis(r.promised_delivery_at.as_ref()))
@@ -347,6 +428,7 @@ fn describe(rule: RuleId) -> &'static str {
     match rule {
         RuleId::NoPickup => "not picked up",
         RuleId::StalledInTransit => "no new scan",
+        RuleId::StalledInCustoms => "no new scan in customs",
         RuleId::OutForDeliveryNotDelivered => "out for delivery but not delivered",
         RuleId::UncollectedAtPickupPoint => "waiting at locker / pickup point",
         RuleId::PromisedDateMissed => "promised delivery time passed",
