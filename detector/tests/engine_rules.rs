@@ -12,7 +12,7 @@ use common::*;
 use proptest::prelude::*;
 use prost::Message as _;
 use trackstream_detector::engine::{self, Input, Output, RefusedRegistration, alert_id};
-use trackstream_detector::rules::{Override, RuleId, RulesConfig};
+use trackstream_detector::rules::{self, Override, RuleId, RulesConfig};
 use trackstream_proto::time;
 use trackstream_proto::v1::{AlertState, BuyerContact, Reason, Severity, Status, UpdateKind};
 
@@ -1104,4 +1104,377 @@ proptest! {
         sim.advance(end);
         prop_assert_eq!(alert_set(&alerts(&sim.outputs)), clean.0);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Issue 16: one problem, one alert; which rule watches which status; strict
+// thresholds.
+// ---------------------------------------------------------------------------
+
+/// The rules (by name) a run raised, each once, in order of first appearance.
+fn rules_raised(outputs: &[Output]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for alert in alerts(outputs) {
+        if !seen.contains(&alert.rule) {
+            seen.push(alert.rule);
+        }
+    }
+    seen
+}
+
+/// A carrier exception followed by silence is one alert: it opens at once,
+/// escalates past 24 h and 72 h without a scan (critical throughout), and no
+/// stall rule opens beside it. A scan showing the parcel moving resolves it,
+/// and the stall rule re-arms from that scan.
+#[test]
+fn an_exception_then_silence_escalates_the_exception_alone() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.event(event(KEY, Status::Exception, Reason::Address, T0 + H));
+    assert!(transitions(&sim.advance(T0 + 25 * H)).is_empty(), "24h00");
+    assert_eq!(
+        transitions(&sim.advance(past(T0 + 25 * H))),
+        [t(RuleId::CarrierException, Escalated, 1)]
+    );
+    assert!(transitions(&sim.advance(T0 + 73 * H)).is_empty());
+    let critical = sim.advance(T0 + 500 * H);
+    assert_eq!(
+        transitions(&critical),
+        [t(RuleId::CarrierException, Escalated, 2)],
+        "two escalations, then nothing more"
+    );
+    assert_eq!(
+        alerts(&critical)[0].effective_at,
+        Some(time::from_millis(T0 + 73 * H))
+    );
+    let all = alerts(&sim.outputs);
+    assert!(all.iter().all(|a| a.severity == Severity::Critical as i32));
+    assert!(all.iter().all(|a| a.alert_id == all[0].alert_id), "one id");
+    assert_eq!(rules_raised(&sim.outputs), ["carrier_exception"]);
+
+    let moved = sim.scan(Status::InTransit, T0 + 501 * H);
+    assert_eq!(
+        transitions(&moved),
+        [t(RuleId::CarrierException, Resolved, 2)]
+    );
+    assert_eq!(
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("st", past(T0 + 525 * H))],
+        "the stall watches again, from the new scan"
+    );
+    assert_eq!(
+        transitions(&sim.advance(past(T0 + 525 * H))),
+        [t(RuleId::StalledInTransit, Opened, 0)]
+    );
+}
+
+/// A failed delivery attempt is watched the same way; a second failed
+/// attempt is a scan, so it restarts the silence (no new episode).
+#[test]
+fn a_failed_attempt_then_silence_escalates_the_exception_alone() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::OutForDelivery, T0 + 10 * H);
+    let opened = sim.scan(Status::DeliveryAttemptFailed, T0 + 12 * H);
+    assert_eq!(
+        transitions(&opened),
+        [t(RuleId::CarrierException, Opened, 0)]
+    );
+    sim.scan(Status::DeliveryAttemptFailed, T0 + 30 * H);
+    assert!(
+        transitions(&sim.advance(T0 + 54 * H)).is_empty(),
+        "24 h after the second attempt, not the first"
+    );
+    sim.advance(T0 + 1000 * H);
+    assert_eq!(
+        transitions(&sim.outputs),
+        [
+            t(RuleId::CarrierException, Opened, 0),
+            t(RuleId::CarrierException, Escalated, 1),
+            t(RuleId::CarrierException, Escalated, 2)
+        ]
+    );
+    let escalations: Vec<i64> = alerts(&sim.outputs)[1..]
+        .iter()
+        .map(|a| time::millis(a.effective_at.as_ref()) - T0)
+        .collect();
+    assert_eq!(escalations, [54 * H, 102 * H]);
+    assert_eq!(
+        transitions(&sim.scan(Status::Delivered, T0 + 1001 * H)),
+        [t(RuleId::CarrierException, Resolved, 2)]
+    );
+    sim.advance(T0 + 2000 * H);
+    assert!(sim.wb.state.deadlines().next().is_none());
+}
+
+/// Customs: a normal clearance is watched by its own, longer stall rule
+/// (nothing at 24 h or 48 h; 72 h / 120 h / 168 h), which a scan out of
+/// customs resolves, re-arming the transit stall. A customs hold with a
+/// problem reason is a carrier exception, escalating alone.
+#[test]
+fn customs_is_watched_by_its_own_longer_stall_and_a_hold_by_the_exception() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::Customs, T0 + 10 * H);
+    assert!(sim.advance(T0 + 82 * H).is_empty(), "72h00 in customs");
+    sim.advance(T0 + 200 * H);
+    assert_eq!(
+        transitions(&sim.outputs),
+        [
+            t(RuleId::StalledInCustoms, Opened, 0),
+            t(RuleId::StalledInCustoms, Escalated, 1),
+            t(RuleId::StalledInCustoms, Escalated, 2)
+        ]
+    );
+    let severities: Vec<i32> = alerts(&sim.outputs).iter().map(|a| a.severity).collect();
+    assert_eq!(
+        severities,
+        [
+            Severity::Warning as i32,
+            Severity::Warning as i32,
+            Severity::Critical as i32
+        ]
+    );
+    assert_eq!(
+        transitions(&sim.scan(Status::InTransit, T0 + 201 * H)),
+        [t(RuleId::StalledInCustoms, Resolved, 2)]
+    );
+    assert_eq!(
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("st", past(T0 + 225 * H))]
+    );
+
+    let mut held = registered(RulesConfig::default());
+    held.scan(Status::PickedUp, T0);
+    held.event(event(KEY, Status::Customs, Reason::CustomsDuties, T0 + H));
+    held.advance(T0 + 500 * H);
+    assert_eq!(
+        transitions(&held.outputs),
+        [
+            t(RuleId::CarrierException, Opened, 0),
+            t(RuleId::CarrierException, Escalated, 1),
+            t(RuleId::CarrierException, Escalated, 2)
+        ]
+    );
+}
+
+/// Returning to the sender is a carrier exception (return to sender) that
+/// escalates while the way back is silent; each scan on the way back restarts
+/// the silence; once returned (terminal) nothing is armed.
+#[test]
+fn returning_is_watched_by_the_exception_and_returned_stops_it() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    let opened = alerts(&sim.scan(Status::Returning, T0 + H));
+    assert_eq!(opened[0].reason, Reason::ReturnToSender as i32);
+    sim.scan(Status::Returning, T0 + 20 * H);
+    assert_eq!(
+        transitions(&sim.advance(past(T0 + 44 * H))),
+        [t(RuleId::CarrierException, Escalated, 1)]
+    );
+    assert!(transitions(&sim.scan(Status::Returned, T0 + 50 * H)).is_empty());
+    assert!(sim.wb.state.deadlines().next().is_none(), "terminal");
+    sim.advance(T0 + 1000 * H);
+    assert_eq!(rules_raised(&sim.outputs), ["carrier_exception"]);
+}
+
+/// The status → watching-rule table of `docs/RULES.md`, status by status:
+/// a parcel picked up, then one scan in the status, then silence for 1000 h.
+#[test]
+fn every_status_is_watched_by_the_rule_of_the_table() {
+    use Status::*;
+    let table: [(Status, &[&str]); 14] = [
+        (Pending, &["no_pickup"]),
+        (InfoReceived, &["no_pickup"]),
+        (PickedUp, &["stalled_in_transit"]),
+        (InTransit, &["stalled_in_transit"]),
+        (Customs, &["stalled_in_customs"]),
+        (OutForDelivery, &["out_for_delivery_not_delivered"]),
+        (AvailableForPickup, &["uncollected_at_pickup_point"]),
+        (DeliveryAttemptFailed, &["carrier_exception"]),
+        (Exception, &["carrier_exception"]),
+        (Returning, &["carrier_exception"]),
+        (Returned, &["carrier_exception"]),
+        (Cancelled, &["carrier_exception"]),
+        (Delivered, &[]),
+        (Expired, &[]),
+    ];
+    for (status, expected) in table {
+        let mut sim = registered(RulesConfig::default());
+        // Not picked up yet: the pickup rule, anchored at registration.
+        if rules::silence_rule(status).is_some() || rules::is_terminal(status) {
+            sim.scan(Status::PickedUp, T0);
+        }
+        sim.scan(status, T0 + H);
+        sim.advance(T0 + 1000 * H);
+        assert_eq!(rules_raised(&sim.outputs), expected, "{status:?}");
+        let escalated = alerts(&sim.outputs).iter().any(|a| a.tier > 0);
+        let terminal = rules::is_terminal(status);
+        assert_eq!(
+            escalated,
+            !expected.is_empty()
+                && !terminal
+                && status != OutForDelivery
+                && status != AvailableForPickup,
+            "{status:?}: silence escalates unless terminal or a one-tier rule"
+        );
+    }
+}
+
+/// With `carrier_exception` switched off nothing would watch a parcel stuck
+/// in a problem status: the transit stall takes over.
+#[test]
+fn with_the_exception_rule_off_the_stall_watches_problem_statuses() {
+    let mut rules = RulesConfig::default();
+    rules.carrier_exception.enabled = false;
+    let mut sim = registered(rules);
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::DeliveryAttemptFailed, T0 + H);
+    sim.advance(past(T0 + 25 * H));
+    assert_eq!(
+        transitions(&sim.outputs),
+        [t(RuleId::StalledInTransit, Opened, 0)]
+    );
+}
+
+/// The escalation tiers are configurable like the other rules' tiers, with
+/// per-carrier / service-level overrides; empty means never escalate.
+#[test]
+fn exception_escalation_tiers_load_from_toml_with_overrides() {
+    let rules: RulesConfig = trackstream_runtime::config::load_from(
+        r#"
+        [carrier_exception]
+        escalate_after = ["12h"]
+        [[carrier_exception.overrides]]
+        carrier = "sf"
+        service_level = "express"
+        tiers = ["2h", "4h"]
+        [[carrier_exception.overrides]]
+        carrier = "yto"
+        tiers = []
+        "#,
+        Vec::new(),
+    )
+    .expect("valid rules");
+    let escalations = |key: &str, level: &str| {
+        let mut sim = Sim::new(rules.clone(), key);
+        let mut reg = shipment(key, "O", T0);
+        reg.service_level = level.into();
+        sim.register(reg, T0);
+        sim.event(event(key, Status::Exception, Reason::Lost, T0));
+        sim.advance(T0 + 100 * H);
+        alerts(&sim.outputs)
+            .iter()
+            .filter(|a| a.state == Escalated as i32)
+            .map(|a| time::millis(a.effective_at.as_ref()) - T0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(escalations("sf:A", "express"), [2 * H, 4 * H]);
+    assert_eq!(escalations("sf:B", "standard"), [12 * H]);
+    assert_eq!(escalations("yto:C", "express"), Vec::<i64>::new());
+    assert_eq!(
+        RulesConfig::default().carrier_exception.escalate_after,
+        [millis(24 * H), millis(72 * H)]
+    );
+}
+
+/// State written by the previous version: an open exception and, beside it,
+/// an armed transit stall. When that deadline comes the stall no longer
+/// watches the parcel: it is disarmed (no alert) and the exception's
+/// escalation is armed instead.
+#[test]
+fn a_stall_armed_beside_an_open_exception_by_an_older_version_stands_down() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.event(event(KEY, Status::Exception, Reason::Damaged, T0 + H));
+    let stall = sim.wb.state.slots.iter_mut().find(|s| s.rule == "st");
+    let stall = stall.expect("the stall slot exists since the pickup");
+    (stall.anchor, stall.deadline) = (T0 + H, T0 + 25 * H);
+    for slot in &mut sim.wb.state.slots {
+        if slot.rule == "ce" {
+            slot.deadline = 0;
+        }
+    }
+    assert!(transitions(&sim.advance(T0 + 25 * H)).is_empty());
+    assert_eq!(
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("ce", past(T0 + 25 * H))]
+    );
+    assert_eq!(
+        transitions(&sim.advance(past(T0 + 25 * H))),
+        [t(RuleId::CarrierException, Escalated, 1)]
+    );
+}
+
+/// Strict thresholds, each rule: an input exactly at the threshold is folded
+/// first and nothing opens (pickup 24h00 after registration, delivery exactly
+/// at the promised time, collection 18h00 after reaching a locker, delivery
+/// 36h00 after going out, moving again 24h00 after an exception).
+#[test]
+fn an_input_exactly_at_a_threshold_opens_nothing() {
+    let mut pickup = registered(RulesConfig::default());
+    pickup.scan(Status::PickedUp, T0 + 24 * H);
+    pickup.scan(Status::Delivered, T0 + 30 * H);
+
+    let mut promise = Sim::new(RulesConfig::default(), KEY);
+    let mut reg = shipment(KEY, "O-1", T0);
+    reg.promised_delivery_at = Some(time::from_millis(T0 + 30 * H));
+    promise.register(reg, T0);
+    promise.scan(Status::PickedUp, T0 + H);
+    promise.scan(Status::InTransit, T0 + 20 * H);
+    promise.scan(Status::Delivered, T0 + 30 * H);
+
+    let mut locker = registered(RulesConfig::default());
+    locker.scan(Status::PickedUp, T0);
+    locker.scan(Status::AvailableForPickup, T0 + 10 * H);
+    locker.scan(Status::Delivered, T0 + 28 * H);
+
+    let mut courier = registered(RulesConfig::default());
+    courier.scan(Status::PickedUp, T0);
+    courier.scan(Status::OutForDelivery, T0 + 10 * H);
+    courier.scan(Status::Delivered, T0 + 46 * H);
+
+    let mut exception = registered(RulesConfig::default());
+    exception.scan(Status::PickedUp, T0);
+    exception.scan(Status::DeliveryAttemptFailed, T0 + H);
+    exception.scan(Status::OutForDelivery, T0 + 25 * H);
+    exception.scan(Status::Delivered, T0 + 26 * H);
+
+    for (name, mut sim) in [
+        ("pickup", pickup),
+        ("promise", promise),
+        ("locker", locker),
+        ("courier", courier),
+    ] {
+        sim.advance(T0 + 1000 * H);
+        assert!(
+            alerts(&sim.outputs).is_empty(),
+            "{name}: {:?}",
+            transitions(&sim.outputs)
+        );
+    }
+    exception.advance(T0 + 1000 * H);
+    assert_eq!(
+        transitions(&exception.outputs),
+        [
+            t(RuleId::CarrierException, Opened, 0),
+            t(RuleId::CarrierException, Resolved, 0)
+        ],
+        "resolved at 24h00, never escalated"
+    );
+}
+
+/// The same inputs arriving after the clock already stands exactly at the
+/// threshold (the event clock reached it through another parcel's scan): the
+/// deadline is not due yet, so the input still folds first.
+#[test]
+fn a_clock_standing_at_the_threshold_fires_nothing() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    assert!(sim.advance(T0 + 24 * H).is_empty());
+    let out = sim.feed(
+        &[Input::Event(scan(KEY, Status::InTransit, T0 + 24 * H))],
+        T0 + 24 * H,
+    );
+    assert!(transitions(&out).is_empty(), "{:?}", transitions(&out));
 }
