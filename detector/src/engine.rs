@@ -197,11 +197,21 @@ impl Engine {
         wb.state.return_received = returned;
     }
 
-    /// Folds pending events and fires deadlines up to `clock`, in time order (a
-    /// deadline due at an event's time fires first). The timer loop calls this
-    /// for due timers; [`Engine::apply`] calls it after every batch. A deadline
-    /// with no pending event after it waits while `clock < wb.hold_until`
-    /// (see [`Waybill::hold_until`]).
+    /// Folds pending events and fires deadlines up to `clock`, in time order.
+    /// The timer loop calls this for due timers; [`Engine::apply`] calls it
+    /// after every batch. A deadline with no pending event after it waits
+    /// while `clock < wb.hold_until` (see [`Waybill::hold_until`]).
+    ///
+    /// Thresholds are strict ("more than 24 h without a scan"): a deadline is
+    /// armed at the first millisecond *past* its threshold, so an event at the
+    /// threshold instant (the next scan exactly 24h00 after the last, delivery
+    /// exactly at the promised time) sorts before it and is folded first — it
+    /// moves the parcel on and re-arms the rule, and nothing opens. An event
+    /// at the deadline itself (1 ms past the threshold) comes after it: the
+    /// deadline fires first. Because the stored deadline is already the firing
+    /// instant, the timer set's score, the grace and the timer loop's "due at
+    /// `now`" all keep one meaning, and a deadline is never due while the
+    /// clock stands exactly at its threshold.
     pub fn advance(&self, wb: &mut Waybill, clock: i64, fx: &mut Effects) {
         for _ in 0..MAX_STEPS {
             let deadline = wb
@@ -219,6 +229,8 @@ impl Engine {
                 .filter(|t| *t <= clock);
             match (deadline, pending) {
                 (Some(_), None) if clock < wb.hold_until => break,
+                // `at` is past its threshold, so `at <= p` means the event
+                // came strictly after the threshold: the deadline fires first.
                 (Some((rule, at)), pending) if pending.is_none_or(|p| at <= p) => {
                     self.fire(wb, rule, at, fx);
                 }

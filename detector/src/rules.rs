@@ -9,21 +9,35 @@
 //! carrier = "sf"
 //! service_level = "express"
 //! tiers = ["12h", "24h"]
+//! [rules.carrier_exception]
+//! escalate_after = ["24h", "72h"]       # silence while the exception is open
 //! ```
+//!
+//! Thresholds are strict: a tier of 24 h means *more than* 24 h, so a scan
+//! exactly 24 h after the last one is folded before the deadline and raises
+//! nothing (the engine arms each deadline at the first millisecond past its
+//! threshold). Which rule watches a parcel in which status: [`silence_rule`]
+//! and `docs/RULES.md`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use trackstream_proto::v1::{Reason, Severity, Status};
+use trackstream_proto::v1::Severity;
 use trackstream_runtime::config::duration;
+
+mod status;
+
+pub use status::{is_carrier_problem, is_terminal, rank, silence_rule};
 
 /// The stable id of each rule; part of every alert id, so never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RuleId {
     /// Registered / info received but not picked up.
     NoPickup,
-    /// No new scan while moving.
+    /// No new scan while moving (picked up, in transit).
     StalledInTransit,
+    /// No new scan while in customs clearance (longer tiers than transit).
+    StalledInCustoms,
     /// Out for delivery but not delivered.
     OutForDeliveryNotDelivered,
     /// Waiting at a locker or pickup point.
@@ -38,9 +52,10 @@ pub enum RuleId {
 
 impl RuleId {
     /// Every timer-driven rule, in evaluation order.
-    pub const TIMED: [RuleId; 6] = [
+    pub const TIMED: [RuleId; 7] = [
         RuleId::NoPickup,
         RuleId::StalledInTransit,
+        RuleId::StalledInCustoms,
         RuleId::OutForDeliveryNotDelivered,
         RuleId::UncollectedAtPickupPoint,
         RuleId::PromisedDateMissed,
@@ -52,6 +67,7 @@ impl RuleId {
         match self {
             RuleId::NoPickup => "no_pickup",
             RuleId::StalledInTransit => "stalled_in_transit",
+            RuleId::StalledInCustoms => "stalled_in_customs",
             RuleId::OutForDeliveryNotDelivered => "out_for_delivery_not_delivered",
             RuleId::UncollectedAtPickupPoint => "uncollected_at_pickup_point",
             RuleId::PromisedDateMissed => "promised_date_missed",
@@ -66,9 +82,10 @@ impl RuleId {
     }
 
     /// Every rule.
-    pub const ALL: [RuleId; 7] = [
+    pub const ALL: [RuleId; 8] = [
         RuleId::NoPickup,
         RuleId::StalledInTransit,
+        RuleId::StalledInCustoms,
         RuleId::OutForDeliveryNotDelivered,
         RuleId::UncollectedAtPickupPoint,
         RuleId::PromisedDateMissed,
@@ -83,6 +100,7 @@ impl RuleId {
         match self {
             RuleId::NoPickup => "np",
             RuleId::StalledInTransit => "st",
+            RuleId::StalledInCustoms => "sc",
             RuleId::OutForDeliveryNotDelivered => "od",
             RuleId::UncollectedAtPickupPoint => "up",
             RuleId::PromisedDateMissed => "pd",
@@ -165,20 +183,7 @@ impl TimerRule {
 
     /// The tiers for a parcel of `carrier` at `service_level`.
     pub fn tiers_for(&self, carrier: &str, service_level: &str) -> &[Duration] {
-        let matches = |o: &&Override| {
-            o.carrier.as_deref().is_none_or(|c| c == carrier)
-                && o.service_level
-                    .as_deref()
-                    .is_none_or(|s| s == service_level)
-        };
-        let specificity = |o: &Override| {
-            usize::from(o.carrier.is_some()) * 2 + usize::from(o.service_level.is_some())
-        };
-        self.overrides
-            .iter()
-            .filter(matches)
-            .max_by_key(|o| specificity(o))
-            .map_or(self.tiers.as_slice(), |o| o.tiers.as_slice())
+        pick(&self.overrides, &self.tiers, carrier, service_level)
     }
 
     /// Severity of tier `tier`.
@@ -192,16 +197,76 @@ impl TimerRule {
     }
 }
 
-/// The carrier-exception rule: raised at once, with the carrier's reason.
+/// The tiers of the most specific override matching `carrier` and
+/// `service_level` (carrier + service level, then carrier, then level), else
+/// `default`.
+fn pick<'a>(
+    overrides: &'a [Override],
+    default: &'a [Duration],
+    carrier: &str,
+    service_level: &str,
+) -> &'a [Duration] {
+    let matches = |o: &&Override| {
+        o.carrier.as_deref().is_none_or(|c| c == carrier)
+            && o.service_level
+                .as_deref()
+                .is_none_or(|s| s == service_level)
+    };
+    let specificity = |o: &Override| {
+        usize::from(o.carrier.is_some()) * 2 + usize::from(o.service_level.is_some())
+    };
+    overrides
+        .iter()
+        .filter(matches)
+        .max_by_key(|o| specificity(o))
+        .map_or(default, |o| o.tiers.as_slice())
+}
+
+/// The carrier-exception rule: raised at once, with the carrier's reason; while
+/// it is open, continued silence escalates it (one problem, one alert: no
+/// stall rule watches the parcel meanwhile).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ExceptionRule {
     /// Off switch.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Severity of a carrier exception alert.
+    /// Severity of a carrier exception alert, at opening and at every
+    /// escalation: the carrier itself reported the problem, so the alert starts
+    /// at the top and an escalation never lowers it. Default `critical`.
     #[serde(default = "critical", deserialize_with = "one_severity")]
     pub severity: Severity,
+    /// How long the parcel may stay without a new scan while the exception is
+    /// open before the alert escalates: tier 1 when the last scan is more than
+    /// `escalate_after[0]` old, tier 2 past `escalate_after[1]`, ... A new
+    /// problem scan (a second failed attempt) restarts the silence; a scan
+    /// that shows the parcel moving resolves the alert. Empty: never
+    /// escalates. Default `["24h", "72h"]`.
+    #[serde(default = "default_escalation", with = "duration::list")]
+    pub escalate_after: Vec<Duration>,
+    /// Replacement `escalate_after` per carrier and/or service level (an
+    /// override's `tiers`), most specific match wins, as for the timer rules.
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+fn default_escalation() -> Vec<Duration> {
+    vec![
+        Duration::from_secs(24 * 3_600),
+        Duration::from_secs(72 * 3_600),
+    ]
+}
+
+impl ExceptionRule {
+    /// The escalation offsets for a parcel of `carrier` at `service_level`.
+    pub fn escalation_for(&self, carrier: &str, service_level: &str) -> &[Duration] {
+        pick(
+            &self.overrides,
+            &self.escalate_after,
+            carrier,
+            service_level,
+        )
+    }
 }
 
 fn critical() -> Severity {
@@ -221,8 +286,14 @@ fn one_severity<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Severity, 
 pub struct RulesConfig {
     /// Default 24 h / 48 h / 72 h after registration or info received.
     pub no_pickup: TimerRule,
-    /// Default 24 h / 48 h / 72 h after the last scan.
+    /// Default 24 h / 48 h / 72 h after the last scan, while picked up or in
+    /// transit (and no carrier exception is open).
     pub stalled_in_transit: TimerRule,
+    /// Default 72 h / 120 h / 168 h after the last scan, while in customs (and
+    /// no carrier exception is open). Clearance takes days and its pace is
+    /// the customs authority's, not the carrier's: transit tiers and their
+    /// per-carrier overrides would alert on normal clearances.
+    pub stalled_in_customs: TimerRule,
     /// Default 36 h after going out for delivery.
     pub out_for_delivery_not_delivered: TimerRule,
     /// Default 18 h at a locker or pickup point.
@@ -231,7 +302,9 @@ pub struct RulesConfig {
     pub promised_date_missed: TimerRule,
     /// Default 7 days after a return was registered.
     pub return_not_picked_up: TimerRule,
-    /// Carrier-reported problems.
+    /// Carrier-reported problems (and failed delivery attempts): opened at
+    /// once, escalated by continued silence. Default: critical, escalating
+    /// after 24 h and 72 h without a scan.
     pub carrier_exception: ExceptionRule,
     /// How far before its `registered_at` a registration reaches back for
     /// scans: a first registration receives the stored scans dated from then
@@ -253,6 +326,7 @@ impl Default for RulesConfig {
         RulesConfig {
             no_pickup: TimerRule::hours(&[24, 48, 72]),
             stalled_in_transit: TimerRule::hours(&[24, 48, 72]),
+            stalled_in_customs: TimerRule::hours(&[72, 120, 168]),
             out_for_delivery_not_delivered: TimerRule::hours(&[36]),
             uncollected_at_pickup_point: TimerRule::hours(&[18]),
             promised_date_missed: TimerRule::hours(&[0, 24]),
@@ -260,6 +334,8 @@ impl Default for RulesConfig {
             carrier_exception: ExceptionRule {
                 enabled: true,
                 severity: Severity::Critical,
+                escalate_after: default_escalation(),
+                overrides: Vec::new(),
             },
             join_window: Duration::from_secs(DEFAULT_JOIN_WINDOW_DAYS * 86_400),
         }
@@ -272,6 +348,7 @@ impl RulesConfig {
         let rule = match rule {
             RuleId::NoPickup => &self.no_pickup,
             RuleId::StalledInTransit => &self.stalled_in_transit,
+            RuleId::StalledInCustoms => &self.stalled_in_customs,
             RuleId::OutForDeliveryNotDelivered => &self.out_for_delivery_not_delivered,
             RuleId::UncollectedAtPickupPoint => &self.uncollected_at_pickup_point,
             RuleId::PromisedDateMissed => &self.promised_date_missed,
@@ -280,54 +357,6 @@ impl RulesConfig {
         };
         (rule.enabled && !rule.tiers.is_empty()).then_some(rule)
     }
-}
-
-/// Whether a status is final: nothing moves a parcel out of it.
-pub fn is_terminal(status: Status) -> bool {
-    matches!(
-        status,
-        Status::Delivered | Status::Returned | Status::Cancelled | Status::Expired
-    )
-}
-
-/// Progress rank for tie-breaking scans with the same time.
-pub fn rank(status: Status) -> i32 {
-    match status {
-        Status::Unspecified => 0,
-        Status::Pending => 1,
-        Status::InfoReceived => 2,
-        Status::PickedUp => 3,
-        Status::InTransit | Status::Customs | Status::Exception => 4,
-        Status::OutForDelivery | Status::DeliveryAttemptFailed => 5,
-        Status::AvailableForPickup => 6,
-        Status::Returning => 7,
-        Status::Delivered | Status::Returned | Status::Cancelled | Status::Expired => 8,
-    }
-}
-
-/// Whether an event is a carrier-reported problem that raises an alert at once.
-pub fn is_carrier_problem(status: Status, reason: Reason) -> bool {
-    matches!(
-        status,
-        Status::DeliveryAttemptFailed
-            | Status::Exception
-            | Status::Returning
-            | Status::Returned
-            | Status::Cancelled
-    ) || matches!(
-        reason,
-        Reason::Address
-            | Reason::Refused
-            | Reason::RecipientUnreachable
-            | Reason::Damaged
-            | Reason::Lost
-            | Reason::CustomsHold
-            | Reason::CustomsDocuments
-            | Reason::CustomsDuties
-            | Reason::DeliveryAttemptFailed
-            | Reason::Cancelled
-            | Reason::ReturnToSender
-    )
 }
 
 #[cfg(test)]

@@ -12,13 +12,19 @@ use common::*;
 use proptest::prelude::*;
 use prost::Message as _;
 use trackstream_detector::engine::{self, Input, Output, RefusedRegistration, alert_id};
-use trackstream_detector::rules::{Override, RuleId, RulesConfig};
+use trackstream_detector::rules::{self, Override, RuleId, RulesConfig};
 use trackstream_proto::time;
 use trackstream_proto::v1::{AlertState, BuyerContact, Reason, Severity, Status, UpdateKind};
 
 use AlertState::{Escalated, Opened, Resolved};
 
 const KEY: &str = "sf:SF1";
+
+/// The first instant past a threshold, when its deadline fires: thresholds
+/// are strict ("more than 24 h").
+fn past(threshold: i64) -> i64 {
+    threshold + 1
+}
 
 fn t(rule: RuleId, state: AlertState, tier: u32) -> (String, AlertState, u32) {
     (rule.name().to_owned(), state, tier)
@@ -34,13 +40,13 @@ fn registered(rules: RulesConfig) -> Sim {
 fn no_pickup_opens_at_24h_escalates_at_48h_and_72h_and_resolves_on_pickup() {
     let mut sim = registered(RulesConfig::default());
     assert!(transitions(&sim.scan(Status::InfoReceived, T0 + H)).is_empty());
-    assert!(transitions(&sim.advance(T0 + 24 * H - 1)).is_empty());
-    let opened = alerts(&sim.advance(T0 + 24 * H));
+    assert!(transitions(&sim.advance(T0 + 24 * H)).is_empty());
+    let opened = alerts(&sim.advance(past(T0 + 24 * H)));
     assert_eq!(transitions(&sim.outputs), [t(RuleId::NoPickup, Opened, 0)]);
     assert_eq!(opened[0].severity, Severity::Warning as i32);
     assert_eq!(opened[0].order_id, "O-1");
     assert_eq!(opened[0].alert_id, alert_id(KEY, RuleId::NoPickup, 1));
-    let escalated = alerts(&sim.advance(T0 + 72 * H));
+    let escalated = alerts(&sim.advance(past(T0 + 72 * H)));
     assert_eq!(
         transitions(&sim.outputs)[1..],
         [
@@ -63,9 +69,9 @@ fn no_pickup_opens_at_24h_escalates_at_48h_and_72h_and_resolves_on_pickup() {
 fn no_pickup_without_registration_is_anchored_at_info_received() {
     let mut sim = Sim::new(RulesConfig::default(), KEY);
     sim.scan(Status::InfoReceived, T0 + 5 * H);
-    assert!(sim.advance(T0 + 29 * H - 1).is_empty());
+    assert!(sim.advance(T0 + 29 * H).is_empty());
     assert_eq!(
-        transitions(&sim.advance(T0 + 29 * H)),
+        transitions(&sim.advance(past(T0 + 29 * H))),
         [t(RuleId::NoPickup, Opened, 0)]
     );
 }
@@ -96,10 +102,10 @@ fn stall_escalates_through_tiers_resolves_on_movement_and_opens_a_new_episode() 
     sim.scan(Status::PickedUp, T0);
     sim.scan(Status::InTransit, T0 + 10 * H);
     assert!(
-        sim.advance(T0 + 34 * H - 1).is_empty(),
+        sim.advance(T0 + 34 * H).is_empty(),
         "24 h after the LAST scan"
     );
-    sim.advance(T0 + 82 * H);
+    sim.advance(past(T0 + 82 * H));
     assert_eq!(
         transitions(&sim.outputs),
         [
@@ -114,7 +120,7 @@ fn stall_escalates_through_tiers_resolves_on_movement_and_opens_a_new_episode() 
         (moved[0].alert_id.as_str(), moved[0].state),
         (first.as_str(), Resolved as i32)
     );
-    let again = alerts(&sim.advance(T0 + 114 * H));
+    let again = alerts(&sim.advance(past(T0 + 114 * H)));
     assert_eq!(again[0].state, Opened as i32);
     assert_eq!(again[0].episode, 2);
     assert_ne!(again[0].alert_id, first, "a new episode has a new id");
@@ -131,9 +137,9 @@ fn out_for_delivery_not_delivered_within_36h() {
     let mut sim = registered(RulesConfig::default());
     sim.scan(Status::PickedUp, T0);
     sim.scan(Status::OutForDelivery, T0 + 5 * H);
-    assert!(sim.advance(T0 + 41 * H - 1).is_empty());
+    assert!(sim.advance(T0 + 41 * H).is_empty());
     assert_eq!(
-        transitions(&sim.advance(T0 + 41 * H)),
+        transitions(&sim.advance(past(T0 + 41 * H))),
         [t(RuleId::OutForDeliveryNotDelivered, Opened, 0)]
     );
     assert!(sim.advance(T0 + 400 * H).is_empty(), "one tier only");
@@ -148,9 +154,9 @@ fn uncollected_at_pickup_point_after_18h_resolves_on_collection() {
     let mut sim = registered(RulesConfig::default());
     sim.scan(Status::PickedUp, T0);
     sim.scan(Status::AvailableForPickup, T0 + 10 * H);
-    assert!(sim.advance(T0 + 28 * H - 1).is_empty());
+    assert!(sim.advance(T0 + 28 * H).is_empty());
     assert_eq!(
-        transitions(&sim.advance(T0 + 28 * H)),
+        transitions(&sim.advance(past(T0 + 28 * H))),
         [t(RuleId::UncollectedAtPickupPoint, Opened, 0)]
     );
     assert_eq!(
@@ -171,10 +177,10 @@ fn promised_delivery_time_passed_opens_at_the_promise_escalates_and_resolves_on_
     }
     assert!(transitions(&sim.outputs).is_empty());
     assert_eq!(
-        transitions(&sim.advance(T0 + 48 * H)),
+        transitions(&sim.advance(past(T0 + 48 * H))),
         [t(RuleId::PromisedDateMissed, Opened, 0)]
     );
-    let escalated = transitions(&sim.advance(T0 + 72 * H));
+    let escalated = transitions(&sim.advance(past(T0 + 72 * H)));
     assert!(escalated.contains(&t(RuleId::PromisedDateMissed, Escalated, 1)));
     let delivered = transitions(&sim.scan(Status::Delivered, T0 + 73 * H));
     assert!(delivered.contains(&t(RuleId::PromisedDateMissed, Resolved, 1)));
@@ -285,9 +291,9 @@ fn a_return_not_picked_up_raises_the_return_rule_not_no_pickup() {
     reg.is_return = true;
     sim.register(reg, T0);
     sim.scan(Status::InfoReceived, T0 + H);
-    assert!(sim.advance(T0 + 7 * 24 * H - 1).is_empty());
+    assert!(sim.advance(T0 + 7 * 24 * H).is_empty());
     assert_eq!(
-        transitions(&sim.advance(T0 + 7 * 24 * H)),
+        transitions(&sim.advance(past(T0 + 7 * 24 * H))),
         [t(RuleId::ReturnNotPickedUp, Opened, 0)]
     );
     assert_eq!(
@@ -371,7 +377,7 @@ fn a_late_scan_is_an_update_flagged_late_but_never_moves_the_status_back() {
     assert_eq!(sim.wb.state.status(), Status::OutForDelivery);
     // The OFD timer still runs from the OFD scan, not from the late one.
     assert_eq!(
-        transitions(&sim.advance(T0 + 66 * H)),
+        transitions(&sim.advance(past(T0 + 66 * H))),
         [t(RuleId::OutForDeliveryNotDelivered, Opened, 0)]
     );
 }
@@ -411,7 +417,7 @@ fn a_scan_beyond_the_clock_waits_and_deadlines_before_it_fire_first() {
     assert!(transitions(&early).is_empty());
     assert_eq!(
         sim.wb.state.deadlines().collect::<Vec<_>>(),
-        [("st", T0 + 24 * H), ("pe", T0 + 30 * H)]
+        [("st", past(T0 + 24 * H)), ("pe", T0 + 30 * H)]
     );
     // When the clock passes both, the 24 h deadline fires before the scan
     // resolves it: the alerts of living through it.
@@ -424,16 +430,31 @@ fn a_scan_beyond_the_clock_waits_and_deadlines_before_it_fire_first() {
     );
 }
 
+/// Strict thresholds: the next scan exactly 24h00 after the last is folded
+/// before the deadline (nothing opens, the stall re-arms from it); one
+/// millisecond later the deadline comes first.
 #[test]
-fn a_deadline_due_at_an_event_time_fires_before_the_event() {
+fn a_scan_exactly_at_a_threshold_folds_first_and_one_just_past_it_does_not() {
     let mut sim = registered(RulesConfig::default());
     sim.scan(Status::PickedUp, T0);
+    assert!(transitions(&sim.scan(Status::InTransit, T0 + 24 * H)).is_empty());
     assert_eq!(
-        transitions(&sim.scan(Status::InTransit, T0 + 24 * H)),
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("st", past(T0 + 48 * H))],
+        "re-armed from the scan at the threshold"
+    );
+    let late = sim.scan(Status::InTransit, past(T0 + 48 * H));
+    assert_eq!(
+        transitions(&late),
         [
             t(RuleId::StalledInTransit, Opened, 0),
             t(RuleId::StalledInTransit, Resolved, 0)
         ]
+    );
+    assert_eq!(
+        alerts(&late)[0].effective_at,
+        Some(time::from_millis(T0 + 48 * H)),
+        "effective at the threshold it passed"
     );
 }
 
@@ -469,7 +490,7 @@ fn a_late_snapshot_read_one_scan_at_a_time_raises_nothing_within_the_grace() {
     assert!(transitions(&sim.advance(now + 10_000)).is_empty());
     assert_eq!(
         sim.wb.state.deadlines().collect::<Vec<_>>(),
-        [("od", T0 + 96 * H)],
+        [("od", past(T0 + 96 * H))],
         "the rule keeps its real deadline"
     );
 }
@@ -586,7 +607,7 @@ fn rules_load_from_toml_with_overrides_and_severities() {
     let mut sim = Sim::new(rules.clone(), "sf:S1");
     sim.scan(Status::PickedUp, T0);
     assert_eq!(
-        alerts(&sim.advance(T0 + 90 * 60_000))
+        alerts(&sim.advance(past(T0 + 90 * 60_000)))
             .iter()
             .map(|a| a.tier)
             .collect::<Vec<_>>(),
@@ -697,7 +718,7 @@ fn a_future_dated_scan_does_not_make_later_scans_late() {
     assert_eq!(sim.wb.state.status(), Status::OutForDelivery);
     // The 36 h out-for-delivery rule runs from the real scan.
     assert_eq!(
-        transitions(&sim.advance(T0 + 39 * H)),
+        transitions(&sim.advance(past(T0 + 39 * H))),
         [t(RuleId::OutForDeliveryNotDelivered, Opened, 0)]
     );
     let delivered = updates(&sim.scan(Status::Delivered, T0 + 40 * H));
@@ -840,7 +861,7 @@ fn an_identical_registration_keeps_the_no_pickup_deadline() {
     let mut sim = registered(RulesConfig::default());
     assert_eq!(
         sim.wb.state.deadlines().collect::<Vec<_>>(),
-        [("np", T0 + 24 * H)]
+        [("np", past(T0 + 24 * H))]
     );
     sim.wb.registration_changed = false;
     let before = sim.wb.state.clone();
@@ -849,7 +870,7 @@ fn an_identical_registration_keeps_the_no_pickup_deadline() {
     assert!(!sim.wb.registration_changed, "nothing to store");
     assert_eq!(sim.wb.state, before);
     assert_eq!(
-        transitions(&sim.advance(T0 + 24 * H)),
+        transitions(&sim.advance(past(T0 + 24 * H))),
         [t(RuleId::NoPickup, Opened, 0)],
         "opens 24 h after the first registration"
     );
@@ -882,7 +903,7 @@ fn a_changed_registration_by_the_owner_applies() {
         Some(time::from_millis(T0 + 20 * H))
     );
     assert_eq!(
-        transitions(&sim.advance(T0 + 20 * H)),
+        transitions(&sim.advance(past(T0 + 20 * H))),
         [t(RuleId::PromisedDateMissed, Opened, 0)],
         "the new promise is watched"
     );
@@ -1091,4 +1112,377 @@ proptest! {
         sim.advance(end);
         prop_assert_eq!(alert_set(&alerts(&sim.outputs)), clean.0);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Issue 16: one problem, one alert; which rule watches which status; strict
+// thresholds.
+// ---------------------------------------------------------------------------
+
+/// The rules (by name) a run raised, each once, in order of first appearance.
+fn rules_raised(outputs: &[Output]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for alert in alerts(outputs) {
+        if !seen.contains(&alert.rule) {
+            seen.push(alert.rule);
+        }
+    }
+    seen
+}
+
+/// A carrier exception followed by silence is one alert: it opens at once,
+/// escalates past 24 h and 72 h without a scan (critical throughout), and no
+/// stall rule opens beside it. A scan showing the parcel moving resolves it,
+/// and the stall rule re-arms from that scan.
+#[test]
+fn an_exception_then_silence_escalates_the_exception_alone() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.event(event(KEY, Status::Exception, Reason::Address, T0 + H));
+    assert!(transitions(&sim.advance(T0 + 25 * H)).is_empty(), "24h00");
+    assert_eq!(
+        transitions(&sim.advance(past(T0 + 25 * H))),
+        [t(RuleId::CarrierException, Escalated, 1)]
+    );
+    assert!(transitions(&sim.advance(T0 + 73 * H)).is_empty());
+    let critical = sim.advance(T0 + 500 * H);
+    assert_eq!(
+        transitions(&critical),
+        [t(RuleId::CarrierException, Escalated, 2)],
+        "two escalations, then nothing more"
+    );
+    assert_eq!(
+        alerts(&critical)[0].effective_at,
+        Some(time::from_millis(T0 + 73 * H))
+    );
+    let all = alerts(&sim.outputs);
+    assert!(all.iter().all(|a| a.severity == Severity::Critical as i32));
+    assert!(all.iter().all(|a| a.alert_id == all[0].alert_id), "one id");
+    assert_eq!(rules_raised(&sim.outputs), ["carrier_exception"]);
+
+    let moved = sim.scan(Status::InTransit, T0 + 501 * H);
+    assert_eq!(
+        transitions(&moved),
+        [t(RuleId::CarrierException, Resolved, 2)]
+    );
+    assert_eq!(
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("st", past(T0 + 525 * H))],
+        "the stall watches again, from the new scan"
+    );
+    assert_eq!(
+        transitions(&sim.advance(past(T0 + 525 * H))),
+        [t(RuleId::StalledInTransit, Opened, 0)]
+    );
+}
+
+/// A failed delivery attempt is watched the same way; a second failed
+/// attempt is a scan, so it restarts the silence (no new episode).
+#[test]
+fn a_failed_attempt_then_silence_escalates_the_exception_alone() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::OutForDelivery, T0 + 10 * H);
+    let opened = sim.scan(Status::DeliveryAttemptFailed, T0 + 12 * H);
+    assert_eq!(
+        transitions(&opened),
+        [t(RuleId::CarrierException, Opened, 0)]
+    );
+    sim.scan(Status::DeliveryAttemptFailed, T0 + 30 * H);
+    assert!(
+        transitions(&sim.advance(T0 + 54 * H)).is_empty(),
+        "24 h after the second attempt, not the first"
+    );
+    sim.advance(T0 + 1000 * H);
+    assert_eq!(
+        transitions(&sim.outputs),
+        [
+            t(RuleId::CarrierException, Opened, 0),
+            t(RuleId::CarrierException, Escalated, 1),
+            t(RuleId::CarrierException, Escalated, 2)
+        ]
+    );
+    let escalations: Vec<i64> = alerts(&sim.outputs)[1..]
+        .iter()
+        .map(|a| time::millis(a.effective_at.as_ref()) - T0)
+        .collect();
+    assert_eq!(escalations, [54 * H, 102 * H]);
+    assert_eq!(
+        transitions(&sim.scan(Status::Delivered, T0 + 1001 * H)),
+        [t(RuleId::CarrierException, Resolved, 2)]
+    );
+    sim.advance(T0 + 2000 * H);
+    assert!(sim.wb.state.deadlines().next().is_none());
+}
+
+/// Customs: a normal clearance is watched by its own, longer stall rule
+/// (nothing at 24 h or 48 h; 72 h / 120 h / 168 h), which a scan out of
+/// customs resolves, re-arming the transit stall. A customs hold with a
+/// problem reason is a carrier exception, escalating alone.
+#[test]
+fn customs_is_watched_by_its_own_longer_stall_and_a_hold_by_the_exception() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::Customs, T0 + 10 * H);
+    assert!(sim.advance(T0 + 82 * H).is_empty(), "72h00 in customs");
+    sim.advance(T0 + 200 * H);
+    assert_eq!(
+        transitions(&sim.outputs),
+        [
+            t(RuleId::StalledInCustoms, Opened, 0),
+            t(RuleId::StalledInCustoms, Escalated, 1),
+            t(RuleId::StalledInCustoms, Escalated, 2)
+        ]
+    );
+    let severities: Vec<i32> = alerts(&sim.outputs).iter().map(|a| a.severity).collect();
+    assert_eq!(
+        severities,
+        [
+            Severity::Warning as i32,
+            Severity::Warning as i32,
+            Severity::Critical as i32
+        ]
+    );
+    assert_eq!(
+        transitions(&sim.scan(Status::InTransit, T0 + 201 * H)),
+        [t(RuleId::StalledInCustoms, Resolved, 2)]
+    );
+    assert_eq!(
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("st", past(T0 + 225 * H))]
+    );
+
+    let mut held = registered(RulesConfig::default());
+    held.scan(Status::PickedUp, T0);
+    held.event(event(KEY, Status::Customs, Reason::CustomsDuties, T0 + H));
+    held.advance(T0 + 500 * H);
+    assert_eq!(
+        transitions(&held.outputs),
+        [
+            t(RuleId::CarrierException, Opened, 0),
+            t(RuleId::CarrierException, Escalated, 1),
+            t(RuleId::CarrierException, Escalated, 2)
+        ]
+    );
+}
+
+/// Returning to the sender is a carrier exception (return to sender) that
+/// escalates while the way back is silent; each scan on the way back restarts
+/// the silence; once returned (terminal) nothing is armed.
+#[test]
+fn returning_is_watched_by_the_exception_and_returned_stops_it() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    let opened = alerts(&sim.scan(Status::Returning, T0 + H));
+    assert_eq!(opened[0].reason, Reason::ReturnToSender as i32);
+    sim.scan(Status::Returning, T0 + 20 * H);
+    assert_eq!(
+        transitions(&sim.advance(past(T0 + 44 * H))),
+        [t(RuleId::CarrierException, Escalated, 1)]
+    );
+    assert!(transitions(&sim.scan(Status::Returned, T0 + 50 * H)).is_empty());
+    assert!(sim.wb.state.deadlines().next().is_none(), "terminal");
+    sim.advance(T0 + 1000 * H);
+    assert_eq!(rules_raised(&sim.outputs), ["carrier_exception"]);
+}
+
+/// The status → watching-rule table of `docs/RULES.md`, status by status:
+/// a parcel picked up, then one scan in the status, then silence for 1000 h.
+#[test]
+fn every_status_is_watched_by_the_rule_of_the_table() {
+    use Status::*;
+    let table: [(Status, &[&str]); 14] = [
+        (Pending, &["no_pickup"]),
+        (InfoReceived, &["no_pickup"]),
+        (PickedUp, &["stalled_in_transit"]),
+        (InTransit, &["stalled_in_transit"]),
+        (Customs, &["stalled_in_customs"]),
+        (OutForDelivery, &["out_for_delivery_not_delivered"]),
+        (AvailableForPickup, &["uncollected_at_pickup_point"]),
+        (DeliveryAttemptFailed, &["carrier_exception"]),
+        (Exception, &["carrier_exception"]),
+        (Returning, &["carrier_exception"]),
+        (Returned, &["carrier_exception"]),
+        (Cancelled, &["carrier_exception"]),
+        (Delivered, &[]),
+        (Expired, &[]),
+    ];
+    for (status, expected) in table {
+        let mut sim = registered(RulesConfig::default());
+        // Not picked up yet: the pickup rule, anchored at registration.
+        if rules::silence_rule(status).is_some() || rules::is_terminal(status) {
+            sim.scan(Status::PickedUp, T0);
+        }
+        sim.scan(status, T0 + H);
+        sim.advance(T0 + 1000 * H);
+        assert_eq!(rules_raised(&sim.outputs), expected, "{status:?}");
+        let escalated = alerts(&sim.outputs).iter().any(|a| a.tier > 0);
+        let terminal = rules::is_terminal(status);
+        assert_eq!(
+            escalated,
+            !expected.is_empty()
+                && !terminal
+                && status != OutForDelivery
+                && status != AvailableForPickup,
+            "{status:?}: silence escalates unless terminal or a one-tier rule"
+        );
+    }
+}
+
+/// With `carrier_exception` switched off nothing would watch a parcel stuck
+/// in a problem status: the transit stall takes over.
+#[test]
+fn with_the_exception_rule_off_the_stall_watches_problem_statuses() {
+    let mut rules = RulesConfig::default();
+    rules.carrier_exception.enabled = false;
+    let mut sim = registered(rules);
+    sim.scan(Status::PickedUp, T0);
+    sim.scan(Status::DeliveryAttemptFailed, T0 + H);
+    sim.advance(past(T0 + 25 * H));
+    assert_eq!(
+        transitions(&sim.outputs),
+        [t(RuleId::StalledInTransit, Opened, 0)]
+    );
+}
+
+/// The escalation tiers are configurable like the other rules' tiers, with
+/// per-carrier / service-level overrides; empty means never escalate.
+#[test]
+fn exception_escalation_tiers_load_from_toml_with_overrides() {
+    let rules: RulesConfig = trackstream_runtime::config::load_from(
+        r#"
+        [carrier_exception]
+        escalate_after = ["12h"]
+        [[carrier_exception.overrides]]
+        carrier = "sf"
+        service_level = "express"
+        tiers = ["2h", "4h"]
+        [[carrier_exception.overrides]]
+        carrier = "yto"
+        tiers = []
+        "#,
+        Vec::new(),
+    )
+    .expect("valid rules");
+    let escalations = |key: &str, level: &str| {
+        let mut sim = Sim::new(rules.clone(), key);
+        let mut reg = shipment(key, "O", T0);
+        reg.service_level = level.into();
+        sim.register(reg, T0);
+        sim.event(event(key, Status::Exception, Reason::Lost, T0));
+        sim.advance(T0 + 100 * H);
+        alerts(&sim.outputs)
+            .iter()
+            .filter(|a| a.state == Escalated as i32)
+            .map(|a| time::millis(a.effective_at.as_ref()) - T0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(escalations("sf:A", "express"), [2 * H, 4 * H]);
+    assert_eq!(escalations("sf:B", "standard"), [12 * H]);
+    assert_eq!(escalations("yto:C", "express"), Vec::<i64>::new());
+    assert_eq!(
+        RulesConfig::default().carrier_exception.escalate_after,
+        [millis(24 * H), millis(72 * H)]
+    );
+}
+
+/// State written by the previous version: an open exception and, beside it,
+/// an armed transit stall. When that deadline comes the stall no longer
+/// watches the parcel: it is disarmed (no alert) and the exception's
+/// escalation is armed instead.
+#[test]
+fn a_stall_armed_beside_an_open_exception_by_an_older_version_stands_down() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    sim.event(event(KEY, Status::Exception, Reason::Damaged, T0 + H));
+    let stall = sim.wb.state.slots.iter_mut().find(|s| s.rule == "st");
+    let stall = stall.expect("the stall slot exists since the pickup");
+    (stall.anchor, stall.deadline) = (T0 + H, T0 + 25 * H);
+    for slot in &mut sim.wb.state.slots {
+        if slot.rule == "ce" {
+            slot.deadline = 0;
+        }
+    }
+    assert!(transitions(&sim.advance(T0 + 25 * H)).is_empty());
+    assert_eq!(
+        sim.wb.state.deadlines().collect::<Vec<_>>(),
+        [("ce", past(T0 + 25 * H))]
+    );
+    assert_eq!(
+        transitions(&sim.advance(past(T0 + 25 * H))),
+        [t(RuleId::CarrierException, Escalated, 1)]
+    );
+}
+
+/// Strict thresholds, each rule: an input exactly at the threshold is folded
+/// first and nothing opens (pickup 24h00 after registration, delivery exactly
+/// at the promised time, collection 18h00 after reaching a locker, delivery
+/// 36h00 after going out, moving again 24h00 after an exception).
+#[test]
+fn an_input_exactly_at_a_threshold_opens_nothing() {
+    let mut pickup = registered(RulesConfig::default());
+    pickup.scan(Status::PickedUp, T0 + 24 * H);
+    pickup.scan(Status::Delivered, T0 + 30 * H);
+
+    let mut promise = Sim::new(RulesConfig::default(), KEY);
+    let mut reg = shipment(KEY, "O-1", T0);
+    reg.promised_delivery_at = Some(time::from_millis(T0 + 30 * H));
+    promise.register(reg, T0);
+    promise.scan(Status::PickedUp, T0 + H);
+    promise.scan(Status::InTransit, T0 + 20 * H);
+    promise.scan(Status::Delivered, T0 + 30 * H);
+
+    let mut locker = registered(RulesConfig::default());
+    locker.scan(Status::PickedUp, T0);
+    locker.scan(Status::AvailableForPickup, T0 + 10 * H);
+    locker.scan(Status::Delivered, T0 + 28 * H);
+
+    let mut courier = registered(RulesConfig::default());
+    courier.scan(Status::PickedUp, T0);
+    courier.scan(Status::OutForDelivery, T0 + 10 * H);
+    courier.scan(Status::Delivered, T0 + 46 * H);
+
+    let mut exception = registered(RulesConfig::default());
+    exception.scan(Status::PickedUp, T0);
+    exception.scan(Status::DeliveryAttemptFailed, T0 + H);
+    exception.scan(Status::OutForDelivery, T0 + 25 * H);
+    exception.scan(Status::Delivered, T0 + 26 * H);
+
+    for (name, mut sim) in [
+        ("pickup", pickup),
+        ("promise", promise),
+        ("locker", locker),
+        ("courier", courier),
+    ] {
+        sim.advance(T0 + 1000 * H);
+        assert!(
+            alerts(&sim.outputs).is_empty(),
+            "{name}: {:?}",
+            transitions(&sim.outputs)
+        );
+    }
+    exception.advance(T0 + 1000 * H);
+    assert_eq!(
+        transitions(&exception.outputs),
+        [
+            t(RuleId::CarrierException, Opened, 0),
+            t(RuleId::CarrierException, Resolved, 0)
+        ],
+        "resolved at 24h00, never escalated"
+    );
+}
+
+/// The same inputs arriving after the clock already stands exactly at the
+/// threshold (the event clock reached it through another parcel's scan): the
+/// deadline is not due yet, so the input still folds first.
+#[test]
+fn a_clock_standing_at_the_threshold_fires_nothing() {
+    let mut sim = registered(RulesConfig::default());
+    sim.scan(Status::PickedUp, T0);
+    assert!(sim.advance(T0 + 24 * H).is_empty());
+    let out = sim.feed(
+        &[Input::Event(scan(KEY, Status::InTransit, T0 + 24 * H))],
+        T0 + 24 * H,
+    );
+    assert!(transitions(&out).is_empty(), "{:?}", transitions(&out));
 }

@@ -317,22 +317,32 @@ impl Parcel {
 
     /// Ground truth: the rules that must have OPENED an alert for this parcel by
     /// `now`, each with the tier it must have reached, under the default
-    /// thresholds (independent of the detector's code). Stall-type rules count
-    /// from the last scan; "not picked up" from the registration
-    /// ([`Parcel::registration`]: an hour before the first scan), as the detector
-    /// anchors it at the earlier of registration and label information.
+    /// thresholds (independent of the detector's code; `docs/RULES.md`).
+    /// Thresholds are strict: a tier is reached once the silence is *more*
+    /// than its offset. Stall-type rules count from the last scan; "not picked
+    /// up" from the registration ([`Parcel::registration`]: an hour before the
+    /// first scan), as the detector anchors it at the earlier of registration
+    /// and label information. A failed delivery attempt opens
+    /// `carrier_exception` at once; while it is the last scan, nothing else
+    /// watches the parcel and its silence escalates that alert (24 h, 72 h);
+    /// a later scan resolves it (tier 0 reached).
     pub fn expected_alerts(&self, now: DateTime<Utc>) -> Vec<(&'static str, u32)> {
         let mut rules = Vec::new();
         let (Some(first), Some(last)) = (self.scans.first(), self.scans.last()) else {
             return rules;
         };
-        let reached = |anchor: DateTime<Utc>, tiers: &[i64]| {
+        // How many of `tiers` (hours) the silence since `anchor` has passed.
+        let passed = |anchor: DateTime<Utc>, tiers: &[i64]| {
             let age = now - anchor;
-            let passed = tiers.iter().filter(|h| age >= Span::hours(**h)).count();
-            passed.checked_sub(1).and_then(|t| u32::try_from(t).ok())
+            tiers.iter().filter(|h| age > Span::hours(**h)).count()
+        };
+        let reached = |anchor: DateTime<Utc>, tiers: &[i64]| {
+            passed(anchor, tiers)
+                .checked_sub(1)
+                .and_then(|t| u32::try_from(t).ok())
         };
         let timer = match last.stage {
-            Stage::PickedUp | Stage::InTransit | Stage::AttemptFailed => {
+            Stage::PickedUp | Stage::InTransit => {
                 reached(last.at, &[24, 48, 72]).map(|t| ("stalled_in_transit", t))
             }
             Stage::OutForDelivery => {
@@ -342,12 +352,76 @@ impl Parcel {
             Stage::Info => {
                 reached(first.at - Span::hours(1), &[24, 48, 72]).map(|t| ("no_pickup", t))
             }
+            Stage::AttemptFailed => u32::try_from(passed(last.at, &[24, 72]))
+                .ok()
+                .map(|t| ("carrier_exception", t)),
             Stage::Delivered => None,
         };
         rules.extend(timer);
-        if self.scans.iter().any(|s| s.stage == Stage::AttemptFailed) {
+        if last.stage != Stage::AttemptFailed
+            && self.scans.iter().any(|s| s.stage == Stage::AttemptFailed)
+        {
             rules.push(("carrier_exception", 0));
         }
         rules
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parcel(stages: &[(Stage, i64)], now: DateTime<Utc>) -> Parcel {
+        Parcel {
+            index: 1,
+            format: Format::Generic,
+            carrier: "sf",
+            waybill: "SF1".into(),
+            order_id: "O-1".into(),
+            kind: Kind::Moving,
+            scans: stages
+                .iter()
+                .zip(1..)
+                .map(|((stage, hours_ago), tag)| Scan {
+                    stage: *stage,
+                    at: now - Span::hours(*hours_ago),
+                    tag,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_escalates_its_exception_and_raises_no_stall() {
+        let now = Utc::now().trunc_subsecs(0);
+        let failed = |hours_ago| {
+            parcel(
+                &[(Stage::PickedUp, 200), (Stage::AttemptFailed, hours_ago)],
+                now,
+            )
+            .expected_alerts(now)
+        };
+        assert_eq!(failed(5), [("carrier_exception", 0)]);
+        assert_eq!(failed(24), [("carrier_exception", 0)], "24h00 is not more");
+        assert_eq!(failed(25), [("carrier_exception", 1)]);
+        assert_eq!(failed(100), [("carrier_exception", 2)]);
+        let moved_on = parcel(
+            &[(Stage::AttemptFailed, 100), (Stage::OutForDelivery, 2)],
+            now,
+        );
+        assert_eq!(moved_on.expected_alerts(now), [("carrier_exception", 0)]);
+    }
+
+    #[test]
+    fn thresholds_are_strict() {
+        let now = Utc::now().trunc_subsecs(0);
+        let stalled =
+            |hours_ago| parcel(&[(Stage::InTransit, hours_ago)], now).expected_alerts(now);
+        assert_eq!(stalled(24), []);
+        assert_eq!(stalled(25), [("stalled_in_transit", 0)]);
+        assert_eq!(stalled(48), [("stalled_in_transit", 0)]);
+        assert_eq!(stalled(49), [("stalled_in_transit", 1)]);
+        let locker = parcel(&[(Stage::Locker, 18)], now).expected_alerts(now);
+        assert_eq!(locker, []);
     }
 }

@@ -4,6 +4,8 @@
 
 use super::*;
 
+mod exception;
+
 impl Engine {
     /// Applies one event to the state: status, anchors, carrier exceptions,
     /// return received, then re-arms timers.
@@ -51,12 +53,25 @@ impl Engine {
         self.evaluate(wb, wb.state.last_event_at, fx);
     }
 
+    /// Fires `rule`'s deadline (armed at [`past`] its threshold): opens or
+    /// escalates its alert, effective at the threshold. A deadline whose rule
+    /// no longer watches the parcel from that anchor (state stored by an
+    /// earlier version with other watching rules) is re-evaluated instead.
     pub(super) fn fire(&self, wb: &mut Waybill, rule: RuleId, deadline: i64, fx: &mut Effects) {
         wb.state.folded_at = wb.state.folded_at.max(deadline);
+        let threshold = deadline.saturating_sub(1);
+        if rule == RuleId::CarrierException {
+            self.escalate_exception(wb, deadline, fx);
+            return;
+        }
         let Some(config) = self.rules.timer(rule) else {
             wb.state.slot_mut(rule).deadline = 0;
             return;
         };
+        if wb.state.slot(rule).map(|s| s.anchor) != anchor(rule, wb) {
+            self.evaluate(wb, threshold, fx);
+            return;
+        }
         let (carrier, level) = carrier_and_level(wb);
         let tiers = config.tiers_for(&carrier, &level);
         let slot = wb.state.slot_mut(rule);
@@ -67,18 +82,19 @@ impl Engine {
             slot.episode += 1;
             slot.open = true;
             slot.tier = 0;
-            slot.opened_at = deadline;
+            slot.opened_at = threshold;
             AlertState::Opened
         };
         slot.deadline = next_deadline(slot.anchor, tiers, slot.tier, deadline);
         let slot = slot.clone();
         let severity = config.severity(slot.tier);
         fx.outputs.push(Output::Alert(Box::new(
-            self.alert(wb, rule, &slot, state, severity, deadline),
+            self.alert(wb, rule, &slot, state, severity, threshold),
         )));
     }
 
-    /// Resolves, re-arms or disarms every timer rule after a change.
+    /// Resolves, re-arms or disarms every timer rule after a change, then the
+    /// open carrier exception's escalation.
     ///
     /// A stall-type rule (anchored at the last scan or status change) resolves
     /// when its anchor moves: the parcel moved. The "not picked up" rules resolve
@@ -99,7 +115,7 @@ impl Engine {
                 if let (Some(_), Some(anchor)) = (config, anchor) {
                     let slot = wb.state.slot_mut(rule);
                     slot.anchor = anchor;
-                    slot.deadline = anchor.saturating_add(first).max(1);
+                    slot.deadline = past(anchor.saturating_add(first)).max(1);
                 }
                 continue;
             };
@@ -110,7 +126,8 @@ impl Engine {
                     let slot = &mut wb.state.slots[index];
                     slot.anchor = anchor;
                     if slot.deadline > 0 {
-                        slot.deadline = next_deadline(anchor, tiers, slot.tier, slot.opened_at);
+                        slot.deadline =
+                            next_deadline(anchor, tiers, slot.tier, past(slot.opened_at));
                     }
                     continue;
                 }
@@ -132,76 +149,13 @@ impl Engine {
                 match anchor {
                     Some(anchor) => {
                         slot.anchor = anchor;
-                        slot.deadline = anchor.saturating_add(first).max(1);
+                        slot.deadline = past(anchor.saturating_add(first)).max(1);
                     }
                     None => slot.deadline = 0,
                 }
             }
         }
-    }
-
-    pub(super) fn carrier_exception(
-        &self,
-        wb: &mut Waybill,
-        status: Status,
-        reason: Reason,
-        at: i64,
-        late: bool,
-        fx: &mut Effects,
-    ) {
-        let rule = RuleId::CarrierException;
-        if !self.rules.carrier_exception.enabled {
-            return;
-        }
-        let severity = self.rules.carrier_exception.severity;
-        let current_is_problem = is_problem_state(&wb.state);
-        if rules::is_carrier_problem(status, reason) {
-            let slot = wb.state.slot_mut(rule);
-            if slot.open {
-                return;
-            }
-            slot.episode += 1;
-            slot.open = true;
-            slot.tier = 0;
-            slot.opened_at = at;
-            slot.reason = if reason == Reason::Unspecified {
-                problem_reason(status) as i32
-            } else {
-                reason as i32
-            };
-            let opened = slot.clone();
-            fx.outputs.push(Output::Alert(Box::new(self.alert(
-                wb,
-                rule,
-                &opened,
-                AlertState::Opened,
-                severity,
-                at,
-            ))));
-            if late && !current_is_problem {
-                // A later scan already shows the parcel moving again.
-                self.resolve_exception(wb, wb.state.last_event_at, fx);
-            }
-        } else if !late && !current_is_problem {
-            self.resolve_exception(wb, at, fx);
-        }
-    }
-
-    pub(super) fn resolve_exception(&self, wb: &mut Waybill, at: i64, fx: &mut Effects) {
-        let rule = RuleId::CarrierException;
-        let Some(slot) = wb.state.slot(rule).filter(|s| s.open).cloned() else {
-            return;
-        };
-        wb.state.slot_mut(rule).open = false;
-        let severity = self.rules.carrier_exception.severity;
-        fx.outputs.push(Output::Alert(Box::new(self.alert(
-            wb,
-            rule,
-            &slot,
-            AlertState::Resolved,
-            severity,
-            at,
-        ))));
+        self.arm_exception(wb);
     }
 
     pub(super) fn alert(
@@ -252,14 +206,27 @@ impl Engine {
     }
 }
 
+/// The instant a deadline fires for `threshold`: the first millisecond past
+/// it. Thresholds are strict ("more than 24 h without a scan"), and the fold
+/// folds an event at or before a deadline first, so a scan exactly at the
+/// threshold moves the parcel on before anything fires (and a deadline is
+/// never due while the clock stands exactly at its threshold).
+pub(super) fn past(threshold: i64) -> i64 {
+    threshold.saturating_add(1)
+}
+
 /// Deadline of the tier after `tier`, never at or before `after` (0 = none left).
-fn next_deadline(anchor: i64, tiers: &[std::time::Duration], tier: u32, after: i64) -> i64 {
+pub(super) fn next_deadline(
+    anchor: i64,
+    tiers: &[std::time::Duration],
+    tier: u32,
+    after: i64,
+) -> i64 {
     usize::try_from(tier.saturating_add(1))
         .ok()
         .and_then(|i| tiers.get(i))
         .map_or(0, |t| {
-            anchor
-                .saturating_add(trackstream_runtime::config::duration::millis(*t))
+            past(anchor.saturating_add(trackstream_runtime::config::duration::millis(*t)))
                 .max(after.saturating_add(1))
         })
 }
@@ -273,7 +240,7 @@ fn wins(status: Status, at: i64, state: &WaybillState) -> bool {
     key(status, at) > key(current, state.status_at)
 }
 
-fn anchor(rule: RuleId, wb: &Waybill) -> Option<i64> {
+pub(super) fn anchor(rule: RuleId, wb: &Waybill) -> Option<i64> {
     let state = &wb.state;
     let status = if state.events == 0 {
         Status::Unspecified
@@ -287,6 +254,10 @@ fn anchor(rule: RuleId, wb: &Waybill) -> Option<i64> {
         status,
         Status::Unspecified | Status::Pending | Status::InfoReceived
     );
+    // One problem, one alert: while a carrier exception is open, its own
+    // escalation watches the silence and no silence rule does.
+    let exception_open = state.slot(RuleId::CarrierException).is_some_and(|s| s.open);
+    let silent = |rule: RuleId| !exception_open && rules::silence_rule(status) == Some(rule);
     let earliest = [registered_at, state.info_at]
         .into_iter()
         .filter(|t| *t > 0)
@@ -294,21 +265,11 @@ fn anchor(rule: RuleId, wb: &Waybill) -> Option<i64> {
     match rule {
         RuleId::NoPickup => (not_picked_up && !is_return).then_some(earliest).flatten(),
         RuleId::ReturnNotPickedUp => (not_picked_up && is_return).then_some(earliest).flatten(),
-        RuleId::StalledInTransit => matches!(
-            status,
-            Status::PickedUp
-                | Status::InTransit
-                | Status::Customs
-                | Status::Exception
-                | Status::DeliveryAttemptFailed
-                | Status::Returning
-        )
-        .then_some(state.last_event_at),
-        RuleId::OutForDeliveryNotDelivered => {
-            (status == Status::OutForDelivery).then_some(state.status_at)
+        RuleId::StalledInTransit | RuleId::StalledInCustoms => {
+            silent(rule).then_some(state.last_event_at)
         }
-        RuleId::UncollectedAtPickupPoint => {
-            (status == Status::AvailableForPickup).then_some(state.status_at)
+        RuleId::OutForDeliveryNotDelivered | RuleId::UncollectedAtPickupPoint => {
+            silent(rule).then_some(state.status_at)
         }
         RuleId::PromisedDateMissed => reg
             .map(|r| time::millis(r.promised_delivery_at.as_ref()))
@@ -317,21 +278,7 @@ fn anchor(rule: RuleId, wb: &Waybill) -> Option<i64> {
     }
 }
 
-fn is_problem_state(state: &WaybillState) -> bool {
-    let reason = Reason::try_from(state.reason).unwrap_or(Reason::Unspecified);
-    state.events > 0 && rules::is_carrier_problem(state.status(), reason)
-}
-
-fn problem_reason(status: Status) -> Reason {
-    match status {
-        Status::DeliveryAttemptFailed => Reason::DeliveryAttemptFailed,
-        Status::Returning | Status::Returned => Reason::ReturnToSender,
-        Status::Cancelled => Reason::Cancelled,
-        _ => Reason::Unspecified,
-    }
-}
-
-fn carrier_and_level(wb: &Waybill) -> (String, String) {
+pub(super) fn carrier_and_level(wb: &Waybill) -> (String, String) {
     let carrier = keys::split_waybill_key(&wb.key)
         .map_or("", |(c, _)| c)
         .to_owned();
@@ -347,6 +294,7 @@ fn describe(rule: RuleId) -> &'static str {
     match rule {
         RuleId::NoPickup => "not picked up",
         RuleId::StalledInTransit => "no new scan",
+        RuleId::StalledInCustoms => "no new scan in customs",
         RuleId::OutForDeliveryNotDelivered => "out for delivery but not delivered",
         RuleId::UncollectedAtPickupPoint => "waiting at locker / pickup point",
         RuleId::PromisedDateMissed => "promised delivery time passed",

@@ -27,13 +27,15 @@ pub struct RuleSlot {
     /// Current tier of the open alert.
     #[prost(uint32, tag = "4")]
     pub tier: u32,
-    /// When the open alert opened (its deadline), ms.
+    /// When the open alert opened (the threshold it passed), ms.
     #[prost(int64, tag = "5")]
     pub opened_at: i64,
-    /// Armed deadline, ms (0 = no timer).
+    /// Armed deadline, ms (0 = no timer): the first millisecond past the
+    /// threshold (thresholds are strict; see `evaluate::past`).
     #[prost(int64, tag = "6")]
     pub deadline: i64,
-    /// The anchor the deadline was computed from.
+    /// The anchor the deadline was computed from (for the carrier
+    /// exception: the last scan, which its escalation counts from).
     #[prost(int64, tag = "7")]
     pub anchor: i64,
     /// Reason of the open alert (carrier exceptions).
