@@ -1,5 +1,6 @@
 //! Holding: a triggered milestone joins its order's held message (burst
-//! merging), waits out quiet hours, supersedes earlier held milestones, or is
+//! merging) with its event time, and the message is scheduled for when its
+//! event-time decision can no longer change (or the end of quiet hours), or is
 //! suppressed as already sent.
 
 use chrono::{DateTime, Utc};
@@ -7,7 +8,7 @@ use trackstream_proto::v1::Milestone;
 use trackstream_proto::{keys, time};
 use trackstream_runtime::order_log;
 
-use super::{Messenger, Trigger};
+use super::{Messenger, Trigger, decide};
 use crate::contact;
 use crate::outbox::{Added, Held};
 use crate::quiet;
@@ -49,20 +50,22 @@ impl Messenger {
             shipment.buyer.as_ref().map_or("", |b| b.time_zone.as_str()),
             self.default_zone,
         );
+        let now_ms = now.timestamp_millis();
+        // Without an event time, the time it is seen is the best there is.
+        let at_ms = at.as_ref().map_or(now_ms, |t| time::millis(Some(t)));
+        // Quiet hours decide when a message may go out: wall clock.
         let release = self
             .quiet
             .as_ref()
             .and_then(|q| q.release_at(now, zone, milestone, &order_id));
-        let earliest = release.unwrap_or(now);
-        let window_end = now + self.burst_window;
-        // Scheduled before it exists: a crash in between leaves a stray member,
-        // never an unscheduled message.
+        // Scheduled before it exists, for as long as this parcel alone could
+        // keep it open: a crash in between leaves a stray member, never an
+        // unscheduled message.
+        let open = self.due(
+            milestone, &order_id, zone, at_ms, at_ms, false, now, release,
+        );
         self.outbox
-            .schedule(
-                &order_id,
-                milestone,
-                earliest.max(window_end).timestamp_millis(),
-            )
+            .schedule(&order_id, milestone, open.timestamp_millis())
             .await?;
         let waybill_key = keys::waybill_key(&shipment.carrier, &shipment.waybill);
         let return_direction = milestone == Milestone::ReturnReceived;
@@ -71,7 +74,7 @@ impl Messenger {
         let held = Held {
             shipment: Some(contact::stripped(shipment)),
             reason: reason as i32,
-            created_at: Some(at.unwrap_or_else(|| time::to_proto(now))),
+            created_at: Some(time::from_millis(at_ms)),
         };
         let added = self
             .outbox
@@ -82,12 +85,14 @@ impl Messenger {
                 &waybill_key,
                 &location,
                 &held,
+                at_ms,
             )
             .await?;
         let Added::Held {
             created,
             covered,
             known,
+            anchor,
         } = added
         else {
             self.metrics
@@ -97,29 +102,66 @@ impl Messenger {
             return Ok(None);
         };
         let complete = covered >= known.max(1);
-        if created {
-            let why = if release.is_some() {
+        let due = self.due(
+            milestone, &order_id, zone, anchor, at_ms, complete, now, release,
+        );
+        if created && due > now {
+            let why = if release.is_some_and(|r| r >= due) {
                 "quiet_hours"
             } else if !complete {
                 "burst_window"
             } else {
-                ""
+                "supersede_window"
             };
-            if !why.is_empty() {
-                tracing::info!(order_id = %order_id, milestone = milestone.as_str_name(),
-                    why, due = %earliest, "buyer message held");
-                self.metrics
-                    .held
-                    .get_or_create(&vec![("why", why.to_owned())])
-                    .inc();
-            }
-        }
-        if !complete {
-            return Ok(None);
+            tracing::info!(order_id = %order_id, milestone = milestone.as_str_name(),
+                why, due = %due, "buyer message held");
+            self.metrics
+                .held
+                .get_or_create(&vec![("why", why.to_owned())])
+                .inc();
         }
         self.outbox
-            .schedule(&order_id, milestone, earliest.timestamp_millis())
+            .schedule(&order_id, milestone, due.timestamp_millis())
             .await?;
-        Ok((earliest <= now).then_some((order_id, milestone)))
+        Ok((due <= now).then_some((order_id, milestone)))
+    }
+
+    /// When a message anchored at `anchor_ms` may be decided and sent, seen from a
+    /// trigger at event time `at_ms` processed at `now`.
+    ///
+    /// Its decision can change until the event-time point `D`: the end of the
+    /// burst window (unless every known parcel is in) and the end of its
+    /// supersede horizon. A live run holds it until then; the hold still to go
+    /// is `D` minus the later of now and the trigger's event time (a clock
+    /// behind the events counts from the event). When that is nothing or less
+    /// — a catch-up, or events that came in late — but the decision could
+    /// still change, it waits `catch_up_settle` so the rest of the backlog is
+    /// applied first. Quiet hours (wall clock) may push it later still.
+    #[allow(clippy::too_many_arguments)]
+    fn due(
+        &self,
+        milestone: Milestone,
+        order_id: &str,
+        zone: chrono_tz::Tz,
+        anchor_ms: i64,
+        at_ms: i64,
+        complete: bool,
+        now: DateTime<Utc>,
+        release: Option<DateTime<Utc>>,
+    ) -> DateTime<Utc> {
+        let merge_end = if complete {
+            anchor_ms
+        } else {
+            anchor_ms.saturating_add(self.burst_window.num_milliseconds())
+        };
+        let horizon = decide::horizon(&self.rules, milestone, anchor_ms, zone, order_id);
+        let decided_at = merge_end.max(horizon);
+        let due = if decided_at <= anchor_ms {
+            now
+        } else {
+            let still = decided_at.saturating_sub(at_ms.max(now.timestamp_millis()));
+            now + chrono::Duration::milliseconds(still).max(self.settle)
+        };
+        release.map_or(due, |release| due.max(release))
     }
 }
