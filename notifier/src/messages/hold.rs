@@ -134,9 +134,10 @@ impl Messenger {
     /// supersede horizon. A live run holds it until then; the hold still to go
     /// is `D` minus the later of now and the trigger's event time (a clock
     /// behind the events counts from the event). When that is nothing or less
-    /// — a catch-up, or events that came in late — but the decision could
-    /// still change, it waits `catch_up_settle` so the rest of the backlog is
-    /// applied first. Quiet hours (wall clock) may push it later still.
+    /// — a catch-up, or events that came in late — it waits `catch_up_settle`
+    /// so the rest of the backlog is applied first; only a message that cannot
+    /// change (complete, not supersedable) of an event no older than the settle
+    /// goes at once. Quiet hours (wall clock) may push it later still.
     #[allow(clippy::too_many_arguments)]
     fn due(
         &self,
@@ -156,7 +157,11 @@ impl Messenger {
         };
         let horizon = decide::horizon(&self.rules, milestone, anchor_ms, zone, order_id);
         let decided_at = merge_end.max(horizon);
-        let due = if decided_at <= anchor_ms {
+        // An event older than the settle may be part of a backlog: even a
+        // complete message waits, since the order's other parcels may not be
+        // known yet (their registrations are behind it on other partitions).
+        let lagging = now.timestamp_millis().saturating_sub(at_ms) > self.settle.num_milliseconds();
+        let due = if decided_at <= anchor_ms && !lagging {
             now
         } else {
             let still = decided_at.saturating_sub(at_ms.max(now.timestamp_millis()));
