@@ -304,6 +304,20 @@ mod tests {
                 Duration::from_secs(30 * DAY_SECS)
             );
             assert_eq!(config.retention.after_silence_ms(), 120 * 86_400_000);
+            let (messages, message_defaults) = (&config.messages, MessagesConfig::default());
+            assert_eq!(
+                (
+                    messages.burst_window,
+                    messages.supersede_window,
+                    messages.catch_up_settle
+                ),
+                (
+                    message_defaults.burst_window,
+                    message_defaults.supersede_window,
+                    message_defaults.catch_up_settle
+                ),
+                "the deploy configs spell out the defaults"
+            );
             let (grpc, defaults) = (&config.grpc, GrpcConfig::default());
             assert_eq!(grpc.keepalive, Duration::from_secs(30));
             assert_eq!(

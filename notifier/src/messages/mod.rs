@@ -240,7 +240,7 @@ impl Messenger {
         );
         registry.register(
             "buyer_messages_superseded",
-            "Held buyer messages dropped because a later milestone covered their parcels",
+            "Held buyer messages dropped because every parcel of theirs reached a later milestone before their horizon (event time)",
             metrics.superseded.clone(),
         );
         let lifecycle = Lifecycle::new(conn.clone(), retention, registry);
