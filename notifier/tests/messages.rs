@@ -406,7 +406,7 @@ async fn quiet_hours_hold_non_urgent_messages_until_the_buyers_morning() {
 
     // The sleeping buyers' messages are held for 08:00 Shanghai time.
     let morning = utc("2025-03-11T08:00:00+08:00");
-    let mut conn = env.conn.clone();
+    let conn = env.conn.clone();
     for order in ["O-NIGHT", "O-SUPER"] {
         let due = trackstream_testkit::eventually(WAIT, "the held message scheduled", || {
             let mut conn = conn.clone();

@@ -47,6 +47,8 @@ pub struct Rules {
     pub supersede_window_ms: i64,
     /// Quiet hours, when configured.
     pub quiet: Option<QuietHours>,
+    /// Catch-up settle (wall clock), ms.
+    pub settle_ms: i64,
 }
 
 /// The earliest event time among `times` (waybill key → ms).
@@ -128,6 +130,67 @@ pub fn superseded_by(
         .map(|h| h.milestone)
 }
 
+/// A held message, as [`due`] sees it when a parcel joins it.
+#[derive(Debug, Clone)]
+pub struct Pending<'a> {
+    /// Its milestone.
+    pub milestone: Milestone,
+    /// Its order ref (quiet-hours spread).
+    pub order_ref: &'a str,
+    /// The buyer's zone.
+    pub zone: Tz,
+    /// Earliest event time of its parcels, ms.
+    pub anchor_ms: i64,
+    /// Event time of the trigger being held, ms.
+    pub at_ms: i64,
+    /// Whether every known parcel of the order reached the milestone.
+    pub complete: bool,
+}
+
+/// When (wall clock) a held message may be decided and sent, seen from a
+/// trigger processed at `now`; `release` is the end of the buyer's quiet hours
+/// when `now` is in them.
+///
+/// Its decision can change until an event-time point: the end of the burst
+/// window (unless every known parcel is in) and the end of its horizon. A live
+/// run holds it until then; the hold still to go is that point minus the later
+/// of now and the trigger's event time (a clock behind the events counts from
+/// the event). When that is nothing or less — a catch-up, or events that came
+/// in late — it waits the settle, so the rest of the backlog is applied first.
+/// Only a message that cannot change (complete, not supersedable) of an event
+/// no older than the settle goes at once: an older one may be part of a
+/// backlog whose other parcels (registrations on other partitions) are not in
+/// yet. Quiet hours may push it later still.
+pub fn due(
+    rules: &Rules,
+    pending: &Pending<'_>,
+    now: DateTime<Utc>,
+    release: Option<DateTime<Utc>>,
+) -> DateTime<Utc> {
+    let now_ms = now.timestamp_millis();
+    let merge_end = if pending.complete {
+        pending.anchor_ms
+    } else {
+        pending.anchor_ms.saturating_add(rules.burst_window_ms)
+    };
+    let horizon = horizon(
+        rules,
+        pending.milestone,
+        pending.anchor_ms,
+        pending.zone,
+        pending.order_ref,
+    );
+    let decided_at = merge_end.max(horizon);
+    let lagging = now_ms.saturating_sub(pending.at_ms) > rules.settle_ms;
+    let due = if decided_at <= pending.anchor_ms && !lagging {
+        now
+    } else {
+        let still = decided_at.saturating_sub(pending.at_ms.max(now_ms));
+        now + chrono::Duration::milliseconds(still.max(rules.settle_ms))
+    };
+    release.map_or(due, |release| due.max(release))
+}
+
 /// The lead parcel: the lowest waybill key of the composition.
 pub fn lead(composed: &[String]) -> Option<&str> {
     composed.first().map(String::as_str)
@@ -144,6 +207,7 @@ mod tests {
         Rules {
             burst_window_ms: 10 * MIN,
             supersede_window_ms: supersede_minutes * MIN,
+            settle_ms: 10_000,
             quiet: quiet.then(|| {
                 QuietHours::from_config(&QuietHoursConfig {
                     spread: std::time::Duration::ZERO,
@@ -289,5 +353,71 @@ mod tests {
             superseded_by(Milestone::Delivered, &composed, horizon, &[both]),
             None
         );
+    }
+
+    fn pending(
+        milestone: Milestone,
+        anchor_ms: i64,
+        at_ms: i64,
+        complete: bool,
+    ) -> Pending<'static> {
+        Pending {
+            milestone,
+            order_ref: "O",
+            zone: Tz::UTC,
+            anchor_ms,
+            at_ms,
+            complete,
+        }
+    }
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(ms).unwrap_or_default()
+    }
+
+    #[test]
+    fn live_a_message_waits_until_its_decision_can_no_longer_change() {
+        let r = rules(30, false);
+        let t = ms("2025-03-10T10:00:00Z");
+        // Complete and final: at once.
+        let delivered = pending(Milestone::Delivered, t, t, true);
+        assert_eq!(due(&r, &delivered, at(t), None), at(t));
+        // Complete but supersedable: until the staleness window ends.
+        let shipped = pending(Milestone::Shipped, t, t, true);
+        assert_eq!(due(&r, &shipped, at(t), None), at(t + 30 * MIN));
+        // Waiting for other parcels: the burst window, counted from the first.
+        let first = pending(Milestone::Delivered, t, t, false);
+        assert_eq!(due(&r, &first, at(t), None), at(t + 10 * MIN));
+        let second = pending(Milestone::Delivered, t, t + 4 * MIN, false);
+        assert_eq!(
+            due(&r, &second, at(t + 4 * MIN), None),
+            at(t + 10 * MIN),
+            "the window is the first parcel's"
+        );
+        // A clock behind the events (tests, skew) counts from the event.
+        assert_eq!(due(&r, &first, at(t - 60 * MIN), None), at(t - 50 * MIN));
+        // Quiet hours push it to the morning.
+        let morning = at(t + 600 * MIN);
+        assert_eq!(due(&r, &delivered, at(t), Some(morning)), morning);
+    }
+
+    #[test]
+    fn a_catch_up_settles_before_deciding_whatever_could_still_change() {
+        let r = rules(30, false);
+        let t = ms("2025-03-10T10:00:00Z");
+        let now = t + 3 * 86_400_000;
+        let settled = at(now + 10_000);
+        for message in [
+            pending(Milestone::Shipped, t, t, true),
+            pending(Milestone::Delivered, t, t, false),
+            // Even complete and final: the order's other parcels may not be
+            // known yet.
+            pending(Milestone::Delivered, t, t, true),
+        ] {
+            assert_eq!(due(&r, &message, at(now), None), settled, "{message:?}");
+        }
+        // An event within the settle is live.
+        let fresh = pending(Milestone::Delivered, now - 5_000, now - 5_000, true);
+        assert_eq!(due(&r, &fresh, at(now), None), at(now));
     }
 }

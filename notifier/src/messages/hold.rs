@@ -61,9 +61,15 @@ impl Messenger {
         // Scheduled before it exists, for as long as this parcel alone could
         // keep it open: a crash in between leaves a stray member, never an
         // unscheduled message.
-        let open = self.due(
-            milestone, &order_id, zone, at_ms, at_ms, false, now, release,
-        );
+        let mut pending = decide::Pending {
+            milestone,
+            order_ref: &order_id,
+            zone,
+            anchor_ms: at_ms,
+            at_ms,
+            complete: false,
+        };
+        let open = decide::due(&self.rules, &pending, now, release);
         self.outbox
             .schedule(&order_id, milestone, open.timestamp_millis())
             .await?;
@@ -102,9 +108,9 @@ impl Messenger {
             return Ok(None);
         };
         let complete = covered >= known.max(1);
-        let due = self.due(
-            milestone, &order_id, zone, anchor, at_ms, complete, now, release,
-        );
+        pending.anchor_ms = anchor;
+        pending.complete = complete;
+        let due = decide::due(&self.rules, &pending, now, release);
         if created && due > now {
             let why = if release.is_some_and(|r| r >= due) {
                 "quiet_hours"
@@ -124,49 +130,5 @@ impl Messenger {
             .schedule(&order_id, milestone, due.timestamp_millis())
             .await?;
         Ok((due <= now).then_some((order_id, milestone)))
-    }
-
-    /// When a message anchored at `anchor_ms` may be decided and sent, seen from a
-    /// trigger at event time `at_ms` processed at `now`.
-    ///
-    /// Its decision can change until the event-time point `D`: the end of the
-    /// burst window (unless every known parcel is in) and the end of its
-    /// supersede horizon. A live run holds it until then; the hold still to go
-    /// is `D` minus the later of now and the trigger's event time (a clock
-    /// behind the events counts from the event). When that is nothing or less
-    /// — a catch-up, or events that came in late — it waits `catch_up_settle`
-    /// so the rest of the backlog is applied first; only a message that cannot
-    /// change (complete, not supersedable) of an event no older than the settle
-    /// goes at once. Quiet hours (wall clock) may push it later still.
-    #[allow(clippy::too_many_arguments)]
-    fn due(
-        &self,
-        milestone: Milestone,
-        order_id: &str,
-        zone: chrono_tz::Tz,
-        anchor_ms: i64,
-        at_ms: i64,
-        complete: bool,
-        now: DateTime<Utc>,
-        release: Option<DateTime<Utc>>,
-    ) -> DateTime<Utc> {
-        let merge_end = if complete {
-            anchor_ms
-        } else {
-            anchor_ms.saturating_add(self.burst_window.num_milliseconds())
-        };
-        let horizon = decide::horizon(&self.rules, milestone, anchor_ms, zone, order_id);
-        let decided_at = merge_end.max(horizon);
-        // An event older than the settle may be part of a backlog: even a
-        // complete message waits, since the order's other parcels may not be
-        // known yet (their registrations are behind it on other partitions).
-        let lagging = now.timestamp_millis().saturating_sub(at_ms) > self.settle.num_milliseconds();
-        let due = if decided_at <= anchor_ms && !lagging {
-            now
-        } else {
-            let still = decided_at.saturating_sub(at_ms.max(now.timestamp_millis()));
-            now + chrono::Duration::milliseconds(still).max(self.settle)
-        };
-        release.map_or(due, |release| due.max(release))
     }
 }

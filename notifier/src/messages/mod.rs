@@ -121,9 +121,7 @@ pub struct Messenger {
     clock: Arc<dyn Clock>,
     quiet: Option<QuietHours>,
     default_zone: Tz,
-    burst_window: chrono::Duration,
     rules: decide::Rules,
-    settle: chrono::Duration,
     lease_ms: i64,
     instance: String,
     metrics: Metrics,
@@ -210,12 +208,12 @@ impl Messenger {
             return Err(ConfigError::Settle(config.catch_up_settle));
         }
         let burst_window = chrono::Duration::from_std(config.burst_window).unwrap_or_default();
-        let settle = chrono::Duration::from_std(config.catch_up_settle).unwrap_or_default();
         let rules = decide::Rules {
             burst_window_ms: burst_window.num_milliseconds(),
             supersede_window_ms: i64::try_from(config.supersede_window.as_millis())
                 .unwrap_or(i64::MAX),
             quiet: quiet.clone(),
+            settle_ms: i64::try_from(config.catch_up_settle.as_millis()).unwrap_or(i64::MAX),
         };
         let metrics = Metrics {
             sent: Family::default(),
@@ -261,9 +259,7 @@ impl Messenger {
             clock,
             quiet,
             default_zone,
-            burst_window,
             rules,
-            settle,
             lease_ms: lease_ms.max(1_000),
             instance: format!("{:016x}", rand::random::<u64>()),
             metrics,
