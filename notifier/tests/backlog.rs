@@ -4,8 +4,9 @@
 //! applied before the next is produced) and once as a backlog (records produced
 //! while no notifier runs, then one starts days later), give the same
 //! `buyer.notifications`, record by record: ids, milestones, parcels, text,
-//! masked contact, locale, channels, creation time. Only `deliver_at` (when it
-//! was sent) may differ.
+//! masked contact, locale, channels, creation time. A third run is live for
+//! the first half and restarted after a downtime for the second. Only
+//! `deliver_at` (when it was sent) may differ.
 //!
 //! The records exercise every decision that used to depend on batching:
 //! superseding by a later milestone (staleness window and quiet hours, both in
@@ -360,7 +361,7 @@ async fn live(records: &[Timed]) -> BTreeMap<String, BuyerNotification> {
 /// last of them and works through the backlog.
 async fn backlog(records: &[Timed]) -> BTreeMap<String, BuyerNotification> {
     let later = records[records.len() - 1].at + chrono::Duration::days(2);
-    let parked = Env::park(later, config).await;
+    let parked = Env::parked(later, config).await;
     for record in records {
         feed(&parked.producer, record).await;
     }
@@ -369,6 +370,34 @@ async fn backlog(records: &[Timed]) -> BTreeMap<String, BuyerNotification> {
         wait_applied(&env.conn, record).await;
     }
     // Past the catch-up settle.
+    env.clock.advance(chrono::Duration::minutes(1));
+    let messages = settled_messages(&env).await;
+    env.shutdown().await;
+    messages
+}
+
+/// Live for the first half of the records; then the notifier is stopped, the
+/// second half is produced, and it starts again two days after the last (a
+/// restart in the middle of the order lifecycles, with messages still held).
+async fn restarted(records: &[Timed]) -> BTreeMap<String, BuyerNotification> {
+    let (first, second) = records.split_at(records.len() / 2);
+    let env = Env::start(first[0].at, config).await;
+    for record in first {
+        env.clock.set(record.at);
+        feed(&env.producer, record).await;
+        wait_applied(&env.conn, record).await;
+    }
+    let parked = env.park().await;
+    for record in second {
+        feed(&parked.producer, record).await;
+    }
+    parked
+        .clock
+        .set(records[records.len() - 1].at + chrono::Duration::days(2));
+    let env = parked.start().await;
+    for record in second {
+        wait_applied(&env.conn, record).await;
+    }
     env.clock.advance(chrono::Duration::minutes(1));
     let messages = settled_messages(&env).await;
     env.shutdown().await;
@@ -384,20 +413,28 @@ fn content(m: &BuyerNotification) -> BuyerNotification {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backlog_sends_what_a_live_run_sends() {
+async fn a_backlog_or_a_restart_sends_what_a_live_run_sends() {
     let (records, expected) = scenario();
     let live = live(&records).await;
     let backlog = backlog(&records).await;
+    let restarted = restarted(&records).await;
 
     let ids: Vec<&str> = live.keys().map(String::as_str).collect();
     assert_eq!(ids, expected, "the live run's messages");
     let backlog_ids: Vec<&str> = backlog.keys().map(String::as_str).collect();
     assert_eq!(backlog_ids, expected, "the backlog's messages");
+    let restarted_ids: Vec<&str> = restarted.keys().map(String::as_str).collect();
+    assert_eq!(restarted_ids, expected, "the restarted run's messages");
     for (id, message) in &live {
         assert_eq!(
             content(message),
             content(&backlog[id]),
             "{id}: live and backlog differ"
+        );
+        assert_eq!(
+            content(message),
+            content(&restarted[id]),
+            "{id}: live and restarted differ"
         );
     }
 

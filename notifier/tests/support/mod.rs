@@ -117,12 +117,12 @@ impl Parked {
 impl Env {
     /// Starts Redis, the broker and a notifier whose clock stands at `now`.
     pub async fn start(now: DateTime<Utc>, customize: impl FnOnce(&mut Config)) -> Env {
-        Env::park(now, customize).await.start().await
+        Env::parked(now, customize).await.start().await
     }
 
     /// Starts Redis and the broker and creates the topics; the notifier (clock
     /// at `now`) is started by [`Parked::start`].
-    pub async fn park(now: DateTime<Utc>, customize: impl FnOnce(&mut Config)) -> Parked {
+    pub async fn parked(now: DateTime<Utc>, customize: impl FnOnce(&mut Config)) -> Parked {
         let redis = RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"));
         let broker = Broker::start().await.unwrap_or_else(|e| panic!("{e}"));
         let mut config = Config::default();
@@ -296,6 +296,24 @@ impl Env {
     pub async fn metric(&self, name: &str) -> f64 {
         metric_at(self.running.admin_addr, name).await
     }
+    /// Stops the notifier gracefully (its consumer group commits where it
+    /// is), keeping Redis and the broker: what a restart's downtime looks like.
+    pub async fn park(self) -> Parked {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.running.task).await {
+            Ok(Ok(Ok(()))) => {}
+            other => panic!("notifier did not stop cleanly: {other:?}"),
+        }
+        Parked {
+            redis: self.redis,
+            broker: self.broker,
+            conn: self.conn,
+            producer: self.producer,
+            clock: self.clock,
+            config: self.config,
+        }
+    }
+
     /// Stops the notifier gracefully.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
