@@ -147,6 +147,35 @@ pub struct Pending<'a> {
     pub complete: bool,
 }
 
+/// Why a message waits before it is decided (the `why` of the
+/// `buyer_messages_held` metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// It does not: decided and sent at once.
+    No,
+    /// Other parcels of the order may still join (burst window).
+    BurstWindow,
+    /// A later milestone may still supersede it (horizon).
+    Horizon,
+    /// Its decision point has passed: the rest of a backlog is applied first.
+    CatchUpSettle,
+    /// The buyer's night (wall clock).
+    QuietHours,
+}
+
+impl Wait {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wait::No => "",
+            Wait::BurstWindow => "burst_window",
+            Wait::Horizon => "supersede_horizon",
+            Wait::CatchUpSettle => "catch_up_settle",
+            Wait::QuietHours => "quiet_hours",
+        }
+    }
+}
+
 /// When (wall clock) a held message may be decided and sent, seen from a
 /// trigger processed at `now`; `release` is the end of the buyer's quiet hours
 /// when `now` is in them.
@@ -166,7 +195,7 @@ pub fn due(
     pending: &Pending<'_>,
     now: DateTime<Utc>,
     release: Option<DateTime<Utc>>,
-) -> DateTime<Utc> {
+) -> (DateTime<Utc>, Wait) {
     let now_ms = now.timestamp_millis();
     let merge_end = if pending.complete {
         pending.anchor_ms
@@ -182,13 +211,28 @@ pub fn due(
     );
     let decided_at = merge_end.max(horizon);
     let lagging = now_ms.saturating_sub(pending.at_ms) > rules.settle_ms;
-    let due = if decided_at <= pending.anchor_ms && !lagging {
-        now
+    let (due, wait) = if decided_at <= pending.anchor_ms && !lagging {
+        (now, Wait::No)
     } else {
         let still = decided_at.saturating_sub(pending.at_ms.max(now_ms));
-        now + chrono::Duration::milliseconds(still.max(rules.settle_ms))
+        if still > rules.settle_ms {
+            let wait = if merge_end >= horizon {
+                Wait::BurstWindow
+            } else {
+                Wait::Horizon
+            };
+            (now + chrono::Duration::milliseconds(still), wait)
+        } else {
+            (
+                now + chrono::Duration::milliseconds(rules.settle_ms),
+                Wait::CatchUpSettle,
+            )
+        }
     };
-    release.map_or(due, |release| due.max(release))
+    match release {
+        Some(release) if release > due => (release, Wait::QuietHours),
+        _ => (due, wait),
+    }
 }
 
 /// The lead parcel: the lowest waybill key of the composition.
@@ -381,24 +425,33 @@ mod tests {
         let t = ms("2025-03-10T10:00:00Z");
         // Complete and final: at once.
         let delivered = pending(Milestone::Delivered, t, t, true);
-        assert_eq!(due(&r, &delivered, at(t), None), at(t));
+        assert_eq!(due(&r, &delivered, at(t), None), (at(t), Wait::No));
         // Complete but supersedable: until the staleness window ends.
         let shipped = pending(Milestone::Shipped, t, t, true);
-        assert_eq!(due(&r, &shipped, at(t), None), at(t + 30 * MIN));
+        assert_eq!(
+            due(&r, &shipped, at(t), None),
+            (at(t + 30 * MIN), Wait::Horizon)
+        );
         // Waiting for other parcels: the burst window, counted from the first.
         let first = pending(Milestone::Delivered, t, t, false);
-        assert_eq!(due(&r, &first, at(t), None), at(t + 10 * MIN));
+        assert_eq!(
+            due(&r, &first, at(t), None),
+            (at(t + 10 * MIN), Wait::BurstWindow)
+        );
         let second = pending(Milestone::Delivered, t, t + 4 * MIN, false);
         assert_eq!(
-            due(&r, &second, at(t + 4 * MIN), None),
+            due(&r, &second, at(t + 4 * MIN), None).0,
             at(t + 10 * MIN),
             "the window is the first parcel's"
         );
         // A clock behind the events (tests, skew) counts from the event.
-        assert_eq!(due(&r, &first, at(t - 60 * MIN), None), at(t - 50 * MIN));
+        assert_eq!(due(&r, &first, at(t - 60 * MIN), None).0, at(t - 50 * MIN));
         // Quiet hours push it to the morning.
         let morning = at(t + 600 * MIN);
-        assert_eq!(due(&r, &delivered, at(t), Some(morning)), morning);
+        assert_eq!(
+            due(&r, &delivered, at(t), Some(morning)),
+            (morning, Wait::QuietHours)
+        );
     }
 
     #[test]
@@ -414,10 +467,14 @@ mod tests {
             // known yet.
             pending(Milestone::Delivered, t, t, true),
         ] {
-            assert_eq!(due(&r, &message, at(now), None), settled, "{message:?}");
+            assert_eq!(
+                due(&r, &message, at(now), None),
+                (settled, Wait::CatchUpSettle),
+                "{message:?}"
+            );
         }
         // An event within the settle is live.
         let fresh = pending(Milestone::Delivered, now - 5_000, now - 5_000, true);
-        assert_eq!(due(&r, &fresh, at(now), None), at(now));
+        assert_eq!(due(&r, &fresh, at(now), None), (at(now), Wait::No));
     }
 }

@@ -69,7 +69,7 @@ impl Messenger {
             at_ms,
             complete: false,
         };
-        let open = decide::due(&self.rules, &pending, now, release);
+        let (open, _) = decide::due(&self.rules, &pending, now, release);
         self.outbox
             .schedule(&order_id, milestone, open.timestamp_millis())
             .await?;
@@ -110,15 +110,9 @@ impl Messenger {
         let complete = covered >= known.max(1);
         pending.anchor_ms = anchor;
         pending.complete = complete;
-        let due = decide::due(&self.rules, &pending, now, release);
-        if created && due > now {
-            let why = if release.is_some_and(|r| r >= due) {
-                "quiet_hours"
-            } else if !complete {
-                "burst_window"
-            } else {
-                "supersede_window"
-            };
+        let (due, wait) = decide::due(&self.rules, &pending, now, release);
+        if created && wait != decide::Wait::No {
+            let why = wait.as_str();
             tracing::info!(order_id = %order_id, milestone = milestone.as_str_name(),
                 why, due = %due, "buyer message held");
             self.metrics

@@ -233,7 +233,7 @@ impl Messenger {
         );
         registry.register(
             "buyer_messages_held",
-            "Buyer messages held before sending, by why (burst window, quiet hours)",
+            "Buyer messages held before sending, by why (burst_window, supersede_horizon, catch_up_settle, quiet_hours)",
             metrics.held.clone(),
         );
         registry.register(
