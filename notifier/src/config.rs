@@ -197,10 +197,35 @@ pub struct MessagesConfig {
     pub overrides: BTreeMap<String, BTreeMap<String, BTreeMap<String, Template>>>,
     /// How long a milestone of a multi-parcel order waits for the order's other
     /// parcels to reach it, so the buyer gets one message listing every waybill.
-    /// The wait ends early as soon as every known parcel has reached it, so
-    /// single-parcel orders never wait. Default `10m`, at most `1d`.
+    /// Measured in event time: a parcel is in the message when it reached the
+    /// milestone at most this long after the order's first parcel did (so a
+    /// catch-up merges what a live run merges). The wait ends early as soon as
+    /// every known parcel has reached it, so single-parcel orders never wait.
+    /// Default `10m`, at most `1d`.
     #[serde(with = "duration")]
     pub burst_window: Duration,
+    /// Staleness cutoff, in event time: a held milestone message is dropped when
+    /// a later milestone (by rank: shipped/delayed < out for delivery/exception <
+    /// available for pickup < delivered) was reached by all its parcels less than
+    /// this after it — no "out for delivery" for a parcel delivered minutes
+    /// later. A live run must hold every such message this long to decide it
+    /// the way a catch-up does, so it delays shipped, out-for-delivery, pickup,
+    /// delayed and exception messages by this much. Default `0s`: off, messages
+    /// go out at once; only quiet hours supersede (a milestone reached during the
+    /// buyer's night is dropped if a later one was reached before the morning).
+    /// At most `1d`.
+    #[serde(with = "duration")]
+    pub supersede_window: Duration,
+    /// How long (wall clock) a message is held when its event-time decision
+    /// point has already passed — the notifier is catching up on a backlog, or
+    /// the events came in late — before it is decided, so the records behind it
+    /// (the order's other parcels, its registrations, later milestones, on every
+    /// partition) are applied first. Only messages that could still change
+    /// wait (more parcels may join, or a later milestone may supersede them).
+    /// Longer is safer for long backlogs at the cost of later messages in a
+    /// catch-up. Default `10s`, at most `1h`.
+    #[serde(with = "duration")]
+    pub catch_up_settle: Duration,
     /// Quiet hours in the buyer's zone. Off when absent.
     pub quiet_hours: Option<QuietHoursConfig>,
     /// How often held messages that have become due are looked for (at least
@@ -216,14 +241,19 @@ impl Default for MessagesConfig {
             default_time_zone: "Asia/Shanghai".into(),
             overrides: BTreeMap::new(),
             burst_window: Duration::from_secs(600),
+            supersede_window: Duration::ZERO,
+            catch_up_settle: Duration::from_secs(10),
             quiet_hours: None,
             flush_interval: Duration::from_millis(500),
         }
     }
 }
 
-/// Quiet hours: non-urgent messages reaching the notifier inside the window (in
-/// the buyer's own time zone) are held and sent when it ends.
+/// Quiet hours: non-urgent messages the notifier would send inside the window
+/// (wall clock, in the buyer's own time zone) are held and sent when it ends.
+/// Whether a later milestone makes a held one moot is decided on the event
+/// times instead (`supersede_window`, `crate::messages::decide`), so a catch-up
+/// during the night sends in the morning what a live run sent.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuietHoursConfig {
@@ -274,6 +304,20 @@ mod tests {
                 Duration::from_secs(30 * DAY_SECS)
             );
             assert_eq!(config.retention.after_silence_ms(), 120 * 86_400_000);
+            let (messages, message_defaults) = (&config.messages, MessagesConfig::default());
+            assert_eq!(
+                (
+                    messages.burst_window,
+                    messages.supersede_window,
+                    messages.catch_up_settle
+                ),
+                (
+                    message_defaults.burst_window,
+                    message_defaults.supersede_window,
+                    message_defaults.catch_up_settle
+                ),
+                "the deploy configs spell out the defaults"
+            );
             let (grpc, defaults) = (&config.grpc, GrpcConfig::default());
             assert_eq!(grpc.keepalive, Duration::from_secs(30));
             assert_eq!(

@@ -34,10 +34,12 @@ fn reachable(buyer: &BuyerContact) -> bool {
     !buyer.phone.is_empty() || !buyer.email.is_empty()
 }
 
-/// The contact a message about `waybill_keys` goes to, from the order's stored
-/// registrations: the first listed parcel's registration with a contact, else
-/// any registration of the order with one. `None` when the merchant registered
-/// no contact (the message still goes out, to the app channel only).
+/// The contact a message about `waybill_keys` (sorted, lead parcel first) goes
+/// to, from the order's stored registrations: the first listed parcel's
+/// registration with a contact, else the order's registration with one that has
+/// the lowest waybill key — never whichever was stored first, so every instance
+/// and every batching picks the same. `None` when the merchant registered no
+/// contact (the message still goes out, to the app channel only).
 pub fn for_message(registrations: &[Shipment], waybill_keys: &[&str]) -> Option<BuyerContact> {
     let registered = |s: &&Shipment| s.buyer.as_ref().is_some_and(reachable);
     waybill_keys
@@ -48,7 +50,12 @@ pub fn for_message(registrations: &[Shipment], waybill_keys: &[&str]) -> Option<
                 .filter(registered)
                 .find(|s| keys::waybill_key(&s.carrier, &s.waybill) == *key)
         })
-        .or_else(|| registrations.iter().find(registered))
+        .or_else(|| {
+            registrations
+                .iter()
+                .filter(registered)
+                .min_by_key(|s| keys::waybill_key(&s.carrier, &s.waybill))
+        })
         .and_then(|s| s.buyer.clone())
 }
 
@@ -89,14 +96,19 @@ mod tests {
     #[test]
     fn the_messages_own_parcel_wins_then_any_registered_contact() {
         let stored = vec![
-            registration("SF1", "13800000001"),
             registration("SF2", "13800000002"),
+            registration("SF1", "13800000001"),
             stripped(registration("SF3", "13800000003")),
         ];
         let phone = |keys: &[&str]| for_message(&stored, keys).map(|b| b.phone);
         assert_eq!(phone(&["sf:SF2"]).as_deref(), Some("13800000002"));
         assert_eq!(phone(&["sf:SF3", "sf:SF1"]).as_deref(), Some("13800000001"));
         assert_eq!(phone(&["sf:SF9"]).as_deref(), Some("13800000001"));
+        assert_eq!(
+            phone(&["sf:SF0"]).as_deref(),
+            Some("13800000001"),
+            "the lowest key, not the first stored"
+        );
         assert_eq!(for_message(&stored[2..], &["sf:SF3"]), None);
     }
 }

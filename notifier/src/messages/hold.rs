@@ -1,5 +1,6 @@
 //! Holding: a triggered milestone joins its order's held message (burst
-//! merging), waits out quiet hours, supersedes earlier held milestones, or is
+//! merging) with its event time, and the message is scheduled for when its
+//! event-time decision can no longer change (or the end of quiet hours), or is
 //! suppressed as already sent.
 
 use chrono::{DateTime, Utc};
@@ -7,7 +8,7 @@ use trackstream_proto::v1::Milestone;
 use trackstream_proto::{keys, time};
 use trackstream_runtime::order_log;
 
-use super::{Messenger, Trigger};
+use super::{Messenger, Trigger, decide};
 use crate::contact;
 use crate::outbox::{Added, Held};
 use crate::quiet;
@@ -49,20 +50,28 @@ impl Messenger {
             shipment.buyer.as_ref().map_or("", |b| b.time_zone.as_str()),
             self.default_zone,
         );
+        let now_ms = now.timestamp_millis();
+        // Without an event time, the time it is seen is the best there is.
+        let at_ms = at.as_ref().map_or(now_ms, |t| time::millis(Some(t)));
+        // Quiet hours decide when a message may go out: wall clock.
         let release = self
             .quiet
             .as_ref()
             .and_then(|q| q.release_at(now, zone, milestone, &order_id));
-        let earliest = release.unwrap_or(now);
-        let window_end = now + self.burst_window;
-        // Scheduled before it exists: a crash in between leaves a stray member,
-        // never an unscheduled message.
+        // Scheduled before it exists, for as long as this parcel alone could
+        // keep it open: a crash in between leaves a stray member, never an
+        // unscheduled message.
+        let mut pending = decide::Pending {
+            milestone,
+            order_ref: &order_id,
+            zone,
+            anchor_ms: at_ms,
+            at_ms,
+            complete: false,
+        };
+        let (open, _) = decide::due(&self.rules, &pending, now, release);
         self.outbox
-            .schedule(
-                &order_id,
-                milestone,
-                earliest.max(window_end).timestamp_millis(),
-            )
+            .schedule(&order_id, milestone, open.timestamp_millis())
             .await?;
         let waybill_key = keys::waybill_key(&shipment.carrier, &shipment.waybill);
         let return_direction = milestone == Milestone::ReturnReceived;
@@ -71,7 +80,7 @@ impl Messenger {
         let held = Held {
             shipment: Some(contact::stripped(shipment)),
             reason: reason as i32,
-            created_at: Some(at.unwrap_or_else(|| time::to_proto(now))),
+            created_at: Some(time::from_millis(at_ms)),
         };
         let added = self
             .outbox
@@ -82,12 +91,14 @@ impl Messenger {
                 &waybill_key,
                 &location,
                 &held,
+                at_ms,
             )
             .await?;
         let Added::Held {
             created,
             covered,
             known,
+            anchor,
         } = added
         else {
             self.metrics
@@ -97,29 +108,21 @@ impl Messenger {
             return Ok(None);
         };
         let complete = covered >= known.max(1);
-        if created {
-            let why = if release.is_some() {
-                "quiet_hours"
-            } else if !complete {
-                "burst_window"
-            } else {
-                ""
-            };
-            if !why.is_empty() {
-                tracing::info!(order_id = %order_id, milestone = milestone.as_str_name(),
-                    why, due = %earliest, "buyer message held");
-                self.metrics
-                    .held
-                    .get_or_create(&vec![("why", why.to_owned())])
-                    .inc();
-            }
-        }
-        if !complete {
-            return Ok(None);
+        pending.anchor_ms = anchor;
+        pending.complete = complete;
+        let (due, wait) = decide::due(&self.rules, &pending, now, release);
+        if created && wait != decide::Wait::No {
+            let why = wait.as_str();
+            tracing::info!(order_id = %order_id, milestone = milestone.as_str_name(),
+                why, due = %due, "buyer message held");
+            self.metrics
+                .held
+                .get_or_create(&vec![("why", why.to_owned())])
+                .inc();
         }
         self.outbox
-            .schedule(&order_id, milestone, earliest.timestamp_millis())
+            .schedule(&order_id, milestone, due.timestamp_millis())
             .await?;
-        Ok((earliest <= now).then_some((order_id, milestone)))
+        Ok((due <= now).then_some((order_id, milestone)))
     }
 }

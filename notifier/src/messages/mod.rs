@@ -5,17 +5,30 @@
 //! instance; the per-order state in Redis ([`crate::outbox`]) makes concurrent
 //! instances (parcels of one order arrive on different partitions) agree.
 //!
-//! A milestone reached by a parcel is **held** before it is sent:
+//! A milestone reached by a parcel is **held** before it is sent. *What* a
+//! message says (its parcels, whether it is superseded, whose contact and
+//! locale) is decided on the events' own times and stable keys (`decide`), so
+//! a catch-up after a restart sends what a live run sends; wall-clock time only
+//! decides *when* it goes out:
 //! - **burst merging** — other parcels of the order reaching the same milestone
-//!   within `burst_window` join the same message (one message listing every
-//!   waybill). The message goes out as soon as every parcel known for the order is
-//!   in it, so a single-parcel order never waits, or when the window ends;
+//!   within `burst_window` (event time) join the same message (one message
+//!   listing every waybill). The message goes out as soon as every parcel known
+//!   for the order is in it, so a single-parcel order never waits, or when the
+//!   window ends;
 //! - **quiet hours** — a non-urgent milestone reached during the buyer's night
 //!   (buyer time zone from the shipment) is sent when the night ends. The notifier
 //!   holds it rather than emitting it at once with a future `deliver_at`: a gateway
-//!   cannot be trusted to honour a future time, and holding lets a later milestone
-//!   **supersede** an earlier one (a buyer whose parcel was shipped at 23:00 and went
-//!   out for delivery at 07:00 hears "out for delivery", not both at 08:00);
+//!   cannot be trusted to honour a future time. The night itself is wall clock
+//!   (nobody is woken, even by a catch-up);
+//! - **superseding** (event time) — a milestone reached in the buyer's night is
+//!   dropped if a later one was reached before the morning (a buyer whose parcel
+//!   was shipped at 23:00 and went out for delivery at 07:00 hears "out for
+//!   delivery", not both at 08:00), and, with `supersede_window`, one followed
+//!   that soon by a later one;
+//! - **catch-up settle** — a message whose event-time decision point has
+//!   passed when it is held (a backlog) and that could still change waits
+//!   `catch_up_settle`, so the rest of the backlog is applied before it is
+//!   decided;
 //! - **dedup** — a resend, a replay or another parcel of an already-sent
 //!   milestone is a no-op (`{o:O}:ms`).
 //!
@@ -35,7 +48,8 @@
 //!
 //! Layout, one concern a file: this file holds the messenger and its
 //! settings; `triggers` derives milestones from updates and alerts; `hold`
-//! merges, defers and supersedes held messages; `send` takes due messages and
+//! merges and schedules held messages; `decide` holds the event-time rules;
+//! `send` decides due messages (sent or superseded), produces them and
 //! produces them (and runs the flusher); `render` builds the message a buyer
 //! receives; `batch` is the consumer's batch handler.
 
@@ -61,12 +75,14 @@ use crate::quiet::{self, QuietHours};
 use crate::templates;
 
 mod batch;
+pub mod decide;
 mod hold;
 mod render;
 mod send;
 mod triggers;
 
 pub use batch::milestone_state;
+pub use decide::Higher;
 pub use render::{message_key, notification_id, render_message};
 
 type Labels = Vec<(&'static str, String)>;
@@ -105,7 +121,7 @@ pub struct Messenger {
     clock: Arc<dyn Clock>,
     quiet: Option<QuietHours>,
     default_zone: Tz,
-    burst_window: chrono::Duration,
+    rules: decide::Rules,
     lease_ms: i64,
     instance: String,
     metrics: Metrics,
@@ -129,10 +145,29 @@ pub enum ConfigError {
         trackstream_runtime::config::duration::format(*.0)
     )]
     BurstWindow(std::time::Duration),
+    /// `supersede_window` is longer than a message may be delayed.
+    #[error(
+        "messages.supersede_window {} is over the maximum of 1d",
+        trackstream_runtime::config::duration::format(*.0)
+    )]
+    SupersedeWindow(std::time::Duration),
+    /// `catch_up_settle` is longer than a catch-up message may wait.
+    #[error(
+        "messages.catch_up_settle {} is over the maximum of 1h",
+        trackstream_runtime::config::duration::format(*.0)
+    )]
+    Settle(std::time::Duration),
 }
 
 /// The longest burst window accepted (one day): beyond it a "burst" is not one.
 pub const MAX_BURST_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// The longest staleness window accepted (one day): every supersedable message
+/// of a live run waits this long.
+pub const MAX_SUPERSEDE_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// The longest catch-up settle accepted (one hour).
+pub const MAX_CATCH_UP_SETTLE: std::time::Duration = std::time::Duration::from_secs(3_600);
 
 impl From<ConfigError> for Error {
     fn from(err: ConfigError) -> Self {
@@ -166,7 +201,20 @@ impl Messenger {
         if config.burst_window > MAX_BURST_WINDOW {
             return Err(ConfigError::BurstWindow(config.burst_window));
         }
+        if config.supersede_window > MAX_SUPERSEDE_WINDOW {
+            return Err(ConfigError::SupersedeWindow(config.supersede_window));
+        }
+        if config.catch_up_settle > MAX_CATCH_UP_SETTLE {
+            return Err(ConfigError::Settle(config.catch_up_settle));
+        }
         let burst_window = chrono::Duration::from_std(config.burst_window).unwrap_or_default();
+        let rules = decide::Rules {
+            burst_window_ms: burst_window.num_milliseconds(),
+            supersede_window_ms: i64::try_from(config.supersede_window.as_millis())
+                .unwrap_or(i64::MAX),
+            quiet: quiet.clone(),
+            settle_ms: i64::try_from(config.catch_up_settle.as_millis()).unwrap_or(i64::MAX),
+        };
         let metrics = Metrics {
             sent: Family::default(),
             suppressed: Family::default(),
@@ -185,12 +233,12 @@ impl Messenger {
         );
         registry.register(
             "buyer_messages_held",
-            "Buyer messages held before sending, by why (burst window, quiet hours)",
+            "Buyer messages held before sending, by why (burst_window, supersede_horizon, catch_up_settle, quiet_hours)",
             metrics.held.clone(),
         );
         registry.register(
             "buyer_messages_superseded",
-            "Held buyer messages dropped because a later milestone covered their parcels",
+            "Held buyer messages dropped because every parcel of theirs reached a later milestone before their horizon (event time)",
             metrics.superseded.clone(),
         );
         let lifecycle = Lifecycle::new(conn.clone(), retention, registry);
@@ -211,7 +259,7 @@ impl Messenger {
             clock,
             quiet,
             default_zone,
-            burst_window,
+            rules,
             lease_ms: lease_ms.max(1_000),
             instance: format!("{:016x}", rand::random::<u64>()),
             metrics,

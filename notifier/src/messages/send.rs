@@ -1,6 +1,7 @@
-//! Sending: take each due held message under a lease, render it, produce it
-//! (dead-lettering what can never be produced) and mark it sent; the flusher
-//! does the same for every shard on a timer.
+//! Sending: decide each due held message on its event times (`decide`: its
+//! parcels, superseded or not, its lead parcel), take it under a lease, render
+//! it, produce it (dead-lettering what can never be produced) and mark it sent;
+//! the flusher does the same for every shard on a timer.
 
 use std::sync::Arc;
 
@@ -8,15 +9,15 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use prost::Message;
 use tracing::Instrument;
-use trackstream_proto::topics;
-use trackstream_proto::v1::{BuyerContact, Milestone};
+use trackstream_proto::v1::{BuyerContact, Milestone, Shipment};
+use trackstream_proto::{keys, topics};
 use trackstream_runtime::CancellationToken;
 use trackstream_runtime::kafka::OutRecord;
 
-use super::{Messenger, ORDERS_IN_FLIGHT, message_key, render_message};
+use super::{Messenger, ORDERS_IN_FLIGHT, decide, message_key, render_message};
 use crate::contact;
 use crate::deliver::{self, Delivered};
-use crate::outbox::{self, Held, Taken};
+use crate::outbox::{self, Claim, Claimed, Held, Snapshot};
 use crate::quiet;
 
 /// Held messages looked at per shard per flush.
@@ -91,6 +92,9 @@ impl Messenger {
         }
     }
 
+    /// Decides one due message on a snapshot of its order (`decide`) and
+    /// claims the outcome: the record to produce, or `None` (superseded, gone,
+    /// busy, or deferred to the buyer's morning).
     async fn take_one(
         &self,
         order_id: &str,
@@ -98,70 +102,130 @@ impl Messenger {
         now: DateTime<Utc>,
         token: &str,
     ) -> redis::RedisResult<Option<OutRecord>> {
-        match self
-            .outbox
-            .take(order_id, milestone, now.timestamp_millis(), token)
-            .await?
-        {
-            Taken::Busy => Ok(None),
-            Taken::Gone => {
-                self.outbox.unschedule(order_id, milestone).await?;
-                Ok(None)
-            }
-            Taken::Superseded(by) => {
-                tracing::info!(order_id = %order_id, milestone = milestone.as_str_name(),
-                    by = %by, "held buyer message superseded by a later milestone");
-                self.metrics
-                    .superseded
-                    .get_or_create(&Self::label(milestone))
-                    .inc();
-                self.outbox.unschedule(order_id, milestone).await?;
-                Ok(None)
-            }
-            Taken::Take {
-                held,
-                parcels,
-                superseded,
-            } => {
-                for lower in superseded {
-                    tracing::info!(order_id = %order_id, milestone = lower.as_str_name(),
-                        by = milestone.as_str_name(), "held buyer message superseded by a later milestone");
-                    self.metrics
-                        .superseded
-                        .get_or_create(&Self::label(lower))
-                        .inc();
-                }
-                let shipment = held.shipment.clone().unwrap_or_default();
-                // Due, but the buyer's night started again meanwhile (a flusher
-                // that was down): wait for the next morning.
-                let zone = quiet::zone(
-                    shipment.buyer.as_ref().map_or("", |b| b.time_zone.as_str()),
-                    self.default_zone,
-                );
-                if let Some(later) = self
-                    .quiet
-                    .as_ref()
-                    .and_then(|q| q.release_at(now, zone, milestone, order_id))
-                {
-                    self.outbox.release(order_id, milestone, token).await?;
-                    self.outbox
-                        .reschedule(order_id, milestone, later.timestamp_millis())
-                        .await?;
+        // A parcel joining between the read and the claim makes the claim fail;
+        // a few tries, then the flusher comes back to it.
+        for _ in 0..3 {
+            let snapshot = self.outbox.snapshot(order_id, milestone).await?;
+            match self
+                .decide_one(order_id, milestone, snapshot, now, token)
+                .await?
+            {
+                Decided::Again => continue,
+                Decided::Busy => return Ok(None),
+                Decided::Gone => {
+                    self.outbox.unschedule(order_id, milestone).await?;
                     return Ok(None);
                 }
-                let registrations = self.outbox.parcels(order_id).await?;
-                let mut waybills: Vec<&str> = parcels.iter().map(|(k, _)| k.as_str()).collect();
-                waybills.sort_unstable();
-                let buyer = contact::for_message(&registrations, &waybills);
-                Ok(Some(self.render(
-                    &held,
-                    buyer.as_ref(),
-                    milestone,
-                    &parcels,
-                    now,
-                )))
+                Decided::Send(record) => return Ok(Some(*record)),
             }
         }
+        Ok(None)
+    }
+
+    async fn decide_one(
+        &self,
+        order_id: &str,
+        milestone: Milestone,
+        snapshot: Snapshot,
+        now: DateTime<Utc>,
+        token: &str,
+    ) -> redis::RedisResult<Decided> {
+        let now_ms = now.timestamp_millis();
+        match snapshot.state.as_deref() {
+            None => return Ok(Decided::Gone),
+            Some("held") => {}
+            Some(state) => match state
+                .strip_prefix("sending:")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|lease| lease.parse::<i64>().ok())
+            {
+                Some(lease) if lease > now_ms => return Ok(Decided::Busy),
+                Some(_) => {}
+                None => return Ok(Decided::Gone),
+            },
+        }
+        let seen = snapshot.locations.len();
+        let composed = decide::composition(&self.rules, &snapshot.times);
+        let Some(lead) = decide::lead(&composed).map(str::to_owned) else {
+            return Ok(Decided::Gone);
+        };
+        let anchor = decide::anchor(&snapshot.times).unwrap_or(now_ms);
+        let lead_shipment = lead_shipment(&snapshot, &lead);
+        let zone = quiet::zone(
+            lead_shipment
+                .buyer
+                .as_ref()
+                .map_or("", |b| b.time_zone.as_str()),
+            self.default_zone,
+        );
+        // Due, but the buyer's night started again meanwhile (a flusher that
+        // was down, a catch-up at night): wait for the morning. Nothing is
+        // decided yet, so what is sent does not depend on it.
+        if let Some(later) = self
+            .quiet
+            .as_ref()
+            .and_then(|q| q.release_at(now, zone, milestone, order_id))
+        {
+            self.outbox
+                .reschedule(order_id, milestone, later.timestamp_millis())
+                .await?;
+            return Ok(Decided::Busy);
+        }
+        let horizon = decide::horizon(&self.rules, milestone, anchor, zone, order_id);
+        if let Some(by) = decide::superseded_by(milestone, &composed, horizon, &snapshot.higher) {
+            return Ok(
+                match self
+                    .outbox
+                    .claim(order_id, milestone, now_ms, Claim::Supersede, seen)
+                    .await?
+                {
+                    Claimed::Done => {
+                        tracing::info!(order_id = %order_id, milestone = milestone.as_str_name(),
+                            by = by.as_str_name(), "held buyer message superseded by a later milestone");
+                        self.metrics
+                            .superseded
+                            .get_or_create(&Self::label(milestone))
+                            .inc();
+                        Decided::Gone
+                    }
+                    claimed => claimed.into(),
+                },
+            );
+        }
+        match self
+            .outbox
+            .claim(order_id, milestone, now_ms, Claim::Send(token), seen)
+            .await?
+        {
+            Claimed::Done => {}
+            claimed => return Ok(claimed.into()),
+        }
+        let parcels: Vec<(String, String)> = composed
+            .iter()
+            .map(|key| {
+                let location = snapshot.locations.get(key).cloned().unwrap_or_default();
+                (key.clone(), location)
+            })
+            .collect();
+        let waybills: Vec<&str> = composed.iter().map(String::as_str).collect();
+        let buyer = contact::for_message(&snapshot.registrations, &waybills);
+        let reason = snapshot
+            .parcels
+            .get(&lead)
+            .or(snapshot.creator.as_ref())
+            .map_or(0, |h| h.reason);
+        let held = Held {
+            shipment: Some(lead_shipment),
+            reason,
+            created_at: Some(trackstream_proto::time::from_millis(anchor)),
+        };
+        Ok(Decided::Send(Box::new(self.render(
+            &held,
+            buyer.as_ref(),
+            milestone,
+            &parcels,
+            now,
+        ))))
     }
 
     fn render(
@@ -212,4 +276,41 @@ impl Messenger {
             }
         }
     }
+}
+
+/// The outcome of deciding one message.
+enum Decided {
+    /// Read and decide again (a parcel joined meanwhile).
+    Again,
+    /// Not now (leased elsewhere, or deferred): the schedule keeps it.
+    Busy,
+    /// Nothing (more) to send: unschedule it.
+    Gone,
+    /// Ours to produce.
+    Send(Box<OutRecord>),
+}
+
+impl From<Claimed> for Decided {
+    fn from(claimed: Claimed) -> Self {
+        match claimed {
+            Claimed::Changed => Decided::Again,
+            Claimed::Busy | Claimed::Done => Decided::Busy,
+            Claimed::Gone => Decided::Gone,
+        }
+    }
+}
+
+/// The lead parcel's shipment (locale, time zone, merchant and order): its
+/// registration (or the shipment first seen in an update) without contact,
+/// else the one held with its earliest event, else the creator's.
+fn lead_shipment(snapshot: &Snapshot, lead: &str) -> Shipment {
+    snapshot
+        .registrations
+        .iter()
+        .find(|s| keys::waybill_key(&s.carrier, &s.waybill) == lead)
+        .cloned()
+        .or_else(|| snapshot.parcels.get(lead).and_then(|h| h.shipment.clone()))
+        .or_else(|| snapshot.creator.as_ref().and_then(|h| h.shipment.clone()))
+        .map(contact::stripped)
+        .unwrap_or_default()
 }

@@ -73,9 +73,56 @@ impl Instance {
 #[allow(unused_imports)]
 pub use trackstream_testkit::merchants::{ACME_TOKEN, OTHER_TOKEN, two_merchants as merchants};
 
+/// Redis and the broker with topics, and a notifier configured but not yet
+/// started: what a test producing a backlog for a stopped notifier needs.
+pub struct Parked {
+    /// Redis.
+    pub redis: RedisServer,
+    /// Broker.
+    pub broker: Broker,
+    /// A Redis connection for the test.
+    pub conn: RedisConn,
+    /// A producer for the test.
+    pub producer: Producer,
+    /// The clock the notifier will run on.
+    pub clock: ManualClock,
+    /// The notifier's configuration.
+    pub config: Config,
+}
+
+impl Parked {
+    /// Starts the notifier.
+    pub async fn start(self) -> Env {
+        let shutdown = CancellationToken::new();
+        let running = trackstream_notifier::start_with_clock(
+            self.config.clone(),
+            Arc::new(self.clock.clone()),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("notifier: {e}"));
+        Env {
+            redis: self.redis,
+            broker: self.broker,
+            conn: self.conn,
+            producer: self.producer,
+            clock: self.clock,
+            running,
+            config: self.config,
+            shutdown,
+        }
+    }
+}
+
 impl Env {
     /// Starts Redis, the broker and a notifier whose clock stands at `now`.
     pub async fn start(now: DateTime<Utc>, customize: impl FnOnce(&mut Config)) -> Env {
+        Env::parked(now, customize).await.start().await
+    }
+
+    /// Starts Redis and the broker and creates the topics; the notifier (clock
+    /// at `now`) is started by [`Parked::start`].
+    pub async fn parked(now: DateTime<Utc>, customize: impl FnOnce(&mut Config)) -> Parked {
         let redis = RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"));
         let broker = Broker::start().await.unwrap_or_else(|e| panic!("{e}"));
         let mut config = Config::default();
@@ -109,24 +156,13 @@ impl Env {
         let mut registry = prometheus_client::registry::Registry::default();
         let producer = Producer::new(&config.kafka, "test", &mut registry)
             .unwrap_or_else(|e| panic!("producer: {e}"));
-        let clock = ManualClock::new(now);
-        let shutdown = CancellationToken::new();
-        let running = trackstream_notifier::start_with_clock(
-            config.clone(),
-            Arc::new(clock.clone()),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("notifier: {e}"));
-        Env {
+        Parked {
             redis,
             broker,
             conn,
             producer,
-            clock,
-            running,
+            clock: ManualClock::new(now),
             config,
-            shutdown,
         }
     }
 
@@ -147,18 +183,7 @@ impl Env {
     /// Retries like the detector's batch loop does: a timeout under load is a
     /// retry, not a lost record.
     pub async fn produce<M: Message>(&self, topic: &'static str, key: &str, message: &M) {
-        let record = OutRecord::new(topic, key, message.encode_to_vec());
-        let mut attempts = 0;
-        loop {
-            match self.producer.send(record.clone()).await {
-                Ok(()) => return,
-                Err(e) if attempts < 3 => {
-                    attempts += 1;
-                    eprintln!("producing to {topic} failed ({e}); retrying");
-                }
-                Err(e) => panic!("producing to {topic}: {e}"),
-            }
-        }
+        produce_with(&self.producer, topic, key, message).await;
     }
 
     /// Registers a parcel as ingest would.
@@ -271,12 +296,51 @@ impl Env {
     pub async fn metric(&self, name: &str) -> f64 {
         metric_at(self.running.admin_addr, name).await
     }
+    /// Stops the notifier gracefully (its consumer group commits where it
+    /// is), keeping Redis and the broker: what a restart's downtime looks like.
+    pub async fn park(self) -> Parked {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.running.task).await {
+            Ok(Ok(Ok(()))) => {}
+            other => panic!("notifier did not stop cleanly: {other:?}"),
+        }
+        Parked {
+            redis: self.redis,
+            broker: self.broker,
+            conn: self.conn,
+            producer: self.producer,
+            clock: self.clock,
+            config: self.config,
+        }
+    }
+
     /// Stops the notifier gracefully.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         match tokio::time::timeout(Duration::from_secs(30), self.running.task).await {
             Ok(Ok(Ok(()))) => {}
             other => panic!("notifier did not stop cleanly: {other:?}"),
+        }
+    }
+}
+
+/// [`Env::produce`] through `producer` (also before a notifier runs).
+pub async fn produce_with<M: Message>(
+    producer: &Producer,
+    topic: &'static str,
+    key: &str,
+    message: &M,
+) {
+    let record = OutRecord::new(topic, key, message.encode_to_vec());
+    let mut attempts = 0;
+    loop {
+        match producer.send(record.clone()).await {
+            Ok(()) => return,
+            Err(e) if attempts < 3 => {
+                attempts += 1;
+                eprintln!("producing to {topic} failed ({e}); retrying");
+            }
+            Err(e) => panic!("producing to {topic}: {e}"),
         }
     }
 }

@@ -8,8 +8,9 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{o:O}:ms` | hash | milestone → `held` \| `sending:<lease-ms>:<instance>` \| `sent` \| `superseded` \| `dead` (dead-lettered) |
-//! | `{o:O}:held` | hash | milestone → encoded [`Held`] (the message being assembled) |
-//! | `{o:O}:hw:<milestone>` | hash | waybill key → location: the parcels the milestone's message covers |
+//! | `{o:O}:held` | hash | milestone → encoded [`Held`] of the message's creator; `<MILESTONE>/<waybill key>` → the [`Held`] of that parcel's earliest event (its shipment without contact, reason) |
+//! | `{o:O}:hw:<milestone>` | hash | waybill key → location: the parcels that reached the milestone |
+//! | `{o:O}:ht:<milestone>` | hash | waybill key → earliest event time (ms) the parcel reached the milestone: what composition and superseding are decided on ([`crate::messages::decide`]) |
 //! | `{o:O}:parcels` | hash | waybill key → encoded `Shipment` (outbound parcels known for the order; the merchant's registration, with the buyer's contact, or a parcel seen only in an update, without) |
 //! | `{o:O}:returns` | hash | waybill key → encoded `Shipment` (return shipments, likewise) |
 //! | `{o:O}:alerts` | hash | alert id → rank + encoded `Alert` (the open-alert index of `GetOrder`) |
@@ -22,10 +23,13 @@
 //! `<MILESTONE>:<order ref>`, score = due ms), shard = stable hash of the order ref.
 //!
 //! Life of a message: the first parcel reaching a milestone creates it `held`
-//! (scheduled for the end of the burst window or of quiet hours); more parcels
-//! join it; it becomes due early once every known parcel is in. Whoever flushes
-//! it (the consuming instance inline, or any instance's flusher) takes a lease
-//! (`sending:`), produces, then marks it `sent` and unschedules it. A crash after
+//! (scheduled for when its decision can no longer change, or the end of quiet
+//! hours); more parcels join it, each with its event time; it becomes due early
+//! once every known parcel is in. Whoever flushes it (the consuming instance
+//! inline, or any instance's flusher) reads a [`Snapshot`], decides on event
+//! times, and claims the outcome atomically: a lease (`sending:`) to produce,
+//! then `sent` and unscheduled; or `superseded`. A claim fails if a parcel
+//! joined since the snapshot, and the decision is made again. A crash after
 //! the lease re-sends after the lease expires with the same `notification_id`,
 //! which gateways dedup on. The member is added to the schedule *before* the
 //! message is created, so a crash between the two leaves a harmless stray
@@ -40,6 +44,11 @@ use trackstream_runtime::redis::RedisConn;
 
 use crate::quiet::stable_hash;
 use crate::templates::{self, MILESTONES};
+
+mod snapshot;
+
+use snapshot::{CLAIM_LUA, FINISH_LUA};
+pub use snapshot::{Claim, Claimed, Snapshot};
 
 /// Number of schedule shards (spreads the schedule over Cluster slots).
 pub const SHARDS: u32 = 16;
@@ -63,94 +72,43 @@ pub struct Held {
 pub enum Added {
     /// The milestone was already sent, superseded or is being sent.
     Duplicate,
-    /// The message is held; `covered` parcels of `known` are in it.
+    /// The message is held; `covered` parcels of `known` reached it.
     Held {
         /// Whether this call created it.
         created: bool,
-        /// Parcels in the message.
+        /// Parcels that reached the milestone.
         covered: u64,
         /// Parcels known for the order (of the message's direction).
         known: u64,
-    },
-}
-
-/// What trying to take a message for sending found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Taken {
-    /// Nothing to send (sent, superseded, or never created): unschedule it.
-    Gone,
-    /// Another instance holds an unexpired lease on it.
-    Busy,
-    /// A later milestone already covers every parcel of it; dropped.
-    Superseded(String),
-    /// Ours to send under `token`.
-    Take {
-        /// The held message.
-        held: Box<Held>,
-        /// Waybill key → location of every parcel it covers.
-        parcels: Vec<(String, String)>,
-        /// Held lower milestones this message made moot (dropped).
-        superseded: Vec<Milestone>,
+        /// The earliest event time (ms) at which a parcel reached it.
+        anchor: i64,
     },
 }
 
 const ADD_LUA: &str = r"
--- KEYS: 1 ms, 2 held, 3 hw:<m>, 4 parcels (or returns)
--- ARGV: 1 milestone, 2 waybill key, 3 location, 4 held bytes
+-- KEYS: 1 ms, 2 held, 3 hw:<m>, 4 parcels (or returns), 5 ht:<m>
+-- ARGV: 1 milestone, 2 waybill key, 3 location, 4 held bytes, 5 event ms
 local state = redis.call('HGET', KEYS[1], ARGV[1])
-if state and state ~= 'held' then return {0, 0, 0} end
+if state and state ~= 'held' then return {0, 0, 0, 0} end
 if not state then
   redis.call('HSET', KEYS[1], ARGV[1], 'held')
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 end
-redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[3])
-return {state and 2 or 1, redis.call('HLEN', KEYS[3]), redis.call('HLEN', KEYS[4])}
-";
-
-const TAKE_LUA: &str = r"
--- KEYS: 1 ms, 2 held, 3 hw:<m>, then hw of each higher milestone, then of each lower
--- ARGV: 1 milestone, 2 now ms, 3 lease token, 4 n, n higher names, k, k lower names
-local ms, held, mine = KEYS[1], KEYS[2], KEYS[3]
-local m = ARGV[1]
-local state = redis.call('HGET', ms, m)
-if not state then return {'gone'} end
-if state ~= 'held' then
-  local lease = string.match(state, '^sending:(%d+):')
-  if not lease then return {'gone'} end
-  if tonumber(lease) > tonumber(ARGV[2]) then return {'busy'} end
+-- The parcel's earliest event wins (time, location, held copy), whatever order
+-- its events arrive in.
+local at = tonumber(ARGV[5])
+local current = tonumber(redis.call('HGET', KEYS[5], ARGV[2]) or '')
+if not current or at < current then
+  redis.call('HSET', KEYS[5], ARGV[2], ARGV[5])
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[1] .. '/' .. ARGV[2], ARGV[4])
 end
-local function covers(big, small)
-  for _, wb in ipairs(redis.call('HKEYS', small)) do
-    if redis.call('HEXISTS', big, wb) == 0 then return false end
-  end
-  return true
+local anchor = at
+for _, v in ipairs(redis.call('HVALS', KEYS[5])) do
+  local t = tonumber(v)
+  if t and t < anchor then anchor = t end
 end
-local n = tonumber(ARGV[4])
-for i = 1, n do
-  local name = ARGV[4 + i]
-  local s = redis.call('HGET', ms, name)
-  if s and (s == 'sent' or string.sub(s, 1, 8) == 'sending:') and covers(KEYS[3 + i], mine) then
-    redis.call('HSET', ms, m, 'superseded')
-    redis.call('HDEL', held, m)
-    return {'superseded', name}
-  end
-end
-local body = redis.call('HGET', held, m)
-if not body then return {'gone'} end
-redis.call('HSET', ms, m, ARGV[3])
-local k = tonumber(ARGV[5 + n])
-local dropped = {}
-for j = 1, k do
-  local name = ARGV[5 + n + j]
-  if redis.call('HGET', ms, name) == 'held' and covers(mine, KEYS[3 + n + j]) then
-    redis.call('HSET', ms, name, 'superseded')
-    redis.call('HDEL', held, name)
-    dropped[#dropped + 1] = name
-  end
-end
-local out = {'take', body, table.concat(dropped, ',')}
-for _, v in ipairs(redis.call('HGETALL', mine)) do out[#out + 1] = v end
-return out
+return {state and 2 or 1, redis.call('HLEN', KEYS[3]), redis.call('HLEN', KEYS[4]), anchor}
 ";
 
 const RELEASE_LUA: &str = r"
@@ -162,9 +120,9 @@ end
 return 0
 ";
 
-/// Progress rank of a milestone: a message is superseded by a higher-ranked one
-/// of the same order that covers all its parcels ("shipped" is moot once
-/// "delivered" was sent). Return-received stands apart (0).
+/// Progress rank of a milestone: a message may be superseded by a higher-ranked
+/// one of the same order that all its parcels reached soon enough
+/// ([`crate::messages::decide`]). Return-received stands apart (0).
 pub fn rank(milestone: Milestone) -> u8 {
     match milestone {
         Milestone::Shipped | Milestone::Delayed => 1,
@@ -180,7 +138,8 @@ pub fn rank(milestone: Milestone) -> u8 {
 pub struct Outbox {
     conn: RedisConn,
     add: redis::Script,
-    take: redis::Script,
+    claim: redis::Script,
+    finish: redis::Script,
     release: redis::Script,
 }
 
@@ -192,6 +151,7 @@ pub fn order_keys(order_ref: &str) -> Vec<String> {
         .map(|suffix| order_log::key(order_ref, suffix))
         .collect();
     keys.extend(MILESTONES.into_iter().map(|m| hw_key(order_ref, m)));
+    keys.extend(MILESTONES.into_iter().map(|m| ht_key(order_ref, m)));
     keys
 }
 
@@ -200,6 +160,22 @@ fn hw_key(order_ref: &str, milestone: Milestone) -> String {
         order_ref,
         &format!("hw:{}", templates::milestone_name(milestone)),
     )
+}
+
+fn ht_key(order_ref: &str, milestone: Milestone) -> String {
+    order_log::key(
+        order_ref,
+        &format!("ht:{}", templates::milestone_name(milestone)),
+    )
+}
+
+/// The milestones ranked above `milestone` (none for unranked ones).
+fn higher_than(milestone: Milestone) -> Vec<Milestone> {
+    let own = rank(milestone);
+    MILESTONES
+        .into_iter()
+        .filter(|m| own > 0 && rank(*m) > own)
+        .collect()
 }
 
 /// The schedule shard key of `order_ref`.
@@ -229,7 +205,8 @@ impl Outbox {
         Outbox {
             conn,
             add: redis::Script::new(ADD_LUA),
-            take: redis::Script::new(TAKE_LUA),
+            claim: redis::Script::new(CLAIM_LUA),
+            finish: redis::Script::new(FINISH_LUA),
             release: redis::Script::new(RELEASE_LUA),
         }
     }
@@ -380,8 +357,10 @@ impl Outbox {
         Ok(members.iter().filter_map(|m| parse_member(m)).collect())
     }
 
-    /// Adds parcel `waybill_key` (at `location`) to the order's message for
-    /// `milestone`, creating it from `held` if there is none.
+    /// Adds parcel `waybill_key` (at `location`, reached at event time `at_ms`)
+    /// to the order's message for `milestone`, creating it from `held` if there
+    /// is none. A parcel's earliest event wins, whatever the arrival order.
+    #[allow(clippy::too_many_arguments)]
     pub async fn add(
         &self,
         order_ref: &str,
@@ -390,9 +369,10 @@ impl Outbox {
         waybill_key: &str,
         location: &str,
         held: &Held,
+        at_ms: i64,
     ) -> redis::RedisResult<Added> {
         let mut conn = self.conn.clone();
-        let (code, covered, known): (i64, u64, u64) = self
+        let (code, covered, known, anchor): (i64, u64, u64, i64) = self
             .add
             .key(order_log::key(order_ref, "ms"))
             .key(order_log::key(order_ref, "held"))
@@ -405,10 +385,12 @@ impl Outbox {
                     "parcels"
                 },
             ))
+            .key(ht_key(order_ref, milestone))
             .arg(milestone.as_str_name())
             .arg(waybill_key)
             .arg(location)
             .arg(held.encode_to_vec())
+            .arg(at_ms)
             .invoke_async(&mut conn)
             .await?;
         Ok(match code {
@@ -417,115 +399,9 @@ impl Outbox {
                 created: created == 1,
                 covered,
                 known,
+                anchor,
             },
         })
-    }
-
-    /// Takes the message for sending under `token` (a lease until the time in
-    /// it), superseding it or lower milestones it covers as needed.
-    pub async fn take(
-        &self,
-        order_ref: &str,
-        milestone: Milestone,
-        now_ms: i64,
-        token: &str,
-    ) -> redis::RedisResult<Taken> {
-        let own = rank(milestone);
-        let (higher, lower): (Vec<Milestone>, Vec<Milestone>) = MILESTONES
-            .into_iter()
-            .filter(|m| *m != milestone && own > 0 && rank(*m) > 0 && rank(*m) != own)
-            .partition(|m| rank(*m) > own);
-        let mut invocation = self.take.prepare_invoke();
-        invocation
-            .key(order_log::key(order_ref, "ms"))
-            .key(order_log::key(order_ref, "held"))
-            .key(hw_key(order_ref, milestone));
-        for m in higher.iter().chain(lower.iter()) {
-            invocation.key(hw_key(order_ref, *m));
-        }
-        invocation
-            .arg(milestone.as_str_name())
-            .arg(now_ms)
-            .arg(token)
-            .arg(higher.len());
-        for m in &higher {
-            invocation.arg(m.as_str_name());
-        }
-        invocation.arg(lower.len());
-        for m in &lower {
-            invocation.arg(m.as_str_name());
-        }
-        let mut conn = self.conn.clone();
-        let reply: Vec<Vec<u8>> = invocation.invoke_async(&mut conn).await?;
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        Ok(match reply.split_first() {
-            Some((tag, rest)) if tag.as_slice() == b"take" => {
-                let [body, dropped, pairs @ ..] = rest else {
-                    return Ok(Taken::Gone);
-                };
-                let Ok(held) = Held::decode(body.as_slice()) else {
-                    // Unreadable (never written by this code): drop it rather
-                    // than send an empty message or retry it forever.
-                    tracing::error!(
-                        order_ref,
-                        milestone = milestone.as_str_name(),
-                        "undecodable held message dropped"
-                    );
-                    self.done(order_ref, milestone).await?;
-                    return Ok(Taken::Gone);
-                };
-                let parcels = pairs
-                    .chunks_exact(2)
-                    .map(|pair| (text(&pair[0]), text(&pair[1])))
-                    .collect();
-                let superseded = text(dropped)
-                    .split(',')
-                    .filter_map(Milestone::from_str_name)
-                    .collect();
-                Taken::Take {
-                    held: Box::new(held),
-                    parcels,
-                    superseded,
-                }
-            }
-            Some((tag, _)) if tag.as_slice() == b"busy" => Taken::Busy,
-            Some((tag, rest)) if tag.as_slice() == b"superseded" => {
-                Taken::Superseded(rest.first().map(|b| text(b)).unwrap_or_default())
-            }
-            _ => Taken::Gone,
-        })
-    }
-
-    /// Marks a produced message `sent` for good.
-    pub async fn done(&self, order_ref: &str, milestone: Milestone) -> redis::RedisResult<()> {
-        self.finish(order_ref, milestone, "sent").await
-    }
-
-    /// Marks a message that can never be produced `dead` (it was dead-lettered):
-    /// like `sent`, it is never taken again, but it supersedes nothing.
-    pub async fn dead(&self, order_ref: &str, milestone: Milestone) -> redis::RedisResult<()> {
-        self.finish(order_ref, milestone, "dead").await
-    }
-
-    async fn finish(
-        &self,
-        order_ref: &str,
-        milestone: Milestone,
-        state: &str,
-    ) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .hset(
-                order_log::key(order_ref, "ms"),
-                milestone.as_str_name(),
-                state,
-            )
-            .ignore()
-            .hdel(order_log::key(order_ref, "held"), milestone.as_str_name())
-            .ignore()
-            .query_async(&mut conn)
-            .await
     }
 
     /// Gives a lease back (the produce failed), so the message is retried at
