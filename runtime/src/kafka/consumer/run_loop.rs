@@ -226,6 +226,7 @@ impl ConsumerLoop {
             .as_ref()
             .map(|e| format!("{e:?}"))
             .unwrap_or_default();
+        tracing::debug!(held = ?held, expected = %shown, "assignment checked");
         let Some(check) = self.check.as_mut() else {
             return;
         };
