@@ -201,11 +201,14 @@ pub async fn start_with_clock(
             ),
     );
 
-    let (admin_addr, health) = admin::serve_ready_with(
+    // Ready only when both groups hold their partitions and caught up: the
+    // messenger (buyer messages) and this instance's live follower (watchers).
+    let (admin_addr, health) = admin::serve_gated_with(
         &config.admin.listen,
         &config.admin.limits,
         registry,
         shutdown.clone(),
+        vec![messenger_loop.ready_gate(), live_loop.ready_gate()],
     )
     .await?;
     tracing::info!(%grpc_addr, %admin_addr, group, live_group, tls = config.grpc.tls.is_some(),

@@ -1,16 +1,19 @@
-//! The admin HTTP endpoint every service exposes: `/healthz` for orchestrators and
-//! `/metrics` for Prometheus. Kept apart from ingest's public API so scraping and
-//! probing never compete with carrier traffic.
+//! The admin HTTP endpoint every service exposes: `/healthz` (ready: 200 only
+//! when the service is up and every [`ReadyGate`] is open — for a consuming
+//! service, every consumer group holds its partitions and has caught up),
+//! `/livez` (the process answers: 200 even while starting or draining) for
+//! orchestrators, and `/metrics` for Prometheus. Kept apart from ingest's
+//! public API so scraping and probing never compete with carrier traffic.
 //!
 //! Every HTTP listener of trackstream (this one and ingest's public API) is served
 //! by [`serve_router_with`], which enforces [`ListenerLimits`]: header-read, idle
 //! and request timeouts and a connection cap (see `admin/listener.rs`).
 
 mod listener;
+mod ready;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -23,22 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Error;
 use crate::config::ListenerLimits;
 
-/// Whether the service is healthy; flipped off when it starts shutting down so
-/// load balancers stop sending traffic first.
-#[derive(Clone, Default)]
-pub struct Health(Arc<AtomicBool>);
-
-impl Health {
-    /// Marks the service ready (true) or draining (false).
-    pub fn set(&self, healthy: bool) {
-        self.0.store(healthy, Ordering::Release);
-    }
-
-    /// Current state.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
+pub use ready::{Health, ReadyGate};
 
 #[derive(Clone)]
 struct AdminState {
@@ -46,11 +34,12 @@ struct AdminState {
     health: Health,
 }
 
-/// Routes `/healthz` and `/metrics`, for services that merge them into their own
-/// HTTP router.
+/// Routes `/healthz`, `/livez` and `/metrics`, for services that merge them
+/// into their own HTTP router.
 pub fn router(registry: Arc<Registry>, health: Health) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route("/metrics", get(metrics))
         .with_state(AdminState { registry, health })
 }
@@ -107,55 +96,23 @@ pub async fn serve_ready_with(
     Ok((addr, health))
 }
 
-/// Serves the admin routes for a consumer service: `/healthz` answers 503 until
-/// `ready` completes — for normalize and the detector, their consumer group's
-/// first assignment (possibly empty). Before that they read nothing, and an
-/// orchestrator rolling instances (or a benchmark starting load) must not count
-/// them in. Returns the bound address and the [`Health`] handle to flip off when
-/// the service starts draining.
-pub async fn serve_ready_after(
-    listen: &str,
-    registry: Registry,
-    shutdown: CancellationToken,
-    ready: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, Health), Error> {
-    serve_ready_after_with(
-        listen,
-        &ListenerLimits::default(),
-        registry,
-        shutdown,
-        ready,
-    )
-    .await
-}
-
-/// [`serve_ready_after`] with configured limits (`[admin.limits]`).
-pub async fn serve_ready_after_with(
+/// Serves the admin routes for a consumer service: `/healthz` answers 503
+/// until every gate in `gates` is open (one per consumer group member: it
+/// holds its share of partitions and has caught up), and again whenever one
+/// closes. Before that the service reads nothing, and an orchestrator rolling
+/// instances (or a benchmark starting load) must not count it in. Returns the
+/// bound address and the [`Health`] handle to flip off when the service starts
+/// draining.
+pub async fn serve_gated_with(
     listen: &str,
     limits: &ListenerLimits,
     registry: Registry,
     shutdown: CancellationToken,
-    ready: impl std::future::Future<Output = ()> + Send + 'static,
+    gates: Vec<ReadyGate>,
 ) -> Result<(SocketAddr, Health), Error> {
-    let health = Health::default();
-    let addr = serve_with(
-        listen,
-        limits,
-        Arc::new(registry),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    let flip = health.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = ready => {
-                flip.set(true);
-                tracing::info!("ready: consumer group joined");
-            }
-        }
-    });
+    let health = Health::gated(gates);
+    let addr = serve_with(listen, limits, Arc::new(registry), health.clone(), shutdown).await?;
+    health.set(true);
     Ok((addr, health))
 }
 
@@ -187,13 +144,29 @@ async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
             StatusCode::OK,
             axum::Json(serde_json::json!({ "status": "ok" })),
         )
+    } else if !state.health.is_up() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            // Starting or draining (shutting down).
+            axum::Json(serde_json::json!({ "status": "unavailable" })),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            // Starting (not yet ready) or draining (shutting down).
-            axum::Json(serde_json::json!({ "status": "unavailable" })),
+            // Up, but a consumer group does not hold its partitions or is
+            // catching up.
+            axum::Json(serde_json::json!({
+                "status": "unavailable",
+                "waiting_for": state.health.waiting_for(),
+            })),
         )
     }
+}
+
+/// Liveness: the process serves requests. Never 503 while starting or
+/// draining, so a liveness probe does not kill an instance that is catching up.
+async fn livez() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "alive" }))
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
@@ -219,12 +192,15 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn healthz_status(addr: SocketAddr) -> u16 {
+    async fn status(addr: SocketAddr, path: &str) -> u16 {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
             .unwrap_or_else(|e| panic!("connect: {e}"));
         stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await
             .unwrap_or_else(|e| panic!("write: {e}"));
         let mut response = String::new();
@@ -240,28 +216,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn healthz_is_unavailable_until_ready_and_again_when_draining() {
-        let (joined, ready) = tokio::sync::oneshot::channel::<()>();
+    async fn healthz_follows_the_gates_and_draining_while_livez_stays_up() {
+        let (gate, open) = ReadyGate::new("trackstream-test");
         let shutdown = CancellationToken::new();
-        let (addr, health) = serve_ready_after(
+        let (addr, health) = serve_gated_with(
             "127.0.0.1:0",
+            &ListenerLimits::default(),
             Registry::default(),
             shutdown.clone(),
-            async {
-                let _ = ready.await;
-            },
+            vec![gate],
         )
         .await
         .unwrap_or_else(|e| panic!("serve: {e}"));
-        assert_eq!(healthz_status(addr).await, 503, "not ready before joining");
-        let _ = joined.send(());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while healthz_status(addr).await != 200 {
-            assert!(std::time::Instant::now() < deadline, "never became ready");
-            tokio::task::yield_now().await;
-        }
+        assert_eq!(status(addr, "/healthz").await, 503, "gate closed");
+        assert_eq!(status(addr, "/livez").await, 200, "alive while starting");
+        open.store(true, std::sync::atomic::Ordering::Release);
+        assert_eq!(status(addr, "/healthz").await, 200, "gate open");
+        open.store(false, std::sync::atomic::Ordering::Release);
+        assert_eq!(status(addr, "/healthz").await, 503, "gate closed again");
+        open.store(true, std::sync::atomic::Ordering::Release);
         health.set(false);
-        assert_eq!(healthz_status(addr).await, 503, "draining");
+        assert_eq!(status(addr, "/healthz").await, 503, "draining");
+        assert_eq!(status(addr, "/livez").await, 200, "alive while draining");
         shutdown.cancel();
     }
 }

@@ -12,6 +12,7 @@
 //! - [`merchants`] — the two shops of multi-tenant tests and their tokens;
 //! - [`binary`] — run a built binary to completion with a deadline (`--help`
 //!   checks, CLI tests);
+//! - [`admin`] — a service's `/healthz` status and its gauges from `/metrics`;
 //! - [`procfs`] — CPU and memory of processes from `/proc`, for the benchmarks;
 //! - [`grpc`] — client helpers for the tracking API (bearer token, SERVING
 //!   wait, next stream message with a deadline).
@@ -27,6 +28,7 @@
 //! command), and found via `TANSU_BIN` or that cache.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod binary;
 pub mod child;
 pub mod cluster;

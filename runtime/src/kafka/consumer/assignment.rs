@@ -118,10 +118,11 @@ pub(super) fn expected_share(
     let Some(info) = groups.groups().iter().find(|g| g.name() == group) else {
         return Ok(None);
     };
+    let members: Vec<String> = info.members().iter().map(|m| m.id().to_owned()).collect();
+    tracing::debug!(group, state = info.state(), members = ?members, "group described");
     if info.state() != "Stable" {
         return Ok(None);
     }
-    let members: Vec<String> = info.members().iter().map(|m| m.id().to_owned()).collect();
     let mut partitions = BTreeMap::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), timeout)?;

@@ -10,7 +10,9 @@
 //! - `run_loop`: fetch a batch, hand it to the handler, store offsets;
 //! - `rebalance`: the librdkafka callbacks (assign, revoke, commit, statistics);
 //! - `assignment`: the check against coordinators that leave partitions unowned;
-//! - `progress`: per-partition "caught up" tracking for the detector's timers.
+//! - `progress`: per-partition "caught up" tracking for the detector's timers;
+//! - `readiness`: whether this member holds its share and has caught up, the
+//!   gate of the service's `/healthz`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -19,6 +21,7 @@ use tokio::sync::watch;
 
 mod assignment;
 mod progress;
+mod readiness;
 mod rebalance;
 mod run_loop;
 mod subscribe;

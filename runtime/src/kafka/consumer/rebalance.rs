@@ -1,16 +1,18 @@
 //! The librdkafka callbacks of a consumer: publish the assignment on every
-//! rebalance, commit on revoke, log commits, and feed statistics to
-//! [`Progress`].
+//! rebalance (watch, readiness state, `consumer_assigned_partitions` gauge),
+//! commit on revoke, log commits, and feed statistics to [`Progress`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::Progress;
+use super::readiness;
 
 pub(super) struct RebalanceContext {
     pub(super) assignment: watch::Sender<BTreeMap<String, BTreeSet<i32>>>,
@@ -19,6 +21,21 @@ pub(super) struct RebalanceContext {
     /// offset each owner resumed at is logged once per assignment (the evidence
     /// needed to tell a skipped range from a partition nobody owns).
     pub(super) resuming: Arc<Mutex<BTreeSet<(String, i32)>>>,
+    /// Readiness inputs: every assignment change starts a new generation.
+    pub(super) readiness: Arc<Mutex<readiness::State>>,
+    /// Partitions held now (`consumer_assigned_partitions{group}`).
+    pub(super) assigned_gauge: Gauge,
+}
+
+impl RebalanceContext {
+    /// Records what this member holds now in the readiness state and gauge.
+    fn hold(&self, held: BTreeSet<(String, i32)>) {
+        self.assigned_gauge
+            .set(i64::try_from(held.len()).unwrap_or(i64::MAX));
+        if let Ok(mut state) = self.readiness.lock() {
+            state.assigned(held);
+        }
+    }
 }
 
 /// `topic/partition` pairs, sorted and comma-separated: a stable, greppable
@@ -58,6 +75,7 @@ impl ConsumerContext for RebalanceContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             // Stop partition-owned work (timers) before the partitions move on.
             self.assignment.send_replace(BTreeMap::new());
+            self.hold(BTreeSet::new());
             // Commit what was stored so the next owner starts where we stopped.
             if tpl.count() > 0
                 && let Err(err) = consumer.commit_consumer_state(CommitMode::Sync)
@@ -86,6 +104,12 @@ impl ConsumerContext for RebalanceContext {
                 );
             }
             tracing::info!(partitions = %describe(tpl), "partitions assigned");
+            self.hold(
+                tpl.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect(),
+            );
             self.assignment.send_replace(owned);
         }
     }

@@ -12,10 +12,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::assignment::{AssignmentCheck, Owned, expected_share};
+use super::readiness::{self, Evaluator};
 use super::rebalance::{RebalanceContext, describe_offsets};
 use super::subscribe::LoopMetrics;
-use super::{Assignment, BatchHandler, Inbound, Progress};
+use super::{Assignment, BatchHandler, Inbound, Progress, StartAt};
 use crate::Error;
+use crate::admin::ReadyGate;
 
 /// A subscribed consumer running a [`BatchHandler`] with at-least-once semantics.
 pub struct ConsumerLoop {
@@ -28,6 +30,13 @@ pub struct ConsumerLoop {
     pub(super) assignment: Assignment,
     pub(super) progress: Progress,
     pub(super) resuming: Arc<Mutex<BTreeSet<(String, i32)>>>,
+    pub(super) group: String,
+    pub(super) start_at: StartAt,
+    /// Readiness inputs, shared with the rebalance callbacks.
+    pub(super) readiness: Arc<Mutex<readiness::State>>,
+    /// Open while this member is ready (see [`ConsumerLoop::ready_gate`]).
+    pub(super) ready_gate: ReadyGate,
+    pub(super) ready_flag: Arc<std::sync::atomic::AtomicBool>,
     pub(super) batch_max: usize,
     pub(super) batch_linger: Duration,
     pub(super) metrics: LoopMetrics,
@@ -39,25 +48,33 @@ impl ConsumerLoop {
         self.assignment.clone()
     }
 
-    /// Serves the admin listener (`/healthz`, `/metrics`) of a consuming
-    /// service, ready once the group has formed around this consumer (its
-    /// first rebalance callback): before that a new instance owns no
-    /// partition, and an orchestrator should not count it as serving.
+    /// This member's readiness, named after its group: open while it holds a
+    /// non-empty assignment and has processed every partition of it up to the
+    /// high watermark seen when it got it (or the coordinator has confirmed
+    /// an empty share for longer than a session timeout: more members than
+    /// partitions). It stays open through a rebalance that settles within
+    /// ten seconds, and closes when the assignment stays unsettled longer or a
+    /// batch keeps failing that long. Evaluated while [`ConsumerLoop::run`]
+    /// runs; logged and exported as `consumer_ready{group}` on each change.
+    pub fn ready_gate(&self) -> ReadyGate {
+        self.ready_gate.clone()
+    }
+
+    /// Serves the admin listener (`/healthz`, `/livez`, `/metrics`) of a
+    /// service with this one consumer: `/healthz` is 200 only while
+    /// [`ConsumerLoop::ready_gate`] is open.
     pub async fn serve_admin(
         &self,
         admin: &crate::config::AdminConfig,
         registry: prometheus_client::registry::Registry,
         shutdown: CancellationToken,
     ) -> Result<(std::net::SocketAddr, crate::admin::Health), Error> {
-        let mut assigned = self.assignment();
-        crate::admin::serve_ready_after_with(
+        crate::admin::serve_gated_with(
             &admin.listen,
             &admin.limits,
             registry,
             shutdown,
-            async move {
-                let _ = assigned.changed().await;
-            },
+            vec![self.ready_gate()],
         )
         .await
     }
@@ -76,6 +93,19 @@ impl ConsumerLoop {
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
         let mut backoff = Duration::from_millis(50);
+        // Readiness is evaluated beside the loop, so a long batch or a retry
+        // does not freeze it; it ends with the loop.
+        let evaluator = tokio::spawn(readiness::evaluate_forever(
+            Evaluator {
+                consumer: self.consumer.clone(),
+                state: self.readiness.clone(),
+                start_at: self.start_at,
+                group: self.group.clone(),
+                flag: self.ready_flag.clone(),
+                gauge: self.metrics.ready.clone(),
+            },
+            shutdown.child_token(),
+        ));
         let mut check_tick = tokio::time::interval(self.check_interval);
         check_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'outer: loop {
@@ -105,6 +135,9 @@ impl ConsumerLoop {
                     Ok(()) => break,
                     Err(err) => {
                         self.metrics.retries.inc();
+                        if let Ok(mut state) = self.readiness.lock() {
+                            state.batch_failed(Instant::now());
+                        }
                         tracing::warn!(%err, records = batch.len(), retry_in = ?backoff,
                             "batch failed; retrying without storing offsets");
                         tokio::select! {
@@ -121,7 +154,14 @@ impl ConsumerLoop {
                 .batch_seconds
                 .observe(started.elapsed().as_secs_f64());
             self.store_offsets(&batch);
+            if let Ok(mut state) = self.readiness.lock() {
+                state.processed(&batch);
+            }
         }
+        evaluator.abort();
+        self.ready_flag
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.metrics.ready.set(0);
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => tracing::info!("offsets committed on shutdown"),
             Err(err) => tracing::debug!(%err, "final commit (nothing stored is fine)"),
@@ -159,14 +199,12 @@ impl ConsumerLoop {
     /// compare what we hold with the range assignor's share; rejoin if a
     /// mismatch persists.
     async fn check_assignment(&mut self) {
-        let Some(check) = self.check.as_mut() else {
+        let Some((group, me)) = self.check.as_ref().map(|c| (c.group.clone(), c.me.clone())) else {
             return;
         };
         let held: Owned = self.assignment.borrow().clone();
         let consumer = self.consumer.clone();
-        let group = check.group.clone();
         let topics = self.topics.clone();
-        let me = check.me.clone();
         let expected =
             tokio::task::spawn_blocking(move || expected_share(&consumer, &group, &topics, &me))
                 .await;
@@ -174,17 +212,24 @@ impl ConsumerLoop {
             Ok(Ok(expected)) => expected,
             Ok(Err(err)) => {
                 tracing::debug!(%err, "assignment check skipped");
+                self.share_checked(None);
                 return;
             }
             Err(err) => {
                 tracing::warn!(%err, "assignment check panicked");
+                self.share_checked(None);
                 return;
             }
         };
+        self.share_checked(expected.as_ref().map(Owned::is_empty));
         let shown = expected
             .as_ref()
             .map(|e| format!("{e:?}"))
             .unwrap_or_default();
+        tracing::debug!(held = ?held, expected = %shown, "assignment checked");
+        let Some(check) = self.check.as_mut() else {
+            return;
+        };
         if !check.mismatch_persists(&held, expected) {
             return;
         }
@@ -195,6 +240,13 @@ impl ConsumerLoop {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         if let Err(err) = self.consumer.subscribe(&topics) {
             tracing::error!(%err, "resubscribing failed");
+        }
+    }
+
+    /// Tells readiness whether the coordinator confirms an empty share.
+    fn share_checked(&self, empty_share: Option<bool>) {
+        if let Ok(mut state) = self.readiness.lock() {
+            state.share_checked(empty_share, Instant::now());
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -25,17 +26,36 @@ pub(super) struct LoopMetrics {
     pub(super) retries: Counter,
     pub(super) batch_seconds: Histogram,
     pub(super) rejoins: Counter,
+    /// 1 while this member is ready (see `readiness`), by group.
+    pub(super) ready: Gauge,
+    /// Partitions this member holds now, by group.
+    pub(super) assigned: Gauge,
 }
 
 impl LoopMetrics {
     /// Creates the loop's metrics and registers them in `registry`.
-    fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry, group: &str) -> Self {
+        let label = vec![("group", group.to_owned())];
+        let ready: Family<Vec<(&'static str, String)>, Gauge> = Family::default();
+        let assigned: Family<Vec<(&'static str, String)>, Gauge> = Family::default();
         let metrics = LoopMetrics {
             records: Family::default(),
             retries: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             rejoins: Counter::default(),
+            ready: ready.get_or_create(&label).clone(),
+            assigned: assigned.get_or_create(&label).clone(),
         };
+        registry.register(
+            "consumer_ready",
+            "1 while this member holds its share of its group's partitions and has caught up to where the group was when it got them (the /healthz gate), by group",
+            ready,
+        );
+        registry.register(
+            "consumer_assigned_partitions",
+            "Partitions this member holds now, by group",
+            assigned,
+        );
         registry.register(
             "consumer_records",
             "Records consumed and processed, by topic",
@@ -84,6 +104,9 @@ impl ConsumerLoop {
         let (sender, assignment) = watch::channel(BTreeMap::new());
         let progress = Progress::default();
         let resuming = Arc::new(Mutex::new(BTreeSet::new()));
+        let readiness = Arc::new(Mutex::new(super::readiness::State::default()));
+        let metrics = LoopMetrics::register(registry, group_id);
+        let (ready_gate, ready_flag) = crate::admin::ReadyGate::new(group_id);
         // A client id of its own, so this member finds itself among the group's
         // member ids (`<client.id>-<uuid>`) when it checks its assignment.
         let client_id = format!("{group_id}.{:08x}", rand_suffix());
@@ -101,7 +124,10 @@ impl ConsumerLoop {
                     StartAt::Latest => "latest",
                 },
             )
-            .set("session.timeout.ms", "10000")
+            .set(
+                "session.timeout.ms",
+                super::readiness::SESSION_TIMEOUT.as_millis().to_string(),
+            )
             .set("heartbeat.interval.ms", "1000")
             // Per-partition lag for `Progress` (cheap: one JSON document a tick).
             .set(
@@ -118,6 +144,8 @@ impl ConsumerLoop {
                 assignment: sender,
                 progress: progress.clone(),
                 resuming: resuming.clone(),
+                readiness: readiness.clone(),
+                assigned_gauge: metrics.assigned.clone(),
             })?;
         consumer.subscribe(topics)?;
         let check = AssignmentCheck::applies(cfg).then(|| AssignmentCheck {
@@ -126,7 +154,6 @@ impl ConsumerLoop {
             suspect: None,
         });
 
-        let metrics = LoopMetrics::register(registry);
         Ok(ConsumerLoop {
             consumer: Arc::new(consumer),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
@@ -139,6 +166,11 @@ impl ConsumerLoop {
             assignment,
             progress,
             resuming,
+            group: group_id.to_owned(),
+            start_at,
+            readiness,
+            ready_gate,
+            ready_flag,
             batch_max: cfg.batch_max.max(1),
             batch_linger: cfg.batch_linger,
             metrics,

@@ -1,0 +1,119 @@
+//! The detector's `/healthz` is honest about its consumer group: 503 while the
+//! member holds no partitions (started while the broker is unreachable), 200
+//! only once it holds them and has processed the backlog that was on them
+//! (`tracking.events` and `shipments`) when it got them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use trackstream_proto::topics;
+use trackstream_runtime::CancellationToken;
+use trackstream_runtime::config::{KafkaConfig, RedisConfig};
+use trackstream_runtime::kafka::{OutRecord, Producer};
+use trackstream_testkit::admin::{gauge, get, healthz, sum};
+use trackstream_testkit::processes::{Broker, RedisServer};
+
+/// Deadline of every wait: a progress bound, not a speed claim.
+const WAIT: Duration = Duration::from_secs(90);
+/// Records waiting on each consumed topic before the detector starts.
+const BACKLOG: usize = 1_000;
+const GROUP: &str = "trackstream-detector";
+
+/// `/healthz` status and the `/metrics` text read right after it.
+async fn probe(admin: SocketAddr) -> Option<(u16, String)> {
+    let status = healthz(admin).await?;
+    let (_, metrics) = get(admin, "/metrics").await?;
+    Some((status, metrics))
+}
+
+fn consumed(metrics: &str) -> f64 {
+    sum(metrics, "_consumer_records_total", "topic=")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_while_holding_nothing_and_200_only_after_the_backlog() {
+    let redis = RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let broker = Broker::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let topics: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, 4)).collect();
+    trackstream_testkit::kafka::create_topics(&broker.bootstrap(), &topics)
+        .await
+        .unwrap_or_else(|e| panic!("creating topics: {e}"));
+    let kafka = KafkaConfig {
+        brokers: broker.bootstrap(),
+        ..Default::default()
+    };
+    // Undecodable records: each is dead-lettered, which is all the work we need.
+    let producer = Producer::new(&kafka, "backlog", &mut Default::default())
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    let backlog: Vec<OutRecord> = (0..BACKLOG)
+        .flat_map(|i| {
+            [topics::TRACKING_EVENTS, topics::SHIPMENTS]
+                .map(|topic| OutRecord::new(topic, format!("sf:K{i}"), b"\xffnot proto".to_vec()))
+        })
+        .collect();
+    producer
+        .send_all(backlog)
+        .await
+        .unwrap_or_else(|e| panic!("backlog: {e}"));
+
+    broker.cut();
+    let mut config = trackstream_detector::Config {
+        kafka,
+        redis: RedisConfig {
+            url: redis.url(),
+            cluster_nodes: Vec::new(),
+        },
+        ..Default::default()
+    };
+    config.admin.listen = "127.0.0.1:0".into();
+    let shutdown = CancellationToken::new();
+    let running = trackstream_detector::start(config, shutdown.clone())
+        .await
+        .unwrap_or_else(|e| panic!("detector: {e}"));
+    let admin = running.admin_addr;
+
+    let claimed = trackstream_testkit::within(Duration::from_secs(3), || async {
+        let (status, metrics) = probe(admin).await?;
+        assert_eq!(
+            gauge(&metrics, "_consumer_assigned_partitions", GROUP),
+            Some(0.0)
+        );
+        (status != 503).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        claimed, None,
+        "answered other than 503 while holding nothing"
+    );
+
+    broker
+        .restore()
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e}"));
+    let metrics = trackstream_testkit::eventually(WAIT, "detector ready", || async {
+        let (status, metrics) = probe(admin).await?;
+        if gauge(&metrics, "_consumer_ready", GROUP) == Some(1.0) {
+            // The gauge is encoded before the counter and set after the batches.
+            assert_eq!(
+                consumed(&metrics),
+                (2 * BACKLOG) as f64,
+                "ready before the backlog was processed"
+            );
+        }
+        (status == 200).then_some(metrics)
+    })
+    .await;
+    assert_eq!(
+        gauge(&metrics, "_consumer_assigned_partitions", GROUP),
+        Some(8.0),
+        "alone in the group, it holds both topics' partitions"
+    );
+    assert_eq!(consumed(&metrics), (2 * BACKLOG) as f64);
+
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(WAIT, running.task).await;
+    assert!(
+        matches!(stopped, Ok(Ok(Ok(())))),
+        "detector stopped cleanly: {stopped:?}"
+    );
+}
