@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
+use prost::Message;
 use serde_json::json;
-use trackstream_runtime::CancellationToken;
 use trackstream_proto::topics;
 use trackstream_proto::v1::ShipmentUpdate;
+use trackstream_runtime::CancellationToken;
 use trackstream_sandbox::{GENERIC_SECRET, Sandbox};
-use prost::Message;
 use trackstream_testkit::kafka::Record;
 use trackstream_testkit::processes::BrokerKind;
 
@@ -123,10 +123,14 @@ async fn every_acknowledged_webhook_survives_a_broker_sigkill_and_restart_once()
     })
     .await;
     sandbox.broker.restart().await.expect("broker restarted");
-    trackstream_testkit::eventually(WAIT, "100 more scans acknowledged after the restart", || {
-        let seen = seen.clone();
-        async move { (counts(&seen).0 >= acked_before + 100).then_some(()) }
-    })
+    trackstream_testkit::eventually(
+        WAIT,
+        "100 more scans acknowledged after the restart",
+        || {
+            let seen = seen.clone();
+            async move { (counts(&seen).0 >= acked_before + 100).then_some(()) }
+        },
+    )
     .await;
     stop.cancel();
     driver.await.expect("driver");
@@ -146,12 +150,18 @@ async fn every_acknowledged_webhook_survives_a_broker_sigkill_and_restart_once()
     let by_text = texts(&updates.records);
     // None twice: one update per scan, one scan per order sequence number.
     let twice: Vec<(&String, &usize)> = by_text.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "scans with more than one update: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "scans with more than one update: {twice:?}"
+    );
     let mut seqs = BTreeMap::new();
     for update in &decoded {
         *seqs.entry((&update.order_id, update.seq)).or_insert(0) += 1;
     }
     let reused: Vec<_> = seqs.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(reused.is_empty(), "order sequence numbers given twice: {reused:?}");
+    assert!(
+        reused.is_empty(),
+        "order sequence numbers given twice: {reused:?}"
+    );
     sandbox.shutdown().await;
 }

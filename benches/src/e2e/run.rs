@@ -98,7 +98,8 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
     let start = measure_start(&brokers, redis.port, opts, fetch_wait).await?;
 
     let secrets = Secrets::default();
-    let mut stack = Stack::start(&http, &brokers, &redis.url(), &secrets, opts, broker.pid()).await?;
+    let mut stack =
+        Stack::start(&http, &brokers, &redis.url(), &secrets, opts, broker.pid()).await?;
     let observed = Arc::new(Mutex::new(Observed::default()));
     follow(&brokers, opts.partitions, fetch_wait, observed.clone())?;
     let stores = Stores {
