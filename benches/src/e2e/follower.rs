@@ -259,9 +259,10 @@ pub(crate) fn alert_milestone(alert: &Alert) -> Option<Milestone> {
         return None;
     }
     match alert.rule.as_str() {
-        "stalled_in_transit" | "promised_date_missed" | "out_for_delivery_not_delivered" => {
-            Some(Milestone::Delayed)
-        }
+        "stalled_in_transit"
+        | "stalled_in_customs"
+        | "promised_date_missed"
+        | "out_for_delivery_not_delivered" => Some(Milestone::Delayed),
         "carrier_exception" => Some(Milestone::Exception),
         _ => None,
     }

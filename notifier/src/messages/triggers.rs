@@ -73,9 +73,10 @@ impl Messenger {
             return Ok(None);
         }
         let milestone = match alert.rule.as_str() {
-            "stalled_in_transit" | "promised_date_missed" | "out_for_delivery_not_delivered" => {
-                Milestone::Delayed
-            }
+            "stalled_in_transit"
+            | "stalled_in_customs"
+            | "promised_date_missed"
+            | "out_for_delivery_not_delivered" => Milestone::Delayed,
             "carrier_exception" => Milestone::Exception,
             _ => return Ok(None),
         };
