@@ -19,12 +19,16 @@
 # Environment (documented defaults):
 #   BROKER=nisshi                            which broker: nisshi | tansu
 #   NISSHI_VERSION=0.8.1  TANSU_VERSION=0.6.0   pinned versions
+#   NISSHI_FEATURES=libsql                   nisshi's storage engines; the benchmark's
+#                                            `--broker-storage memory` needs
+#                                            libsql,dynostore (cached separately)
 #   TRACKSTREAM_CACHE=~/.cache/trackstream   where third-party binaries are cached
 #   BROKER_BIN=                              use this broker binary instead (skips the build)
 set -euo pipefail
 
 BROKER="${BROKER:-nisshi}"
 NISSHI_VERSION="${NISSHI_VERSION:-0.8.1}"
+NISSHI_FEATURES="${NISSHI_FEATURES:-libsql}"
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 CACHE="${TRACKSTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/trackstream}"
 log() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -69,33 +73,37 @@ toolchain_for() {
   return 1
 }
 
-# install NAME VERSION MIN_RUSTC_MINOR CARGO_ARGS...
+# install NAME VERSION VARIANT MIN_RUSTC_MINOR CARGO_ARGS...
 install() {
-  local name=$1 version=$2 need=$3
-  shift 3
-  local root="$CACHE/$name-$version" bin="$CACHE/$name-$version/bin/$name"
+  local name=$1 version=$2 variant=$3 need=$4
+  shift 4
+  local root="$CACHE/$name-$version$variant" bin="$CACHE/$name-$version$variant/bin/$name"
   if [ ! -x "$bin" ]; then
     mkdir -p "$CACHE"
     # A lock so concurrent callers (tests + stack) don't build it twice.
-    exec 9>"$CACHE/$name-$version.lock"
+    exec 9>"$CACHE/$name-$version$variant.lock"
     flock 9
     if [ ! -x "$bin" ]; then
       local cargo
       cargo="$(toolchain_for "$need")"
       log "building $name $version with '$cargo' into $root (one time, ~15-25 min on 2 cores)"
       # A build directory in the cache, so an interrupted build resumes.
-      CARGO_TARGET_DIR="$CACHE/$name-build" \
+      CARGO_TARGET_DIR="$CACHE/$name-build$variant" \
         $cargo install "$name" --locked --version "$version" --root "$root" "$@" >&2
-      rm -rf "$CACHE/$name-build"
+      rm -rf "$CACHE/$name-build$variant"
     fi
   fi
   echo "$bin"
 }
 
 case "$BROKER" in
-  # Only SQLite beside memory: the default features add PostgreSQL and object
-  # stores the stack does not use, and double the build.
-  nisshi) install nisshi "$NISSHI_VERSION" 96 --no-default-features --features libsql ;;
-  tansu) install tansu "$TANSU_VERSION" 85 --features dynostore,libsql ;;
+  # Only the SQLite engine by default: the default features add PostgreSQL and
+  # object stores (which `memory://` needs) the stack does not use, and double
+  # the build.
+  nisshi)
+    variant=""
+    [ "$NISSHI_FEATURES" = libsql ] || variant="-${NISSHI_FEATURES//,/-}"
+    install nisshi "$NISSHI_VERSION" "$variant" 96 --no-default-features --features "$NISSHI_FEATURES" ;;
+  tansu) install tansu "$TANSU_VERSION" "" 85 --features dynostore,libsql ;;
   *) log "BROKER=$BROKER: expected nisshi or tansu"; exit 2 ;;
 esac

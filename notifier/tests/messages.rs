@@ -61,7 +61,7 @@ fn quiet_nights(config: &mut trackstream_notifier::Config) {
 async fn resends_and_replays_never_send_a_milestone_twice() {
     let env = Env::start(day(), quiet_nights).await;
     let parcel = shipment("O-DUP", "SF1", "m-acme");
-    env.register(&parcel).await;
+    env.register_stored(&parcel).await;
     let key = "sf:SF1";
     let mut reader = env.messages();
     // Carrier resends the pickup, then moves on within the same milestone.
@@ -101,6 +101,7 @@ async fn resends_and_replays_never_send_a_milestone_twice() {
     env.produce(topics::TRACKING_ALERTS, key, &alert).await;
     let mut returned = shipment("O-DUP", "SF1R", "m-acme");
     returned.is_return = true;
+    env.register_stored(&returned).await;
     let sentinel = ShipmentUpdate {
         kind: UpdateKind::ReturnReceived as i32,
         ..update(&returned, Status::Delivered, 9, "r1")
@@ -179,8 +180,8 @@ async fn messages_are_masked_localised_and_follow_merchant_overrides() {
         locale: "en".into(),
         ..BuyerContact::default()
     });
-    env.register(&zh).await;
-    env.register(&email_only).await;
+    env.register_stored(&zh).await;
+    env.register_stored(&email_only).await;
     env.replay(&update(&zh, Status::AvailableForPickup, 1, "z1"), "sf:SF20")
         .await;
     env.replay(&update(&email_only, Status::Delivered, 1, "m1"), "sf:SF21")
@@ -383,7 +384,7 @@ async fn quiet_hours_hold_non_urgent_messages_until_the_buyers_morning() {
         (&new_york, Status::PickedUp),
         (&superseded, Status::PickedUp),
     ] {
-        env.register(parcel).await;
+        env.register_stored(parcel).await;
         // Live: the scans happen now, in the night.
         let u = happened(
             update(parcel, status, 1, &format!("n-{}", parcel.waybill)),

@@ -145,6 +145,12 @@ pub struct Pending<'a> {
     pub at_ms: i64,
     /// Whether every known parcel of the order reached the milestone.
     pub complete: bool,
+    /// Whether the trigger parcel's registration (with the buyer's contact)
+    /// is in. The detector sends an update only for a registered parcel, but
+    /// the notifier reads `shipments` and `tracking.updates` on different
+    /// partitions, so the update can come first: such a message waits the
+    /// settle, as a catch-up does, rather than go out without a contact.
+    pub registered: bool,
 }
 
 /// Why a message waits before it is decided (the `why` of the
@@ -189,7 +195,8 @@ impl Wait {
 /// Only a message that cannot change (complete, not supersedable) of an event
 /// no older than the settle goes at once: an older one may be part of a
 /// backlog whose other parcels (registrations on other partitions) are not in
-/// yet. Quiet hours may push it later still.
+/// yet — and neither does one whose parcel's registration is not in yet.
+/// Quiet hours may push it later still.
 pub fn due(
     rules: &Rules,
     pending: &Pending<'_>,
@@ -210,7 +217,7 @@ pub fn due(
         pending.order_ref,
     );
     let decided_at = merge_end.max(horizon);
-    let lagging = now_ms.saturating_sub(pending.at_ms) > rules.settle_ms;
+    let lagging = now_ms.saturating_sub(pending.at_ms) > rules.settle_ms || !pending.registered;
     let (due, wait) = if decided_at <= pending.anchor_ms && !lagging {
         (now, Wait::No)
     } else {

@@ -164,6 +164,7 @@ fn pending(milestone: Milestone, anchor_ms: i64, at_ms: i64, complete: bool) -> 
         anchor_ms,
         at_ms,
         complete,
+        registered: true,
     }
 }
 
@@ -228,4 +229,24 @@ fn a_catch_up_settles_before_deciding_whatever_could_still_change() {
     // An event within the settle is live.
     let fresh = pending(Milestone::Delivered, now - 5_000, now - 5_000, true);
     assert_eq!(due(&r, &fresh, at(now), None), (at(now), Wait::No));
+}
+
+#[test]
+fn a_message_whose_registration_is_not_in_yet_waits_the_settle_not_the_window() {
+    let r = rules(30, false);
+    let t = ms("2025-03-10T10:00:00Z");
+    // Complete and final, live: it would go at once with its registration in.
+    let mut early = pending(Milestone::Delivered, t, t, true);
+    early.registered = false;
+    assert_eq!(
+        due(&r, &early, at(t), None),
+        (at(t + 10_000), Wait::CatchUpSettle)
+    );
+    // Still waiting for other parcels: the window, which is longer, stands.
+    let mut first = pending(Milestone::Delivered, t, t, false);
+    first.registered = false;
+    assert_eq!(
+        due(&r, &first, at(t), None),
+        (at(t + 10 * MIN), Wait::BurstWindow)
+    );
 }

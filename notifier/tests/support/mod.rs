@@ -192,6 +192,37 @@ impl Env {
         self.produce(topics::SHIPMENTS, &key, shipment).await;
     }
 
+    /// [`Env::register`], then waits until the notifier has stored it — as the
+    /// detector, which sends no update for an unregistered parcel, would have
+    /// seen it first. Tests on the manual clock need this: a message whose
+    /// registration is not in yet waits the settle, and that clock stands still.
+    pub async fn register_stored(&self, shipment: &Shipment) {
+        self.register(shipment).await;
+        let order = order_log::order_ref(&shipment.merchant_id, &shipment.order_id);
+        let field = keys::waybill_key(&shipment.carrier, &shipment.waybill);
+        let hash = if shipment.is_return {
+            "returns"
+        } else {
+            "parcels"
+        };
+        let conn = self.conn.clone();
+        trackstream_testkit::eventually(Duration::from_secs(60), "the registration stored", || {
+            let (mut conn, key, field) =
+                (conn.clone(), order_log::key(&order, hash), field.clone());
+            async move {
+                let stored: Option<Vec<u8>> = redis::cmd("HGET")
+                    .arg(&key)
+                    .arg(&field)
+                    .query_async(&mut conn)
+                    .await
+                    .ok()
+                    .flatten();
+                stored.map(|_| ())
+            }
+        })
+        .await;
+    }
+
     /// Does what the detector does with an update: assigns the order's next
     /// sequence number, appends it to the order log, then produces it (keyed by
     /// waybill). Returns it with its `seq`.

@@ -82,6 +82,14 @@ impl Storage {
     }
 }
 
+/// Where the data directory lives.
+enum Place {
+    /// tmpfs: as fast as memory, gone with the machine.
+    Ram,
+    /// The temp directory on disk: survives a SIGKILL as deployed storage does.
+    Disk,
+}
+
 /// How long the broker's first rebalance of an empty group waits for more
 /// members. Kafka's (and nisshi's) default is 3 s, which every test would pay on
 /// its first join; tests start their members together or rebalance anyway.
@@ -126,26 +134,46 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a memory broker behind a cuttable link and waits until it serves
-    /// metadata.
+    /// Starts a broker for a test that never restarts it, behind a cuttable
+    /// link, and waits until it serves metadata. nisshi stores on SQLite in
+    /// RAM (`/dev/shm`): the pinned build has only the SQLite engine (its
+    /// `memory://` needs the object-store feature, which doubles the build);
+    /// tansu stores in memory.
     pub async fn start() -> Result<Self, StartError> {
-        Self::start_with(true, Storage::Memory).await
-    }
-
-    /// Starts a durable (SQLite) broker behind a cuttable link, for tests that
-    /// kill and restart it.
-    pub async fn start_durable() -> Result<Self, StartError> {
-        Self::start_with(true, Storage::Sqlite).await
-    }
-
-    /// Starts a broker clients reach directly (no link hop), for benchmarks.
-    pub async fn start_direct(storage: Storage) -> Result<Self, StartError> {
-        Self::start_with(false, storage).await
-    }
-
-    async fn start_with(linked: bool, storage: Storage) -> Result<Self, StartError> {
         let binary = broker_binary()?;
-        let dir = tempfile::tempdir().map_err(|e| StartError::Io("tempdir", e))?;
+        let storage = match BrokerKind::of(&binary) {
+            BrokerKind::Nisshi => Storage::Sqlite,
+            BrokerKind::Tansu => Storage::Memory,
+        };
+        Self::start_with(binary, true, storage, Place::Ram).await
+    }
+
+    /// Starts a durable (SQLite on disk) broker behind a cuttable link, for
+    /// tests that kill and restart it.
+    pub async fn start_durable() -> Result<Self, StartError> {
+        Self::start_with(broker_binary()?, true, Storage::Sqlite, Place::Disk).await
+    }
+
+    /// Starts a broker clients reach directly (no link hop), for benchmarks;
+    /// SQLite on disk, as deployed.
+    pub async fn start_direct(storage: Storage) -> Result<Self, StartError> {
+        Self::start_with(broker_binary()?, false, storage, Place::Disk).await
+    }
+
+    async fn start_with(
+        binary: PathBuf,
+        linked: bool,
+        storage: Storage,
+        place: Place,
+    ) -> Result<Self, StartError> {
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = match place {
+            Place::Ram if shm.is_dir() => tempfile::Builder::new()
+                .prefix("trackstream-broker")
+                .tempdir_in(shm),
+            _ => tempfile::tempdir(),
+        }
+        .map_err(|e| StartError::Io("tempdir", e))?;
         let port = crate::free_port().map_err(|e| StartError::Io("free port", e))?;
         let link = if linked {
             let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
