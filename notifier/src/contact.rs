@@ -34,12 +34,6 @@ fn reachable(buyer: &BuyerContact) -> bool {
     !buyer.phone.is_empty() || !buyer.email.is_empty()
 }
 
-/// Whether `shipment` is a registration that holds the buyer's contact (a
-/// parcel seen only in an update never does).
-pub fn has_contact(shipment: &Shipment) -> bool {
-    shipment.buyer.as_ref().is_some_and(reachable)
-}
-
 /// The contact a message about `waybill_keys` (sorted, lead parcel first) goes
 /// to, from the order's stored registrations: the first listed parcel's
 /// registration with a contact, else the order's registration with one that has

@@ -200,9 +200,11 @@ async fn an_orders_keys_expire_after_terminal_or_silence_on_the_notifiers_clock(
         .await;
     // A sentinel order after the replay on the same key: once its message is
     // out, the replay was handled.
-    // It happens now: an event older than the catch-up settle would wait for
-    // the settle on this clock, which no longer moves.
+    // It happens now and is registered: an event older than the catch-up
+    // settle, or one whose registration is not in yet, would wait for the
+    // settle on this clock, which no longer moves.
     let sentinel = shipment("O-LIFE-S", "SF91", "m-acme");
+    env.register_stored(&sentinel).await;
     let mut picked = update(&sentinel, Status::PickedUp, 3, "s1");
     if let Some(event) = picked.event.as_mut() {
         event.occurred_at = Some(trackstream_proto::time::to_proto(env.clock.now()));

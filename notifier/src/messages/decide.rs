@@ -145,8 +145,8 @@ pub struct Pending<'a> {
     pub at_ms: i64,
     /// Whether every known parcel of the order reached the milestone.
     pub complete: bool,
-    /// Whether the trigger parcel's registration (with the buyer's contact)
-    /// is in. The detector sends an update only for a registered parcel, but
+    /// Whether the trigger parcel's registration had been read when its first
+    /// update came. The detector sends an update only for a registered parcel, but
     /// the notifier reads `shipments` and `tracking.updates` on different
     /// partitions, so the update can come first: such a message waits the
     /// settle, as a catch-up does, rather than go out without a contact.

@@ -24,6 +24,7 @@ impl Messenger {
         let Trigger {
             shipment,
             milestone,
+            registered,
             location,
             reason,
             at,
@@ -61,12 +62,6 @@ impl Messenger {
         // Scheduled before it exists, for as long as this parcel alone could
         // keep it open: a crash in between leaves a stray member, never an
         // unscheduled message.
-        let waybill_key = keys::waybill_key(&shipment.carrier, &shipment.waybill);
-        let registered = self
-            .outbox
-            .parcel(&order_id, &waybill_key)
-            .await?
-            .is_some_and(|p| contact::has_contact(&p));
         let mut pending = decide::Pending {
             milestone,
             order_ref: &order_id,
@@ -80,6 +75,7 @@ impl Messenger {
         self.outbox
             .schedule(&order_id, milestone, open.timestamp_millis())
             .await?;
+        let waybill_key = keys::waybill_key(&shipment.carrier, &shipment.waybill);
         let return_direction = milestone == Milestone::ReturnReceived;
         // The held copy never carries the contact: it is looked up from the
         // registration when the message is rendered (`crate::contact`).

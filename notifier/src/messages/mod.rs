@@ -105,6 +105,9 @@ struct Metrics {
 struct Trigger {
     shipment: Shipment,
     milestone: Milestone,
+    /// Whether the parcel's registration had been read (see
+    /// [`decide::Pending::registered`]).
+    registered: bool,
     location: String,
     reason: Reason,
     at: Option<prost_types::Timestamp>,

@@ -29,7 +29,7 @@ impl Messenger {
         let (Some(event), Some(shipment)) = (update.event, update.shipment) else {
             return Ok(None);
         };
-        self.outbox.record_parcel(&shipment, false).await?;
+        let unregistered = self.outbox.record_parcel(&shipment, false).await?;
         if update.late {
             return Ok(None);
         }
@@ -48,6 +48,7 @@ impl Messenger {
         Ok(Some(Trigger {
             shipment,
             milestone,
+            registered: !unregistered,
             location,
             reason: Reason::Unspecified,
             at: event.occurred_at,
@@ -103,6 +104,8 @@ impl Messenger {
         Ok(Some(Trigger {
             shipment,
             milestone,
+            // Known to the notifier (registration or an earlier update).
+            registered: true,
             location: String::new(),
             reason: Reason::try_from(alert.reason).unwrap_or(Reason::Unspecified),
             at: alert.effective_at,

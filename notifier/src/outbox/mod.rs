@@ -225,14 +225,16 @@ impl Outbox {
     /// Remembers a parcel of its order: a registration overwrites, a shipment
     /// seen in an update only fills a gap (the registration topic is newer) and
     /// is stored without the buyer's contact — contacts come from registrations
-    /// only ([`crate::contact`]).
+    /// only ([`crate::contact`]). Returns whether an update's shipment filled a
+    /// gap: then the registration has not been read yet (an update can overtake
+    /// it across partitions), and its message waits the catch-up settle.
     pub async fn record_parcel(
         &self,
         shipment: &Shipment,
         overwrite: bool,
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<bool> {
         if shipment.order_id.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let stripped;
         let shipment = if overwrite {
@@ -250,14 +252,23 @@ impl Outbox {
             },
         );
         let field = keys::waybill_key(&shipment.carrier, &shipment.waybill);
-        let mut pipe = redis::pipe();
-        if overwrite {
-            pipe.hset(&key, field, shipment.encode_to_vec()).ignore();
-        } else {
-            pipe.hset_nx(&key, field, shipment.encode_to_vec()).ignore();
-        }
         let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await
+        if overwrite {
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg(field)
+                .arg(shipment.encode_to_vec())
+                .query_async::<()>(&mut conn)
+                .await?;
+            Ok(false)
+        } else {
+            redis::cmd("HSETNX")
+                .arg(&key)
+                .arg(field)
+                .arg(shipment.encode_to_vec())
+                .query_async::<bool>(&mut conn)
+                .await
+        }
     }
 
     /// Every parcel (outbound and return) known for the order.
