@@ -57,11 +57,14 @@ up() {
     local url="tcp://127.0.0.1:$KAFKA_PORT" storage="sqlite://broker.db"
     case "$(basename "$broker")" in tansu*) storage="memory://tansu/" ;; esac
     mkdir -p "$STACK_DIR/broker"
-    # The SQLite path is relative to the broker's working directory.
-    (cd "$STACK_DIR/broker" && RUST_LOG=warn nohup "$broker" broker --listener-url "$url" \
-      --advertised-listener-url "$url" --storage-engine "$storage" \
-      >"$STACK_DIR/broker.log" 2>&1 & echo $! >"$STACK_DIR/broker.pid")
+    # The SQLite path is relative to the broker's working directory; `exec` makes
+    # the background subshell the broker itself, so $! is the broker's pid.
+    (cd "$STACK_DIR/broker" && RUST_LOG=warn exec nohup "$broker" broker --listener-url "$url" \
+      --advertised-listener-url "$url" --storage-engine "$storage") >"$STACK_DIR/broker.log" 2>&1 &
+    echo $! >"$STACK_DIR/broker.pid"
     wait_port "$KAFKA_PORT" broker
+    # Someone else on the port (a stray broker) would pass wait_port: ours must live.
+    running "$STACK_DIR/broker.pid" || { log "broker exited; see $STACK_DIR/broker.log"; return 1; }
     log "$(basename "$broker") on $url, storage $storage"
   fi
   # One broker, so replication 1 (the CLI's defaults are for production clusters).
