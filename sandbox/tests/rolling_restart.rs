@@ -147,8 +147,13 @@ struct Watch {
     probes: usize,
 }
 
+/// Samples every service's `/healthz` and `/metrics` on a fixed cadence until
+/// the test drops it: an observer, not a wait — the test's own waits poll
+/// conditions with deadlines.
 async fn monitor(services: Vec<(&'static str, SocketAddr)>, watch: Arc<Mutex<Watch>>) {
+    let mut cadence = tokio::time::interval(Duration::from_millis(50));
     loop {
+        cadence.tick().await;
         for (name, admin) in &services {
             let Some(status) = healthz(*admin).await else {
                 continue;
@@ -180,7 +185,6 @@ async fn monitor(services: Vec<(&'static str, SocketAddr)>, watch: Arc<Mutex<Wat
                 watch.violations.push(violation);
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -205,6 +209,7 @@ async fn post_until_acked(
         {
             return true;
         }
+        // Retry backoff, as a real sender's, cut short by `stop`.
         tokio::select! {
             _ = stop.cancelled() => return false,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
