@@ -93,14 +93,7 @@ pub struct Parked {
 impl Parked {
     /// Starts the notifier.
     pub async fn start(self) -> Env {
-        let shutdown = CancellationToken::new();
-        let running = trackstream_notifier::start_with_clock(
-            self.config.clone(),
-            Arc::new(self.clock.clone()),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("notifier: {e}"));
+        let (running, shutdown) = start_notifier(&self.config, &self.clock).await;
         Env {
             redis: self.redis,
             broker: self.broker,
@@ -168,14 +161,7 @@ impl Env {
 
     /// Starts another instance of the same consumer group on the same clock.
     pub async fn start_instance(&self) -> Instance {
-        let shutdown = CancellationToken::new();
-        let running = trackstream_notifier::start_with_clock(
-            self.config.clone(),
-            Arc::new(self.clock.clone()),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("notifier: {e}"));
+        let (running, shutdown) = start_notifier(&self.config, &self.clock).await;
         Instance { running, shutdown }
     }
 
@@ -482,4 +468,17 @@ pub fn utc(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// One notifier instance on `clock`, and the token that stops it.
+async fn start_notifier(config: &Config, clock: &ManualClock) -> (Running, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let running = trackstream_notifier::start_with_clock(
+        config.clone(),
+        Arc::new(clock.clone()),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("notifier: {e}"));
+    (running, shutdown)
 }
