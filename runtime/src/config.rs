@@ -115,11 +115,15 @@ pub struct KafkaConfig {
     #[serde(with = "duration")]
     pub statistics_interval: Duration,
     /// Longest a fetch waits on the broker for new records (librdkafka
-    /// `fetch.wait.max.ms`). A broker that does not answer a waiting fetch as soon
-    /// as records arrive (tansu 0.6 sleeps out the whole wait on every fetch)
-    /// adds this much latency per consuming hop; librdkafka's 500 ms default
-    /// made webhook → update take over a second. Apache Kafka answers early, so
-    /// there a higher value only saves idle fetch requests. Default `5ms`.
+    /// `fetch.wait.max.ms`). Apache Kafka answers a waiting fetch as soon as
+    /// records arrive, so there any value works and a higher one only saves
+    /// idle requests. nisshi 0.8 polls instead: an empty fetch re-reads every
+    /// requested partition after half the remaining wait, then a quarter, …,
+    /// so a short wait makes an idle consumer cost the broker thousands of
+    /// storage reads a second (5 ms kept nisshi/SQLite at a full core with the
+    /// services idle), and a long one adds up to half of it to each consuming
+    /// hop. The default is the measured balance on nisshi (benches/RESULTS.md
+    /// "Choosing the fetch wait"). Default `100ms`.
     #[serde(with = "duration")]
     pub fetch_wait_max: Duration,
     /// How often a consumer checks that the group coordinator gave it the share
@@ -159,7 +163,7 @@ impl Default for KafkaConfig {
             batch_max: 500,
             batch_linger: Duration::ZERO,
             statistics_interval: Duration::from_millis(500),
-            fetch_wait_max: Duration::from_millis(5),
+            fetch_wait_max: Duration::from_millis(100),
             assignment_check: Duration::from_secs(3),
             max_record_bytes: 1_000_000,
             extra: BTreeMap::new(),

@@ -21,6 +21,7 @@ use trackstream_runtime::CancellationToken;
 
 use trackstream_testkit::kafka::TopicReader;
 use trackstream_testkit::processes::{Broker, RedisServer};
+use trackstream_testkit::services::{STOP_WITHIN, Services};
 
 /// Secret of the generic webhook in sandbox configs.
 pub const GENERIC_SECRET: &str = "generic-secret";
@@ -110,9 +111,13 @@ impl Configs {
     }
 }
 
-/// A running sandbox. Dropping it kills the servers; call
-/// [`Sandbox::shutdown`] to stop the services gracefully first.
+/// A running sandbox. Dropping it stops the services, then kills the
+/// servers; [`Sandbox::shutdown`] does the same and fails the test if a
+/// service failed or did not stop.
 pub struct Sandbox {
+    /// The four services; first, so they stop (on drop too) before Redis and
+    /// the broker are killed.
+    services: Services<Result<(), trackstream_runtime::Error>>,
     /// The Redis server.
     pub redis: RedisServer,
     /// The broker.
@@ -123,8 +128,6 @@ pub struct Sandbox {
     pub ingest_admin_addr: SocketAddr,
     /// The notifier's gRPC address.
     pub grpc_addr: SocketAddr,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<Result<(), trackstream_runtime::Error>>>,
     http: reqwest::Client,
 }
 
@@ -180,8 +183,10 @@ impl Sandbox {
             ingest_addr: ingest.http_addr,
             ingest_admin_addr: ingest.admin_addr,
             grpc_addr: notifier.grpc_addr,
-            shutdown,
-            tasks: vec![ingest.task, normalize.task, detector.task, notifier.task],
+            services: Services::new(
+                shutdown,
+                vec![ingest.task, normalize.task, detector.task, notifier.task],
+            ),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -306,14 +311,13 @@ impl Sandbox {
     }
 
     /// Stops the services gracefully (in-flight work finishes, offsets stored).
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        for task in self.tasks {
-            match tokio::time::timeout(Duration::from_secs(30), task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(err))) => panic!("service failed: {err}"),
-                Ok(Err(err)) => panic!("service panicked: {err}"),
-                Err(_) => panic!("service did not stop within 30 s"),
+    pub async fn shutdown(mut self) {
+        for stopped in self.services.stop().await {
+            match stopped {
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(err))) => panic!("service failed: {err}"),
+                Some(Err(err)) => panic!("service panicked: {err}"),
+                None => panic!("service did not stop within {STOP_WITHIN:?}"),
             }
         }
     }

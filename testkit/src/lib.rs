@@ -1,9 +1,12 @@
 //! The test kit: the real parts tests run against, and nothing of trackstream's
 //! own services, so a service's tests build only that service.
 //!
-//! - [`processes`] — real `redis-server` and `tansu` (Kafka protocol) child
-//!   processes on free ports, killed on drop; the broker sits behind a
-//!   [`link::Link`] that fault tests cut and restore;
+//! - [`processes`] — real `redis-server` and broker (nisshi or tansu, Kafka
+//!   protocol) child processes on free ports, killed on drop; the broker sits
+//!   behind a [`link::Link`] that fault tests cut and restore, and can be
+//!   SIGKILLed and restarted on its data;
+//! - [`services`] — service tasks stopped (on drop too) before the broker and
+//!   Redis they use;
 //! - [`kafka`] — topic creation through the Kafka admin API (works against any
 //!   broker), and [`kafka::TopicReader`] to read what the services wrote, polling
 //!   with a deadline (never sleeping as synchronisation);
@@ -25,7 +28,7 @@
 //!
 //! Nothing here depends on a service someone started by hand: the broker binary
 //! is installed and cached by `deploy/local/install-deps.sh` (run by the test
-//! command), and found via `TANSU_BIN` or that cache.
+//! command), and found via `BROKER_BIN` (or the older `TANSU_BIN`) or that cache.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -38,6 +41,7 @@ pub mod link;
 pub mod merchants;
 pub mod processes;
 pub mod procfs;
+pub mod services;
 
 use std::time::{Duration, Instant};
 

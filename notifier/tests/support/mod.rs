@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use prost::Message;
 use tonic::transport::Channel;
+use trackstream_notifier::Config;
 use trackstream_notifier::clock::ManualClock;
-use trackstream_notifier::{Config, Running};
 use trackstream_proto::v1::tracking_service_client::TrackingServiceClient;
 use trackstream_proto::v1::{
     BuyerContact, BuyerNotification, Location, Shipment, ShipmentUpdate, Status, TrackingEvent,
@@ -25,6 +25,7 @@ use trackstream_runtime::redis::RedisConn;
 use trackstream_testkit::grpc::authed;
 use trackstream_testkit::kafka::TopicReader;
 use trackstream_testkit::processes::{Broker, RedisServer};
+use trackstream_testkit::services::Services;
 
 /// Deadline of every wait.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -32,8 +33,22 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// When the order logs these tests write expire (2100-01-01): not within a test.
 const LOG_EXPIRES_AT_MS: i64 = 4_102_444_800_000;
 
+/// The task of one notifier instance; stopped on drop, before Redis and the
+/// broker (see `trackstream_testkit::services`).
+type Task = Services<Result<(), trackstream_runtime::Error>>;
+
+/// Where a notifier instance listens.
+pub struct Running {
+    /// gRPC address.
+    pub grpc_addr: std::net::SocketAddr,
+    /// `/healthz` and `/metrics` address.
+    pub admin_addr: std::net::SocketAddr,
+}
+
 /// A running notifier with its own Redis and broker.
 pub struct Env {
+    /// The notifier's task; first, so it stops before Redis and the broker go.
+    task: Task,
     /// Redis.
     pub redis: RedisServer,
     /// Broker.
@@ -48,22 +63,27 @@ pub struct Env {
     pub running: Running,
     /// Its configuration (for starting more instances).
     pub config: Config,
-    shutdown: CancellationToken,
 }
 
 /// Another notifier instance of the same group.
 pub struct Instance {
+    task: Task,
     /// The instance.
     pub running: Running,
-    shutdown: CancellationToken,
 }
 
 impl Instance {
     /// Stops it gracefully.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        match tokio::time::timeout(Duration::from_secs(30), self.running.task).await {
-            Ok(Ok(Ok(()))) => {}
+    pub async fn shutdown(mut self) {
+        stop(&mut self.task).await;
+    }
+}
+
+/// Stops a notifier instance, failing the test unless it stopped cleanly.
+async fn stop(task: &mut Task) {
+    for stopped in task.stop().await {
+        match stopped {
+            Some(Ok(Ok(()))) => {}
             other => panic!("notifier did not stop cleanly: {other:?}"),
         }
     }
@@ -93,8 +113,9 @@ pub struct Parked {
 impl Parked {
     /// Starts the notifier.
     pub async fn start(self) -> Env {
-        let (running, shutdown) = start_notifier(&self.config, &self.clock).await;
+        let (running, task) = start_notifier(&self.config, &self.clock).await;
         Env {
+            task,
             redis: self.redis,
             broker: self.broker,
             conn: self.conn,
@@ -102,7 +123,6 @@ impl Parked {
             clock: self.clock,
             running,
             config: self.config,
-            shutdown,
         }
     }
 }
@@ -161,8 +181,8 @@ impl Env {
 
     /// Starts another instance of the same consumer group on the same clock.
     pub async fn start_instance(&self) -> Instance {
-        let (running, shutdown) = start_notifier(&self.config, &self.clock).await;
-        Instance { running, shutdown }
+        let (running, task) = start_notifier(&self.config, &self.clock).await;
+        Instance { task, running }
     }
 
     /// Writes `message` to `topic` under `key` and waits for the acknowledgement.
@@ -315,12 +335,8 @@ impl Env {
     }
     /// Stops the notifier gracefully (its consumer group commits where it
     /// is), keeping Redis and the broker: what a restart's downtime looks like.
-    pub async fn park(self) -> Parked {
-        self.shutdown.cancel();
-        match tokio::time::timeout(Duration::from_secs(30), self.running.task).await {
-            Ok(Ok(Ok(()))) => {}
-            other => panic!("notifier did not stop cleanly: {other:?}"),
-        }
+    pub async fn park(mut self) -> Parked {
+        stop(&mut self.task).await;
         Parked {
             redis: self.redis,
             broker: self.broker,
@@ -332,12 +348,8 @@ impl Env {
     }
 
     /// Stops the notifier gracefully.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        match tokio::time::timeout(Duration::from_secs(30), self.running.task).await {
-            Ok(Ok(Ok(()))) => {}
-            other => panic!("notifier did not stop cleanly: {other:?}"),
-        }
+    pub async fn shutdown(mut self) {
+        stop(&mut self.task).await;
     }
 }
 
@@ -470,8 +482,8 @@ pub fn utc(text: &str) -> DateTime<Utc> {
         .unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
-/// One notifier instance on `clock`, and the token that stops it.
-async fn start_notifier(config: &Config, clock: &ManualClock) -> (Running, CancellationToken) {
+/// One notifier instance on `clock`: where it listens, and its task.
+async fn start_notifier(config: &Config, clock: &ManualClock) -> (Running, Task) {
     let shutdown = CancellationToken::new();
     let running = trackstream_notifier::start_with_clock(
         config.clone(),
@@ -480,5 +492,9 @@ async fn start_notifier(config: &Config, clock: &ManualClock) -> (Running, Cance
     )
     .await
     .unwrap_or_else(|e| panic!("notifier: {e}"));
-    (running, shutdown)
+    let addrs = Running {
+        grpc_addr: running.grpc_addr,
+        admin_addr: running.admin_addr,
+    };
+    (addrs, Services::new(shutdown, vec![running.task]))
 }
