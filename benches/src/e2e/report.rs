@@ -113,6 +113,7 @@ pub(crate) fn render(run: &Run, measured: &[(String, u32)]) -> String {
             r.messages.processing.p50, r.messages.processing.p99
         ));
     }
+    out.push_str(&cpu_per_webhook(run, &names));
     out.push_str("\nStall deadline → alert is not measured here: in an event-time replay a deadline passes when the watermark does, not at a wall-clock time; wall-clock timer lateness is measured by the detector bench.\n");
     let s = &run.score;
     out.push_str(&format!(
@@ -126,6 +127,35 @@ pub(crate) fn render(run: &Run, measured: &[(String, u32)]) -> String {
         s.false_by_rule,
         s.missed_by_rule
     ));
+    out
+}
+
+/// CPU time per accepted webhook, per component (µs): the step's CPU share
+/// over its accepted rate. "services" sums everything but the broker and the
+/// benchmark itself (ingest, normalize, detector, notifier, Redis).
+fn cpu_per_webhook(run: &Run, names: &[&str]) -> String {
+    let mut out = String::from(
+        "\nCPU per accepted webhook (µs; CPU % ÷ accepted webhooks/s; a webhook carries ~3 scans):\n\n| offered webhooks/s |",
+    );
+    for name in names {
+        out.push_str(&format!(" {name} |"));
+    }
+    out.push_str(" services (all but broker and bench) |\n");
+    out.push_str(&"|---".repeat(names.len() + 2));
+    out.push_str("|\n");
+    for r in &run.results {
+        let rate = r.webhooks_per_s.max(1e-9);
+        let us = |cpu: f64| cpu / 100.0 * 1e6 / rate;
+        out.push_str(&format!("| {} |", step_label(r)));
+        let mut services = 0.0;
+        for (name, cpu, _) in &r.cpu {
+            out.push_str(&format!(" {:.0} |", us(*cpu)));
+            if !matches!(name.as_str(), "broker" | "bench") {
+                services += us(*cpu);
+            }
+        }
+        out.push_str(&format!(" {services:.0} |\n"));
+    }
     out
 }
 

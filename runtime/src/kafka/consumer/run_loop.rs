@@ -19,6 +19,11 @@ use super::{Assignment, BatchHandler, Inbound, Progress, StartAt};
 use crate::Error;
 use crate::admin::ReadyGate;
 
+/// Longest the run loop waits on shutdown for the other holders of the
+/// consumer (readiness evaluation, metadata calls on the blocking pool) to let
+/// go, so the consumer closes in the loop: longer than their own timeouts.
+const HANDLES_RELEASED_WITHIN: Duration = Duration::from_secs(15);
+
 /// A subscribed consumer running a [`BatchHandler`] with at-least-once semantics.
 pub struct ConsumerLoop {
     pub(super) consumer: Arc<StreamConsumer<RebalanceContext>>,
@@ -159,6 +164,19 @@ impl ConsumerLoop {
             }
         }
         evaluator.abort();
+        // The consumer must close here, in an orderly shutdown where the broker
+        // is still reachable: librdkafka's close blocks until it has left the
+        // group, in whichever thread drops the last handle. The evaluator holds
+        // one, and so may a blocking metadata call it or the assignment check
+        // started (each bounded by its own timeout); left behind, the last
+        // handle dropped later — on a blocking-pool thread the runtime waits
+        // for on exit, possibly after the broker had gone, where the close
+        // never finishes (fede1024/rust-rdkafka#509).
+        let _ = evaluator.await;
+        let released = tokio::time::Instant::now() + HANDLES_RELEASED_WITHIN;
+        while Arc::strong_count(&self.consumer) > 1 && tokio::time::Instant::now() < released {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.ready_flag
             .store(false, std::sync::atomic::Ordering::Release);
         self.metrics.ready.set(0);
