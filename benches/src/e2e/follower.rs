@@ -269,7 +269,11 @@ pub(crate) fn alert_milestone(alert: &Alert) -> Option<Milestone> {
 }
 
 /// Fetch wait of the follower's consumers whose read time is not measured.
-pub(crate) const SLOW_FETCH_WAIT_MS: u64 = 100;
+/// Long, because an idle waiting fetch is not free on every broker: nisshi
+/// re-reads every partition of a waiting fetch after half the remaining wait,
+/// a quarter, …, so at 100 ms these four consumers alone kept nisshi/SQLite
+/// near a full core and the benchmark measured its own observer.
+pub(crate) const SLOW_FETCH_WAIT_MS: u64 = 1000;
 
 /// Starts one assigned consumer per followed topic (one fetch request each, so a
 /// broker that waits per partition delays each topic by its own partitions only).
@@ -282,8 +286,8 @@ pub(crate) fn follow(
     for topic in FOLLOWED {
         // Only the updates' read time is a latency of its own; every other topic
         // is timed by its record timestamps, so reading it late is fine, and a
-        // slow poll spares the broker (tansu spends CPU on every waiting fetch
-        // and shares the two cores with the pipeline).
+        // slow poll spares the broker (tansu and nisshi spend CPU on every
+        // waiting fetch and share the two cores with the pipeline).
         let wait = if topic == topics::TRACKING_UPDATES {
             fetch_wait_ms
         } else {

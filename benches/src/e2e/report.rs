@@ -38,7 +38,7 @@ pub(crate) fn step_label(r: &StepResult) -> String {
 pub(crate) fn render(run: &Run, measured: &[(String, u32)]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "Ceilings measured in the same run: broker produce {:.0} rec/s, produce→consume {:.0} rec/s at the start (600 B records, idempotent acks=all, rdkafka, same partitions and fetch wait as the services, fresh topic); again after the last step, fresh topic, pipeline idle, broker holding ~{} records in {:.0} MiB RSS: produce {:.0} rec/s, produce→consume {:.0} rec/s. Redis pipelined SET (-P 32) {:.0} ops/s. Settings: {}. \"× broker ceiling\" is against the start produce→consume rate.\n\n",
+        "Ceilings measured in the same run: broker produce {:.0} rec/s, produce→consume {:.0} rec/s at the start (600 B records, idempotent acks=all, rdkafka, same partitions and fetch wait as the services, fresh topic, beside the started but idle pipeline); again after the last step, fresh topic, pipeline idle, broker holding ~{} records in {:.0} MiB RSS: produce {:.0} rec/s, produce→consume {:.0} rec/s. Redis pipelined SET (-P 32) {:.0} ops/s. Settings: {}. \"× broker ceiling\" is against the start produce→consume rate.\n\n",
         run.produce_rate,
         run.broker_rate,
         run.held_records,
