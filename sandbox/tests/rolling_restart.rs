@@ -198,22 +198,29 @@ struct Acked {
 }
 
 /// Posts until acknowledged, as a provider or merchant retries (ingest is
-/// restarted too); false if `stop` came first.
+/// restarted too), polling on a fixed retry interval with a deadline: false
+/// if `stop` came first; fails the test if nothing was acknowledged within
+/// [`WAIT`] (ingest never came back).
 async fn post_until_acked(
     request: impl Fn() -> reqwest::RequestBuilder,
     stop: &CancellationToken,
 ) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut retry = tokio::time::interval(Duration::from_millis(100));
     loop {
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = retry.tick() => {}
+        }
         if let Ok(response) = request().send().await
             && response.status().is_success()
         {
             return true;
         }
-        // Retry backoff, as a real sender's, cut short by `stop`.
-        tokio::select! {
-            _ = stop.cancelled() => return false,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no acknowledgement within {WAIT:?}"
+        );
     }
 }
 

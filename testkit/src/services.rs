@@ -11,42 +11,44 @@
 
 use std::time::Duration;
 
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use trackstream_runtime::Error;
 
-/// How long stopping waits for the tasks by default.
+/// How long stopping waits for the tasks.
 pub const STOP_WITHIN: Duration = Duration::from_secs(30);
 
+/// A service's task, as the services' `start` functions return it.
+pub type ServiceTask = JoinHandle<Result<(), Error>>;
+
 /// Running service tasks and the token that stops them.
-pub struct Services<T> {
+pub struct Services {
     token: CancellationToken,
-    tasks: Vec<JoinHandle<T>>,
+    tasks: Vec<ServiceTask>,
 }
 
-impl<T> Services<T> {
+impl Services {
     /// Tasks stopped by cancelling `token`.
-    pub fn new(token: CancellationToken, tasks: Vec<JoinHandle<T>>) -> Self {
+    pub fn new(token: CancellationToken, tasks: Vec<ServiceTask>) -> Self {
         Services { token, tasks }
     }
 
-    /// The token the tasks watch.
-    pub fn token(&self) -> &CancellationToken {
-        &self.token
-    }
-
-    /// Cancels the token and waits for every task, in order, each for at most
-    /// [`STOP_WITHIN`]: its result, or `None` if it did not stop in time.
-    pub async fn stop(&mut self) -> Vec<Option<Result<T, JoinError>>> {
+    /// Cancels the token and waits for every task, each for at most
+    /// [`STOP_WITHIN`]; fails the test unless each one stopped cleanly.
+    pub async fn stop(&mut self) {
         self.token.cancel();
-        let mut results = Vec::new();
         for task in std::mem::take(&mut self.tasks) {
-            results.push(tokio::time::timeout(STOP_WITHIN, task).await.ok());
+            match tokio::time::timeout(STOP_WITHIN, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(err))) => panic!("service failed: {err}"),
+                Ok(Err(err)) => panic!("service panicked: {err}"),
+                Err(_) => panic!("service did not stop within {STOP_WITHIN:?}"),
+            }
         }
-        results
     }
 }
 
-impl<T> Drop for Services<T> {
+impl Drop for Services {
     /// Cancels the token and, on a multi-thread runtime, blocks this thread
     /// until the tasks have stopped (at most [`STOP_WITHIN`]) while the
     /// workers run them. On a current-thread runtime only the cancellation is

@@ -33,10 +33,6 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// When the order logs these tests write expire (2100-01-01): not within a test.
 const LOG_EXPIRES_AT_MS: i64 = 4_102_444_800_000;
 
-/// The task of one notifier instance; stopped on drop, before Redis and the
-/// broker (see `trackstream_testkit::services`).
-type Task = Services<Result<(), trackstream_runtime::Error>>;
-
 /// Where a notifier instance listens.
 pub struct Running {
     /// gRPC address.
@@ -47,8 +43,9 @@ pub struct Running {
 
 /// A running notifier with its own Redis and broker.
 pub struct Env {
-    /// The notifier's task; first, so it stops before Redis and the broker go.
-    task: Task,
+    /// The notifier's task; first, so it stops (on drop too) before Redis and
+    /// the broker go (see `trackstream_testkit::services`).
+    task: Services,
     /// Redis.
     pub redis: RedisServer,
     /// Broker.
@@ -67,7 +64,7 @@ pub struct Env {
 
 /// Another notifier instance of the same group.
 pub struct Instance {
-    task: Task,
+    task: Services,
     /// The instance.
     pub running: Running,
 }
@@ -75,17 +72,7 @@ pub struct Instance {
 impl Instance {
     /// Stops it gracefully.
     pub async fn shutdown(mut self) {
-        stop(&mut self.task).await;
-    }
-}
-
-/// Stops a notifier instance, failing the test unless it stopped cleanly.
-async fn stop(task: &mut Task) {
-    for stopped in task.stop().await {
-        match stopped {
-            Some(Ok(Ok(()))) => {}
-            other => panic!("notifier did not stop cleanly: {other:?}"),
-        }
+        self.task.stop().await;
     }
 }
 
@@ -336,7 +323,7 @@ impl Env {
     /// Stops the notifier gracefully (its consumer group commits where it
     /// is), keeping Redis and the broker: what a restart's downtime looks like.
     pub async fn park(mut self) -> Parked {
-        stop(&mut self.task).await;
+        self.task.stop().await;
         Parked {
             redis: self.redis,
             broker: self.broker,
@@ -349,7 +336,7 @@ impl Env {
 
     /// Stops the notifier gracefully.
     pub async fn shutdown(mut self) {
-        stop(&mut self.task).await;
+        self.task.stop().await;
     }
 }
 
@@ -483,7 +470,7 @@ pub fn utc(text: &str) -> DateTime<Utc> {
 }
 
 /// One notifier instance on `clock`: where it listens, and its task.
-async fn start_notifier(config: &Config, clock: &ManualClock) -> (Running, Task) {
+async fn start_notifier(config: &Config, clock: &ManualClock) -> (Running, Services) {
     let shutdown = CancellationToken::new();
     let running = trackstream_notifier::start_with_clock(
         config.clone(),
