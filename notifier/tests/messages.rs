@@ -149,6 +149,53 @@ async fn resends_and_replays_never_send_a_milestone_twice() {
     env.shutdown().await;
 }
 
+/// In a backlog the notifier reads alerts, updates and registrations on
+/// different partitions, so an alert can come before anything else of its
+/// parcel: its message waits for the registration instead of being dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_read_before_its_registration_still_gets_its_message() {
+    let env = Env::start(day(), |_| {}).await;
+    let parcel = shipment("O-EARLY", "SF30", "m-acme");
+    let key = "sf:SF30";
+    let mut reader = env.messages();
+    env.produce(
+        topics::TRACKING_ALERTS,
+        key,
+        &exception_alert("O-EARLY", "SF30"),
+    )
+    .await;
+    let copy = env
+        .wait_parcel(&parcel, "the alert's contact-less copy", |_| true)
+        .await;
+    assert_eq!(
+        copy.buyer, None,
+        "nothing of the buyer before the registration"
+    );
+    env.register(&parcel).await;
+    env.wait_parcel(&parcel, "the registration over the copy", |s| {
+        s.buyer.is_some()
+    })
+    .await;
+    // Past the catch-up settle the message is decided, with the contact.
+    env.clock.advance(chrono::Duration::minutes(1));
+    reader
+        .until(WAIT, "the EXCEPTION message", |r| {
+            has(r, "O-EARLY", Milestone::Exception)
+        })
+        .await;
+    let sent = messages_of(&reader, "O-EARLY");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].notification_id, "m-acme/O-EARLY:exception");
+    assert_eq!(sent[0].waybills, ["SF30"]);
+    assert!(
+        sent[0].contact_masked.ends_with("5678") && sent[0].contact_masked.contains('*'),
+        "the registered contact, masked: {:?}",
+        sent[0].contact_masked
+    );
+    assert!(sent[0].body.contains("address problem"), "{}", sent[0].body);
+    env.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_masked_localised_and_follow_merchant_overrides() {
     let env = Env::start(day(), |config| {

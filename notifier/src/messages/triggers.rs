@@ -5,7 +5,7 @@
 use prost::Message;
 use trackstream_proto::keys;
 use trackstream_proto::v1::{
-    Alert, AlertState, Milestone, Reason, ShipmentUpdate, Status, UpdateKind,
+    Alert, AlertState, Milestone, Reason, Shipment, ShipmentUpdate, Status, UpdateKind,
 };
 use trackstream_runtime::order_log;
 
@@ -82,7 +82,7 @@ impl Messenger {
             _ => return Ok(None),
         };
         let waybill_key = keys::waybill_key(&alert.carrier, &alert.waybill);
-        let shipment = match self.outbox.parcel(&order, &waybill_key).await? {
+        let known = match self.outbox.parcel(&order, &waybill_key).await? {
             Some(shipment) => Some(shipment),
             None => self
                 .outbox
@@ -96,16 +96,33 @@ impl Messenger {
                     s
                 }),
         };
-        let Some(shipment) = shipment.filter(|s| !s.is_return) else {
-            tracing::info!(order_id = %alert.order_id, waybill = %alert.waybill,
-                "alert for a parcel the notifier has not seen registered: no buyer message");
-            return Ok(None);
+        let (shipment, registered) = match known {
+            Some(shipment) if shipment.is_return => return Ok(None),
+            Some(shipment) => (shipment, true),
+            None => {
+                // The notifier reads `shipments`, `tracking.updates` and
+                // `tracking.alerts` independently, so in a backlog an alert can
+                // come before anything else of its parcel. Like an update, it
+                // leaves a contact-less copy (the registration overwrites it)
+                // and its message waits the catch-up settle for the
+                // registration instead of being dropped.
+                let copy = Shipment {
+                    merchant_id: alert.merchant_id.clone(),
+                    order_id: alert.order_id.clone(),
+                    carrier: alert.carrier.clone(),
+                    waybill: alert.waybill.clone(),
+                    ..Shipment::default()
+                };
+                self.outbox.record_parcel(&copy, false).await?;
+                tracing::info!(order_id = %alert.order_id, waybill = %alert.waybill,
+                    "alert before its parcel's registration: message waits for it");
+                (copy, false)
+            }
         };
         Ok(Some(Trigger {
             shipment,
             milestone,
-            // Known to the notifier (registration or an earlier update).
-            registered: true,
+            registered,
             location: String::new(),
             reason: Reason::try_from(alert.reason).unwrap_or(Reason::Unspecified),
             at: alert.effective_at,

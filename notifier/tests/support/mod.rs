@@ -191,6 +191,18 @@ impl Env {
     /// registration is not in yet waits the settle, and that clock stands still.
     pub async fn register_stored(&self, shipment: &Shipment) {
         self.register(shipment).await;
+        self.wait_parcel(shipment, "the registration stored", |_| true)
+            .await;
+    }
+
+    /// Waits until the notifier's stored copy of `shipment`'s parcel satisfies
+    /// `ready`, and returns it.
+    pub async fn wait_parcel(
+        &self,
+        shipment: &Shipment,
+        what: &str,
+        ready: impl Fn(&Shipment) -> bool,
+    ) -> Shipment {
         let order = order_log::order_ref(&shipment.merchant_id, &shipment.order_id);
         let field = keys::waybill_key(&shipment.carrier, &shipment.waybill);
         let hash = if shipment.is_return {
@@ -198,10 +210,9 @@ impl Env {
         } else {
             "parcels"
         };
-        let conn = self.conn.clone();
-        trackstream_testkit::eventually(Duration::from_secs(60), "the registration stored", || {
-            let (mut conn, key, field) =
-                (conn.clone(), order_log::key(&order, hash), field.clone());
+        let (conn, key, ready) = (self.conn.clone(), order_log::key(&order, hash), &ready);
+        trackstream_testkit::eventually(Duration::from_secs(60), what, || {
+            let (mut conn, key, field) = (conn.clone(), key.clone(), field.clone());
             async move {
                 let stored: Option<Vec<u8>> = redis::cmd("HGET")
                     .arg(&key)
@@ -210,10 +221,12 @@ impl Env {
                     .await
                     .ok()
                     .flatten();
-                stored.map(|_| ())
+                stored
+                    .and_then(|b| Shipment::decode(b.as_slice()).ok())
+                    .filter(|s| ready(s))
             }
         })
-        .await;
+        .await
     }
 
     /// Does what the detector does with an update: assigns the order's next
