@@ -32,6 +32,9 @@ fi
 [ "$#" -gt 0 ] || set -- --workspace
 
 cargo fmt --all -- --check
+# The Kubernetes manifests: strict schema validation and config-key consistency
+# (offline once its validator is cached; deploy/k8s/validate.sh).
+"$root/deploy/k8s/validate.sh"
 cargo clippy --workspace --all-targets -q -- -D warnings
 "${runner[@]}" --no-run "$@"
 

@@ -9,12 +9,15 @@ use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 
-/// `--config FILE` (or `TRACKSTREAM_CONFIG`).
+/// `--config FILE` (or `TRACKSTREAM_CONFIG`), plus the overlay file named by
+/// `TRACKSTREAM_CONFIG_OVERLAY` ([`crate::config::OVERLAY_ENV`]).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServiceArgs {
     /// TOML config file; every key can also be set with
     /// `TRACKSTREAM__SECTION__KEY` (and `KAFKA_BROKERS`, `REDIS_URL`).
-    /// Without a file, documented defaults apply.
+    /// `TRACKSTREAM_CONFIG_OVERLAY=FILE` merges a second TOML file over it
+    /// (secrets kept apart from the config). Without a file, documented
+    /// defaults apply.
     #[arg(long, value_name = "FILE", env = "TRACKSTREAM_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 }
