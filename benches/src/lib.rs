@@ -4,6 +4,9 @@
 //!   (`benches/run.sh`): stack start-up, load steps, the follower that reads
 //!   the pipeline's topics, scoring against the load generator's ground truth,
 //!   and the report;
+//! - [`scale`] — the per-stage scaling runs behind `trackstream-scale`
+//!   (`benches/scale.sh`): 1, 2, … instances of each consuming stage draining
+//!   the same backlog, against one Redis or a Redis Cluster;
 //! - [`report`] — percentiles, the markdown tables and the SVG plot written into
 //!   `benches/RESULTS.md`;
 //! - the load itself (parcel lifecycles pushed as signed provider webhooks)
@@ -16,3 +19,4 @@
 
 pub mod e2e;
 pub mod report;
+pub mod scale;

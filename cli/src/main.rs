@@ -12,8 +12,8 @@
 //! - [`records`] — reading a topic from the beginning, the end or a time, one
 //!   mechanism for `tail` and `dlq`;
 //! - [`decode`] — topic → protobuf message type, records as JSON lines;
-//! - [`tail`], [`dlq`], [`order`], [`http`] (`push`, `register`), [`topics`] — one
-//!   module per command family.
+//! - [`tail`], [`dlq`], [`order`], [`http`] (`push`, `register`), [`topics`],
+//!   [`repartition`] — one module per command family.
 //!
 //! Output is JSON lines on stdout (one record, reply or summary per line), so it
 //! pipes into `jq`; progress and diagnostics go to stderr.
@@ -24,6 +24,7 @@ mod dlq;
 mod http;
 mod order;
 mod records;
+mod repartition;
 mod tail;
 mod topics;
 
@@ -93,6 +94,10 @@ enum Command {
     /// Dead letters on scans.dlq and tracking.dlq.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Move the detector's state in Redis after `shipments` and
+    /// `tracking.events` grew to more partitions (the detector stopped; see
+    /// docs/SCALING.md) and print a JSON summary.
+    Repartition(repartition::RepartitionArgs),
     /// Print a shell completion script (e.g. `trackstream completions bash >
     /// /etc/bash_completion.d/trackstream`).
     Completions {
@@ -145,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Register(args) => http::register(args).await,
         Command::Replay(args) => replay(args).await,
         Command::Dlq(command) => dlq::run(command).await,
+        Command::Repartition(args) => repartition::run(args).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "trackstream", &mut script);

@@ -42,12 +42,12 @@ use std::time::SystemTime;
 mod ceiling;
 mod follower;
 mod latency;
-mod load;
+pub(crate) mod load;
 mod options;
 mod report;
 mod run;
 mod scoring;
-mod stack;
+pub(crate) mod stack;
 
 pub use options::{Options, options};
 pub use run::run_until_stopped;

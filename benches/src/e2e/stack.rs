@@ -62,8 +62,8 @@ pub(crate) fn stale_services(bin_dir: &Path) -> Vec<(u32, String)> {
             let name = exe.file_name()?.to_str()?.to_owned();
             (exe.parent() == Some(bin_dir.as_path())
                 && name.starts_with("trackstream-")
-                && name != "trackstream-bench")
-                .then_some((pid, name))
+                && !matches!(name.as_str(), "trackstream-bench" | "trackstream-scale"))
+            .then_some((pid, name))
         })
         .collect()
 }
@@ -84,6 +84,58 @@ impl Drop for Service {
 }
 
 impl Service {
+    /// Starts `trackstream-<name>` from `bin_dir` with `<name>.toml` of
+    /// `config_dir`, its admin listener on `admin_port` and `env` on top
+    /// (`TRACKSTREAM__…` overrides: a second instance's own ports), logging to
+    /// `config_dir/<name>-<admin_port>.log`.
+    pub(crate) fn spawn(
+        bin_dir: &Path,
+        config_dir: &Path,
+        name: &'static str,
+        admin_port: u16,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
+        let binary = bin_dir.join(format!("trackstream-{name}"));
+        let log = config_dir.join(format!("{name}-{admin_port}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = std::process::Command::new(&binary)
+            .arg("--config")
+            .arg(config_dir.join(format!("{name}.toml")))
+            .env(
+                "TRACKSTREAM__ADMIN__LISTEN",
+                format!("127.0.0.1:{admin_port}"),
+            )
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {} (build it: benches/run.sh)", binary.display()))?;
+        Ok(Service {
+            name,
+            admin_port,
+            log,
+            child,
+        })
+    }
+
+    /// Asks it to stop (SIGTERM: it drains, produces what it holds and
+    /// commits) and waits up to `within`; kills it after that.
+    pub(crate) fn terminate(&mut self, within: Duration) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The last lines of its log, for "it exited" errors.
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -127,21 +179,59 @@ impl Ports {
 
 pub(crate) const SERVICES: [&str; 4] = ["ingest", "normalize", "detector", "notifier"];
 
+/// Where the services' Redis is: one server, or the seed nodes of a Cluster.
+pub(crate) enum RedisTarget {
+    Standalone(String),
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// The `[redis]` section of a service config.
+    fn section(&self) -> String {
+        match self {
+            RedisTarget::Standalone(url) => format!("[redis]\nurl = \"{url}\"\n"),
+            RedisTarget::Cluster(nodes) => {
+                let nodes: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+                format!("[redis]\ncluster_nodes = [{}]\n", nodes.join(", "))
+            }
+        }
+    }
+}
+
+/// The consumers' Kafka tuning a run overrides (`None`: the services' own
+/// defaults).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Tuning {
+    pub(crate) fetch_wait_ms: Option<u64>,
+    pub(crate) batch_linger_ms: Option<u64>,
+}
+
+impl From<&Options> for Tuning {
+    fn from(opts: &Options) -> Self {
+        Tuning {
+            fetch_wait_ms: opts.fetch_wait_ms,
+            batch_linger_ms: opts.batch_linger_ms,
+        }
+    }
+}
+
+/// Writes `<service>.toml` for the four services into `dir`.
 pub(crate) fn write_configs(
     dir: &Path,
     brokers: &str,
-    redis: &str,
+    redis: &RedisTarget,
     secrets: &Secrets,
     ports: &Ports,
-    opts: &Options,
+    tuning: Tuning,
 ) -> anyhow::Result<()> {
     let mut common = format!("[kafka]\nbrokers = \"{brokers}\"\n");
-    if let Some(ms) = opts.fetch_wait_ms {
+    if let Some(ms) = tuning.fetch_wait_ms {
         common.push_str(&format!("fetch_wait_max = \"{ms}ms\"\n"));
     }
-    if let Some(ms) = opts.batch_linger_ms {
+    if let Some(ms) = tuning.batch_linger_ms {
         common.push_str(&format!("batch_linger = \"{ms}ms\"\n"));
     }
+    let redis = redis.section();
     let admin =
         |port: u16| format!("[admin]\nlisten = \"127.0.0.1:{port}\"\nlog_level = \"warn\"\n");
     let mut providers = String::new();
@@ -158,7 +248,7 @@ pub(crate) fn write_configs(
     std::fs::write(
         dir.join("ingest.toml"),
         format!(
-            "[http]\nlisten = \"127.0.0.1:{}\"\n{common}[redis]\nurl = \"{redis}\"\n{}{merchants}{providers}",
+            "[http]\nlisten = \"127.0.0.1:{}\"\n{common}{redis}{}{merchants}{providers}",
             ports.http,
             admin(ingest)
         ),
@@ -170,14 +260,14 @@ pub(crate) fn write_configs(
     std::fs::write(
         dir.join("detector.toml"),
         format!(
-            "{common}[redis]\nurl = \"{redis}\"\n{}[timers]\nclock = \"event\"\nallowed_lateness = \"{LATENESS_HOURS}h\"\ntick = \"100ms\"\n",
+            "{common}{redis}{}[timers]\nclock = \"event\"\nallowed_lateness = \"{LATENESS_HOURS}h\"\ntick = \"100ms\"\n",
             admin(detector)
         ),
     )?;
     std::fs::write(
         dir.join("notifier.toml"),
         format!(
-            "{common}[redis]\nurl = \"{redis}\"\n{}[grpc]\nlisten = \"127.0.0.1:{}\"\n{merchants}",
+            "{common}{redis}{}[grpc]\nlisten = \"127.0.0.1:{}\"\n{merchants}",
             admin(notifier),
             ports.grpc
         ),
@@ -233,26 +323,17 @@ impl Stack {
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let ports = Ports::pick()?;
-        write_configs(dir.path(), brokers, redis_url, secrets, &ports, opts)?;
+        let redis = RedisTarget::Standalone(redis_url.to_owned());
+        write_configs(dir.path(), brokers, &redis, secrets, &ports, opts.into())?;
         let mut services = Vec::new();
         for (name, admin_port) in SERVICES.into_iter().zip(ports.admin) {
-            let binary = opts.bin_dir.join(format!("trackstream-{name}"));
-            let log = dir.path().join(format!("{name}.log"));
-            let child = std::process::Command::new(&binary)
-                .arg("--config")
-                .arg(dir.path().join(format!("{name}.toml")))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&log)?)
-                .spawn()
-                .with_context(|| {
-                    format!("starting {} (build it: benches/run.sh)", binary.display())
-                })?;
-            services.push(Service {
+            services.push(Service::spawn(
+                &opts.bin_dir,
+                dir.path(),
                 name,
                 admin_port,
-                log,
-                child,
-            });
+                &[],
+            )?);
         }
         for service in &mut services {
             wait_healthy(http, service).await?;

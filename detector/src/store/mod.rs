@@ -44,13 +44,16 @@
 //! Files: [`keys`] the layout, [`scripts`] the Lua (one `.lua` file each,
 //! opening with its KEYS/ARGV contract), [`codec`] what is stored as bytes,
 //! then the operations: `load` (reads before a fold), `commit` (the write and
-//! the append), `outbox` (after a commit), `timers` (timer set, watermark).
+//! the append), `outbox` (after a commit), `timers` (timer set, watermark);
+//! [`repartition`] moves the state when the topics' partition count changes
+//! (an offline operator step).
 
 mod codec;
 mod commit;
 pub mod keys;
 mod load;
 mod outbox;
+pub mod repartition;
 pub mod scripts;
 mod timers;
 

@@ -8,6 +8,7 @@
 
 pub mod admin;
 mod consumer;
+pub mod partition;
 mod producer;
 
 pub use consumer::{
