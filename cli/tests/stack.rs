@@ -330,6 +330,7 @@ async fn help_is_answered_everywhere_and_completions_are_printed() {
         "register",
         "replay",
         "dlq",
+        "repartition",
         "completions",
     ] {
         assert!(
@@ -338,7 +339,7 @@ async fn help_is_answered_everywhere_and_completions_are_printed() {
             top.stdout
         );
     }
-    let nested: [(&[&str], &str); 8] = [
+    let nested: [(&[&str], &str); 9] = [
         (
             &["topics", "create", "--help"],
             "--replication-factor <REPLICATION_FACTOR>",
@@ -353,6 +354,7 @@ async fn help_is_answered_everywhere_and_completions_are_printed() {
         (&["replay", "--help"], "--dry-run"),
         (&["dlq", "list", "--help"], "--cause"),
         (&["dlq", "redrive", "--help"], "--stage"),
+        (&["repartition", "--help"], "--cluster-node <URL>"),
     ];
     for (args, expected) in nested {
         let ran = binary::run(BIN, args, no_env, WAIT).await;

@@ -16,9 +16,11 @@
 //! Redis. It also reports what a deployment is sized from: Redis commands per
 //! record, broker records per webhook and Redis bytes per parcel.
 //!
-//! Layout: `options` (command line), `stage` (one stage's drain), `run` (the
-//! configurations in order), `report` (the markdown tables).
+//! Layout: `options` (command line), `stage` (one stage's drain), `memory`
+//! (Redis bytes by key class), `run` (the configurations in order), `report`
+//! (the markdown tables).
 
+mod memory;
 mod options;
 mod report;
 mod run;

@@ -1,8 +1,10 @@
 //! The scaling tables (markdown), as `benches/RESULTS.md` "Scaling per stage"
 //! and `docs/SCALING.md` quote them.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use super::memory::Class;
 use super::options::{Options, RedisMode};
 use super::stage::Drain;
 
@@ -12,11 +14,19 @@ pub(crate) struct Backlog {
     pub(crate) parcels: usize,
     pub(crate) webhooks: usize,
     pub(crate) scans: usize,
+    /// ingest's CPU per accepted webhook while it wrote the backlog, µs, and
+    /// the rate it accepted them at.
+    pub(crate) ingest_us: f64,
+    pub(crate) ingest_rate: f64,
+    /// Key + value bytes of every record in every topic after the last stage.
+    pub(crate) topic_bytes: u64,
     /// Records in every topic after the last stage (inputs, outputs, dead
     /// letters).
     pub(crate) broker_records: u64,
     /// Redis `used_memory` after the last stage, over the empty server's.
     pub(crate) redis_bytes: u64,
+    /// `MEMORY USAGE` summed by key class after the last stage.
+    pub(crate) memory: BTreeMap<String, Class>,
 }
 
 /// One configuration: Redis setup, instances per stage, its backlog and each
@@ -68,21 +78,51 @@ pub(crate) fn markdown(opts: &Options, runs: &[Run]) -> String {
             );
         }
     }
-    out.push_str("\n| Redis | instances | parcels | webhooks | scans | broker records (all topics) | records per webhook | Redis bytes per parcel |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    out.push_str("\n| Redis | instances | parcels | webhooks | scans in them | ingest webhooks/s (one instance) | ingest CPU µs/webhook | broker records (all topics) | records per webhook | bytes per record (key + value) | Redis bytes per parcel |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for run in runs {
         let b = &run.backlog;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {:.2} | {:.0} | {:.0} |",
             run.redis.name(),
             run.instances,
             b.parcels,
             b.webhooks,
             b.scans,
+            b.ingest_rate,
+            b.ingest_us,
             b.broker_records,
             b.broker_records as f64 / b.webhooks.max(1) as f64,
+            b.topic_bytes as f64 / b.broker_records.max(1) as f64,
             b.redis_bytes as f64 / b.parcels.max(1) as f64
+        );
+    }
+    if let Some(first) = runs.first() {
+        let b = &first.backlog;
+        let _ = writeln!(
+            out,
+            "\nRedis memory by key class after the last stage ({}, {} instance(s); `MEMORY USAGE` per key, {} parcels):\n",
+            first.redis.name(),
+            first.instances,
+            b.parcels
+        );
+        out.push_str("| key class | keys | bytes | bytes per parcel |\n|---|---|---|---|\n");
+        let total: u64 = b.memory.values().map(|c| c.bytes).sum();
+        for (name, class) in &b.memory {
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {:.0} |",
+                class.keys,
+                class.bytes,
+                class.bytes as f64 / b.parcels.max(1) as f64
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| **all** | {} | {total} | {:.0} |",
+            b.memory.values().map(|c| c.keys).sum::<u64>(),
+            total as f64 / b.parcels.max(1) as f64
         );
     }
     out

@@ -8,10 +8,11 @@ use trackstream_loadgen::{self as loadgen, Mix, Secrets};
 use trackstream_proto::topics;
 use trackstream_testkit::cluster::RedisCluster;
 use trackstream_testkit::processes::{Broker, RedisServer};
+use trackstream_testkit::procfs::cpu_seconds;
 
 use super::options::{Options, RedisMode};
 use super::report::{self, Backlog, Run};
-use super::stage::{Around, STAGES, drain, end_offsets};
+use super::stage::{Around, STAGES, drain, end_offsets, topic_bytes};
 use crate::e2e::load::{Ingest, register, send_schedule};
 use crate::e2e::stack::{
     Ports, RedisTarget, Service, Tuning, children_named, wait_healthy, warn_stale, write_configs,
@@ -132,9 +133,11 @@ async fn one(opts: &Options, mode: RedisMode, k: usize) -> anyhow::Result<Run> {
         drains.push(measured);
     }
     backlog.broker_records = end_offsets(&brokers, &topics::ALL, opts.partitions).await?;
+    backlog.topic_bytes = topic_bytes(&brokers, opts.partitions, backlog.broker_records).await?;
     backlog.redis_bytes = redis_used_bytes(&stores.urls())
         .await
         .saturating_sub(redis_baseline);
+    backlog.memory = super::memory::by_class(&stores.urls()).await?;
     Ok(Run {
         redis: mode,
         instances: k,
@@ -179,7 +182,10 @@ async fn fill(
         parcels.len(),
         order.len()
     );
+    let ingest_pid = ingest_process.child.id();
+    let cpu_before = cpu_seconds(ingest_pid);
     let sending = send_schedule(&ingest, &parcels, &order, 1e6, opts.concurrency).await?;
+    let ingest_cpu = cpu_seconds(ingest_pid) - cpu_before;
     ingest_process.terminate(Duration::from_secs(30));
     if sending.failed > 0 {
         eprintln!(
@@ -196,8 +202,12 @@ async fn fill(
         parcels: parcels.len(),
         webhooks,
         scans,
+        ingest_us: ingest_cpu / webhooks.max(1) as f64 * 1e6,
+        ingest_rate: webhooks as f64 / sending.sent_in.as_secs_f64().max(1e-3),
+        topic_bytes: 0,
         broker_records: 0,
         redis_bytes: 0,
+        memory: Default::default(),
     })
 }
 

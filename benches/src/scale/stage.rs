@@ -284,3 +284,39 @@ pub(crate) async fn end_offsets(
     })
     .await?
 }
+
+/// Key + value bytes of every record of every topic (read from the start by
+/// assignment, no group), stopping once `records` were read or 60 s passed.
+pub(crate) async fn topic_bytes(
+    brokers: &str,
+    partitions: i32,
+    records: u64,
+) -> anyhow::Result<u64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "trackstream-scale-bytes")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics::ALL {
+        for partition in 0..partitions {
+            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    tokio::task::spawn_blocking(move || {
+        let (mut read, mut bytes) = (0u64, 0u64);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while read < records && Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                read += 1;
+                bytes += (message.key_len() + message.payload_len()) as u64;
+            }
+        }
+        bytes
+    })
+    .await
+    .map_err(anyhow::Error::from)
+}
