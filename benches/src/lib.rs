@@ -7,6 +7,9 @@
 //! - [`scale`] — the per-stage scaling runs behind `trackstream-scale`
 //!   (`benches/scale.sh`): 1, 2, … instances of each consuming stage draining
 //!   the same backlog, against one Redis or a Redis Cluster;
+//! - [`predict`] — the delivery-prediction accuracy benchmark behind
+//!   `trackstream-predict` (`trackstream-lanes` on a generated history:
+//!   calibration, error by stage, coverage, promise-at-risk, a degraded lane);
 //! - [`report`] — percentiles, the markdown tables and the SVG plot written into
 //!   `benches/RESULTS.md`;
 //! - the load itself (parcel lifecycles pushed as signed provider webhooks)
@@ -18,5 +21,6 @@
 #![forbid(unsafe_code)]
 
 pub mod e2e;
+pub mod predict;
 pub mod report;
 pub mod scale;

@@ -18,10 +18,16 @@ const WAIT: Duration = Duration::from_secs(60);
 const SALT: &str = "salt-cn-pickup";
 const WAYBILL: &str = "SF7700000000001";
 
-/// A China-time trace time `hours_ago` hours before now, as Kuaidi100 writes it.
+/// A China-time trace time `hours_ago` hours before the test's start, as
+/// Kuaidi100 writes it. The start is taken once: the resent and grown pushes
+/// must carry the same trace times (a push built a second later would carry
+/// new ones, and so new event ids — the test failed that way when a push
+/// crossed a second boundary).
 fn china_time(hours_ago: i64) -> String {
+    static START: std::sync::OnceLock<chrono::DateTime<Utc>> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Utc::now);
     let china = FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| panic!("UTC+8 is valid"));
-    (Utc::now() - chrono::Duration::hours(hours_ago))
+    (start - chrono::Duration::hours(hours_ago))
         .with_timezone(&china)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
@@ -67,7 +73,8 @@ async fn a_kuaidi100_push_without_codes_yields_a_picked_up_update() {
         .await;
     assert_eq!((status, body), (200, json!({"accepted": 1})));
 
-    // Times are fixed once, so the resent and grown pushes carry the same traces.
+    // Times are fixed once (`china_time`), so the resent and grown pushes
+    // carry the same traces.
     let picked = ("【广州市】顺丰速运 已收取快件", 30);
     let moved = ("快件已从【广州转运中心】发出，收件人：张三", 20);
     let first = param(&[moved, picked], "0");

@@ -1,0 +1,180 @@
+//! The statistics: per lane key and day, one sketch per stage and the counts
+//! a scorecard shows. Days are buckets so a window slides by dropping old
+//! days, and every bucket merges with any other (instances, days, levels).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lane::Lane;
+use crate::sketch::Durations;
+use crate::stage::{Stage, Timeline};
+
+/// One key's statistics for one day (or, merged, for a window).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DayStats {
+    /// One sketch per [`Stage`], indexed by [`Stage::index`].
+    pub stages: [Durations; 5],
+    /// Parcels delivered.
+    pub deliveries: u64,
+    /// Delivered by the promise / after it (parcels with a promise only).
+    pub on_time: u64,
+    /// Delivered after the promise.
+    pub late: u64,
+    /// Delivered parcels that had a carrier exception.
+    pub exceptions: u64,
+    /// Failed delivery attempts among delivered parcels.
+    pub failed_attempts: u64,
+}
+
+impl DayStats {
+    /// Adds a delivered parcel.
+    pub fn record(&mut self, timeline: &Timeline) {
+        for (stage, hours) in timeline.durations() {
+            self.stages[stage.index()].add(hours);
+        }
+        self.deliveries += 1;
+        match timeline.on_time() {
+            Some(true) => self.on_time += 1,
+            Some(false) => self.late += 1,
+            None => {}
+        }
+        self.exceptions += u64::from(timeline.exception);
+        self.failed_attempts += u64::from(timeline.failed_attempts);
+    }
+
+    /// Merges `other` in.
+    pub fn merge(&mut self, other: &DayStats) {
+        for (mine, theirs) in self.stages.iter_mut().zip(&other.stages) {
+            mine.merge(theirs);
+        }
+        self.deliveries += other.deliveries;
+        self.on_time += other.on_time;
+        self.late += other.late;
+        self.exceptions += other.exceptions;
+        self.failed_attempts += other.failed_attempts;
+    }
+
+    /// The sketch of `stage`.
+    pub fn stage(&self, stage: Stage) -> &Durations {
+        &self.stages[stage.index()]
+    }
+
+    /// Encoded size (what a store keeps per key and day), bytes.
+    pub fn encoded_len(&self) -> usize {
+        serde_json::to_vec(self).map_or(0, |v| v.len())
+    }
+}
+
+/// Every key's day buckets, in memory (the stream component keeps the same
+/// buckets in Redis).
+///
+/// A window covers whole days *before* the day asked about, so within a day
+/// every prediction of a lane draws on the same statistics: the same inputs
+/// give the same prediction however often they are replayed that day, and a
+/// window can be merged once per day and reused (`cache`, cleared when the
+/// day changes or a delivery lands in a day already closed).
+#[derive(Debug, Default)]
+pub struct Book {
+    days: HashMap<(String, i64), DayStats>,
+    cache: RefCell<Windows>,
+}
+
+/// Merged windows of one day: `(day, (key, days) → stats)`.
+type Windows = (i64, HashMap<(String, i64), DayStats>);
+
+impl Book {
+    /// Records a delivered parcel of `lane` under every level's key, in the
+    /// bucket of `day` (its delivery day).
+    pub fn record(&mut self, lane: &Lane, timeline: &Timeline, day: i64) {
+        if day < self.cache.get_mut().0 {
+            self.cache.get_mut().1.clear();
+        }
+        for (_, key) in lane.keys() {
+            self.days.entry((key, day)).or_default().record(timeline);
+        }
+    }
+
+    /// `key`'s statistics over the `days` whole days before `day`.
+    pub fn window(&self, key: &str, day: i64, days: i64) -> DayStats {
+        let mut cache = self.cache.borrow_mut();
+        if cache.0 != day {
+            *cache = (day, HashMap::new());
+        }
+        cache
+            .1
+            .entry((key.to_owned(), days))
+            .or_insert_with(|| {
+                let mut merged = DayStats::default();
+                for d in (day - days)..day {
+                    if let Some(stats) = self.days.get(&(key.to_owned(), d)) {
+                        merged.merge(stats);
+                    }
+                }
+                merged
+            })
+            .clone()
+    }
+
+    /// Drops buckets older than `day - keep_days` (the window's tail).
+    pub fn expire(&mut self, day: i64, keep_days: i64) {
+        self.days.retain(|(_, d), _| *d >= day - keep_days);
+        self.cache.get_mut().1.clear();
+    }
+
+    /// Buckets held and their encoded bytes.
+    pub fn footprint(&self) -> (usize, usize) {
+        (
+            self.days.len(),
+            self.days.values().map(DayStats::encoded_len).sum(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivered(transit: f64) -> Timeline {
+        Timeline {
+            ordered_at: Some(0.0),
+            picked_up_at: Some(5.0),
+            out_for_delivery_at: Some(5.0 + transit),
+            delivered_at: Some(9.0 + transit),
+            promised_at: Some(36.0),
+            ..Timeline::default()
+        }
+    }
+
+    #[test]
+    fn a_window_merges_its_days_and_every_level_counts_the_parcel() {
+        let lane = Lane {
+            carrier: "sf".into(),
+            service_level: "express".into(),
+            origin: "Guangdong".into(),
+            destination: "Beijing".into(),
+        };
+        let mut book = Book::default();
+        for day in 0..10 {
+            book.record(&lane, &delivered(20.0 + day as f64), day);
+        }
+        // Days 7, 8, 9 (a window ends before its day).
+        let window = book.window(&lane.key(crate::lane::Level::Lane), 10, 3);
+        assert_eq!(window.deliveries, 3);
+        assert_eq!(window.stage(Stage::Transit).count(), 3);
+        assert_eq!(book.window("all", 10, 10).deliveries, 10);
+        assert_eq!(book.window("all", 9, 10).deliveries, 9, "day 9 not closed");
+        assert_eq!(
+            book.window("all", 10, 10).late,
+            2,
+            "transits of 28 and 29 h miss a 36 h promise"
+        );
+        // A late delivery into a closed day is seen by the next window.
+        book.record(&lane, &delivered(20.0), 9);
+        assert_eq!(book.window("all", 10, 10).deliveries, 11);
+        book.expire(10, 3);
+        assert_eq!(book.window("all", 10, 10).deliveries, 4);
+        assert_eq!(book.footprint().0, 4 * 3);
+    }
+}
