@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lane::Lane;
+use crate::drift::Cohort;
+use crate::lane::{Lane, Level};
 use crate::sketch::Durations;
 use crate::stage::{Stage, Timeline};
 
@@ -79,6 +80,11 @@ impl DayStats {
 pub struct Book {
     days: HashMap<(String, i64), DayStats>,
     cache: RefCell<Windows>,
+    /// Recent pickups per lane (lane-level key), for [`Cohort::scale`].
+    cohorts: HashMap<String, Cohort>,
+    /// The last fit per lane and the hour it was made for: a fit reads every
+    /// recent pickup of the lane, so it is made at most once an hour.
+    scales: RefCell<HashMap<String, (i64, Option<f64>)>>,
 }
 
 /// Merged windows of one day: `(day, (key, days) → stats)`.
@@ -94,6 +100,59 @@ impl Book {
         for (_, key) in lane.keys() {
             self.days.entry((key, day)).or_default().record(timeline);
         }
+    }
+
+    /// Parcel `id` of `lane` was picked up at `at` (hours).
+    pub fn picked_up(&mut self, lane: &Lane, id: u64, at: f64) {
+        self.cohorts
+            .entry(lane.key(Level::Lane))
+            .or_default()
+            .picked_up(id, at);
+    }
+
+    /// Parcel `id` of `lane` was delivered: [`Book::record`], and its lane's
+    /// recent pickups learn it arrived.
+    pub fn delivered(&mut self, lane: &Lane, id: u64, timeline: &Timeline, day: i64) {
+        self.record(lane, timeline, day);
+        if let (Some(picked), Some(delivered)) = (timeline.picked_up_at, timeline.delivered_at)
+            && let Some(cohort) = self.cohorts.get_mut(&lane.key(Level::Lane))
+        {
+            cohort.delivered(id, picked, delivered - picked);
+        }
+    }
+
+    /// Forgets pickups before `before` (hours).
+    pub fn expire_cohorts(&mut self, before: f64) {
+        for cohort in self.cohorts.values_mut() {
+            cohort.expire(before);
+        }
+        self.cohorts.retain(|_, c| !c.is_empty());
+    }
+
+    /// How much slower (> 1) or faster than `base` the lane's parcels picked
+    /// up in the last `days` days are arriving, fitted at most once an hour
+    /// (`None` without enough of them).
+    pub fn lane_scale(
+        &self,
+        lane: &Lane,
+        base: &Durations,
+        now: f64,
+        days: i64,
+        min_parcels: usize,
+    ) -> Option<f64> {
+        let key = lane.key(Level::Lane);
+        let hour = now.floor() as i64;
+        if let Some((at, scale)) = self.scales.borrow().get(&key)
+            && *at == hour
+        {
+            return *scale;
+        }
+        let scale = self
+            .cohorts
+            .get(&key)
+            .and_then(|cohort| cohort.scale(base, now - days as f64 * 24.0, now, min_parcels));
+        self.scales.borrow_mut().insert(key, (hour, scale));
+        scale
     }
 
     /// `key`'s statistics over the `days` whole days before `day`.

@@ -14,6 +14,8 @@
 //!   and the counts (deliveries, on time, exceptions, failed attempts); a
 //!   sliding window merges the last days, and a short window beside it
 //!   detects a lane that changed.
+//! - [`drift`] — a lane that slowed, noticed from its parcels in flight
+//!   before the slowed ones are delivered (a censored fit of a stretch factor).
 //! - [`predict`] — a prediction from the parcel's current stage and the time
 //!   already spent in it: p10 / p50 / p90 arrival, a confidence level and its
 //!   basis; and [`predict::risk_from`], when a promise becomes likely missed.
@@ -24,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod book;
+pub mod drift;
 pub mod lane;
 pub mod predict;
 pub mod sketch;

@@ -25,8 +25,14 @@ pub struct Settings {
     pub high_samples: usize,
     /// Relative difference between the recent and the whole window's median
     /// above which the lane counts as changed and the recent window is used
-    /// (default 0.2).
+    /// (default 0.2); also the least stretch of a lane's parcels in flight
+    /// that counts.
     pub shift: f64,
+    /// Days of pickups whose progress is fitted against the lane's
+    /// distribution ([`crate::drift`]; default 4).
+    pub cohort_days: i64,
+    /// Fewest such parcels (old enough to tell) for a fit (default 30).
+    pub min_cohort: usize,
 }
 
 impl Default for Settings {
@@ -37,6 +43,8 @@ impl Default for Settings {
             min_samples: 30,
             high_samples: 200,
             shift: 0.2,
+            cohort_days: 4,
+            min_cohort: 30,
         }
     }
 }
@@ -68,8 +76,12 @@ pub struct Basis {
     pub level: Level,
     /// Samples behind it.
     pub samples: usize,
-    /// Whether the recent window replaced the whole one (the lane changed).
+    /// Whether the lane changed: the recent window replaced the whole one, or
+    /// its parcels in flight are arriving slower or faster (`scale`).
     pub changed: bool,
+    /// The stretch applied to the durations (1 unless the lane's parcels in
+    /// flight show it changed before its deliveries do).
+    pub scale: f64,
 }
 
 /// A prediction: arrival quantiles (hours since the caller's epoch) and how
@@ -90,15 +102,18 @@ pub struct Prediction {
     pub samples: usize,
 }
 
-/// The basis for a parcel of `lane` at `position`, from the statistics as of
-/// `day`: the most specific level with at least `min_samples` deliveries.
+/// The basis for a parcel of `lane` at `position` at `now` (hours; its day's
+/// statistics are the whole days before): the most specific level with at
+/// least `min_samples` deliveries, stretched when the lane's parcels in
+/// flight show it slowed before its deliveries can.
 pub fn basis(
     book: &Book,
     lane: &Lane,
     position: Position,
-    day: i64,
+    now: f64,
     settings: &Settings,
 ) -> Option<Basis> {
+    let day = (now / 24.0).floor() as i64;
     let (stage, since) = position.remaining();
     for (level, key) in lane.keys() {
         let whole = book.window(&key, day, settings.window_days);
@@ -109,13 +124,31 @@ pub fn basis(
         let recent = book.window(&key, day, settings.recent_days);
         let changed = changed(&whole, &recent, stage, settings);
         let chosen = if changed { &recent } else { &whole };
+        // The line haul is what slows; it is in these two remaining stages.
+        let hauled = matches!(stage, Stage::PickupToDelivered | Stage::OrderToDelivered);
+        // Fitted against what is used, so a recent window that already shows
+        // the change is not stretched again.
+        let scale = if level == Level::Lane && hauled {
+            book.lane_scale(
+                lane,
+                chosen.stage(Stage::PickupToDelivered),
+                now,
+                settings.cohort_days,
+                settings.min_cohort,
+            )
+            .filter(|k| (k - 1.0).abs() > settings.shift)
+            .unwrap_or(1.0)
+        } else {
+            1.0
+        };
         return Some(Basis {
             durations: chosen.stage(stage).clone(),
             stage,
             since,
             level,
             samples: chosen.stage(stage).count(),
-            changed,
+            changed: changed || scale != 1.0,
+            scale,
         });
     }
     None
@@ -135,15 +168,19 @@ fn changed(whole: &DayStats, recent: &DayStats, stage: Stage, settings: &Setting
 }
 
 impl Basis {
+    /// The `q`-quantile of the remaining stage's duration given `elapsed`
+    /// hours in it, with the stretch: `D' = k·D`, so `Q'(q | e) = k·Q(q | e/k)`.
+    fn conditional(&self, q: f64, elapsed: f64) -> Option<f64> {
+        self.durations
+            .conditional_quantile(q, elapsed / self.scale)
+            .map(|d| d * self.scale)
+    }
+
     /// The prediction at `now` (hours), given no scan since the stage began
     /// other than what `since` says.
     pub fn predict(&self, now: f64, settings: &Settings) -> Option<Prediction> {
         let elapsed = (now - self.since).max(0.0);
-        let at = |q: f64| {
-            self.durations
-                .conditional_quantile(q, elapsed)
-                .map(|d| self.since + d)
-        };
+        let at = |q: f64| self.conditional(q, elapsed).map(|d| self.since + d);
         let specific = matches!(self.level, Level::Lane | Level::CarrierDestination);
         let confidence = if specific && self.samples >= settings.high_samples && !self.changed {
             Confidence::High
@@ -170,8 +207,7 @@ impl Basis {
     /// crossing is found by bisection (to a minute).
     pub fn risk_from(&self, now: f64, promise: f64, quantile: f64) -> Option<f64> {
         let late_at = |t: f64| {
-            self.durations
-                .conditional_quantile(quantile, (t - self.since).max(0.0))
+            self.conditional(quantile, (t - self.since).max(0.0))
                 .is_some_and(|d| self.since + d > promise)
         };
         if late_at(now) {
@@ -199,10 +235,9 @@ pub fn predict(
     lane: &Lane,
     position: Position,
     now: f64,
-    day: i64,
     settings: &Settings,
 ) -> Option<Prediction> {
-    basis(book, lane, position, day, settings)?.predict(now, settings)
+    basis(book, lane, position, now, settings)?.predict(now, settings)
 }
 
 #[cfg(test)]
@@ -247,23 +282,15 @@ mod tests {
             origin: "Jiangsu".into(),
             ..lane("zto")
         };
-        let p = predict(
-            &book,
-            &other,
-            Position::InTransit(100.0),
-            100.0,
-            10,
-            &settings,
-        )
-        .expect("fallback");
+        let p =
+            predict(&book, &other, Position::InTransit(240.0), 240.0, &settings).expect("fallback");
         assert_eq!(p.level, Level::CarrierDestination);
         assert_eq!(p.confidence, Confidence::High);
         let p = predict(
             &book,
             &lane("yto"),
-            Position::InTransit(100.0),
-            100.0,
-            10,
+            Position::InTransit(240.0),
+            240.0,
             &settings,
         )
         .expect("everything");
@@ -273,14 +300,13 @@ mod tests {
         );
         assert!(p.p10 <= p.p50 && p.p50 <= p.p90);
         // pickup→delivered is 44..53 h: median ~48.5 h after pickup.
-        assert!((p.p50 - 148.5).abs() < 2.0, "{p:?}");
+        assert!((p.p50 - 288.5).abs() < 2.0, "{p:?}");
         assert!(
             predict(
                 &Book::default(),
                 &lane("zto"),
-                Position::InTransit(0.0),
-                0.0,
-                10,
+                Position::InTransit(240.0),
+                240.0,
                 &settings
             )
             .is_none()
@@ -292,8 +318,14 @@ mod tests {
         let settings = Settings::default();
         let mut book = Book::default();
         history(&mut book, &lane("zto"), 9, 300, 40.0);
-        let basis =
-            basis(&book, &lane("zto"), Position::InTransit(0.0), 10, &settings).expect("basis");
+        let basis = basis(
+            &book,
+            &lane("zto"),
+            Position::InTransit(0.0),
+            240.0,
+            &settings,
+        )
+        .expect("basis");
         let fresh = basis.predict(0.0, &settings).expect("p");
         let late = basis.predict(60.0, &settings).expect("p");
         assert!(
@@ -327,13 +359,67 @@ mod tests {
         let p = predict(
             &book,
             &lane("zto"),
-            Position::InTransit(0.0),
-            0.0,
-            14,
+            Position::InTransit(336.0),
+            336.0,
             &settings,
         )
         .expect("p");
         assert_eq!(p.confidence, Confidence::Medium);
-        assert!(p.p50 > 90.0, "the recent days rule: {p:?}");
+        assert!(p.p50 > 336.0 + 90.0, "the recent days rule: {p:?}");
+    }
+
+    #[test]
+    fn parcels_in_flight_stretch_a_lane_before_its_deliveries_show_it() {
+        let settings = Settings::default();
+        let mut book = Book::default();
+        for day in 0..14 {
+            history(&mut book, &lane("zto"), day, 50, 40.0);
+        }
+        // Day 14: 90 parcels picked up over the last 3 days, none delivered,
+        // though a third of them are older than the lane's usual 44–53 h.
+        let now = 14.0 * 24.0 + 12.0;
+        for i in 0..90u64 {
+            book.picked_up(&lane("zto"), i, now - 72.0 + i as f64 * 0.8);
+        }
+        let p = predict(
+            &book,
+            &lane("zto"),
+            Position::InTransit(now),
+            now,
+            &settings,
+        )
+        .expect("p");
+        assert_eq!(p.confidence, Confidence::Medium, "the lane changed: {p:?}");
+        assert!(
+            p.p50 > now + 60.0,
+            "stretched beyond the usual 48.5 h: {p:?}"
+        );
+        // Delivered on pace, the same pickups leave the prediction alone.
+        let mut on_pace = Book::default();
+        for day in 0..14 {
+            history(&mut on_pace, &lane("zto"), day, 50, 40.0);
+        }
+        for i in 0..90u64 {
+            let at = now - 72.0 + i as f64 * 0.8;
+            on_pace.picked_up(&lane("zto"), i, at);
+            if at + 48.0 <= now {
+                let timeline = Timeline {
+                    picked_up_at: Some(at),
+                    delivered_at: Some(at + 48.0),
+                    ..Timeline::default()
+                };
+                on_pace.delivered(&lane("zto"), i, &timeline, 14);
+            }
+        }
+        let p = predict(
+            &on_pace,
+            &lane("zto"),
+            Position::InTransit(now),
+            now,
+            &settings,
+        )
+        .expect("p");
+        assert_eq!(p.confidence, Confidence::High, "{p:?}");
+        assert!((p.p50 - (now + 48.5)).abs() < 2.0, "{p:?}");
     }
 }

@@ -108,6 +108,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let day = (at / 24.0).floor() as i64;
         if day != last_day {
             book.expire(day, settings.window_days + 1);
+            book.expire_cohorts((day - settings.cohort_days) as f64 * 24.0);
             if day == opts.days {
                 footprint = book.footprint();
             }
@@ -123,8 +124,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 failed_attempts: p.failed_attempts,
                 exception: p.exception,
             };
-            book.record(&p.lane, &timeline, day);
+            book.delivered(&p.lane, i as u64, &timeline, day);
             continue;
+        }
+        if kind == Kind::PickedUp {
+            book.picked_up(&p.lane, i as u64, at);
         }
         if p.ordered_at < warm_up {
             continue;
@@ -137,7 +141,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 p.delivered_at,
             ),
         };
-        let Some(basis) = predict::basis(&book, &p.lane, position, day, &settings) else {
+        let Some(basis) = predict::basis(&book, &p.lane, position, at, &settings) else {
             continue;
         };
         let Some(prediction) = basis.predict(at, &settings) else {
