@@ -9,8 +9,15 @@
 //!  "buyer": {"name": "Li Lei", "phone": "13812345678", "email": "li@example.com",
 //!            "locale": "zh-CN", "time_zone": "Asia/Shanghai"},
 //!  "promised_delivery_at": "2026-11-23T18:00:00+08:00",
-//!  "service_level": "express", "is_return": false}
+//!  "service_level": "express", "is_return": false,
+//!  "origin": {"province": "浙江省", "city": "杭州市", "admin_code": "330100"},
+//!  "destination": {"province": "四川省", "city": "成都市"},
+//!  "ordered_at": "2026-11-22T20:15:00+08:00"}
 //! ```
+//!
+//! `origin`, `destination` (province and city, never an address; an admin
+//! code where known) and `ordered_at` (when the buyer ordered; not in the
+//! future) are optional: the delivery statistics are kept per lane with them.
 //!
 //! `registered_at` (RFC 3339) may be given for backfills and replays, where the
 //! order was created long before it reaches trackstream; it anchors the no-pickup
@@ -34,7 +41,7 @@ use axum::response::{IntoResponse, Response};
 use prost::Message;
 use serde::Deserialize;
 use trackstream_carriers::carrier_code;
-use trackstream_proto::v1::{BuyerContact, Shipment};
+use trackstream_proto::v1::{BuyerContact, Region, Shipment};
 use trackstream_proto::{keys, time, topics};
 use trackstream_runtime::ApiError;
 use trackstream_runtime::ident::{self, Contact, Ident, IdentError};
@@ -59,6 +66,23 @@ struct ShipmentIn {
     service_level: Option<String>,
     #[serde(default)]
     is_return: bool,
+    #[serde(default)]
+    origin: Option<RegionIn>,
+    #[serde(default)]
+    destination: Option<RegionIn>,
+    #[serde(default)]
+    ordered_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegionIn {
+    #[serde(default)]
+    province: String,
+    #[serde(default)]
+    city: String,
+    #[serde(default)]
+    admin_code: String,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +251,21 @@ fn to_shipment(
         .as_deref()
         .map(|t| parse_time(t).map_err(|e| format!("promised_delivery_at: {e}")))
         .transpose()?;
+    let origin = input.origin.map(|r| to_region("origin", r)).transpose()?;
+    let destination = input
+        .destination
+        .map(|r| to_region("destination", r))
+        .transpose()?;
+    let ordered_at = input
+        .ordered_at
+        .as_deref()
+        .map(|t| parse_time(t).map_err(|e| format!("ordered_at: {e}")))
+        .transpose()?;
+    if let Some(ordered_at) = &ordered_at
+        && time::millis(Some(ordered_at)) > time::millis(Some(&now)) + MAX_FUTURE_MS
+    {
+        return Err("ordered_at: is in the future".to_owned());
+    }
     let buyer = input
         .buyer
         .map(|b| {
@@ -260,6 +299,39 @@ fn to_shipment(
         is_return: input.is_return,
         registered_at: Some(registered_at),
         merchant_name: merchant_name.to_owned(),
+        origin,
+        destination,
+        ordered_at,
+    })
+}
+
+/// How far ahead of the request `ordered_at` may be (clock skew between the
+/// merchant's systems and ours), ms.
+const MAX_FUTURE_MS: i64 = 10 * 60 * 1000;
+
+/// Validates a region (`what` is `origin` or `destination`, for the error's
+/// field path): province and city are bounded text without the lane key's
+/// delimiters, the code digits; an empty region is refused.
+fn to_region(what: &str, input: RegionIn) -> Result<Region, String> {
+    let RegionIn {
+        province,
+        city,
+        admin_code,
+    } = input;
+    let (province, city, admin_code) = (province.trim(), city.trim(), admin_code.trim());
+    if province.is_empty() && city.is_empty() && admin_code.is_empty() {
+        return Err(format!("{what}: give province, city or admin_code"));
+    }
+    for (name, value) in [("province", province), ("city", city)] {
+        ident::check_region_name(value).map_err(|e| format!("{what}.{name}: {e}"))?;
+    }
+    if !admin_code.is_empty() {
+        ident::check_admin_code(admin_code).map_err(|e| format!("{what}.admin_code: {e}"))?;
+    }
+    Ok(Region {
+        province: province.to_owned(),
+        city: city.to_owned(),
+        admin_code: admin_code.to_owned(),
     })
 }
 
@@ -302,6 +374,80 @@ mod tests {
         );
         let err = to_shipment(input(Some("yesterday")), "m", "M", now).expect_err("bad time");
         assert!(err.contains("registered_at"), "{err}");
+    }
+
+    #[test]
+    fn origin_destination_and_order_time_are_validated_and_kept() {
+        let now = time::from_millis(1_795_000_000_000);
+        let parse = |v: serde_json::Value| -> ShipmentIn {
+            serde_json::from_value(v).expect("valid input")
+        };
+        let shipment = to_shipment(
+            parse(
+                serde_json::json!({"order_id": "O", "carrier": "zto", "waybill": "ZT1",
+                "origin": {"province": " 浙江省 ", "city": "杭州市", "admin_code": "330100"},
+                "destination": {"province": "四川省", "city": "成都市"},
+                "ordered_at": "2026-11-17T20:15:00+08:00"}),
+            ),
+            "m",
+            "M",
+            now,
+        )
+        .expect("valid");
+        let origin = shipment.origin.expect("origin");
+        assert_eq!(
+            (
+                origin.province.as_str(),
+                origin.city.as_str(),
+                origin.admin_code.as_str()
+            ),
+            ("浙江省", "杭州市", "330100"),
+            "trimmed"
+        );
+        assert_eq!(
+            shipment.destination.map(|d| d.city),
+            Some("成都市".to_owned())
+        );
+        assert!(shipment.ordered_at.is_some());
+        let refused = [
+            (serde_json::json!({"destination": {}}), "destination: give"),
+            (
+                serde_json::json!({"origin": {"city": "a{p1}"}}),
+                "origin.city:",
+            ),
+            (
+                serde_json::json!({"origin": {"admin_code": "33A"}}),
+                "origin.admin_code:",
+            ),
+            (
+                serde_json::json!({"destination": {"province": "x".repeat(65)}}),
+                "destination.province:",
+            ),
+            (
+                serde_json::json!({"destination": {"street": "Main St 1"}}),
+                "unknown field",
+            ),
+            (
+                serde_json::json!({"ordered_at": "2030-01-01T00:00:00Z"}),
+                "ordered_at: is in the future",
+            ),
+            (
+                serde_json::json!({"ordered_at": "last night"}),
+                "ordered_at:",
+            ),
+        ];
+        for (extra, expected) in refused {
+            let mut value =
+                serde_json::json!({"order_id": "O", "carrier": "zto", "waybill": "ZT1"});
+            for (k, v) in extra.as_object().expect("object") {
+                value[k] = v.clone();
+            }
+            let err = match serde_json::from_value::<ShipmentIn>(value) {
+                Ok(input) => to_shipment(input, "m", "M", now).expect_err("refused"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(expected), "{err} (wanted {expected})");
+        }
     }
 
     #[test]

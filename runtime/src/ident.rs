@@ -157,6 +157,36 @@ impl Contact {
     }
 }
 
+/// Longest province or city name, bytes (the longest Chinese ones are under 30).
+pub const REGION_NAME_MAX: usize = 64;
+
+/// Checks a province or city name: free text of at most
+/// [`REGION_NAME_MAX`] bytes, without the characters that delimit lane keys
+/// and Redis hash tags (`{ } |`) — a lane key is built from them.
+pub fn check_region_name(value: &str) -> Result<(), IdentError> {
+    free_text(value, REGION_NAME_MAX)?;
+    match value.find(['{', '}', '|', '\n', '\t']) {
+        Some(at) => Err(IdentError::Invalid {
+            at,
+            allowed: "text without control characters or { } |",
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks an administrative division code: 2 to 12 ASCII digits (China's
+/// GB/T 2260 codes have 6, statistical codes 9 or 12).
+pub fn check_admin_code(value: &str) -> Result<(), IdentError> {
+    check_with(value, 12, "2 to 12 digits", |b| b.is_ascii_digit())?;
+    if value.len() < 2 {
+        return Err(IdentError::Invalid {
+            at: 0,
+            allowed: "2 to 12 digits",
+        });
+    }
+    Ok(())
+}
+
 /// Checks free text against `max` bytes: any UTF-8 without control characters
 /// other than tab and newline (they would forge log lines and break message
 /// templates).
@@ -203,6 +233,28 @@ fn check_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regions_take_any_script_but_no_key_delimiters_and_codes_take_digits() {
+        for ok in ["浙江省", "Zhejiang", "Xi'an", "乌鲁木齐市"] {
+            assert_eq!(check_region_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["a{b", "a|b", "a}b", "a\u{7}b"] {
+            assert!(
+                matches!(check_region_name(bad), Err(IdentError::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            check_region_name(&"省".repeat(30)),
+            Err(IdentError::TooLong { .. })
+        ));
+        assert_eq!(check_admin_code("330100"), Ok(()));
+        assert_eq!(check_admin_code("330106001001"), Ok(()));
+        for bad in ["3", "33010A", "3301000000000", "33 01"] {
+            assert!(check_admin_code(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn identifiers_refuse_key_separators_and_overlong_values() {
