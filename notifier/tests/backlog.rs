@@ -38,9 +38,9 @@ use trackstream_testkit::kafka::TopicReader;
 /// One input record and the event time it happened at.
 #[derive(Clone)]
 enum Input {
-    Register(Shipment),
+    Register(Box<Shipment>),
     Update(Box<ShipmentUpdate>, Milestone),
-    Alert(Alert, Milestone),
+    Alert(Box<Alert>, Milestone),
 }
 
 struct Timed {
@@ -105,7 +105,7 @@ fn alert(parcel: &Shipment, rule: &str, reason: Reason, at: DateTime<Utc>) -> Ti
     Timed {
         at,
         input: Input::Alert(
-            Alert {
+            Box::new(Alert {
                 alert_id: format!("{}:{rule}:1", parcel.waybill),
                 rule: rule.into(),
                 state: AlertState::Opened as i32,
@@ -117,7 +117,7 @@ fn alert(parcel: &Shipment, rule: &str, reason: Reason, at: DateTime<Utc>) -> Ti
                 reason: reason as i32,
                 effective_at: Some(time::to_proto(at)),
                 ..Alert::default()
-            },
+            }),
             milestone,
         ),
     }
@@ -143,7 +143,7 @@ fn scenario() -> (Vec<Timed>, Vec<&'static str>) {
         .into_iter()
         .map(|parcel| Timed {
             at: t0 - minutes(60),
-            input: Input::Register(parcel.clone()),
+            input: Input::Register(Box::new(parcel.clone())),
         })
         .collect();
     records.extend([
@@ -223,7 +223,7 @@ async fn feed(producer: &Producer, record: &Timed) {
     match &record.input {
         Input::Register(s) => {
             let key = keys::waybill_key(&s.carrier, &s.waybill);
-            produce_with(producer, topics::SHIPMENTS, &key, s).await;
+            produce_with(producer, topics::SHIPMENTS, &key, s.as_ref()).await;
         }
         Input::Update(u, _) => {
             let s = u.shipment.as_ref().unwrap();
@@ -232,7 +232,7 @@ async fn feed(producer: &Producer, record: &Timed) {
         }
         Input::Alert(a, _) => {
             let key = keys::waybill_key(&a.carrier, &a.waybill);
-            produce_with(producer, topics::TRACKING_ALERTS, &key, a).await;
+            produce_with(producer, topics::TRACKING_ALERTS, &key, a.as_ref()).await;
         }
     }
 }

@@ -19,8 +19,8 @@ use crate::lifecycle;
 
 /// One decoded input record.
 enum Input {
-    Shipment(Shipment),
-    Alert(Alert),
+    Shipment(Box<Shipment>),
+    Alert(Box<Alert>),
     Update(Box<ShipmentUpdate>),
 }
 
@@ -31,9 +31,9 @@ impl Input {
     fn decode(record: &Inbound) -> Result<Input, prost::DecodeError> {
         let payload = record.payload.as_slice();
         if record.topic == topics::SHIPMENTS {
-            Shipment::decode(payload).map(Input::Shipment)
+            Shipment::decode(payload).map(|s| Input::Shipment(Box::new(s)))
         } else if record.topic == topics::TRACKING_ALERTS {
-            Alert::decode(payload).map(Input::Alert)
+            Alert::decode(payload).map(|a| Input::Alert(Box::new(a)))
         } else {
             ShipmentUpdate::decode(payload).map(|update| Input::Update(Box::new(update)))
         }
@@ -87,7 +87,7 @@ impl Messenger {
                     self.outbox.record_parcel(&shipment, true).await?;
                     None
                 }
-                Input::Alert(alert) => self.on_alert(alert).await?,
+                Input::Alert(alert) => self.on_alert(*alert).await?,
                 Input::Update(update) => self.on_update(*update).await?,
             };
             if let Some(trigger) = trigger
