@@ -24,3 +24,30 @@ pub mod e2e;
 pub mod predict;
 pub mod report;
 pub mod scale;
+
+/// Runs `work` on a multi-threaded runtime until it ends or `SIGINT` /
+/// `SIGTERM` arrives; on a signal `on_stop` runs and the answer is an error
+/// naming it. Either way `work` is dropped, and with it every child process a
+/// benchmark started (services, broker, Redis): a killed benchmark must not
+/// leave them running into the next one.
+pub(crate) fn until_stopped<F>(work: F, on_stop: impl Fn()) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stopped = |why: &str| {
+            on_stop();
+            anyhow::anyhow!("{why}; stopped the services, broker and Redis")
+        };
+        tokio::select! {
+            result = work => result,
+            _ = tokio::signal::ctrl_c() => Err(stopped("interrupted")),
+            _ = terminate.recv() => Err(stopped("terminated")),
+        }
+    })
+}

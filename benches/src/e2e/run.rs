@@ -24,21 +24,8 @@ use super::{LATENESS_HOURS, Options};
 /// broker, Redis): a killed benchmark must not leave them running into the
 /// next one.
 pub fn run_until_stopped(opts: &Options) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let stop = |why: &str| {
-            STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
-            anyhow::anyhow!("{why}; stopped the services, broker and Redis")
-        };
-        tokio::select! {
-            result = run(opts) => result,
-            _ = tokio::signal::ctrl_c() => Err(stop("interrupted")),
-            _ = terminate.recv() => Err(stop("terminated")),
-        }
+    crate::until_stopped(run(opts), || {
+        STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
     })
 }
 

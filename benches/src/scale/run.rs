@@ -12,7 +12,7 @@ use trackstream_testkit::procfs::cpu_seconds;
 
 use super::options::{Options, RedisMode};
 use super::report::{self, Backlog, Run};
-use super::stage::{Around, STAGES, drain, end_offsets, topic_bytes};
+use super::stage::{Around, STAGES, drain, end_offsets, redis_info_sum, topic_bytes};
 use crate::e2e::load::{Ingest, register, send_schedule};
 use crate::e2e::stack::{
     Ports, RedisTarget, Service, Tuning, children_named, wait_healthy, warn_stale, write_configs,
@@ -21,18 +21,7 @@ use crate::e2e::stack::{
 /// Runs every configuration until done or `SIGINT`/`SIGTERM` (the children
 /// go with the dropped run either way).
 pub fn run_until_stopped(opts: &Options) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            result = run(opts) => result,
-            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
-            _ = terminate.recv() => anyhow::bail!("terminated"),
-        }
-    })
+    crate::until_stopped(run(opts), || {})
 }
 
 async fn run(opts: &Options) -> anyhow::Result<()> {
@@ -86,7 +75,7 @@ impl Stores {
 /// by stage with `k` instances each.
 async fn one(opts: &Options, mode: RedisMode, k: usize) -> anyhow::Result<Run> {
     let stores = Stores::start(mode).await?;
-    let redis_baseline = redis_used_bytes(&stores.urls()).await;
+    let redis_baseline = redis_info_sum(&stores.urls(), "memory", "used_memory").await;
     let broker = Broker::start_direct(opts.broker_storage).await?;
     let brokers = broker.bootstrap();
     let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, opts.partitions)).collect();
@@ -134,7 +123,7 @@ async fn one(opts: &Options, mode: RedisMode, k: usize) -> anyhow::Result<Run> {
     }
     backlog.broker_records = end_offsets(&brokers, &topics::ALL, opts.partitions).await?;
     backlog.topic_bytes = topic_bytes(&brokers, opts.partitions, backlog.broker_records).await?;
-    backlog.redis_bytes = redis_used_bytes(&stores.urls())
+    backlog.redis_bytes = redis_info_sum(&stores.urls(), "memory", "used_memory")
         .await
         .saturating_sub(redis_baseline);
     backlog.memory = super::memory::by_class(&stores.urls()).await?;
@@ -209,28 +198,4 @@ async fn fill(
         redis_bytes: 0,
         memory: Default::default(),
     })
-}
-
-/// `used_memory` summed over every Redis node.
-async fn redis_used_bytes(urls: &[String]) -> u64 {
-    let mut total = 0;
-    for url in urls {
-        let Ok(client) = redis::Client::open(url.as_str()) else {
-            continue;
-        };
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-            continue;
-        };
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        total += info
-            .lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    total
 }

@@ -170,7 +170,7 @@ async fn read(around: &Around<'_>, instances: &[Service]) -> Sample {
         service_cpu: instances.iter().map(|s| cpu_seconds(s.child.id())).sum(),
         redis_cpu: around.redis_pids.iter().map(|p| cpu_seconds(*p)).sum(),
         broker_cpu: around.broker_pid.map_or(0.0, cpu_seconds),
-        redis_ops: redis_commands(&around.redis_urls).await,
+        redis_ops: redis_info_sum(&around.redis_urls, "stats", "total_commands_processed").await,
     }
 }
 
@@ -190,8 +190,10 @@ fn records_processed(metrics: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// Commands processed so far by every Redis node (`INFO stats`).
-async fn redis_commands(urls: &[String]) -> u64 {
+/// The sum over every Redis node at `urls` of the `INFO <section>` field
+/// `field` (an unreachable node counts 0: the reading is a measurement, not a
+/// check).
+pub(crate) async fn redis_info_sum(urls: &[String], section: &str, field: &str) -> u64 {
     let mut total = 0;
     for url in urls {
         let Ok(client) = redis::Client::open(url.as_str()) else {
@@ -201,13 +203,13 @@ async fn redis_commands(urls: &[String]) -> u64 {
             continue;
         };
         let info: String = redis::cmd("INFO")
-            .arg("stats")
+            .arg(section)
             .query_async(&mut conn)
             .await
             .unwrap_or_default();
         total += info
             .lines()
-            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
     }
