@@ -18,7 +18,10 @@
 //!   before the slowed ones are delivered (a censored fit of a stretch factor).
 //! - [`predict`] — a prediction from the parcel's current stage and the time
 //!   already spent in it: p10 / p50 / p90 arrival, a confidence level and its
-//!   basis; and [`predict::risk_from`], when a promise becomes likely missed.
+//!   basis; and [`predict::Basis::risk_from`], when a promise becomes likely
+//!   missed.
+//! - [`scorecard`] — a carrier's or lane's transit times, promise kept,
+//!   pickup lag, exception and failed-attempt rates and volume over a window.
 //!
 //! Time is hours since an epoch the caller chooses (f64), days are integer
 //! day numbers: the model does no I/O and knows no clock, so the same inputs
@@ -29,5 +32,6 @@ pub mod book;
 pub mod drift;
 pub mod lane;
 pub mod predict;
+pub mod scorecard;
 pub mod sketch;
 pub mod stage;

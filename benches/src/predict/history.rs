@@ -24,7 +24,7 @@ const DESTINATIONS: [(&str, f64); 10] = [
 ];
 
 /// Carrier code, service level, speed factor on line haul, share of parcels.
-const CARRIERS: [(&str, &str, f64, f64); 5] = [
+pub(crate) const CARRIERS: [(&str, &str, f64, f64); 5] = [
     ("sf", "express", 0.55, 0.15),
     ("jd", "standard", 0.7, 0.15),
     ("zto", "standard", 1.0, 0.3),

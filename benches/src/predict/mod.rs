@@ -64,6 +64,7 @@ struct Scored {
     delivered_at: f64,
     degraded_lane: bool,
     day: i64,
+    carrier: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -98,8 +99,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     // Per risk quantile, per parcel: when promise_at_risk first opened.
     let mut risk_opened: Vec<Vec<Option<f64>>> =
         vec![vec![None; parcels.len()]; opts.risk_quantiles.len()];
-    // The statistics' size once a whole window is held (the last order day).
+    // The statistics' size once a whole window is held (the last order day),
+    // and the carriers' scorecards then.
     let mut footprint = (0, 0);
+    let mut scorecards = Vec::new();
     let warm_up = opts.warm_up_days as f64 * 24.0;
     let mut predictions = 0usize;
     let mut last_day = 0;
@@ -111,6 +114,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             book.expire_cohorts((day - settings.cohort_days) as f64 * 24.0);
             if day == opts.days {
                 footprint = book.footprint();
+                scorecards = history::CARRIERS
+                    .iter()
+                    .map(|(carrier, ..)| book.scorecard(&format!("c|{carrier}"), day, 14))
+                    .collect();
             }
             last_day = day;
         }
@@ -163,6 +170,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 p.lane.destination.as_str(),
             ) == history::DEGRADED,
             day,
+            carrier: p.lane.carrier.clone(),
         });
         for (q, opened) in opts.risk_quantiles.iter().zip(&mut risk_opened) {
             if opened[i].is_none()
@@ -175,15 +183,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed();
-    let report = report(
-        opts,
-        &parcels,
-        &scored,
-        &risk_opened,
+    let outcome = Outcome {
+        scored,
+        risk_opened,
         footprint,
+        scorecards,
         predictions,
         elapsed,
-    );
+    };
+    let report = report(opts, &parcels, &outcome);
     println!("{report}");
     Ok(())
 }
@@ -203,15 +211,28 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn report(
-    opts: &Options,
-    parcels: &[history::Parcel],
-    scored: &[Scored],
-    risk_opened: &[Vec<Option<f64>>],
+/// What a replay produced, for the report.
+struct Outcome {
+    scored: Vec<Scored>,
+    /// Per risk quantile, per parcel: when `promise_at_risk` first opened.
+    risk_opened: Vec<Vec<Option<f64>>>,
+    /// Day buckets and their encoded bytes once a whole window is held.
     footprint: (usize, usize),
+    scorecards: Vec<trackstream_lanes::scorecard::Scorecard>,
     predictions: usize,
     elapsed: std::time::Duration,
-) -> String {
+}
+
+fn report(opts: &Options, parcels: &[history::Parcel], outcome: &Outcome) -> String {
+    let Outcome {
+        scored,
+        risk_opened,
+        footprint,
+        scorecards,
+        predictions,
+        elapsed,
+    } = outcome;
+    let (predictions, elapsed, footprint) = (*predictions, *elapsed, *footprint);
     use std::fmt::Write;
     let mut out = String::new();
     let scored_parcels = parcels
@@ -360,6 +381,33 @@ fn report(
         recovered.map_or("never".to_owned(), |d| d.to_string()),
         recovered.map_or("—".to_owned(), |d| (d - opts.degrade_at_day).to_string())
     );
+    let _ = writeln!(
+        out,
+        "\nCarrier scorecards on day {} (the 14 days before; `Book::scorecard`), with the share of the carrier's scored parcels delivered by their first-scan p90:\n",
+        opts.days
+    );
+    out.push_str("| carrier | deliveries | transit p50 / p90, h | pickup lag p50, h | on time vs promise | by first prediction's p90 | exceptions | failed attempts per parcel |\n|---|---|---|---|---|---|---|---|\n");
+    for card in scorecards {
+        let carrier = card.key.trim_start_matches("c|");
+        let first: Vec<&Scored> = scored
+            .iter()
+            .filter(|s| s.first_scan && s.carrier == carrier)
+            .collect();
+        let hours = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.1}"));
+        let _ = writeln!(
+            out,
+            "| {carrier} | {} | {} / {} | {} | {} | {:.1} % | {:.1} % | {:.3} |",
+            card.deliveries,
+            hours(card.transit_p50),
+            hours(card.transit_p90),
+            hours(card.pickup_lag_p50),
+            card.on_time
+                .map_or("—".to_owned(), |v| format!("{:.1} %", v * 100.0)),
+            share(&first, |s| s.delivered_at <= s.p90) * 100.0,
+            card.exception_rate * 100.0,
+            card.failed_attempt_rate
+        );
+    }
     let (buckets, bytes) = footprint;
     let _ = writeln!(
         out,
