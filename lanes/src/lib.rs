@@ -22,6 +22,8 @@
 //!   missed.
 //! - [`scorecard`] — a carrier's or lane's transit times, promise kept,
 //!   pickup lag, exception and failed-attempt rates and volume over a window.
+//! - [`store`] — the day buckets in Redis (`{l:<key>}`, one field per day and
+//!   instance, merged on read), the one module with I/O.
 //!
 //! Time is hours since an epoch the caller chooses (f64), days are integer
 //! day numbers: the model does no I/O and knows no clock, so the same inputs
@@ -35,3 +37,4 @@ pub mod predict;
 pub mod scorecard;
 pub mod sketch;
 pub mod stage;
+pub mod store;
