@@ -3,14 +3,13 @@
 //! only once it holds them and has processed the backlog that was on them
 //! (`tracking.events` and `shipments`) when it got them.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use trackstream_proto::topics;
 use trackstream_runtime::CancellationToken;
 use trackstream_runtime::config::{KafkaConfig, RedisConfig};
 use trackstream_runtime::kafka::{OutRecord, Producer};
-use trackstream_testkit::admin::{gauge, get, healthz, sum};
+use trackstream_testkit::admin::{Readiness, gauge, sum};
 use trackstream_testkit::processes::{Broker, RedisServer};
 
 /// Deadline of every wait: a progress bound, not a speed claim.
@@ -18,13 +17,6 @@ const WAIT: Duration = Duration::from_secs(90);
 /// Records waiting on each consumed topic before the detector starts.
 const BACKLOG: usize = 1_000;
 const GROUP: &str = "trackstream-detector";
-
-/// `/healthz` status and the `/metrics` text read right after it.
-async fn probe(admin: SocketAddr) -> Option<(u16, String)> {
-    let status = healthz(admin).await?;
-    let (_, metrics) = get(admin, "/metrics").await?;
-    Some((status, metrics))
-}
 
 fn consumed(metrics: &str) -> f64 {
     sum(metrics, "_consumer_records_total", "topic=")
@@ -72,43 +64,26 @@ async fn healthz_is_503_while_holding_nothing_and_200_only_after_the_backlog() {
         .unwrap_or_else(|e| panic!("detector: {e}"));
     let admin = running.admin_addr;
 
-    let claimed = trackstream_testkit::within(Duration::from_secs(3), || async {
-        let (status, metrics) = probe(admin).await?;
-        assert_eq!(
-            gauge(&metrics, "_consumer_assigned_partitions", GROUP),
-            Some(0.0)
-        );
-        (status != 503).then_some(status)
-    })
-    .await;
-    assert_eq!(
-        claimed, None,
-        "answered other than 503 while holding nothing"
-    );
-
+    let readiness = Readiness {
+        admin,
+        group: GROUP,
+        groups: 1,
+        consumed,
+        backlog: (2 * BACKLOG) as f64,
+    };
+    readiness.not_ready_while_cut(Duration::from_secs(3)).await;
     broker
         .restore()
         .await
         .unwrap_or_else(|e| panic!("restore: {e}"));
-    let metrics = trackstream_testkit::eventually(WAIT, "detector ready", || async {
-        let (status, metrics) = probe(admin).await?;
-        if gauge(&metrics, "_consumer_ready", GROUP) == Some(1.0) {
-            // The gauge is encoded before the counter and set after the batches.
-            assert_eq!(
-                consumed(&metrics),
-                (2 * BACKLOG) as f64,
-                "ready before the backlog was processed"
-            );
-        }
-        (status == 200).then_some(metrics)
-    })
-    .await;
+    let metrics = readiness
+        .ready_after_the_backlog(WAIT, "detector ready")
+        .await;
     assert_eq!(
         gauge(&metrics, "_consumer_assigned_partitions", GROUP),
         Some(8.0),
         "alone in the group, it holds both topics' partitions"
     );
-    assert_eq!(consumed(&metrics), (2 * BACKLOG) as f64);
 
     shutdown.cancel();
     let stopped = tokio::time::timeout(WAIT, running.task).await;

@@ -4,14 +4,13 @@
 //! when it got them, and 503 again when it loses them for longer than the
 //! grace (the broker gone for good, from its point of view).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use trackstream_proto::topics;
 use trackstream_runtime::CancellationToken;
 use trackstream_runtime::config::KafkaConfig;
 use trackstream_runtime::kafka::{OutRecord, Producer};
-use trackstream_testkit::admin::{gauge, get, healthz, sum};
+use trackstream_testkit::admin::{Readiness, gauge, get, healthz, probe, sum};
 use trackstream_testkit::processes::Broker;
 
 /// Deadline of every wait: a progress bound, not a speed claim.
@@ -21,11 +20,9 @@ const WAIT: Duration = Duration::from_secs(90);
 const BACKLOG: usize = 2_000;
 const GROUP: &str = "trackstream-normalize";
 
-/// `/healthz` status and the `/metrics` text read right after it.
-async fn probe(admin: SocketAddr) -> Option<(u16, String)> {
-    let status = healthz(admin).await?;
-    let (_, metrics) = get(admin, "/metrics").await?;
-    Some((status, metrics))
+/// Records normalize processed from `scans.raw`.
+fn consumed(metrics: &str) -> f64 {
+    sum(metrics, "_consumer_records_total", "topic=\"scans.raw\"")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,47 +66,25 @@ async fn healthz_waits_for_partitions_and_the_backlog_and_drops_when_they_are_lo
     let admin = running.admin_addr;
 
     // Without the broker it holds nothing, so it is not ready (for as long as we look).
-    let claimed = trackstream_testkit::within(Duration::from_secs(3), || async {
-        let (status, metrics) = probe(admin).await?;
-        assert_eq!(
-            gauge(&metrics, "_consumer_assigned_partitions", GROUP),
-            Some(0.0)
-        );
-        (status != 503).then_some(status)
-    })
-    .await;
-    assert_eq!(
-        claimed, None,
-        "answered other than 503 while holding nothing"
-    );
-
+    let readiness = Readiness {
+        admin,
+        group: GROUP,
+        groups: 1,
+        consumed,
+        backlog: BACKLOG as f64,
+    };
+    readiness.not_ready_while_cut(Duration::from_secs(3)).await;
     broker
         .restore()
         .await
         .unwrap_or_else(|e| panic!("restore: {e}"));
-    let metrics = trackstream_testkit::eventually(WAIT, "normalize ready", || async {
-        let (status, metrics) = probe(admin).await?;
-        let ready = gauge(&metrics, "_consumer_ready", GROUP);
-        if ready == Some(1.0) {
-            // Evaluated after the batches: the gauge is encoded before the counter.
-            assert_eq!(
-                sum(&metrics, "_consumer_records_total", "topic=\"scans.raw\""),
-                BACKLOG as f64,
-                "ready before the backlog was processed"
-            );
-        }
-        (status == 200).then_some(metrics)
-    })
-    .await;
+    let metrics = readiness
+        .ready_after_the_backlog(WAIT, "normalize ready")
+        .await;
     assert_eq!(
         gauge(&metrics, "_consumer_assigned_partitions", GROUP),
         Some(4.0),
         "alone in the group, it holds every partition"
-    );
-    assert_eq!(
-        sum(&metrics, "_consumer_records_total", "topic=\"scans.raw\""),
-        BACKLOG as f64,
-        "200 before the backlog was processed"
     );
     assert_eq!(gauge(&metrics, "_consumer_ready", GROUP), Some(1.0));
     assert_eq!(

@@ -4,13 +4,12 @@
 //! once both hold theirs and the messenger has processed the backlog that was
 //! on its partitions when it got them.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use trackstream_proto::topics;
 use trackstream_runtime::CancellationToken;
 use trackstream_runtime::kafka::{OutRecord, Producer};
-use trackstream_testkit::admin::{gauge, gauges, get, healthz, sum};
+use trackstream_testkit::admin::{Readiness, gauges, sum};
 use trackstream_testkit::processes::{Broker, RedisServer};
 
 /// Deadline of every wait: a progress bound, not a speed claim.
@@ -18,13 +17,6 @@ const WAIT: Duration = Duration::from_secs(90);
 /// Records waiting on each messenger topic before the notifier starts.
 const BACKLOG: usize = 500;
 const GROUP: &str = "trackstream-notifier";
-
-/// `/healthz` status and the `/metrics` text read right after it.
-async fn probe(admin: SocketAddr) -> Option<(u16, String)> {
-    let status = healthz(admin).await?;
-    let (_, metrics) = get(admin, "/metrics").await?;
-    Some((status, metrics))
-}
 
 /// Records the messenger group processed (not the live follower's, whose
 /// metrics carry the `live_` prefix).
@@ -71,36 +63,21 @@ async fn healthz_waits_for_both_groups_and_the_messenger_backlog() {
         .unwrap_or_else(|e| panic!("notifier: {e}"));
     let admin = running.admin_addr;
 
-    let claimed = trackstream_testkit::within(Duration::from_secs(3), || async {
-        let (status, metrics) = probe(admin).await?;
-        let assigned = gauges(&metrics, "_consumer_assigned_partitions");
-        assert_eq!(assigned.len(), 2, "one gauge per group: {assigned:?}");
-        assert!(assigned.iter().all(|(_, n)| *n == 0.0), "{assigned:?}");
-        (status != 503).then_some(status)
-    })
-    .await;
-    assert_eq!(
-        claimed, None,
-        "answered other than 503 while holding nothing"
-    );
-
+    let readiness = Readiness {
+        admin,
+        group: GROUP,
+        groups: 2,
+        consumed: messenger_consumed,
+        backlog: (3 * BACKLOG) as f64,
+    };
+    readiness.not_ready_while_cut(Duration::from_secs(3)).await;
     broker
         .restore()
         .await
         .unwrap_or_else(|e| panic!("restore: {e}"));
-    let metrics = trackstream_testkit::eventually(WAIT, "notifier ready", || async {
-        let (status, metrics) = probe(admin).await?;
-        if gauge(&metrics, "notifier_consumer_ready", GROUP) == Some(1.0) {
-            // The gauge is encoded before the counter and set after the batches.
-            assert_eq!(
-                messenger_consumed(&metrics),
-                (3 * BACKLOG) as f64,
-                "messenger ready before its backlog was processed"
-            );
-        }
-        (status == 200).then_some(metrics)
-    })
-    .await;
+    let metrics = readiness
+        .ready_after_the_backlog(WAIT, "notifier ready")
+        .await;
     let ready = gauges(&metrics, "_consumer_ready");
     assert_eq!(ready.len(), 2, "{ready:?}");
     assert!(
@@ -120,7 +97,6 @@ async fn healthz_waits_for_both_groups_and_the_messenger_backlog() {
             .any(|(group, n)| group.starts_with("trackstream-notifier-live-") && *n == 8.0),
         "the live follower holds all 8 partitions: {assigned:?}"
     );
-    assert_eq!(messenger_consumed(&metrics), (3 * BACKLOG) as f64);
 
     shutdown.cancel();
     let stopped = tokio::time::timeout(WAIT, running.task).await;

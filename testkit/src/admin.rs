@@ -84,6 +84,81 @@ pub fn sum(metrics: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// `/healthz` status and the `/metrics` text read right after it (`None`
+/// while nothing answers).
+pub async fn probe(admin: SocketAddr) -> Option<(u16, String)> {
+    let status = healthz(admin).await?;
+    let (_, metrics) = get(admin, "/metrics").await?;
+    Some((status, metrics))
+}
+
+/// The readiness probe every consuming service's tests run, in two halves
+/// around restoring a cut link to the broker: while the service holds no
+/// partitions it never answers other than 503; once it gets them, 200 comes,
+/// and never before the backlog waiting on them was processed.
+pub struct Readiness<'a> {
+    /// The service's admin listener.
+    pub admin: SocketAddr,
+    /// The group whose `…_consumer_ready` gauge says it caught up.
+    pub group: &'a str,
+    /// How many consumer groups the service runs (one gauge each).
+    pub groups: usize,
+    /// Records processed so far, read from the metrics (each service counts
+    /// its own groups' records).
+    pub consumed: fn(&str) -> f64,
+    /// The backlog it must have processed before it may say ready.
+    pub backlog: f64,
+}
+
+impl Readiness<'_> {
+    /// While the link is cut: for `window`, every probe shows each group
+    /// holding no partition and a status of 503.
+    pub async fn not_ready_while_cut(&self, window: Duration) {
+        let claimed = crate::within(window, || async {
+            let (status, metrics) = probe(self.admin).await?;
+            let assigned = gauges(&metrics, "_consumer_assigned_partitions");
+            assert_eq!(
+                assigned.len(),
+                self.groups,
+                "one gauge per group: {assigned:?}"
+            );
+            assert!(assigned.iter().all(|(_, n)| *n == 0.0), "{assigned:?}");
+            (status != 503).then_some(status)
+        })
+        .await;
+        assert_eq!(
+            claimed, None,
+            "answered other than 503 while holding nothing"
+        );
+    }
+
+    /// Once the link is back: waits (up to `wait`) for 200, checking on every
+    /// probe that the group is not ready before its backlog was processed;
+    /// returns the metrics read with the first 200, which must count the
+    /// whole backlog.
+    pub async fn ready_after_the_backlog(&self, wait: Duration, what: &str) -> String {
+        let metrics = crate::eventually(wait, what, || async {
+            let (status, metrics) = probe(self.admin).await?;
+            if gauge(&metrics, "_consumer_ready", self.group) == Some(1.0) {
+                // The gauge is encoded before the counter and set after the batches.
+                assert_eq!(
+                    (self.consumed)(&metrics),
+                    self.backlog,
+                    "ready before the backlog was processed"
+                );
+            }
+            (status == 200).then_some(metrics)
+        })
+        .await;
+        assert_eq!(
+            (self.consumed)(&metrics),
+            self.backlog,
+            "200 before the backlog was processed"
+        );
+        metrics
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
