@@ -9,8 +9,8 @@ use std::time::Duration;
 use trackstream_proto::topics;
 use trackstream_runtime::CancellationToken;
 use trackstream_runtime::config::KafkaConfig;
-use trackstream_runtime::kafka::{OutRecord, Producer};
 use trackstream_testkit::admin::{Readiness, gauge, get, healthz, probe, sum};
+use trackstream_testkit::kafka::broker_with_undecodable_backlog;
 use trackstream_testkit::processes::Broker;
 
 /// Deadline of every wait: a progress bound, not a speed claim.
@@ -27,31 +27,11 @@ fn consumed(metrics: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_waits_for_partitions_and_the_backlog_and_drops_when_they_are_lost() {
-    let broker = Broker::start().await.unwrap_or_else(|e| panic!("{e}"));
-    let topics: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, 4)).collect();
-    trackstream_testkit::kafka::create_topics(&broker.bootstrap(), &topics)
-        .await
-        .unwrap_or_else(|e| panic!("creating topics: {e}"));
+    let broker = broker_with_undecodable_backlog(&[topics::SCANS_RAW], BACKLOG, 4).await;
     let kafka = KafkaConfig {
         brokers: broker.bootstrap(),
         ..Default::default()
     };
-    // Undecodable records: each is dead-lettered, which is all the work we need.
-    let producer = Producer::new(&kafka, "backlog", &mut Default::default())
-        .unwrap_or_else(|e| panic!("producer: {e}"));
-    let backlog: Vec<OutRecord> = (0..BACKLOG)
-        .map(|i| {
-            OutRecord::new(
-                topics::SCANS_RAW,
-                format!("k{i}"),
-                b"\xffnot a scan".to_vec(),
-            )
-        })
-        .collect();
-    producer
-        .send_all(backlog)
-        .await
-        .unwrap_or_else(|e| panic!("backlog: {e}"));
 
     broker.cut();
     let mut config = trackstream_normalize::Config {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use trackstream_proto::topics;
 use trackstream_runtime::CancellationToken;
-use trackstream_runtime::kafka::{OutRecord, Producer};
 use trackstream_testkit::admin::{Readiness, gauges, sum};
-use trackstream_testkit::processes::{Broker, RedisServer};
+use trackstream_testkit::kafka::broker_with_undecodable_backlog;
+use trackstream_testkit::processes::RedisServer;
 
 /// Deadline of every wait: a progress bound, not a speed claim.
 const WAIT: Duration = Duration::from_secs(90);
@@ -27,34 +27,22 @@ fn messenger_consumed(metrics: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_waits_for_both_groups_and_the_messenger_backlog() {
     let redis = RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"));
-    let broker = Broker::start().await.unwrap_or_else(|e| panic!("{e}"));
-    let topics: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, 4)).collect();
-    trackstream_testkit::kafka::create_topics(&broker.bootstrap(), &topics)
-        .await
-        .unwrap_or_else(|e| panic!("creating topics: {e}"));
+    let broker = broker_with_undecodable_backlog(
+        &[
+            topics::TRACKING_UPDATES,
+            topics::TRACKING_ALERTS,
+            topics::SHIPMENTS,
+        ],
+        BACKLOG,
+        4,
+    )
+    .await;
     let mut config = trackstream_notifier::Config::default();
     config.kafka.brokers = broker.bootstrap();
     config.redis.url = redis.url();
     config.admin.listen = "127.0.0.1:0".into();
     config.grpc.listen = "127.0.0.1:0".into();
     config.merchants = trackstream_testkit::merchants::two_merchants();
-    // Undecodable records: each is dead-lettered, which is all the work we need.
-    let producer = Producer::new(&config.kafka, "backlog", &mut Default::default())
-        .unwrap_or_else(|e| panic!("producer: {e}"));
-    let backlog: Vec<OutRecord> = (0..BACKLOG)
-        .flat_map(|i| {
-            [
-                topics::TRACKING_UPDATES,
-                topics::TRACKING_ALERTS,
-                topics::SHIPMENTS,
-            ]
-            .map(|topic| OutRecord::new(topic, format!("m-acme/O{i}"), b"\xffnot proto".to_vec()))
-        })
-        .collect();
-    producer
-        .send_all(backlog)
-        .await
-        .unwrap_or_else(|e| panic!("backlog: {e}"));
 
     broker.cut();
     let shutdown = CancellationToken::new();

@@ -70,6 +70,46 @@ impl Record {
     }
 }
 
+/// A broker with every pipeline topic at `partitions` partitions and
+/// `per_topic` undecodable records waiting on each of `backlog_topics`: work
+/// a service dead-letters record by record, which is all a readiness test
+/// needs to tell "caught up" from "not yet".
+pub async fn broker_with_undecodable_backlog(
+    backlog_topics: &[&'static str],
+    per_topic: usize,
+    partitions: i32,
+) -> crate::processes::Broker {
+    use trackstream_runtime::kafka::{OutRecord, Producer};
+    let broker = crate::processes::Broker::start()
+        .await
+        .unwrap_or_else(|e| panic!("broker: {e}"));
+    let all: Vec<(&str, i32)> = trackstream_proto::topics::ALL
+        .iter()
+        .map(|t| (*t, partitions))
+        .collect();
+    create_topics(&broker.bootstrap(), &all)
+        .await
+        .unwrap_or_else(|e| panic!("creating topics: {e}"));
+    let kafka = KafkaConfig {
+        brokers: broker.bootstrap(),
+        ..KafkaConfig::default()
+    };
+    let producer = Producer::new(&kafka, "backlog", &mut Default::default())
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    let backlog: Vec<OutRecord> = (0..per_topic)
+        .flat_map(|i| {
+            backlog_topics.iter().map(move |topic| {
+                OutRecord::new(topic, format!("k:{i}"), b"\xffnot proto".to_vec())
+            })
+        })
+        .collect();
+    producer
+        .send_all(backlog)
+        .await
+        .unwrap_or_else(|e| panic!("backlog: {e}"));
+    broker
+}
+
 /// Reads a topic from the beginning in a fresh consumer group, accumulating
 /// records so tests can wait for conditions over everything seen so far.
 pub struct TopicReader {
