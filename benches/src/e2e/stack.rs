@@ -120,7 +120,7 @@ impl Service {
 
     /// Asks it to stop (SIGTERM: it drains, produces what it holds and
     /// commits) and waits up to `within`; kills it after that.
-    pub(crate) fn terminate(&mut self, within: Duration) {
+    pub(crate) async fn terminate(&mut self, within: Duration) {
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -130,7 +130,7 @@ impl Service {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -175,7 +175,7 @@ async fn fill(
     let cpu_before = cpu_seconds(ingest_pid);
     let sending = send_schedule(&ingest, &parcels, &order, 1e6, opts.concurrency).await?;
     let ingest_cpu = cpu_seconds(ingest_pid) - cpu_before;
-    ingest_process.terminate(Duration::from_secs(30));
+    ingest_process.terminate(Duration::from_secs(30)).await;
     if sending.failed > 0 {
         eprintln!(
             "[scale]   WARNING: {} webhooks were not accepted",

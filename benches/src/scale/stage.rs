@@ -115,7 +115,7 @@ pub(crate) async fn drain(around: &Around<'_>, stage: &Stage, k: usize) -> anyho
     let started = Instant::now();
     let samples = sample_until_drained(around, stage, &mut instances, records).await;
     for instance in &mut instances {
-        instance.terminate(Duration::from_secs(30));
+        instance.terminate(Duration::from_secs(30)).await;
     }
     let samples = samples?;
     summarize(stage, k, records, started, &samples)
