@@ -332,6 +332,7 @@ fn update(reg: &Shipment, event: &TrackingEvent, current: Status, late: bool) ->
             kind: UpdateKind::Scan as i32,
             // Already stripped on intake; stripped again so no path can leak.
             shipment: Some(registration::without_contacts(reg)),
+            ..ShipmentUpdate::default()
         }),
     }
 }
@@ -349,6 +350,7 @@ fn return_received(waybill_key: &str, reg: &Shipment, event: &TrackingEvent) -> 
             late: false,
             kind: UpdateKind::ReturnReceived as i32,
             shipment: Some(registration::without_contacts(reg)),
+            ..ShipmentUpdate::default()
         }),
     }
 }

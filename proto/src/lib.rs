@@ -42,9 +42,12 @@ pub mod topics {
     /// undecodable, an output too large for the broker, a script error), the input
     /// record unchanged with `dlq.*` headers naming the stage and the cause.
     pub const TRACKING_DLQ: &str = "tracking.dlq";
+    /// Platform-wide lane scorecards ([`crate::v1::Scorecard`]), key = lane
+    /// key, compacted: the latest scorecard of every lane.
+    pub const TRACKING_LANES: &str = "tracking.lanes";
 
     /// Every topic the pipeline uses, for stack scripts and the test kit.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         SCANS_RAW,
         SCANS_DLQ,
         SHIPMENTS,
@@ -53,6 +56,7 @@ pub mod topics {
         TRACKING_ALERTS,
         BUYER_NOTIFICATIONS,
         TRACKING_DLQ,
+        TRACKING_LANES,
     ];
 }
 

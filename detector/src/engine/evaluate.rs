@@ -202,6 +202,7 @@ impl Engine {
             effective_at: Some(time::from_millis(effective_at)),
             opened_at: Some(time::from_millis(slot.opened_at)),
             summary,
+            lead_seconds: 0,
         }
     }
 }

@@ -63,10 +63,16 @@ pub fn pipeline_topics(
             name: (*name).to_owned(),
             partitions,
             replication_factor,
-            config: if min_insync > 1 {
-                vec![("min.insync.replicas".to_owned(), min_insync.to_string())]
-            } else {
-                Vec::new()
+            config: {
+                let mut config = Vec::new();
+                if min_insync > 1 {
+                    config.push(("min.insync.replicas".to_owned(), min_insync.to_string()));
+                }
+                // The latest scorecard per lane is all a dashboard needs.
+                if *name == topics::TRACKING_LANES {
+                    config.push(("cleanup.policy".to_owned(), "compact".to_owned()));
+                }
+                config
             },
         })
         .collect()
