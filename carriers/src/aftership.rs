@@ -39,7 +39,9 @@
 //! an offset is honoured; without one it is read in `settings.time_zone`
 //! (default UTC — AfterShip does not say which zone it is in). `msg.signed_by`
 //! becomes the proof of delivery of `Delivered` checkpoints; `expected_delivery`
-//! the estimate.
+//! the estimate. A checkpoint's `city`, `state`, `country_iso3` (or
+//! `country_region`) and `zip` (or `postal_code`) become the location's city,
+//! region, country and postal code.
 
 use serde::Deserialize;
 use trackstream_proto::v1::{Location, Provider, RawScan, Reason, Status, TrackingEvent};
@@ -186,6 +188,30 @@ struct Checkpoint {
     zip: String,
     #[serde(default, deserialize_with = "lenient::string")]
     country_iso3: String,
+    /// `country_iso3` and `zip` as tracking API versions from 2024 name them.
+    #[serde(default, deserialize_with = "lenient::string")]
+    country_region: String,
+    #[serde(default, deserialize_with = "lenient::string")]
+    postal_code: String,
+}
+
+impl Checkpoint {
+    /// ISO 3166-1 alpha-3 country, under either API version's name.
+    fn country(&self) -> &str {
+        first_nonempty(&self.country_iso3, &self.country_region)
+    }
+
+    fn postal_code(&self) -> &str {
+        first_nonempty(&self.zip, &self.postal_code)
+    }
+}
+
+fn first_nonempty<'a>(first: &'a str, second: &'a str) -> &'a str {
+    if first.trim().is_empty() {
+        second
+    } else {
+        first
+    }
 }
 
 impl Aftership {
@@ -308,11 +334,7 @@ impl ProviderAdapter for Aftership {
                 facts.occurred_at =
                     crate::time::parse_local_or_offset(&checkpoint.checkpoint_time, zone);
                 let text = if checkpoint.location.trim().is_empty() {
-                    join_nonempty(&[
-                        &checkpoint.city,
-                        &checkpoint.state,
-                        &checkpoint.country_iso3,
-                    ])
+                    join_nonempty(&[&checkpoint.city, &checkpoint.state, checkpoint.country()])
                 } else {
                     checkpoint.location.clone()
                 };
@@ -320,8 +342,8 @@ impl ProviderAdapter for Aftership {
                     text,
                     city: checkpoint.city.clone(),
                     region: checkpoint.state.clone(),
-                    country: checkpoint.country_iso3.clone(),
-                    postal_code: checkpoint.zip.clone(),
+                    country: checkpoint.country().to_owned(),
+                    postal_code: checkpoint.postal_code().to_owned(),
                     admin_area_code: String::new(),
                 };
                 facts

@@ -55,6 +55,10 @@
 //! the state. A snapshot with no traces yields one event carrying the state
 //! (timed at receipt), except state 0 "no trace", which yields nothing.
 //!
+//! **Location.** A trace's `Location` (a city) is the location text and city;
+//! the province (and a missing city) is read from it or, when it agrees, from
+//! `AcceptStation` ([`area::fill_from_text`]).
+//!
 //! **Times.** `AcceptTime` is zone-less China time: read in `settings.time_zone`,
 //! default Asia/Shanghai. `carrier_sequence` is the trace's 1-based position.
 //!
@@ -69,14 +73,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use trackstream_proto::v1::{Location, Provider, RawScan, Reason, Status, TrackingEvent};
 
-use crate::cn_text;
 use crate::event::{CodeRow, ScanFacts, lookup};
 use crate::form::Form;
 use crate::signature::replay::ReplayWindow;
 use crate::signature::{base64_std, find_account, hex_lower, md5};
 use crate::{
     NormalizeError, Outcome, ProviderAdapter, ProviderSettings, PushError, PushItem, PushRequest,
-    Reply, VerifiedPush, lenient,
+    Reply, VerifiedPush, area, cn_text, lenient,
 };
 
 const NAME: &str = "kdniao";
@@ -258,6 +261,23 @@ fn verify(
         .ok_or_else(|| PushError::unauthorized("DataSign does not match any configured AppKey"))
 }
 
+/// Where a trace happened. `Location` ("深圳市") is the text (hashed into the
+/// event id) and the city; the province, and the city when `Location` does not
+/// name one, come from `Location` itself ("浙江省杭州市") or from the station
+/// text ("【广东省深圳市宝安区公司】 已揽收") when it agrees ([`area`]).
+fn place(location: &str, station: &str) -> Location {
+    let mut place = Location {
+        text: location.to_owned(),
+        ..Location::default()
+    };
+    area::fill_from_text(&mut place, location);
+    if place.city.is_empty() && place.region.is_empty() {
+        place.city = location.trim().to_owned();
+    }
+    area::fill_from_text(&mut place, station);
+    place
+}
+
 fn state_code(item: &Item) -> &str {
     let ex = item.state_ex.trim();
     if ex.is_empty() { item.state.trim() } else { ex }
@@ -385,11 +405,7 @@ impl ProviderAdapter for Kdniao {
             }
             let (status, reason) = code_status(state);
             let mut facts = ScanFacts::new(status, reason, state);
-            facts.location = Location {
-                text: item.location.clone(),
-                city: item.location.clone(),
-                ..Location::default()
-            };
+            facts.location = place(&item.location, "");
             facts.estimated_delivery_at = estimate;
             return Ok(vec![facts.into_event(raw, Provider::Kdniao)]);
         }
@@ -418,11 +434,7 @@ impl ProviderAdapter for Kdniao {
                 let mut facts = ScanFacts::new(status, reason, action);
                 facts.raw_text = trace.accept_station.clone();
                 facts.occurred_at = crate::time::parse_local_or_offset(&trace.accept_time, zone);
-                facts.location = Location {
-                    text: trace.location.clone(),
-                    city: trace.location.clone(),
-                    ..Location::default()
-                };
+                facts.location = place(&trace.location, &trace.accept_station);
                 facts.carrier_sequence = i64::try_from(index + 1).unwrap_or(i64::MAX);
                 facts.estimated_delivery_at = estimate;
                 facts.into_event(raw, Provider::Kdniao)

@@ -35,6 +35,15 @@
 //! empty either way, so the event id does not depend on that reading. `time` (else `ftime`) is zone-less
 //! China time, read in `settings.time_zone`, default Asia/Shanghai.
 //!
+//! **Location.** `areaName` (else `location`) is the location text, `areaCode`
+//! ("CN" + a 12-digit statistical code) the admin code. Province and city, in
+//! full form ("四川省", "成都市"), are read from `areaName`
+//! ([`area::parse_cn_location`]: "四川,成都市,双流区" or "四川省成都市"); a
+//! province still missing comes from `areaCode`'s first two digits; then
+//! `location` and `context` ("【四川省成都市高新区公司】 已收入") fill what is
+//! still empty when they agree. A comma-separated `areaName` no rule reads is
+//! taken as "province,city" verbatim.
+//!
 //! **Reply.** `{"result": true, "returnCode": "200", "message": ...}`; a rejection
 //! answers `result: false` with ingest's HTTP status as `returnCode` ("500" for
 //! server errors, as Kuaidi100 documents; other codes are ours to define).
@@ -42,13 +51,12 @@
 use serde::Deserialize;
 use trackstream_proto::v1::{Location, Provider, RawScan, Reason, Status, TrackingEvent};
 
-use crate::cn_text;
 use crate::event::{CodeRow, ScanFacts, lookup};
 use crate::form::Form;
 use crate::signature::{find_account, md5};
 use crate::{
     NormalizeError, Outcome, ProviderAdapter, ProviderSettings, PushError, PushItem, PushRequest,
-    Reply, VerifiedPush, lenient,
+    Reply, VerifiedPush, area, cn_text, lenient,
 };
 
 const NAME: &str = "kuaidi100";
@@ -263,6 +271,49 @@ fn trace_status(trace: &Trace, newest_state: Option<&str>) -> (Status, Reason, S
     }
 }
 
+/// Where a trace happened: `areaName` ("广东,深圳市,宝安区", else `location`) is
+/// the text, `areaCode` the admin code; province and city in full form (see
+/// the module doc).
+fn place(trace: &Trace) -> Location {
+    let code = trace.area_code.trim();
+    let text = if trace.area_name.trim().is_empty() {
+        &trace.location
+    } else {
+        &trace.area_name
+    };
+    let mut place = Location {
+        text: text.clone(),
+        country: if code.starts_with("CN") {
+            "CN".to_owned()
+        } else {
+            String::new()
+        },
+        admin_area_code: trace.area_code.clone(),
+        ..Location::default()
+    };
+    area::fill_from_text(&mut place, &trace.area_name);
+    if place.region.is_empty() {
+        let digits = code.strip_prefix("CN").unwrap_or(code);
+        if let Some(province) = area::province_for_code(digits) {
+            place.region = province.name.to_owned();
+        }
+    }
+    area::fill_from_text(&mut place, &trace.location);
+    area::fill_from_text(&mut place, &trace.context);
+    if trace.area_name.contains(',') {
+        // A name the parser cannot tell ("四川,阿坝", or outside China): as given.
+        let mut parts = trace.area_name.split(',').map(str::trim);
+        let (region, city) = (parts.next(), parts.next());
+        if place.region.is_empty() {
+            place.region = region.unwrap_or_default().to_owned();
+        }
+        if place.city.is_empty() {
+            place.city = city.unwrap_or_default().to_owned();
+        }
+    }
+    place
+}
+
 impl ProviderAdapter for Kuaidi100 {
     fn provider(&self) -> Provider {
         Provider::Kuaidi100
@@ -341,24 +392,7 @@ impl ProviderAdapter for Kuaidi100 {
                     &trace.time
                 };
                 facts.occurred_at = crate::time::parse_local_or_offset(time, zone);
-                let text = if trace.area_name.trim().is_empty() {
-                    &trace.location
-                } else {
-                    &trace.area_name
-                };
-                let mut parts = trace.area_name.split(',');
-                facts.location = Location {
-                    text: text.clone(),
-                    region: parts.next().unwrap_or_default().to_owned(),
-                    city: parts.next().unwrap_or_default().to_owned(),
-                    country: if trace.area_code.starts_with("CN") {
-                        "CN".to_owned()
-                    } else {
-                        String::new()
-                    },
-                    admin_area_code: trace.area_code.clone(),
-                    ..Location::default()
-                };
+                facts.location = place(trace);
                 facts.carrier_sequence = i64::try_from(index + 1).unwrap_or(i64::MAX);
                 facts.into_event(raw, Provider::Kuaidi100)
             })

@@ -11,6 +11,8 @@
 //!   was known;
 //! - [`event`] — the canonical event builder and the stable event id;
 //! - [`carrier_code`] — aliases of carrier codes across aggregators;
+//! - [`area`] — the province and city of Chinese location text and admin codes
+//!   (Kdniao, Kuaidi100), for per-region statistics;
 //! - [`cn_text`] — the pickup read from a Chinese trace's text when no code says
 //!   otherwise (Kdniao, Kuaidi100);
 //! - [`outbound`] — a push built as its provider sends it (`trackstream push`, fuzzing);
@@ -20,6 +22,7 @@
 //! Adding a provider is one module plus its tests: see `docs/ADDING_A_CARRIER.md`.
 #![forbid(unsafe_code)]
 
+pub mod area;
 pub mod carrier_code;
 pub mod cn_text;
 pub mod error;

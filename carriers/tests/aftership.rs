@@ -343,3 +343,31 @@ fn unsigned_pushes_are_not_dated_when_unsigned_is_allowed() {
     let body = push_sent_at(Value::Null);
     assert!(accept_at(&body, &BTreeMap::new(), SENT_AT).is_ok());
 }
+
+/// Tracking API versions from 2024 name the country `country_region` and the
+/// postal code `postal_code`; either name fills the location.
+#[test]
+fn newer_checkpoint_field_names_fill_the_location() {
+    let events = with_checkpoints(
+        serde_json::json!([{"checkpoint_time": "2026-11-19T12:00:00Z", "tag": "InTransit",
+            "city": "HANGZHOU", "state": "Zhejiang", "country_region": "CHN", "postal_code": "310000"}]),
+        Value::Null,
+    );
+    let location = events[0].location.as_ref().unwrap();
+    assert_eq!(
+        (
+            location.text.as_str(),
+            location.city.as_str(),
+            location.region.as_str(),
+            location.country.as_str(),
+            location.postal_code.as_str()
+        ),
+        (
+            "HANGZHOU, Zhejiang, CHN",
+            "HANGZHOU",
+            "Zhejiang",
+            "CHN",
+            "310000"
+        )
+    );
+}

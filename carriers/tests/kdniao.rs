@@ -565,3 +565,41 @@ fn traces_without_action_read_the_pickup_from_their_text() {
         ]
     );
 }
+
+/// A trace's `Location` stays its text and city; the province comes from it
+/// (municipalities: "上海市" is both) or from the station text when that agrees, and the station text names the city
+/// when `Location` is empty. Where the parcel goes next ("下一站") is not where
+/// it is.
+#[test]
+fn scans_are_mapped_to_province_and_city() {
+    let whole: Value = serde_json::from_slice(&fixture("kdniao_request_data.json")).unwrap();
+    let mut item = whole["Data"][1].clone();
+    item["Traces"].as_array_mut().unwrap().extend([
+        serde_json::json!({"AcceptTime": "2026-11-20 10:00:00", "Location": "",
+            "AcceptStation": "到达【上海市浦东新区】"}),
+        serde_json::json!({"AcceptTime": "2026-11-20 11:00:00", "Location": "深圳市",
+            "AcceptStation": "【广州市】 广东广州转运中心 已发出"}),
+        serde_json::json!({"AcceptTime": "2026-11-20 12:00:00", "Location": "浙江省杭州市"}),
+    ]);
+    let events = normalize_item(&item);
+    let places: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            let l = e.location.as_ref().unwrap();
+            (l.text.as_str(), l.region.as_str(), l.city.as_str())
+        })
+        .collect();
+    assert_eq!(
+        places,
+        [
+            // "【浙江省杭州市萧山区公司】 已揽收"
+            ("杭州市", "浙江省", "杭州市"),
+            // "【杭州转运中心】 已发出 下一站 【上海转运中心】"
+            ("杭州市", "", "杭州市"),
+            ("", "上海市", "上海市"),
+            // The station names another city: no province is taken from it.
+            ("深圳市", "", "深圳市"),
+            ("浙江省杭州市", "浙江省", "杭州市"),
+        ]
+    );
+}

@@ -112,7 +112,7 @@ fn round_trip_carries_query_and_maps_newest_first_history() {
             location.country.as_str(),
             location.admin_area_code.as_str()
         ),
-        ("四川", "成都市", "CN", "CN510116004000")
+        ("四川省", "成都市", "CN", "CN510116004000")
     );
     for (index, event) in events.iter().enumerate() {
         assert_eq!(event.carrier_sequence, index as i64 + 1);
@@ -395,5 +395,43 @@ fn a_status_code_or_text_wins_over_the_pickup_wording() {
     assert!(
         events.iter().all(|e| e.status == Status::InTransit as i32),
         "{events:?}"
+    );
+}
+
+/// Province and city in full form: from `areaName` however it is written, a
+/// province from `areaCode` when the name has none, and from `context` when
+/// there is no `areaName` at all; the location text stays as sent (it is in the
+/// event id).
+#[test]
+fn scans_are_mapped_to_province_and_city() {
+    let param = serde_json::json!({"status": "polling", "lastResult": {"state": "0", "com": "yuantong",
+        "nu": "YT9", "data": [
+            {"time": "2026-11-20 09:00:00", "context": "【成都转运中心】 已发出 下一站 【四川省成都市高新区公司】",
+             "statusCode": "1002"},
+            {"time": "2026-11-19 18:00:00", "context": "【四川省成都市高新区中和一部公司】 已收入",
+             "statusCode": "0"},
+            {"time": "2026-11-19 08:00:00", "context": "到达", "statusCode": "0",
+             "areaCode": "CN330100000000", "areaName": "杭州市"},
+            {"time": "2026-11-18 20:00:00", "context": "已揽收", "statusCode": "1",
+             "areaCode": "CN440306000000", "areaName": "广东省深圳市宝安区"},
+            {"time": "2026-11-18 18:00:00", "context": "已下单", "statusCode": "101",
+             "areaCode": "CN513200000000", "areaName": "四川,阿坝"}]}});
+    let events = normalize_param(param.to_string().as_bytes());
+    let places: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            let l = e.location.as_ref().unwrap();
+            (l.text.as_str(), l.region.as_str(), l.city.as_str())
+        })
+        .collect();
+    assert_eq!(
+        places,
+        [
+            ("四川,阿坝", "四川省", "阿坝"),
+            ("广东省深圳市宝安区", "广东省", "深圳市"),
+            ("杭州市", "浙江省", "杭州市"),
+            ("", "四川省", "成都市"),
+            ("", "", ""),
+        ]
     );
 }

@@ -121,6 +121,11 @@ pub struct Config {
     pub timers: TimerConfig,
     /// Data lifecycle: when a parcel's keys expire.
     pub retention: RetentionConfig,
+    /// Delivery predictions on updates and the `promise_at_risk` quantile.
+    pub forecast: trackstream_lanes::forecast::ForecastConfig,
+    /// The lane statistics consumer this process also runs (consumer group
+    /// `<group>-lanes` over `tracking.updates`).
+    pub lanes: trackstream_lanes::stream::StatsConfig,
 }
 
 #[cfg(test)]
@@ -153,7 +158,13 @@ mod tests {
                 service_level: Some("express".into()),
                 tiers: hours(&[12, 24, 36]),
             }];
+            expected.promise_at_risk.severities = vec![trackstream_proto::v1::Severity::Warning];
             assert_eq!(config.rules, expected);
+            assert_eq!(
+                config.forecast,
+                trackstream_lanes::forecast::ForecastConfig::default()
+            );
+            assert_eq!(config.lanes, trackstream_lanes::stream::StatsConfig::default());
         }
     }
 

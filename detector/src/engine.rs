@@ -58,6 +58,7 @@ pub use registration::RefusedRegistration;
 use registration::{Intake, Position};
 
 mod evaluate;
+mod forecast;
 mod state;
 
 pub use state::{
@@ -68,6 +69,9 @@ pub use state::{
 #[derive(Debug, Clone)]
 pub struct Engine {
     rules: RulesConfig,
+    /// Delivery predictions (`None`: updates carry none and
+    /// `promise_at_risk` never arms).
+    forecaster: Option<std::sync::Arc<trackstream_lanes::forecast::Forecaster>>,
 }
 
 /// Upper bound on fold steps per call: every step folds a pending event or
@@ -77,7 +81,25 @@ const MAX_STEPS: usize = 10_000;
 impl Engine {
     /// An engine with `rules`.
     pub fn new(rules: RulesConfig) -> Self {
-        Engine { rules }
+        Engine {
+            rules,
+            forecaster: None,
+        }
+    }
+
+    /// The engine predicting deliveries with `forecaster`, whose windows the
+    /// caller fetches before each fold ([`Engine::forecaster`]).
+    pub fn with_forecaster(
+        mut self,
+        forecaster: std::sync::Arc<trackstream_lanes::forecast::Forecaster>,
+    ) -> Self {
+        self.forecaster = Some(forecaster);
+        self
+    }
+
+    /// Its forecaster, if it predicts.
+    pub fn forecaster(&self) -> Option<&trackstream_lanes::forecast::Forecaster> {
+        self.forecaster.as_deref()
     }
 
     /// The rules it runs.
@@ -142,7 +164,7 @@ impl Engine {
                         continue;
                     };
                     if registration::joins(reg, window, event) {
-                        updates.push(update(reg, event, seen.status, seen.late));
+                        updates.push(update(reg, event, &seen));
                     }
                     if !returned
                         && wb
@@ -187,6 +209,7 @@ impl Engine {
                 }
             }
         }
+        self.forecast(wb, &mut updates, fx);
         self.advance(wb, clock, fx);
         // Only the refund trigger decided above counts (see `returned`).
         let folded = fx.outputs.split_off(first_output);
@@ -304,7 +327,7 @@ fn replay(
     for event in all {
         let seen = view.receive(event);
         if registration::joins(reg, window, event) {
-            updates.push(update(reg, event, seen.status, seen.late));
+            updates.push(update(reg, event, &seen));
         }
         if !returned && !emitted && view.return_delivered(reg, window) {
             emitted = true;
@@ -318,8 +341,9 @@ fn replay(
     emitted
 }
 
-/// A scan's update: `current` and `late` as the [`Received`] view says.
-fn update(reg: &Shipment, event: &TrackingEvent, current: Status, late: bool) -> Output {
+/// A scan's update: status, `late` and milestones as the [`Received`] view
+/// says after it.
+fn update(reg: &Shipment, event: &TrackingEvent, seen: &received::Seen) -> Output {
     Output::Update {
         id: format!("u:{}", event.event_id),
         update: Box::new(ShipmentUpdate {
@@ -327,11 +351,12 @@ fn update(reg: &Shipment, event: &TrackingEvent, current: Status, late: bool) ->
             order_id: reg.order_id.clone(),
             merchant_id: reg.merchant_id.clone(),
             event: Some(event.clone()),
-            current_status: current as i32,
-            late,
+            current_status: seen.status as i32,
+            late: seen.late,
             kind: UpdateKind::Scan as i32,
             // Already stripped on intake; stripped again so no path can leak.
             shipment: Some(registration::without_contacts(reg)),
+            milestones: Some(seen.milestones.clone()),
             ..ShipmentUpdate::default()
         }),
     }

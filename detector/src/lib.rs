@@ -66,8 +66,38 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &[topics::TRACKING_EVENTS, topics::SHIPMENTS],
         &mut registry,
     )?;
+    let lane_store =
+        trackstream_lanes::store::LaneStore::new(conn.clone(), "reader", config.lanes.keep_days);
+    let mut engine = engine::Engine::new(config.rules.clone());
+    if config.forecast.enabled {
+        engine = engine.with_forecaster(Arc::new(trackstream_lanes::forecast::Forecaster::new(
+            lane_store.clone(),
+            config.forecast,
+        )));
+    }
+    // The lane statistics consumer: its own group over the updates this
+    // detector produces (ARCHITECTURE.md, lanes, says why it lives here).
+    let stats = if config.lanes.enabled {
+        let group = format!("{group}-lanes");
+        let loop_metrics = registry.sub_registry_with_prefix("lanes");
+        let consumer = ConsumerLoop::subscribe(
+            &config.kafka,
+            &group,
+            &[topics::TRACKING_UPDATES],
+            loop_metrics,
+        )?;
+        let handler = Arc::new(trackstream_lanes::stream::LaneStats::new(
+            lane_store,
+            producer.clone(),
+            config.lanes.clone(),
+            &mut registry,
+        ));
+        Some((consumer, handler))
+    } else {
+        None
+    };
     let mut detector = service::Detector::new(
-        engine::Engine::new(config.rules.clone()),
+        engine,
         store::Store::new(conn),
         producer.clone(),
         config.timers.clone(),
@@ -89,8 +119,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let shutdown = shutdown.clone();
         tokio::spawn(async move { detector.run_timers(assignment, shutdown).await })
     };
+    let stats = stats.map(|(consumer, handler)| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { consumer.run(handler, shutdown).await })
+    });
     let task = tokio::spawn(async move {
         let result = consumer.run(detector, shutdown).await;
+        if let Some(stats) = stats {
+            match stats.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(%err, "lane statistics consumer failed"),
+                Err(err) => tracing::error!(%err, "lane statistics consumer panicked"),
+            }
+        }
         health.set(false);
         if let Err(err) = timers.await {
             tracing::error!(%err, "timer loop panicked");

@@ -48,11 +48,14 @@ pub enum RuleId {
     ReturnNotPickedUp,
     /// A carrier-reported problem (raised at once).
     CarrierException,
+    /// The prediction says the promised delivery time will likely be missed
+    /// (before it passes).
+    PromiseAtRisk,
 }
 
 impl RuleId {
     /// Every timer-driven rule, in evaluation order.
-    pub const TIMED: [RuleId; 7] = [
+    pub const TIMED: [RuleId; 8] = [
         RuleId::NoPickup,
         RuleId::StalledInTransit,
         RuleId::StalledInCustoms,
@@ -60,6 +63,7 @@ impl RuleId {
         RuleId::UncollectedAtPickupPoint,
         RuleId::PromisedDateMissed,
         RuleId::ReturnNotPickedUp,
+        RuleId::PromiseAtRisk,
     ];
 
     /// The name used in config, alert records, timer members and alert ids.
@@ -73,6 +77,7 @@ impl RuleId {
             RuleId::PromisedDateMissed => "promised_date_missed",
             RuleId::ReturnNotPickedUp => "return_not_picked_up",
             RuleId::CarrierException => "carrier_exception",
+            RuleId::PromiseAtRisk => "promise_at_risk",
         }
     }
 
@@ -82,7 +87,7 @@ impl RuleId {
     }
 
     /// Every rule.
-    pub const ALL: [RuleId; 8] = [
+    pub const ALL: [RuleId; 9] = [
         RuleId::NoPickup,
         RuleId::StalledInTransit,
         RuleId::StalledInCustoms,
@@ -91,6 +96,7 @@ impl RuleId {
         RuleId::PromisedDateMissed,
         RuleId::ReturnNotPickedUp,
         RuleId::CarrierException,
+        RuleId::PromiseAtRisk,
     ];
 
     /// The compact code stored in Redis (state slots and timer members). Redis
@@ -106,6 +112,7 @@ impl RuleId {
             RuleId::PromisedDateMissed => "pd",
             RuleId::ReturnNotPickedUp => "rp",
             RuleId::CarrierException => "ce",
+            RuleId::PromiseAtRisk => "pr",
         }
     }
 
@@ -302,6 +309,12 @@ pub struct RulesConfig {
     pub promised_date_missed: TimerRule,
     /// Default 7 days after a return was registered.
     pub return_not_picked_up: TimerRule,
+    /// Default: at once (tier `0s`) when the parcel's prediction says its
+    /// promise will likely be missed (the quantile is the detector's
+    /// `forecast.risk_quantile`); resolves when a later scan's prediction is
+    /// back on track or the parcel is delivered. Needs delivery statistics
+    /// (`docs/ARCHITECTURE.md`, lanes).
+    pub promise_at_risk: TimerRule,
     /// Carrier-reported problems (and failed delivery attempts): opened at
     /// once, escalated by continued silence. Default: critical, escalating
     /// after 24 h and 72 h without a scan.
@@ -331,6 +344,7 @@ impl Default for RulesConfig {
             uncollected_at_pickup_point: TimerRule::hours(&[18]),
             promised_date_missed: TimerRule::hours(&[0, 24]),
             return_not_picked_up: TimerRule::hours(&[7 * 24]),
+            promise_at_risk: TimerRule::hours(&[0]),
             carrier_exception: ExceptionRule {
                 enabled: true,
                 severity: Severity::Critical,
@@ -353,6 +367,7 @@ impl RulesConfig {
             RuleId::UncollectedAtPickupPoint => &self.uncollected_at_pickup_point,
             RuleId::PromisedDateMissed => &self.promised_date_missed,
             RuleId::ReturnNotPickedUp => &self.return_not_picked_up,
+            RuleId::PromiseAtRisk => &self.promise_at_risk,
             RuleId::CarrierException => return None,
         };
         (rule.enabled && !rule.tiers.is_empty()).then_some(rule)

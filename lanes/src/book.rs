@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,23 @@ pub struct DayStats {
     pub exceptions: u64,
     /// Failed delivery attempts among delivered parcels.
     pub failed_attempts: u64,
+    /// Delivered parcels that had a first prediction, and those delivered
+    /// by its latest (p90) time.
+    #[serde(default)]
+    pub predicted: u64,
+    /// See `predicted`.
+    #[serde(default)]
+    pub predicted_on_time: u64,
+    /// Delivered parcels with both a provider estimate and a first
+    /// prediction, and the sums of the absolute errors (hours) of each.
+    #[serde(default)]
+    pub provider_scored: u64,
+    /// See `provider_scored`.
+    #[serde(default)]
+    pub provider_error_hours: f64,
+    /// See `provider_scored`.
+    #[serde(default)]
+    pub our_error_hours: f64,
 }
 
 impl DayStats {
@@ -43,6 +61,15 @@ impl DayStats {
         }
         self.exceptions += u64::from(timeline.exception);
         self.failed_attempts += u64::from(timeline.failed_attempts);
+        if let Some(kept) = timeline.on_time_vs_first_prediction() {
+            self.predicted += 1;
+            self.predicted_on_time += u64::from(kept);
+        }
+        if let Some((provider, ours)) = timeline.estimate_errors() {
+            self.provider_scored += 1;
+            self.provider_error_hours += provider;
+            self.our_error_hours += ours;
+        }
     }
 
     /// Merges `other` in.
@@ -55,6 +82,11 @@ impl DayStats {
         self.late += other.late;
         self.exceptions += other.exceptions;
         self.failed_attempts += other.failed_attempts;
+        self.predicted += other.predicted;
+        self.predicted_on_time += other.predicted_on_time;
+        self.provider_scored += other.provider_scored;
+        self.provider_error_hours += other.provider_error_hours;
+        self.our_error_hours += other.our_error_hours;
     }
 
     /// The sketch of `stage`.
@@ -79,7 +111,7 @@ impl DayStats {
 #[derive(Debug, Default)]
 pub struct Book {
     days: HashMap<(String, i64), DayStats>,
-    cache: RefCell<Windows>,
+    cache: RefCell<Cached>,
     /// Recent pickups per lane (lane-level key), for [`Cohort::scale`].
     cohorts: HashMap<String, Cohort>,
     /// The last fit per lane and the hour it was made for: a fit reads every
@@ -88,7 +120,44 @@ pub struct Book {
 }
 
 /// Merged windows of one day: `(day, (key, days) → stats)`.
-type Windows = (i64, HashMap<(String, i64), DayStats>);
+type Cached = (i64, HashMap<(String, i64), Arc<DayStats>>);
+
+/// Where predictions read their statistics: the in-memory [`Book`] (the
+/// accuracy benchmark, tests) or the stream's cache of the Redis buckets.
+pub trait Windows {
+    /// `key`'s statistics over the `days` whole days before `day`.
+    fn window(&self, key: &str, day: i64, days: i64) -> Arc<DayStats>;
+
+    /// The stretch of `lane`'s durations its parcels in flight show
+    /// ([`crate::drift`]); `None` where no cohort is kept.
+    fn lane_scale(
+        &self,
+        _lane: &Lane,
+        _base: &Durations,
+        _now: f64,
+        _days: i64,
+        _min_parcels: usize,
+    ) -> Option<f64> {
+        None
+    }
+}
+
+impl Windows for Book {
+    fn window(&self, key: &str, day: i64, days: i64) -> Arc<DayStats> {
+        Book::window(self, key, day, days)
+    }
+
+    fn lane_scale(
+        &self,
+        lane: &Lane,
+        base: &Durations,
+        now: f64,
+        days: i64,
+        min_parcels: usize,
+    ) -> Option<f64> {
+        Book::lane_scale(self, lane, base, now, days, min_parcels)
+    }
+}
 
 impl Book {
     /// Records a delivered parcel of `lane` under every level's key, in the
@@ -156,7 +225,7 @@ impl Book {
     }
 
     /// `key`'s statistics over the `days` whole days before `day`.
-    pub fn window(&self, key: &str, day: i64, days: i64) -> DayStats {
+    pub fn window(&self, key: &str, day: i64, days: i64) -> Arc<DayStats> {
         let mut cache = self.cache.borrow_mut();
         if cache.0 != day {
             *cache = (day, HashMap::new());
@@ -171,7 +240,7 @@ impl Book {
                         merged.merge(stats);
                     }
                 }
-                merged
+                Arc::new(merged)
             })
             .clone()
     }

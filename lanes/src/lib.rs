@@ -32,9 +32,12 @@
 
 pub mod book;
 pub mod drift;
+pub mod forecast;
 pub mod lane;
+pub mod parcel;
 pub mod predict;
 pub mod scorecard;
 pub mod sketch;
 pub mod stage;
 pub mod store;
+pub mod stream;

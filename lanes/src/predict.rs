@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::book::{Book, DayStats};
+use crate::book::{DayStats, Windows};
 use crate::lane::{Lane, Level};
 use crate::sketch::Durations;
 use crate::stage::{Position, Stage};
@@ -106,8 +106,8 @@ pub struct Prediction {
 /// statistics are the whole days before): the most specific level with at
 /// least `min_samples` deliveries, stretched when the lane's parcels in
 /// flight show it slowed before its deliveries can.
-pub fn basis(
-    book: &Book,
+pub fn basis<W: Windows + ?Sized>(
+    book: &W,
     lane: &Lane,
     position: Position,
     now: f64,
@@ -123,7 +123,7 @@ pub fn basis(
         }
         let recent = book.window(&key, day, settings.recent_days);
         let changed = changed(&whole, &recent, stage, settings);
-        let chosen = if changed { &recent } else { &whole };
+        let chosen = if changed { &*recent } else { &*whole };
         // The line haul is what slows; it is in these two remaining stages.
         let hauled = matches!(stage, Stage::PickupToDelivered | Stage::OrderToDelivered);
         // Fitted against what is used, so a recent window that already shows
@@ -230,8 +230,8 @@ impl Basis {
 }
 
 /// [`basis`] then [`Basis::predict`] at `now`.
-pub fn predict(
-    book: &Book,
+pub fn predict<W: Windows + ?Sized>(
+    book: &W,
     lane: &Lane,
     position: Position,
     now: f64,
@@ -243,6 +243,7 @@ pub fn predict(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::book::Book;
     use crate::stage::Timeline;
 
     fn lane(carrier: &str) -> Lane {

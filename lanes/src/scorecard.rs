@@ -73,6 +73,7 @@ mod tests {
                 promised_at: Some(48.0),
                 failed_attempts: u32::from(late),
                 exception: i % 10 == 0,
+                ..Timeline::default()
             };
             book.record(&lane, &timeline, 5);
         }
@@ -88,5 +89,70 @@ mod tests {
         assert!(card.transit_p90.expect("p90") > 60.0);
         assert!((card.pickup_lag_p50.expect("lag") - 10.0).abs() < 0.5);
         assert_eq!(book.scorecard("c|nobody", 6, 3).on_time, None);
+    }
+}
+
+/// A scorecard as the API and `tracking.lanes` carry it: `stats` of `key`
+/// (a [`crate::lane::Lane::key`], without a merchant prefix) over the `days`
+/// whole days before `day`.
+pub fn to_proto(
+    key: &str,
+    stats: &crate::book::DayStats,
+    days: i64,
+    day: i64,
+) -> trackstream_proto::v1::Scorecard {
+    let parts: Vec<&str> = key.split('|').collect();
+    let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
+    let level = match parts.first().copied() {
+        Some("lane") => "lane",
+        Some("cd") => "carrier_destination",
+        Some("c") => "carrier",
+        _ => "all",
+    };
+    let (service_level, origin, destination) = match level {
+        "lane" => (part(2), part(3), part(4)),
+        "carrier_destination" => (String::new(), String::new(), part(2)),
+        _ => Default::default(),
+    };
+    let ratio = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
+    let transit = stats.stage(Stage::PickupToDelivered);
+    let promised = stats.on_time + stats.late;
+    trackstream_proto::v1::Scorecard {
+        key: key.to_owned(),
+        level: level.to_owned(),
+        carrier: if level == "all" {
+            String::new()
+        } else {
+            part(1)
+        },
+        service_level,
+        origin,
+        destination,
+        deliveries: stats.deliveries,
+        transit_p50_hours: transit.quantile(0.5).unwrap_or_default(),
+        transit_p90_hours: transit.quantile(0.9).unwrap_or_default(),
+        pickup_lag_p50_hours: stats
+            .stage(Stage::PickupLag)
+            .quantile(0.5)
+            .unwrap_or_default(),
+        promised,
+        on_time_vs_promise: ratio(stats.on_time, promised),
+        predicted: stats.predicted,
+        on_time_vs_first_prediction: ratio(stats.predicted_on_time, stats.predicted),
+        exception_rate: ratio(stats.exceptions, stats.deliveries),
+        failed_attempt_rate: ratio(stats.failed_attempts, stats.deliveries),
+        provider_scored: stats.provider_scored,
+        provider_estimate_error_hours: if stats.provider_scored == 0 {
+            0.0
+        } else {
+            stats.provider_error_hours / stats.provider_scored as f64
+        },
+        our_estimate_error_hours: if stats.provider_scored == 0 {
+            0.0
+        } else {
+            stats.our_error_hours / stats.provider_scored as f64
+        },
+        days: u32::try_from(days).unwrap_or_default(),
+        window_end: Some(trackstream_proto::time::from_millis(day * 86_400_000)),
     }
 }

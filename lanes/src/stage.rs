@@ -61,6 +61,16 @@ pub struct Timeline {
     pub failed_attempts: u32,
     /// Whether a carrier exception was seen.
     pub exception: bool,
+    /// Our first prediction for the parcel: most likely and latest (p90)
+    /// arrival, scored against the delivery.
+    #[serde(default)]
+    pub first_p50: Option<f64>,
+    /// See `first_p50`.
+    #[serde(default)]
+    pub first_p90: Option<f64>,
+    /// The provider's own estimate, scored against the delivery beside ours.
+    #[serde(default)]
+    pub provider_estimate: Option<f64>,
 }
 
 /// Where a parcel in flight is, for a prediction: the stage it is in and
@@ -136,6 +146,23 @@ impl Timeline {
     /// Whether it arrived by the promise (`None` without a promise or delivery).
     pub fn on_time(&self) -> Option<bool> {
         Some(self.delivered_at? <= self.promised_at?)
+    }
+
+    /// Whether it arrived by our first prediction's latest time (`None`
+    /// without a first prediction or a delivery).
+    pub fn on_time_vs_first_prediction(&self) -> Option<bool> {
+        Some(self.delivered_at? <= self.first_p90?)
+    }
+
+    /// Absolute errors in hours of the provider's estimate and of our first
+    /// most-likely time, when the parcel had both (scored on the same
+    /// parcels, or the comparison would be between different mixes).
+    pub fn estimate_errors(&self) -> Option<(f64, f64)> {
+        let delivered = self.delivered_at?;
+        Some((
+            (self.provider_estimate? - delivered).abs(),
+            (self.first_p50? - delivered).abs(),
+        ))
     }
 }
 

@@ -38,6 +38,9 @@ fn day_of(n: u32, seed: u32) -> DayStats {
             promised_at: Some(96.0),
             failed_attempts: u32::from(i % 25 == 0),
             exception: i % 33 == 0,
+            first_p50: Some(50.0 + 10.0 * x),
+            first_p90: Some(70.0 + 10.0 * x),
+            provider_estimate: (i % 2 == 0).then_some(60.0),
         });
     }
     stats
@@ -52,12 +55,14 @@ async fn two_instances_merge_and_windows_are_the_days_before(config: RedisConfig
     let key = "lane|zto|standard|Zhejiang/Hangzhou|Sichuan/Chengdu";
     let base = today() - 9;
     for day in base..base + 10 {
-        a.write(key, day, &day_of(100, 1)).await.expect("write a");
-        b.write(key, day, &day_of(50, 2)).await.expect("write b");
+        a.write(key, day, &day_of(100, 1), 0)
+            .await.expect("write a");
+        b.write(key, day, &day_of(50, 2), 0)
+            .await.expect("write b");
     }
     // A retry writes the same bytes: no double count.
-    a.write(key, base + 9, &day_of(100, 1))
-        .await
+    a.write(key, base + 9, &day_of(100, 1), 0)
+            .await
         .expect("retry");
     let window = a.window(key, base + 10, 3).await.expect("window");
     assert_eq!(
@@ -119,7 +124,7 @@ async fn a_busy_lane_key_stays_within_its_bound_and_old_days_go() {
     let base = today() - 39;
     for day in 0..40 {
         store
-            .write(key, base + day, &day_of(2_000, day as u32))
+            .write(key, base + day, &day_of(2_000, day as u32), 0)
             .await
             .expect("write");
     }

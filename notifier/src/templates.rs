@@ -62,6 +62,9 @@ pub struct Vars<'a> {
     pub next: &'a str,
     /// Masked contact.
     pub contact: &'a str,
+    /// "Arriving around" sentence (SHIPPED, high-confidence prediction
+    /// only; see [`eta_sentence`]), else empty.
+    pub eta: &'a str,
 }
 
 fn builtin(locale: &str, milestone: Milestone) -> (&'static str, &'static str) {
@@ -69,11 +72,11 @@ fn builtin(locale: &str, milestone: Milestone) -> (&'static str, &'static str) {
     match (milestone, zh) {
         (Milestone::Shipped, true) => (
             "您的包裹已发出",
-            "{merchant}：订单 {order_id} 已由 {carrier} 揽收，运单号 {waybill}。",
+            "{merchant}：订单 {order_id} 已由 {carrier} 揽收，运单号 {waybill}。{eta}",
         ),
         (Milestone::Shipped, false) => (
             "Your parcel is on its way",
-            "{merchant}: order {order_id} was picked up by {carrier}, waybill {waybill}.",
+            "{merchant}: order {order_id} was picked up by {carrier}, waybill {waybill}.{eta}",
         ),
         (Milestone::OutForDelivery, true) => (
             "包裹正在派送",
@@ -181,6 +184,36 @@ pub fn next_step(locale: &str, milestone: Milestone, reason: Reason) -> &'static
     }
 }
 
+/// The "arriving around" sentence for `{eta}`: the most likely delivery day
+/// in the buyer's zone, only for a high-confidence prediction — a buyer told
+/// a day should get it that day, so a fallback or a changed lane says
+/// nothing rather than something likely wrong.
+pub fn eta_sentence(
+    locale: &str,
+    prediction: Option<&trackstream_proto::v1::DeliveryPrediction>,
+    zone: chrono_tz::Tz,
+) -> String {
+    use chrono::Datelike as _;
+    let Some(prediction) = prediction.filter(|p| {
+        p.confidence == trackstream_proto::v1::PredictionConfidence::High as i32
+    }) else {
+        return String::new();
+    };
+    let Some(at) = prediction
+        .most_likely_at
+        .as_ref()
+        .and_then(trackstream_proto::time::from_proto)
+    else {
+        return String::new();
+    };
+    let local = at.with_timezone(&zone);
+    if locale.starts_with("zh") {
+        format!("预计 {}月{}日送达。", local.month(), local.day())
+    } else {
+        format!(" Arriving around {}.", local.format("%b %-d"))
+    }
+}
+
 /// Human text of a reason, for `{reason}`.
 pub fn reason_text(locale: &str, reason: Reason, fallback: &str) -> String {
     let zh = locale.starts_with("zh");
@@ -263,6 +296,7 @@ fn substitute(text: &str, vars: &Vars<'_>, next: &str) -> String {
                 "reason" => vars.reason,
                 "next" => next,
                 "contact" => vars.contact,
+                "eta" => vars.eta,
                 _ => return None,
             };
             Some((value, close))

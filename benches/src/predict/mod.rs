@@ -128,6 +128,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 promised_at: Some(p.promised_at),
                 failed_attempts: p.failed_attempts,
                 exception: p.exception,
+                ..Timeline::default()
             };
             book.delivered(&p.lane, i as u64, &timeline, day);
             continue;

@@ -202,9 +202,18 @@ impl Engine {
             effective_at: Some(time::from_millis(effective_at)),
             opened_at: Some(time::from_millis(slot.opened_at)),
             summary,
-            lead_seconds: 0,
+            lead_seconds: lead_seconds(rule, reg, slot),
         }
     }
+}
+
+/// How long before the promise `promise_at_risk` opened (0 for other rules).
+fn lead_seconds(rule: RuleId, reg: Option<&Shipment>, slot: &RuleSlot) -> i64 {
+    let promise = reg.map_or(0, |r| time::millis(r.promised_delivery_at.as_ref()));
+    if rule != RuleId::PromiseAtRisk || promise == 0 {
+        return 0;
+    }
+    (promise - slot.opened_at).max(0) / 1000
 }
 
 /// The instant a deadline fires for `threshold`: the first millisecond past
@@ -275,6 +284,9 @@ pub(super) fn anchor(rule: RuleId, wb: &Waybill) -> Option<i64> {
         RuleId::PromisedDateMissed => reg
             .map(|r| time::millis(r.promised_delivery_at.as_ref()))
             .filter(|p| *p > 0 && !rules::is_terminal(status)),
+        RuleId::PromiseAtRisk => (state.risk_at > 0 && !rules::is_terminal(status))
+            .then_some(state.risk_at)
+            .filter(|_| reg.is_some_and(|r| r.promised_delivery_at.is_some())),
         RuleId::CarrierException => None,
     }
 }
@@ -301,5 +313,6 @@ fn describe(rule: RuleId) -> &'static str {
         RuleId::PromisedDateMissed => "promised delivery time passed",
         RuleId::ReturnNotPickedUp => "return not picked up",
         RuleId::CarrierException => "carrier reported a problem",
+        RuleId::PromiseAtRisk => "promised delivery time likely missed",
     }
 }

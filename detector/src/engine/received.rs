@@ -26,7 +26,7 @@
 //! state written before it existed is converted on the next scan.
 
 use trackstream_proto::time;
-use trackstream_proto::v1::{Shipment, Status, TrackingEvent};
+use trackstream_proto::v1::{Milestones, Shipment, Status, TrackingEvent};
 
 use super::{WaybillState, event_at, fold_key};
 use crate::rules;
@@ -52,6 +52,25 @@ pub struct Received {
     /// Received scans dated after `clock`, in fold order.
     #[prost(message, repeated, tag = "6")]
     pub waiting: Vec<TrackingEvent>,
+    /// Earliest vouched scan at or past pickup (ms, 0 = none).
+    #[prost(int64, tag = "7")]
+    pub picked_up_at: i64,
+    /// Latest vouched out-for-delivery scan (ms, 0 = none).
+    #[prost(int64, tag = "8")]
+    pub out_for_delivery_at: i64,
+    /// Vouched failed delivery attempts.
+    #[prost(uint32, tag = "9")]
+    pub failed_attempts: u32,
+    /// A carrier exception vouched.
+    #[prost(bool, tag = "10")]
+    pub exception: bool,
+    /// The provider's estimate carried by the newest vouched scan that had
+    /// one (ms, 0 = none), and that scan's time.
+    #[prost(int64, tag = "11")]
+    pub provider_estimate: i64,
+    /// See `provider_estimate`.
+    #[prost(int64, tag = "12")]
+    pub provider_estimate_from: i64,
 }
 
 /// What one scan's update says.
@@ -63,6 +82,8 @@ pub struct Seen {
     pub late: bool,
     /// The scan that became the winner at this step, if the winner changed.
     pub won: Option<TrackingEvent>,
+    /// The parcel's milestones after the scan.
+    pub milestones: Milestones,
 }
 
 impl Received {
@@ -118,6 +139,24 @@ impl Received {
             status: self.status(),
             late,
             won,
+            milestones: self.milestones(),
+        }
+    }
+
+    /// The milestones the vouched scans say (what delivery statistics and
+    /// predictions are made of).
+    pub fn milestones(&self) -> Milestones {
+        let ts = |ms: i64| (ms != 0).then(|| time::from_millis(ms));
+        Milestones {
+            picked_up_at: ts(self.picked_up_at),
+            out_for_delivery_at: ts(self.out_for_delivery_at),
+            delivered_at: ts(self.status_at).filter(|_| {
+                self.vouched > 0 && self.status() == Status::Delivered
+            }),
+            failed_attempts: self.failed_attempts,
+            exception: self.exception,
+            provider_estimated_delivery_at: ts(self.provider_estimate),
+            newest_scan_at: ts(self.newest).filter(|_| self.vouched > 0),
         }
     }
 
@@ -146,7 +185,37 @@ impl Received {
             self.newest.max(at)
         };
         self.vouched = self.vouched.saturating_add(1);
+        self.note_milestone(event, status, at);
         wins
+    }
+
+    /// Moves the milestones by one vouched scan.
+    fn note_milestone(&mut self, event: &TrackingEvent, status: Status, at: i64) {
+        let picked_up = matches!(
+            status,
+            Status::PickedUp
+                | Status::InTransit
+                | Status::Customs
+                | Status::OutForDelivery
+                | Status::AvailableForPickup
+                | Status::DeliveryAttemptFailed
+                | Status::Delivered
+        );
+        if picked_up && (self.picked_up_at == 0 || at < self.picked_up_at) {
+            self.picked_up_at = at;
+        }
+        if status == Status::OutForDelivery && at > self.out_for_delivery_at {
+            self.out_for_delivery_at = at;
+        }
+        self.failed_attempts = self
+            .failed_attempts
+            .saturating_add(u32::from(status == Status::DeliveryAttemptFailed));
+        self.exception |= status == Status::Exception;
+        let estimate = time::millis(event.estimated_delivery_at.as_ref());
+        if estimate > 0 && (self.provider_estimate == 0 || at >= self.provider_estimate_from) {
+            self.provider_estimate = estimate;
+            self.provider_estimate_from = at;
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! Apart from the fold itself so the stored shape reads in one place.
 
 use prost::Message as _;
-use trackstream_proto::v1::{Alert, Shipment, ShipmentUpdate, Status, TrackingEvent};
+use trackstream_proto::v1::{
+    Alert, DeliveryPrediction, Shipment, ShipmentUpdate, Status, TrackingEvent,
+};
 
 use super::event_at;
 use super::registration::RefusedRegistration;
@@ -82,6 +84,14 @@ pub struct WaybillState {
     /// `None` in a state stored before it existed.
     #[prost(message, optional, tag = "11")]
     pub received: Option<super::received::Received>,
+    /// The parcel's first delivery prediction, kept for every later update
+    /// (on time against the first prediction is scored on it).
+    #[prost(message, optional, tag = "12")]
+    pub first_prediction: Option<DeliveryPrediction>,
+    /// When the promise becomes likely missed, from the latest prediction
+    /// (ms, 0 = not at risk): the anchor of `promise_at_risk`.
+    #[prost(int64, tag = "13")]
+    pub risk_at: i64,
 }
 
 impl WaybillState {

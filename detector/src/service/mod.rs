@@ -18,6 +18,7 @@
 mod batch;
 mod deliver;
 mod fold;
+mod forecast;
 pub mod pipeline;
 mod timers;
 

@@ -196,6 +196,9 @@ impl<S: Sink> Detector<S> {
                 }
             }))
             .await?;
+        let in_round: Vec<Option<&Group>> = members.iter().map(|i| groups.get(*i)).collect();
+        self.prefetch_windows(&in_round, &loaded, &histories)
+            .await?;
         // A batch's inputs hold their waybills' deadlines for the grace; a
         // fired deadline holds nothing.
         let hold_until = match job.source {

@@ -16,7 +16,7 @@
 //!
 //! Layout: this file holds the service, its unary call and the order view
 //! (`build_order`, `decode_updates`); `order_watch` runs one WatchOrder
-//! stream. WatchAlerts has no history, so it stays in the handler here.
+//! stream; `scorecards` answers GetScorecards. WatchAlerts has no history, so it stays in the handler here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +47,7 @@ use crate::quota::Watchers;
 use crate::{mask, validate};
 
 mod order_watch;
+pub mod scorecards;
 
 use order_watch::OrderWatch;
 
@@ -213,6 +214,10 @@ pub fn build_order(
             parcel.shipment = update.shipment.clone();
         }
         parcel.current_status = update.current_status;
+        if !update.late && update.kind == trackstream_proto::v1::UpdateKind::Scan as i32 {
+            // The latest prediction; a delivered parcel's update has none.
+            parcel.prediction = update.prediction.clone();
+        }
         if !update.late {
             if event.estimated_delivery_at.is_some() {
                 parcel.estimated_delivery_at = event.estimated_delivery_at;
@@ -306,6 +311,18 @@ impl TrackingService for Api {
             registrations,
             alerts,
         )))
+    }
+
+    async fn get_scorecards(
+        &self,
+        request: Request<trackstream_proto::v1::GetScorecardsRequest>,
+    ) -> Result<Response<trackstream_proto::v1::Scorecards>, Status> {
+        let merchant = self.merchant(&request)?.clone();
+        let _permit = read_permit(&self.reads).await?;
+        let today = chrono::Utc::now().timestamp().div_euclid(86_400);
+        let cards =
+            scorecards::scorecards(&self.conn, &merchant.id, request.get_ref(), today).await?;
+        Ok(Response::new(cards))
     }
 
     type WatchOrderStream = ReceiverStream<Result<ShipmentUpdate, Status>>;

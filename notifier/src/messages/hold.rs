@@ -28,6 +28,7 @@ impl Messenger {
             location,
             reason,
             at,
+            prediction,
         } = trigger;
         if shipment.order_id.is_empty() {
             return Ok(None);
@@ -83,6 +84,7 @@ impl Messenger {
             shipment: Some(contact::stripped(shipment)),
             reason: reason as i32,
             created_at: Some(time::from_millis(at_ms)),
+            prediction,
         };
         let added = self
             .outbox

@@ -111,6 +111,9 @@ struct Trigger {
     location: String,
     reason: Reason,
     at: Option<prost_types::Timestamp>,
+    /// The update's delivery prediction (the SHIPPED message's "arriving
+    /// around" at high confidence).
+    prediction: Option<trackstream_proto::v1::DeliveryPrediction>,
 }
 
 /// The buyer-message handler (also maintains the order's parcel and open-alert

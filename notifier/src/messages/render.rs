@@ -93,6 +93,18 @@ pub fn render_message(
     let reason_text = templates::reason_text(&locale, reason, "");
     let waybill_text = waybills.join(", ");
     let carrier_text = carriers.join(", ");
+    let zone = crate::quiet::zone(
+        buyer.time_zone.as_str(),
+        config
+            .default_time_zone
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Shanghai),
+    );
+    let eta = if milestone == Milestone::Shipped {
+        templates::eta_sentence(&locale, held.prediction.as_ref(), zone)
+    } else {
+        String::new()
+    };
     let vars = templates::Vars {
         merchant: &merchant_name,
         order_id: &shipment.order_id,
@@ -103,6 +115,7 @@ pub fn render_message(
         reason: &reason_text,
         next: templates::next_step(&locale, milestone, reason),
         contact: &contact,
+        eta: &eta,
     };
     let text = templates::render(config, &shipment.merchant_id, &locale, milestone, &vars);
     let mut channels = vec![Channel::App as i32];
@@ -161,6 +174,7 @@ mod tests {
             }),
             reason: Reason::Unspecified as i32,
             created_at: Some(time::from_millis(1_000)),
+            prediction: None,
         }
     }
 
@@ -251,5 +265,40 @@ mod tests {
         assert!(zh.body.contains("已到 Locker A，"), "{}", zh.body);
         assert_eq!(zh.contact_masked, "138****5678");
         assert!(!zh.body.contains("13812345678"));
+    }
+
+    #[test]
+    fn the_shipped_message_says_the_day_only_for_a_high_confidence_prediction() {
+        use trackstream_proto::v1::{DeliveryPrediction, PredictionConfidence};
+        // 2026-12-02 20:30 UTC is Dec 3, 04:30 in Shanghai (the default zone).
+        let at = DateTime::parse_from_rfc3339("2026-12-02T20:30:00Z")
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default();
+        let shipped = |locale: &str, confidence: PredictionConfidence| {
+            let mut held = held(locale);
+            held.prediction = Some(DeliveryPrediction {
+                most_likely_at: Some(time::from_millis(at)),
+                confidence: confidence as i32,
+                ..DeliveryPrediction::default()
+            });
+            render_message(
+                &MessagesConfig::default(),
+                &MerchantDirectory::default(),
+                &held,
+                Some(&registered()),
+                Milestone::Shipped,
+                &[("sf:SF2".to_owned(), String::new())],
+                DateTime::from_timestamp(2_000, 0).unwrap_or_default(),
+            )
+            .body
+        };
+        let zh = shipped("zh-CN", PredictionConfidence::High);
+        assert!(zh.ends_with("运单号 SF2。预计 12月3日送达。"), "{zh}");
+        let en = shipped("en", PredictionConfidence::High);
+        assert!(en.ends_with("waybill SF2. Arriving around Dec 3."), "{en}");
+        for confidence in [PredictionConfidence::Medium, PredictionConfidence::Low] {
+            let body = shipped("zh-CN", confidence);
+            assert!(!body.contains("预计"), "{body}");
+        }
     }
 }

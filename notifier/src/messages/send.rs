@@ -209,15 +209,12 @@ impl Messenger {
             .collect();
         let waybills: Vec<&str> = composed.iter().map(String::as_str).collect();
         let buyer = contact::for_message(&snapshot.registrations, &waybills);
-        let reason = snapshot
-            .parcels
-            .get(&lead)
-            .or(snapshot.creator.as_ref())
-            .map_or(0, |h| h.reason);
+        let lead_held = snapshot.parcels.get(&lead).or(snapshot.creator.as_ref());
         let held = Held {
             shipment: Some(lead_shipment),
-            reason,
+            reason: lead_held.map_or(0, |h| h.reason),
             created_at: Some(trackstream_proto::time::from_millis(anchor)),
+            prediction: lead_held.and_then(|h| h.prediction.clone()),
         };
         Ok(Decided::Send(Box::new(self.render(
             &held,

@@ -26,6 +26,7 @@ impl Messenger {
         &self,
         update: ShipmentUpdate,
     ) -> redis::RedisResult<Option<Trigger>> {
+        let prediction = update.prediction;
         let (Some(event), Some(shipment)) = (update.event, update.shipment) else {
             return Ok(None);
         };
@@ -52,6 +53,7 @@ impl Messenger {
             location,
             reason: Reason::Unspecified,
             at: event.occurred_at,
+            prediction,
         }))
     }
 
@@ -126,6 +128,7 @@ impl Messenger {
             location: String::new(),
             reason: Reason::try_from(alert.reason).unwrap_or(Reason::Unspecified),
             at: alert.effective_at,
+            prediction: None,
         }))
     }
 }

@@ -65,6 +65,9 @@ pub struct Held {
     /// When the milestone was reached (event or alert time).
     #[prost(message, optional, tag = "3")]
     pub created_at: Option<prost_types::Timestamp>,
+    /// The delivery prediction of the update that reached the milestone.
+    #[prost(message, optional, tag = "4")]
+    pub prediction: Option<trackstream_proto::v1::DeliveryPrediction>,
 }
 
 /// What adding a parcel to a milestone's message did.
