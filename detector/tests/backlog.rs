@@ -6,7 +6,8 @@
 //! `tracking.events` in whatever interleaving the consumer makes). Both runs
 //! must put the same records on `tracking.updates`: per order, the same
 //! sequence numbers carrying byte-identical updates — ids, statuses, `late`,
-//! the registration, the refund trigger.
+//! the registration, the refund trigger, and the delivery predictions made
+//! from the same lane statistics (seeded before each run).
 
 mod common;
 mod rig;
@@ -57,6 +58,46 @@ async fn updates(rig: &Rig, running: &ChildProcess) -> BTreeMap<(String, u64), S
     by_seq
 }
 
+/// Lane statistics for every carrier of the world, over every day it spans
+/// and the two weeks before: 60 deliveries a day, 20–50 h from pickup. Written
+/// as a bucket of an instance `seed` without expiry (the world is dated 2024,
+/// and the store expires a bucket after its day).
+async fn seed_lanes(rig: &Rig) {
+    use trackstream_lanes::book::DayStats;
+    use trackstream_lanes::store::{Bucket, redis_key};
+    use trackstream_lanes::{lane::Level, parcel, stage::Timeline};
+    let mut stats = DayStats::default();
+    for i in 0..60 {
+        let transit = 20.0 + f64::from(i) / 2.0;
+        stats.record(&Timeline {
+            picked_up_at: Some(0.0),
+            out_for_delivery_at: Some(transit - 4.0),
+            delivered_at: Some(transit),
+            ..Timeline::default()
+        });
+    }
+    let bucket = serde_json::to_vec(&Bucket { upto: -1, stats }).expect("bucket");
+    let first = parcel::day(T0 as f64 / H as f64) - 15;
+    let last = parcel::day(world_end(&rig.parcels) as f64 / H as f64) + 1;
+    let keys: std::collections::BTreeSet<String> = rig
+        .parcels
+        .iter()
+        .map(|p| parcel::lane(&p.registration).key(Level::Carrier))
+        .collect();
+    let mut conn = rig.redis().await;
+    for key in keys {
+        for day in first..=last {
+            let () = redis::cmd("HSET")
+                .arg(redis_key(&key))
+                .arg(format!("{day}/seed"))
+                .arg(&bucket)
+                .query_async(&mut conn)
+                .await
+                .expect("seeded");
+        }
+    }
+}
+
 fn registrations(rig: &Rig) -> Vec<OutRecord> {
     rig.parcels
         .iter()
@@ -74,6 +115,7 @@ fn registrations(rig: &Rig) -> Vec<OutRecord> {
 /// applied before the next is produced.
 async fn live() -> BTreeMap<(String, u64), ShipmentUpdate> {
     let rig = Rig::start(PARCELS, "W").await;
+    seed_lanes(&rig).await;
     let detector = rig.spawn("live", &[]);
     rig.register_all(&[&detector], WAIT).await;
     let end = world_end(&rig.parcels);
@@ -93,6 +135,7 @@ async fn live() -> BTreeMap<(String, u64), ShipmentUpdate> {
 /// The backlog run: everything produced first, then a detector started.
 async fn backlog() -> BTreeMap<(String, u64), ShipmentUpdate> {
     let rig = Rig::start(PARCELS, "W").await;
+    seed_lanes(&rig).await;
     rig.produce(registrations(&rig)).await;
     for phase in rig.scans(&[]) {
         rig.produce(phase).await;
@@ -118,6 +161,35 @@ async fn a_backlog_puts_the_live_runs_updates_on_tracking_updates() {
             backlog.get(key)
         );
     }
+    // Predictions rode on the updates: every scan update of a parcel in
+    // flight has one (the seeded carrier level: medium confidence), the
+    // first is kept on every later update of its order, and a delivered
+    // parcel's update has none.
+    let mut first: BTreeMap<String, &trackstream_proto::v1::DeliveryPrediction> = BTreeMap::new();
+    let mut predicted = 0;
+    for update in backlog.values() {
+        let delivered = update.current_status == trackstream_proto::v1::Status::Delivered as i32;
+        if delivered {
+            assert!(update.prediction.is_none(), "{update:?}");
+        }
+        if update.kind != UpdateKind::Scan as i32 || delivered {
+            continue;
+        }
+        let Some(prediction) = update.prediction.as_ref() else {
+            continue;
+        };
+        predicted += 1;
+        assert_eq!(prediction.level, "carrier", "{prediction:?}");
+        let made = trackstream_proto::time::millis(prediction.made_at.as_ref());
+        assert!(
+            trackstream_proto::time::millis(prediction.most_likely_at.as_ref()) >= made,
+            "{prediction:?}"
+        );
+        let waybill = update.event.as_ref().map(|e| e.waybill.clone());
+        let kept = first.entry(waybill.unwrap_or_default()).or_insert(prediction);
+        assert_eq!(update.first_prediction.as_ref(), Some(*kept), "{update:?}");
+    }
+    assert!(predicted > PARCELS, "predictions on most updates: {predicted}");
     // The world's scans arrive in time order and end in a terminal status, so
     // each scan's update says the status of its own scan — never the status the
     // backlog ended in — and none is late.

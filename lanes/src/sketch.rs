@@ -15,8 +15,25 @@ pub const MAX_BINS: u32 = 1024;
 pub const MIN_HOURS: f64 = 1e-3;
 
 /// A duration distribution in hours.
+///
+/// Stored as the sketch, or `null` when empty: an empty DDSketch's min and
+/// max are infinite, which JSON cannot carry (they would come back as
+/// `null` and fail to parse — a bucket with one empty stage would be lost).
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "Option<DDSketch>", into = "Option<DDSketch>")]
 pub struct Durations(DDSketch);
+
+impl From<Option<DDSketch>> for Durations {
+    fn from(sketch: Option<DDSketch>) -> Self {
+        sketch.map_or_else(Durations::default, Durations)
+    }
+}
+
+impl From<Durations> for Option<DDSketch> {
+    fn from(durations: Durations) -> Self {
+        (durations.count() > 0).then_some(durations.0)
+    }
+}
 
 impl Default for Durations {
     fn default() -> Self {
@@ -96,6 +113,20 @@ impl Durations {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_empty_sketch_survives_json() {
+        let empty = Durations::default();
+        let text = serde_json::to_string(&empty).expect("encodes");
+        assert_eq!(text, "null");
+        let back: Durations = serde_json::from_str(&text).expect("decodes");
+        assert_eq!(back.count(), 0);
+        let mut one = Durations::default();
+        one.add(5.0);
+        let back: Durations =
+            serde_json::from_str(&serde_json::to_string(&one).expect("encodes")).expect("decodes");
+        assert_eq!(back.count(), 1);
+    }
     use super::*;
 
     fn uniform(n: usize) -> Durations {

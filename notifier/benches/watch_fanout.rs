@@ -121,6 +121,7 @@ impl Detector {
             late: false,
             kind: UpdateKind::Scan as i32,
             shipment: Some(shipment),
+            ..ShipmentUpdate::default()
         }
     }
 

@@ -67,6 +67,10 @@ log_format = "json"
 log_level = "info"
 [timers]
 tick = "50ms"
+# These tests compare alerts with a model of the rules; predictions (and so
+# `promise_at_risk`) come only from lane statistics a test seeds itself.
+[lanes]
+enabled = false
 "#,
                 brokers = broker.bootstrap(),
                 redis = redis.url(),

@@ -451,6 +451,7 @@ pub fn update(shipment: &Shipment, status: Status, n: u64, event_id: &str) -> Sh
         late: false,
         kind: UpdateKind::Scan as i32,
         shipment: Some(shipment.clone()),
+        ..ShipmentUpdate::default()
     }
 }
 
