@@ -164,7 +164,10 @@ mod tests {
                 config.forecast,
                 trackstream_lanes::forecast::ForecastConfig::default()
             );
-            assert_eq!(config.lanes, trackstream_lanes::stream::StatsConfig::default());
+            assert_eq!(
+                config.lanes,
+                trackstream_lanes::stream::StatsConfig::default()
+            );
         }
     }
 

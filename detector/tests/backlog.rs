@@ -186,10 +186,15 @@ async fn a_backlog_puts_the_live_runs_updates_on_tracking_updates() {
             "{prediction:?}"
         );
         let waybill = update.event.as_ref().map(|e| e.waybill.clone());
-        let kept = first.entry(waybill.unwrap_or_default()).or_insert(prediction);
+        let kept = first
+            .entry(waybill.unwrap_or_default())
+            .or_insert(prediction);
         assert_eq!(update.first_prediction.as_ref(), Some(*kept), "{update:?}");
     }
-    assert!(predicted > PARCELS, "predictions on most updates: {predicted}");
+    assert!(
+        predicted > PARCELS,
+        "predictions on most updates: {predicted}"
+    );
     // The world's scans arrive in time order and end in a terminal status, so
     // each scan's update says the status of its own scan — never the status the
     // backlog ended in — and none is late.

@@ -162,11 +162,12 @@ impl Forecaster {
         for (key, day) in needs {
             by_key.entry(key).or_default().push(day);
         }
-        let fetched = futures::future::try_join_all(by_key.into_iter().map(|(key, days)| async move {
-            let all = self.store.days(&key).await?;
-            Ok::<_, redis::RedisError>((key, days, all))
-        }))
-        .await?;
+        let fetched =
+            futures::future::try_join_all(by_key.into_iter().map(|(key, days)| async move {
+                let all = self.store.days(&key).await?;
+                Ok::<_, redis::RedisError>((key, days, all))
+            }))
+            .await?;
         let mut cache = self.lock();
         if cache.len() > self.config.cache_entries {
             // Simple and bounded: the windows of the days in use are fetched

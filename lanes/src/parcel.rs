@@ -6,8 +6,8 @@
 
 use trackstream_proto::time;
 use trackstream_proto::v1::{
-    DeliveryPrediction, Milestones, PredictionConfidence, Region, Shipment, ShipmentUpdate,
-    Status, UpdateKind,
+    DeliveryPrediction, Milestones, PredictionConfidence, Region, Shipment, ShipmentUpdate, Status,
+    UpdateKind,
 };
 
 use crate::lane::Lane;

@@ -121,7 +121,11 @@ impl LaneStats {
 
     /// The deliveries of `batch` by bucket: each counts under every level of
     /// its lane, platform-wide and under its merchant.
-    fn collect(&self, batch: &[Inbound], merchants: &mut BTreeMap<String, BTreeSet<String>>) -> Counted {
+    fn collect(
+        &self,
+        batch: &[Inbound],
+        merchants: &mut BTreeMap<String, BTreeSet<String>>,
+    ) -> Counted {
         let mut counted = Counted::new();
         for record in batch {
             let update = match ShipmentUpdate::decode(record.payload.as_slice()) {
@@ -133,7 +137,8 @@ impl LaneStats {
                     continue;
                 }
             };
-            let (Some(timeline), Some(shipment)) = (parcel::delivery(&update), update.shipment.as_ref())
+            let (Some(timeline), Some(shipment)) =
+                (parcel::delivery(&update), update.shipment.as_ref())
             else {
                 continue;
             };
@@ -215,7 +220,11 @@ impl LaneStats {
                 .await
                 .map_err(|e| HandlerError(format!("lanes: reading {key}: {e}")))?;
             let card = scorecard::to_proto(&key, &stats, self.config.scorecard_days, day + 1);
-            records.push(OutRecord::new(topics::TRACKING_LANES, key, card.encode_to_vec()));
+            records.push(OutRecord::new(
+                topics::TRACKING_LANES,
+                key,
+                card.encode_to_vec(),
+            ));
         }
         let n = records.len() as u64;
         self.producer
@@ -241,9 +250,7 @@ impl BatchHandler for LaneStats {
         )
         .await
         .map_err(|e| HandlerError(format!("lanes: writing buckets: {e}")))?;
-        let (new, old) = results
-            .iter()
-            .fold((0, 0), |(n, o), (a, b)| (n + a, o + b));
+        let (new, old) = results.iter().fold((0, 0), |(n, o), (a, b)| (n + a, o + b));
         // Every delivery counts under 8 keys (4 levels, platform and merchant).
         self.metrics.deliveries.inc_by(new / 8);
         self.metrics.skipped.inc_by(old / 8);

@@ -56,13 +56,13 @@ async fn two_instances_merge_and_windows_are_the_days_before(config: RedisConfig
     let base = today() - 9;
     for day in base..base + 10 {
         a.write(key, day, &day_of(100, 1), 0)
-            .await.expect("write a");
-        b.write(key, day, &day_of(50, 2), 0)
-            .await.expect("write b");
+            .await
+            .expect("write a");
+        b.write(key, day, &day_of(50, 2), 0).await.expect("write b");
     }
     // A retry writes the same bytes: no double count.
     a.write(key, base + 9, &day_of(100, 1), 0)
-            .await
+        .await
         .expect("retry");
     let window = a.window(key, base + 10, 3).await.expect("window");
     assert_eq!(

@@ -194,9 +194,9 @@ pub fn eta_sentence(
     zone: chrono_tz::Tz,
 ) -> String {
     use chrono::Datelike as _;
-    let Some(prediction) = prediction.filter(|p| {
-        p.confidence == trackstream_proto::v1::PredictionConfidence::High as i32
-    }) else {
+    let Some(prediction) = prediction
+        .filter(|p| p.confidence == trackstream_proto::v1::PredictionConfidence::High as i32)
+    else {
         return String::new();
     };
     let Some(at) = prediction

@@ -150,9 +150,8 @@ impl Received {
         Milestones {
             picked_up_at: ts(self.picked_up_at),
             out_for_delivery_at: ts(self.out_for_delivery_at),
-            delivered_at: ts(self.status_at).filter(|_| {
-                self.vouched > 0 && self.status() == Status::Delivered
-            }),
+            delivered_at: ts(self.status_at)
+                .filter(|_| self.vouched > 0 && self.status() == Status::Delivered),
             failed_attempts: self.failed_attempts,
             exception: self.exception,
             provider_estimated_delivery_at: ts(self.provider_estimate),

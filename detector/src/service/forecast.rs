@@ -5,9 +5,9 @@
 //! replays and of the stored view's newest and waiting scans (an update's
 //! prediction is made at its newest scan).
 
+use trackstream_lanes::parcel;
 use trackstream_proto::time;
 use trackstream_proto::v1::TrackingEvent;
-use trackstream_lanes::parcel;
 
 use super::Detector;
 use super::pipeline::Group;

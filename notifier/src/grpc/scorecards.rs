@@ -38,7 +38,10 @@ pub async fn scorecards(
         d => d,
     };
     let carrier = request.carrier.trim().to_lowercase();
-    if carrier.len() > 64 || !carrier.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    if carrier.len() > 64
+        || !carrier
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(ApiError::BadRequest(
             "carrier must be a carrier code (letters, digits, - or _)".into(),
@@ -64,8 +67,12 @@ pub async fn scorecards(
         if own.deliveries == 0 {
             continue;
         }
-        let all = store.window(&key, end, span).await.map_err(ApiError::from)?;
-        out.merchant.push(scorecard::to_proto(&key, &own, span, end));
+        let all = store
+            .window(&key, end, span)
+            .await
+            .map_err(ApiError::from)?;
+        out.merchant
+            .push(scorecard::to_proto(&key, &own, span, end));
         out.global_baseline
             .push(scorecard::to_proto(&key, &all, span, end));
     }
