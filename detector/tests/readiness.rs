@@ -52,7 +52,8 @@ async fn healthz_is_503_while_holding_nothing_and_200_only_after_the_backlog() {
     let readiness = Readiness {
         admin,
         group: GROUP,
-        groups: 1,
+        // Its own group and the lane statistics consumer's.
+        groups: 2,
         consumed,
         backlog: (2 * BACKLOG) as f64,
     };

@@ -14,6 +14,9 @@ use trackstream_testkit::processes::RedisServer;
 /// The documented bound of one lane key holding 15 days of one instance's
 /// buckets of a busy lane (docs/ARCHITECTURE.md, "lanes").
 const KEY_BOUND_BYTES: u64 = 96 * 1024;
+/// The bound of the same key when its deliveries are counted by 8 partitions
+/// (`docs/ARCHITECTURE.md`, lanes).
+const SPREAD_BOUND_BYTES: u64 = 8 * KEY_BOUND_BYTES;
 
 /// Today, in days since the Unix epoch (buckets expire `keep_days` after
 /// their day, so the tests write recent days).
@@ -154,4 +157,30 @@ async fn a_busy_lane_key_stays_within_its_bound_and_old_days_go() {
         .await
         .expect("pttl");
     assert!(ttl > 0, "the key expires");
+
+    // The stream writes one field per day and partition of tracking.updates
+    // (8 by default): the same deliveries spread over 8 partitions.
+    let spread = "c|spread";
+    for day in 0..15 {
+        for partition in 0..8u32 {
+            store
+                .as_instance(format!("p{partition}"))
+                .write(spread, today() - day, &day_of(250, day as u32 * 8 + partition), 0)
+                .await
+                .expect("write");
+        }
+    }
+    let bytes: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(redis_key(spread))
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(&mut raw)
+        .await
+        .expect("memory usage");
+    println!("the same over 8 partitions: {bytes} bytes");
+    assert!(
+        bytes <= SPREAD_BOUND_BYTES,
+        "{bytes} bytes over the documented {SPREAD_BOUND_BYTES}"
+    );
 }

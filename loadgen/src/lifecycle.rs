@@ -288,9 +288,25 @@ impl Parcel {
     /// the parcel's first scan (event time, so replays stay consistent).
     pub fn registration(&self) -> serde_json::Value {
         let registered_at = self.scans.first().map(|s| s.at - Span::hours(1));
+        // A shop ships from a few warehouses to the whole country: lanes
+        // for the delivery statistics.
+        const ORIGINS: [&str; 3] = ["浙江省", "广东省", "江苏省"];
+        const DESTINATIONS: [(&str, &str); 6] = [
+            ("四川省", "成都市"),
+            ("北京市", "北京市"),
+            ("广东省", "深圳市"),
+            ("湖北省", "武汉市"),
+            ("上海市", "上海市"),
+            ("陕西省", "西安市"),
+        ];
+        let origin = ORIGINS[self.index % ORIGINS.len()];
+        let (province, city) = DESTINATIONS[self.index * 7 % DESTINATIONS.len()];
         json!({
             "order_id": self.order_id, "carrier": self.carrier, "waybill": self.waybill,
             "registered_at": registered_at.map(|t| t.to_rfc3339()),
+            "ordered_at": registered_at.map(|t| (t - Span::hours(2)).to_rfc3339()),
+            "origin": {"province": origin},
+            "destination": {"province": province, "city": city},
             "service_level": if self.index.is_multiple_of(3) { "express" } else { "standard" },
             "buyer": {"name": "买家", "phone": format!("139{:08}", self.index * 7919 % 100_000_000),
                       "locale": if self.index.is_multiple_of(4) { "en" } else { "zh-CN" },
