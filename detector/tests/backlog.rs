@@ -189,7 +189,11 @@ async fn a_backlog_puts_the_live_runs_updates_on_tracking_updates() {
         let kept = first
             .entry(waybill.unwrap_or_default())
             .or_insert(prediction);
-        assert_eq!(update.first_prediction.as_ref(), Some(*kept), "{update:?}");
+        assert_eq!(
+            update.first_prediction,
+            Some(trackstream_lanes::parcel::kept(kept)),
+            "{update:?}"
+        );
     }
     assert!(
         predicted > PARCELS,

@@ -147,6 +147,21 @@ pub fn to_proto(
     }
 }
 
+/// What a parcel keeps of its first prediction (in the detector's state, a
+/// few dozen bytes per parcel, and on every later update): the window, the
+/// confidence and when it was made — what it is scored on. Its basis (lane
+/// key, level, stage) is on the update that made it.
+pub fn kept(prediction: &DeliveryPrediction) -> DeliveryPrediction {
+    DeliveryPrediction {
+        earliest_at: prediction.earliest_at,
+        most_likely_at: prediction.most_likely_at,
+        latest_at: prediction.latest_at,
+        confidence: prediction.confidence,
+        made_at: prediction.made_at,
+        ..DeliveryPrediction::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

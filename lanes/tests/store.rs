@@ -165,7 +165,12 @@ async fn a_busy_lane_key_stays_within_its_bound_and_old_days_go() {
         for partition in 0..8u32 {
             store
                 .as_instance(format!("p{partition}"))
-                .write(spread, today() - day, &day_of(250, day as u32 * 8 + partition), 0)
+                .write(
+                    spread,
+                    today() - day,
+                    &day_of(250, day as u32 * 8 + partition),
+                    0,
+                )
                 .await
                 .expect("write");
         }

@@ -208,8 +208,13 @@ async fn a_parcel_predicted_late_opens_promise_at_risk_before_the_promise_and_re
         "{p1:?}"
     );
     assert!(at(&p2.latest_at) < promise.timestamp_millis(), "{p2:?}");
-    assert_eq!(shipped.first_prediction.as_ref(), Some(p1));
-    assert_eq!(out.first_prediction.as_ref(), Some(p1), "the first is kept");
+    let first = parcel::kept(p1);
+    assert_eq!(shipped.first_prediction.as_ref(), Some(&first));
+    assert_eq!(
+        out.first_prediction.as_ref(),
+        Some(&first),
+        "the first is kept"
+    );
 
     // GetOrder shows the latest prediction.
     let mut grpc = sandbox.grpc().await;
@@ -274,7 +279,7 @@ async fn a_parcel_predicted_late_opens_promise_at_risk_before_the_promise_and_re
         .max_by_key(|u| u.seq)
         .expect("delivered");
     assert!(delivered.prediction.is_none(), "{delivered:?}");
-    assert_eq!(delivered.first_prediction.as_ref(), Some(p1));
+    assert_eq!(delivered.first_prediction, Some(parcel::kept(p1)));
     let rule_alerts = alerts_of(&alerts, "promise_at_risk");
     assert_eq!(
         rule_alerts

@@ -81,6 +81,9 @@ pub(crate) struct Observed {
     pub(crate) redelivered_alerts: usize,
     /// Records read, per topic.
     pub(crate) records: BTreeMap<&'static str, usize>,
+    /// Updates that carried a delivery prediction, and those at high
+    /// confidence: the lane statistics were really in play.
+    pub(crate) predicted: (usize, usize),
 }
 
 /// Set when the run is over or interrupted: the broker is going away, so the
@@ -163,6 +166,13 @@ pub(crate) fn observe(
             let Ok(update) = ShipmentUpdate::decode(payload) else {
                 return;
             };
+            if let Some(prediction) = &update.prediction {
+                seen.predicted.0 += 1;
+                seen.predicted.1 += usize::from(
+                    prediction.confidence
+                        == trackstream_proto::v1::PredictionConfidence::High as i32,
+                );
+            }
             if let Some(tag) = update.event.as_ref().and_then(|e| text_tag(&e.raw_text)) {
                 seen.update_at.entry(tag).or_insert(created);
                 seen.update_seen.entry(tag).or_insert(now);

@@ -24,6 +24,7 @@ pub struct Options {
     pub(crate) partitions: i32,
     pub(crate) fetch_wait_ms: Option<u64>,
     pub(crate) batch_linger_ms: Option<u64>,
+    pub(crate) without_lanes: bool,
     pub(crate) concurrency: usize,
     /// Offer the first step again after the last one: same load, broker holding
     /// every record of the run (see `fn run`).
@@ -67,6 +68,11 @@ struct Cli {
     /// Skip offering the first step again after the last one.
     #[arg(long)]
     no_repeat: bool,
+    /// Run the detector without delivery predictions and lane statistics
+    /// (`[forecast]` and `[lanes]` off): the other half of a paired run that
+    /// measures what they cost.
+    #[arg(long)]
+    without_lanes: bool,
     /// Results file whose generated part is rewritten (default
     /// benches/RESULTS.md).
     #[arg(long)]
@@ -95,6 +101,7 @@ pub fn options() -> anyhow::Result<Options> {
         partitions: i32::try_from(cli.partitions.max(1)).context("--partitions")?,
         fetch_wait_ms: cli.fetch_wait_ms,
         batch_linger_ms: cli.batch_linger_ms,
+        without_lanes: cli.without_lanes,
         concurrency: cli.concurrency.max(1),
         repeat_first: !cli.no_repeat,
         broker_storage: Storage::from_name(&cli.broker_storage)

@@ -262,7 +262,12 @@ async fn run_step(
 fn log_step(result: &StepResult, observed: &Mutex<Observed>) {
     let records = observed
         .lock()
-        .map(|o| format!("{:?}", o.records))
+        .map(|o| {
+            format!(
+                "{:?}, updates with a prediction {} ({} high confidence)",
+                o.records, o.predicted.0, o.predicted.1
+            )
+        })
         .unwrap_or_default();
     eprintln!(
         "[bench] offered {}/s (issued {:.0}/s): accepted {:.0} webhooks/s in {:.1} s, ack→update p50/p99 {:.1}/{:.1} ms, failed {}, without update {}; machine {:.0} % busy; CPU {}; follower records {records}",

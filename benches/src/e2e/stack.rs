@@ -204,6 +204,8 @@ impl RedisTarget {
 pub(crate) struct Tuning {
     pub(crate) fetch_wait_ms: Option<u64>,
     pub(crate) batch_linger_ms: Option<u64>,
+    /// Predictions and lane statistics off in the detector.
+    pub(crate) without_lanes: bool,
 }
 
 impl From<&Options> for Tuning {
@@ -211,6 +213,7 @@ impl From<&Options> for Tuning {
         Tuning {
             fetch_wait_ms: opts.fetch_wait_ms,
             batch_linger_ms: opts.batch_linger_ms,
+            without_lanes: opts.without_lanes,
         }
     }
 }
@@ -257,10 +260,15 @@ pub(crate) fn write_configs(
         dir.join("normalize.toml"),
         format!("{common}{}", admin(normalize)),
     )?;
+    let lanes = if tuning.without_lanes {
+        "[forecast]\nenabled = false\n[lanes]\nenabled = false\n"
+    } else {
+        ""
+    };
     std::fs::write(
         dir.join("detector.toml"),
         format!(
-            "{common}{redis}{}[timers]\nclock = \"event\"\nallowed_lateness = \"{LATENESS_HOURS}h\"\ntick = \"100ms\"\n",
+            "{common}{redis}{}[timers]\nclock = \"event\"\nallowed_lateness = \"{LATENESS_HOURS}h\"\ntick = \"100ms\"\n{lanes}",
             admin(detector)
         ),
     )?;

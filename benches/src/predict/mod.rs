@@ -49,6 +49,10 @@ pub struct Options {
     /// Random seed of the history.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Predict as the stream does today: without the in-flight stretch
+    /// (`lanes::drift`), which needs each lane's recent pickups kept.
+    #[arg(long)]
+    pub without_in_flight_stretch: bool,
 }
 
 /// One scored prediction.
@@ -92,7 +96,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         events.push((p.delivered_at, Kind::Delivered, i));
     }
     events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let settings = Settings::default();
+    let settings = Settings {
+        // No cohort is ever large enough: the stretch never applies.
+        min_cohort: if opts.without_in_flight_stretch {
+            usize::MAX
+        } else {
+            Settings::default().min_cohort
+        },
+        ..Settings::default()
+    };
     let mut book = Book::default();
     let mut scored: Vec<Scored> = Vec::new();
     // Per risk quantile, per parcel: when promise_at_risk first opened.

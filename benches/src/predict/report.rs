@@ -42,7 +42,7 @@ pub(super) fn markdown(opts: &Options, parcels: &[history::Parcel], outcome: &Ou
         .count();
     let _ = writeln!(
         out,
-        "History: {} days × {} orders ({} parcels; {} scored after a {}-day warm-up), seed {}; {} predictions in {:.1} s ({:.1} µs each, statistics and bookkeeping included).\n",
+        "History: {} days × {} orders ({} parcels; {} scored after a {}-day warm-up), seed {}; {} predictions in {:.1} s ({:.1} µs each, statistics and bookkeeping included){}.\n",
         opts.days,
         opts.per_day,
         parcels.len(),
@@ -51,7 +51,12 @@ pub(super) fn markdown(opts: &Options, parcels: &[history::Parcel], outcome: &Ou
         opts.seed,
         predictions,
         elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() * 1e6 / predictions.max(1) as f64
+        elapsed.as_secs_f64() * 1e6 / predictions.max(1) as f64,
+        if opts.without_in_flight_stretch {
+            "; without the in-flight stretch (as the stream predicts today)"
+        } else {
+            ""
+        }
     );
     out.push_str("| predicted at | predictions | delivered by p50 | delivered by p90 | inside p10–p90 | p50 abs. error, h (median) | p50 abs. error, h (mean) | high confidence | by level (lane / carrier×dest / carrier / all) |\n|---|---|---|---|---|---|---|---|---|\n");
     type Filter = Box<dyn Fn(&Scored) -> bool>;

@@ -3,7 +3,8 @@
 //! Each scan update gets the prediction its milestones and lane give
 //! ([`trackstream_lanes::forecast`], read from windows the service fetched
 //! before the fold, so this stays pure); the first one is kept in the state
-//! and rides on every later update. The latest update's prediction decides
+//! (its window, confidence and time: [`trackstream_lanes::parcel::kept`]) and
+//! rides on every later update. The latest update's prediction decides
 //! the rule's anchor, [`WaybillState::risk_at`]: the first instant the
 //! promise becomes likely missed. While the parcel stays at risk the anchor
 //! stays put (one episode, not one per scan); a prediction back on track
@@ -31,7 +32,8 @@ impl Engine {
             if let Some(forecast) = &forecast {
                 update.prediction = Some(forecast.prediction.clone());
                 if wb.state.first_prediction.is_none() {
-                    wb.state.first_prediction = Some(forecast.prediction.clone());
+                    wb.state.first_prediction =
+                        Some(trackstream_lanes::parcel::kept(&forecast.prediction));
                 }
             }
             update.first_prediction = wb.state.first_prediction.clone();

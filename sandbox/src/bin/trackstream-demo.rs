@@ -338,5 +338,54 @@ async fn main() -> anyhow::Result<()> {
             )
             .collect::<Vec<_>>()
     );
+
+    // Delivery intelligence: predictions ride on updates once a lane has
+    // statistics from days before; scorecards count what was delivered.
+    let predicted: Vec<_> = updates
+        .iter()
+        .filter_map(|u| u.prediction.as_ref())
+        .collect();
+    let high = predicted
+        .iter()
+        .filter(|p| p.confidence == trackstream_proto::v1::PredictionConfidence::High as i32)
+        .count();
+    println!(
+        "
+updates with a delivery prediction: {} of {} ({high} high confidence); promise_at_risk alerts: {}",
+        predicted.len(),
+        updates.len(),
+        alerts
+            .iter()
+            .filter(|a| a.rule == "promise_at_risk")
+            .count()
+    );
+    let mut request = tonic::Request::new(trackstream_proto::v1::GetScorecardsRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {}", args.token).parse()?);
+    let cards = grpc
+        .get_scorecards(request)
+        .await
+        .context("GetScorecards")?
+        .into_inner();
+    println!(
+        "GetScorecards: {} carrier and lane scorecards for the merchant (+ the platform baseline)",
+        cards.merchant.len()
+    );
+    for card in cards
+        .merchant
+        .iter()
+        .filter(|c| c.level == "carrier")
+        .take(4)
+    {
+        println!(
+            "  {:<10} {:>4} delivered, transit p50 {:.1} h / p90 {:.1} h, on time vs promise {:.0} %",
+            card.carrier,
+            card.deliveries,
+            card.transit_p50_hours,
+            card.transit_p90_hours,
+            card.on_time_vs_promise * 100.0
+        );
+    }
     Ok(())
 }
