@@ -356,7 +356,7 @@ fn update(reg: &Shipment, event: &TrackingEvent, seen: &received::Seen) -> Outpu
             kind: UpdateKind::Scan as i32,
             // Already stripped on intake; stripped again so no path can leak.
             shipment: Some(registration::without_contacts(reg)),
-            milestones: Some(seen.milestones.clone()),
+            milestones: Some(seen.milestones),
             ..ShipmentUpdate::default()
         }),
     }

@@ -48,50 +48,6 @@ impl Book {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::book::Book;
-    use crate::lane::{Lane, Level};
-    use crate::stage::Timeline;
-
-    #[test]
-    fn a_scorecard_counts_the_window_and_nothing_before_it() {
-        let lane = Lane {
-            carrier: "yto".into(),
-            service_level: String::new(),
-            origin: "Jiangsu".into(),
-            destination: "Hubei/Wuhan".into(),
-        };
-        let mut book = Book::default();
-        for i in 0..100u32 {
-            let late = i % 4 == 0;
-            let timeline = Timeline {
-                ordered_at: Some(0.0),
-                picked_up_at: Some(10.0),
-                out_for_delivery_at: Some(40.0),
-                delivered_at: Some(if late { 80.0 } else { 44.0 }),
-                promised_at: Some(48.0),
-                failed_attempts: u32::from(late),
-                exception: i % 10 == 0,
-                ..Timeline::default()
-            };
-            book.record(&lane, &timeline, 5);
-        }
-        // An old day outside the window.
-        book.record(&lane, &Timeline::default(), 1);
-        let card = book.scorecard(&lane.key(Level::Carrier), 6, 3);
-        assert_eq!(card.deliveries, 100);
-        assert_eq!(card.on_time, Some(0.75));
-        assert!((card.exception_rate - 0.1).abs() < 1e-9);
-        assert!((card.failed_attempt_rate - 0.25).abs() < 1e-9);
-        let p50 = card.transit_p50.expect("p50");
-        assert!((p50 - 34.0).abs() < 1.0, "{p50}");
-        assert!(card.transit_p90.expect("p90") > 60.0);
-        assert!((card.pickup_lag_p50.expect("lag") - 10.0).abs() < 0.5);
-        assert_eq!(book.scorecard("c|nobody", 6, 3).on_time, None);
-    }
-}
-
 /// A scorecard as the API and `tracking.lanes` carry it: `stats` of `key`
 /// (a [`crate::lane::Lane::key`], without a merchant prefix) over the `days`
 /// whole days before `day`.
@@ -154,5 +110,49 @@ pub fn to_proto(
         },
         days: u32::try_from(days).unwrap_or_default(),
         window_end: Some(trackstream_proto::time::from_millis(day * 86_400_000)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::book::Book;
+    use crate::lane::{Lane, Level};
+    use crate::stage::Timeline;
+
+    #[test]
+    fn a_scorecard_counts_the_window_and_nothing_before_it() {
+        let lane = Lane {
+            carrier: "yto".into(),
+            service_level: String::new(),
+            origin: "Jiangsu".into(),
+            destination: "Hubei/Wuhan".into(),
+        };
+        let mut book = Book::default();
+        for i in 0..100u32 {
+            let late = i % 4 == 0;
+            let timeline = Timeline {
+                ordered_at: Some(0.0),
+                picked_up_at: Some(10.0),
+                out_for_delivery_at: Some(40.0),
+                delivered_at: Some(if late { 80.0 } else { 44.0 }),
+                promised_at: Some(48.0),
+                failed_attempts: u32::from(late),
+                exception: i % 10 == 0,
+                ..Timeline::default()
+            };
+            book.record(&lane, &timeline, 5);
+        }
+        // An old day outside the window.
+        book.record(&lane, &Timeline::default(), 1);
+        let card = book.scorecard(&lane.key(Level::Carrier), 6, 3);
+        assert_eq!(card.deliveries, 100);
+        assert_eq!(card.on_time, Some(0.75));
+        assert!((card.exception_rate - 0.1).abs() < 1e-9);
+        assert!((card.failed_attempt_rate - 0.25).abs() < 1e-9);
+        let p50 = card.transit_p50.expect("p50");
+        assert!((p50 - 34.0).abs() < 1.0, "{p50}");
+        assert!(card.transit_p90.expect("p90") > 60.0);
+        assert!((card.pickup_lag_p50.expect("lag") - 10.0).abs() < 0.5);
+        assert_eq!(book.scorecard("c|nobody", 6, 3).on_time, None);
     }
 }

@@ -221,7 +221,7 @@ mod tests {
             if spec.name == topics::TRACKING_LANES {
                 assert_eq!(spec.config, [insync.clone(), compact.clone()]);
             } else {
-                assert_eq!(spec.config, [insync.clone()], "{}", spec.name);
+                assert_eq!(spec.config, std::slice::from_ref(&insync), "{}", spec.name);
             }
         }
         // A single-broker stack: no min.insync.replicas the broker would refuse.
