@@ -39,6 +39,7 @@ pub fn message_type(topic: &str) -> Option<&'static str> {
         topics::TRACKING_UPDATES => "trackstream.v1.ShipmentUpdate",
         topics::TRACKING_ALERTS => "trackstream.v1.Alert",
         topics::BUYER_NOTIFICATIONS => "trackstream.v1.BuyerNotification",
+        topics::TRACKING_LANES => "trackstream.v1.Scorecard",
         _ => return None,
     })
 }
