@@ -110,6 +110,18 @@ pub fn province_for_code(code: &str) -> Option<&'static Province> {
     PROVINCES.iter().find(|p| p.code == prefix)
 }
 
+/// The province a merchant or provider names, in any of the forms seen:
+/// full ("浙江省"), short ("浙江") or English ("Zhejiang", any case, with or
+/// without " Province"); `None` for anything else.
+pub fn province_named(name: &str) -> Option<&'static Province> {
+    let name = name.trim();
+    let english = name.to_ascii_lowercase();
+    let english = english.trim_end_matches(" province").trim();
+    PROVINCES
+        .iter()
+        .find(|p| p.name == name || p.short == name || p.english.eq_ignore_ascii_case(english))
+}
+
 /// A province and city in full Chinese form; either may be empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Area {

@@ -169,3 +169,24 @@ fn filling_keeps_known_fields_and_refuses_disagreeing_text() {
         ("浙江省", "杭州市")
     );
 }
+
+#[test]
+fn a_province_is_known_by_any_of_its_names() {
+    for name in [
+        "浙江省",
+        "浙江",
+        "Zhejiang",
+        "zhejiang province",
+        " ZHEJIANG ",
+    ] {
+        assert_eq!(
+            province_named(name).map(|p| p.name),
+            Some("浙江省"),
+            "{name}"
+        );
+    }
+    assert_eq!(province_named("内蒙古").map(|p| p.code), Some("15"));
+    for name in ["", "杭州市", "Zhe", "浙江省杭州市"] {
+        assert_eq!(province_named(name), None, "{name}");
+    }
+}

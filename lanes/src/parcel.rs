@@ -33,12 +33,26 @@ pub fn day(hours: f64) -> i64 {
 }
 
 /// A region as a lane names it: the province, with the city when `city`.
-/// Trimmed and lower-cased so "Zhejiang" and "zhejiang " are one region.
+/// A Chinese province however it is written ("Zhejiang", "浙江", "浙江省", or
+/// only an admin code) is its full name, so merchants writing it differently
+/// share a lane; anything else is trimmed and lower-cased.
 fn region(region: Option<&Region>, city: bool) -> String {
     let Some(region) = region else {
         return String::new();
     };
-    let province = region.province.trim().to_lowercase();
+    let province = trackstream_carriers::area::province_named(&region.province)
+        .or_else(|| {
+            region
+                .province
+                .trim()
+                .is_empty()
+                .then(|| trackstream_carriers::area::province_for_code(region.admin_code.trim()))
+                .flatten()
+        })
+        .map_or_else(
+            || region.province.trim().to_lowercase(),
+            |p| p.name.to_owned(),
+        );
     let town = region.city.trim().to_lowercase();
     if city && !town.is_empty() {
         format!("{province}/{town}")
@@ -215,7 +229,7 @@ mod tests {
         let lane = lane(update.shipment.as_ref().expect("shipment"));
         assert_eq!(
             lane.key(crate::lane::Level::Lane),
-            "lane|zto|standard|zhejiang|sichuan/chengdu"
+            "lane|zto|standard|浙江省|四川省/chengdu"
         );
         let timeline = delivery(&update).expect("counts");
         assert_eq!(timeline.on_time(), Some(true));
@@ -227,6 +241,35 @@ mod tests {
             e.occurred_at = at(500_001.0);
         }
         assert!(delivery(&later).is_none(), "not the winning delivery");
+    }
+
+    #[test]
+    fn a_province_written_any_way_is_one_region() {
+        let lane_to = |province: &str, code: &str| {
+            lane(&Shipment {
+                carrier: "zto".into(),
+                destination: Some(Region {
+                    province: province.into(),
+                    city: "杭州市".into(),
+                    admin_code: code.into(),
+                }),
+                ..Shipment::default()
+            })
+            .destination
+        };
+        for (province, code) in [
+            ("Zhejiang", ""),
+            ("浙江", ""),
+            ("浙江省", ""),
+            ("", "330100"),
+        ] {
+            assert_eq!(
+                lane_to(province, code),
+                "浙江省/杭州市",
+                "{province} {code}"
+            );
+        }
+        assert_eq!(lane_to(" Ontario ", ""), "ontario/杭州市");
     }
 
     #[test]
