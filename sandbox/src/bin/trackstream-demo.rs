@@ -349,9 +349,13 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .filter(|p| p.confidence == trackstream_proto::v1::PredictionConfidence::High as i32)
         .count();
+    let cold = if predicted.is_empty() {
+        " — a cold start: predictions need deliveries on the days before"
+    } else {
+        ""
+    };
     println!(
-        "
-updates with a delivery prediction: {} of {} ({high} high confidence); promise_at_risk alerts: {}",
+        "\nupdates with a delivery prediction: {} of {} ({high} high confidence){cold}; promise_at_risk alerts: {}",
         predicted.len(),
         updates.len(),
         alerts
@@ -378,13 +382,17 @@ updates with a delivery prediction: {} of {} ({high} high confidence); promise_a
         .filter(|c| c.level == "carrier")
         .take(4)
     {
+        let promise = if card.promised == 0 {
+            "no promises registered".to_owned()
+        } else {
+            format!(
+                "on time vs promise {:.0} %",
+                card.on_time_vs_promise * 100.0
+            )
+        };
         println!(
-            "  {:<10} {:>4} delivered, transit p50 {:.1} h / p90 {:.1} h, on time vs promise {:.0} %",
-            card.carrier,
-            card.deliveries,
-            card.transit_p50_hours,
-            card.transit_p90_hours,
-            card.on_time_vs_promise * 100.0
+            "  {:<10} {:>4} delivered, transit p50 {:.1} h / p90 {:.1} h, {promise}",
+            card.carrier, card.deliveries, card.transit_p50_hours, card.transit_p90_hours,
         );
     }
     Ok(())
