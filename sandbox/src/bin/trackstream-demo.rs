@@ -23,6 +23,7 @@ use trackstream_proto::v1::tracking_service_client::TrackingServiceClient;
 use trackstream_proto::v1::{
     Alert, AlertState, BuyerNotification, GetOrderRequest, Milestone, ShipmentUpdate,
 };
+use trackstream_testkit::grpc::authed;
 use trackstream_testkit::kafka::TopicReader;
 
 /// Drives a running local stack with synthetic parcels and prints what came
@@ -313,12 +314,12 @@ async fn main() -> anyhow::Result<()> {
         .first()
         .map(|p| p.order_id.clone())
         .unwrap_or_default();
-    let mut request = tonic::Request::new(GetOrderRequest {
-        order_id: first_order.clone(),
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {}", args.token).parse()?);
+    let request = authed(
+        GetOrderRequest {
+            order_id: first_order.clone(),
+        },
+        &args.token,
+    );
     let order = grpc
         .get_order(request)
         .await
@@ -363,10 +364,10 @@ async fn main() -> anyhow::Result<()> {
             .filter(|a| a.rule == "promise_at_risk")
             .count()
     );
-    let mut request = tonic::Request::new(trackstream_proto::v1::GetScorecardsRequest::default());
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {}", args.token).parse()?);
+    let request = authed(
+        trackstream_proto::v1::GetScorecardsRequest::default(),
+        &args.token,
+    );
     let cards = grpc
         .get_scorecards(request)
         .await
