@@ -33,6 +33,9 @@ struct Outgoing {
     outbox_ids: Vec<String>,
     /// Alerts to count and log once produced.
     alerts: Vec<Alert>,
+    /// Updates' delivery predictions (order id, waybill, prediction) to count
+    /// and log once produced.
+    predictions: Vec<(String, String, trackstream_proto::v1::DeliveryPrediction)>,
 }
 
 impl Outgoing {
@@ -157,6 +160,9 @@ impl<S: Sink> Detector<S> {
         for alert in &out.alerts {
             self.log_alert(alert);
         }
+        for (order_id, waybill, prediction) in &out.predictions {
+            self.log_prediction(order_id, waybill, prediction);
+        }
         Ok(())
     }
 
@@ -204,8 +210,18 @@ impl<S: Sink> Detector<S> {
                 out.outbox_ids.push(encoded.outbox_id);
                 continue;
             }
-            if let Output::Alert(alert) = &output {
-                out.alerts.push(alert.as_ref().clone());
+            match &output {
+                Output::Alert(alert) => out.alerts.push(alert.as_ref().clone()),
+                Output::Update { update, .. } => {
+                    if let Some(prediction) = &update.prediction {
+                        let waybill = update.event.as_ref().map(|e| e.waybill.clone());
+                        out.predictions.push((
+                            update.order_id.clone(),
+                            waybill.unwrap_or_default(),
+                            prediction.clone(),
+                        ));
+                    }
+                }
             }
             sendable.push((encoded, output));
         }
@@ -316,7 +332,28 @@ impl<S: Sink> Detector<S> {
             ])
             .inc();
         tracing::info!(alert_id = %alert.alert_id, rule = %alert.rule, state = state.as_str_name(),
-            tier = alert.tier, waybill = %alert.waybill, order_id = %alert.order_id, "alert emitted");
+            tier = alert.tier, waybill = %alert.waybill, order_id = %alert.order_id,
+            lead_seconds = alert.lead_seconds, "alert emitted");
+    }
+
+    fn log_prediction(
+        &self,
+        order_id: &str,
+        waybill: &str,
+        prediction: &trackstream_proto::v1::DeliveryPrediction,
+    ) {
+        let confidence =
+            trackstream_proto::v1::PredictionConfidence::try_from(prediction.confidence)
+                .unwrap_or_default();
+        self.metrics
+            .predictions
+            .get_or_create(&vec![
+                ("confidence", confidence.as_str_name().to_owned()),
+                ("level", prediction.level.clone()),
+            ])
+            .inc();
+        tracing::debug!(%order_id, %waybill, confidence = confidence.as_str_name(),
+            level = %prediction.level, stage = %prediction.stage, "delivery predicted");
     }
 
     /// Re-delivers the outboxes of partitions whose delivery failed after a

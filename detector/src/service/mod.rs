@@ -46,6 +46,7 @@ type Labels = Vec<(&'static str, String)>;
 struct Metrics {
     inputs: Family<Labels, Counter>,
     alerts: Family<Labels, Counter>,
+    predictions: Family<Labels, Counter>,
     conflicts: Counter,
     timers_fired: Counter,
     expired_timers: Counter,
@@ -95,6 +96,7 @@ impl<S: Sink> Detector<S> {
         let metrics = Metrics {
             inputs: Family::default(),
             alerts: Family::default(),
+            predictions: Family::default(),
             conflicts: Counter::default(),
             timers_fired: Counter::default(),
             expired_timers: Counter::default(),
@@ -109,6 +111,11 @@ impl<S: Sink> Detector<S> {
             "alerts",
             "Alert transitions emitted, by rule and state",
             metrics.alerts.clone(),
+        );
+        registry.register(
+            "predictions",
+            "Updates produced with a delivery prediction, by confidence and statistics level",
+            metrics.predictions.clone(),
         );
         registry.register(
             "commit_conflicts",
