@@ -59,7 +59,8 @@ impl Default for StatsConfig {
     }
 }
 
-/// What the consumer counted; each is logged where it happens too.
+/// What the consumer counted (`<service>_lanes_*` in the registry it is given;
+/// the detector's: `trackstream_detector_lanes_*`).
 #[derive(Clone, Default)]
 struct Metrics {
     deliveries: Counter,
@@ -89,7 +90,7 @@ impl LaneStats {
         registry: &mut Registry,
     ) -> Self {
         let metrics = Metrics::default();
-        let lanes = registry.sub_registry_with_prefix("trackstream_lanes");
+        let lanes = registry.sub_registry_with_prefix("lanes");
         lanes.register(
             "deliveries",
             "Deliveries counted into lane statistics",
