@@ -147,6 +147,9 @@ impl Windows for Book {
         Book::window(self, key, day, days)
     }
 
+    /// How much slower (> 1) or faster than `base` the lane's parcels picked
+    /// up in the last `days` days are arriving, fitted at most once an hour
+    /// (`None` without enough of them).
     fn lane_scale(
         &self,
         lane: &Lane,
@@ -155,7 +158,19 @@ impl Windows for Book {
         days: i64,
         min_parcels: usize,
     ) -> Option<f64> {
-        Book::lane_scale(self, lane, base, now, days, min_parcels)
+        let key = lane.key(Level::Lane);
+        let hour = now.floor() as i64;
+        if let Some((at, scale)) = self.scales.borrow().get(&key)
+            && *at == hour
+        {
+            return *scale;
+        }
+        let scale = self
+            .cohorts
+            .get(&key)
+            .and_then(|cohort| cohort.scale(base, now - days as f64 * 24.0, now, min_parcels));
+        self.scales.borrow_mut().insert(key, (hour, scale));
+        scale
     }
 }
 
@@ -196,32 +211,6 @@ impl Book {
             cohort.expire(before);
         }
         self.cohorts.retain(|_, c| !c.is_empty());
-    }
-
-    /// How much slower (> 1) or faster than `base` the lane's parcels picked
-    /// up in the last `days` days are arriving, fitted at most once an hour
-    /// (`None` without enough of them).
-    pub fn lane_scale(
-        &self,
-        lane: &Lane,
-        base: &Durations,
-        now: f64,
-        days: i64,
-        min_parcels: usize,
-    ) -> Option<f64> {
-        let key = lane.key(Level::Lane);
-        let hour = now.floor() as i64;
-        if let Some((at, scale)) = self.scales.borrow().get(&key)
-            && *at == hour
-        {
-            return *scale;
-        }
-        let scale = self
-            .cohorts
-            .get(&key)
-            .and_then(|cohort| cohort.scale(base, now - days as f64 * 24.0, now, min_parcels));
-        self.scales.borrow_mut().insert(key, (hour, scale));
-        scale
     }
 
     /// `key`'s statistics over the `days` whole days before `day`.

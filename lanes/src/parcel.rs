@@ -32,6 +32,14 @@ pub fn day(hours: f64) -> i64 {
     (hours / 24.0).floor() as i64
 }
 
+/// The UTC day number of an instant in ms since the epoch — through hours,
+/// exactly as [`day`] of [`hours`] computes it, so a caller fetching the
+/// windows of a scan's day and the prediction made at it never disagree at
+/// a midnight.
+pub fn day_of_millis(ms: i64) -> i64 {
+    day(ms as f64 / HOUR_MS)
+}
+
 /// A region as a lane names it: the province, with the city when `city`.
 /// A Chinese province however it is written ("Zhejiang", "浙江", "浙江省", or
 /// only an admin code) is its full name, so merchants writing it differently

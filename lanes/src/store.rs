@@ -103,11 +103,15 @@ impl LaneStore {
         stats: &DayStats,
         upto: i64,
     ) -> redis::RedisResult<()> {
-        let bucket = Bucket {
-            upto,
-            stats: stats.clone(),
-        };
-        let bytes = serde_json::to_vec(&bucket).map_err(encoding_error)?;
+        // Encoded from a borrow: the same JSON as a [`Bucket`], no copy of
+        // the sketches.
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            upto: i64,
+            #[serde(flatten)]
+            stats: &'a DayStats,
+        }
+        let bytes = serde_json::to_vec(&Borrowed { upto, stats }).map_err(encoding_error)?;
         let redis_key = redis_key(key);
         let mut conn = self.conn.clone();
         redis::pipe()

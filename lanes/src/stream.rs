@@ -78,8 +78,9 @@ pub struct LaneStats {
     published: Mutex<HashMap<String, Instant>>,
 }
 
-/// The deliveries of one (key, day, partition), with their offsets.
-type Counted = BTreeMap<(String, i64, i32), Vec<(i64, Timeline)>>;
+/// The deliveries of one (key, day, partition): their offsets and indexes
+/// into the batch's timelines (each delivery counts under 8 keys).
+type Counted = BTreeMap<(String, i64, i32), Vec<(i64, usize)>>;
 
 impl LaneStats {
     /// A consumer writing through `store` and publishing with `producer`.
@@ -126,7 +127,8 @@ impl LaneStats {
         &self,
         batch: &[Inbound],
         merchants: &mut BTreeMap<String, BTreeSet<String>>,
-    ) -> Counted {
+    ) -> (Vec<Timeline>, Counted) {
+        let mut timelines = Vec::new();
         let mut counted = Counted::new();
         for record in batch {
             let update = match ShipmentUpdate::decode(record.payload.as_slice()) {
@@ -147,6 +149,8 @@ impl LaneStats {
                 continue;
             };
             let lane = parcel::lane(shipment);
+            let index = timelines.len();
+            timelines.push(timeline);
             for (level, key) in lane.keys() {
                 let own = merchant_key(&shipment.merchant_id, &key);
                 if matches!(level, Level::Lane | Level::Carrier) {
@@ -159,11 +163,11 @@ impl LaneStats {
                     counted
                         .entry((key, day, record.partition))
                         .or_default()
-                        .push((record.offset, timeline.clone()));
+                        .push((record.offset, index));
                 }
             }
         }
-        counted
+        (timelines, counted)
     }
 
     /// Adds one bucket's deliveries past its stored offset; returns how many
@@ -171,12 +175,16 @@ impl LaneStats {
     async fn count(
         &self,
         (key, day, partition): &(String, i64, i32),
-        deliveries: &[(i64, Timeline)],
+        deliveries: &[(i64, usize)],
+        timelines: &[Timeline],
     ) -> redis::RedisResult<(u64, u64)> {
         let store = self.store.as_instance(format!("p{partition}"));
         let mut bucket = store.own(key, *day).await?;
         let (mut new, mut old) = (0, 0);
-        for (offset, timeline) in deliveries {
+        for (offset, index) in deliveries {
+            let Some(timeline) = timelines.get(*index) else {
+                continue;
+            };
             if *offset <= bucket.upto {
                 old += 1;
                 continue;
@@ -240,14 +248,14 @@ impl LaneStats {
 impl BatchHandler for LaneStats {
     async fn handle(&self, batch: &[Inbound]) -> Result<(), HandlerError> {
         let mut merchants = BTreeMap::new();
-        let counted = self.collect(batch, &mut merchants);
+        let (timelines, counted) = self.collect(batch, &mut merchants);
         if counted.is_empty() {
             return Ok(());
         }
         let results = futures::future::try_join_all(
             counted
                 .iter()
-                .map(|(bucket, deliveries)| self.count(bucket, deliveries)),
+                .map(|(bucket, deliveries)| self.count(bucket, deliveries, &timelines)),
         )
         .await
         .map_err(|e| HandlerError(format!("lanes: writing buckets: {e}")))?;

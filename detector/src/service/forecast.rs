@@ -31,7 +31,6 @@ impl<S: Sink> Detector<S> {
         let mut needs = Vec::new();
         for ((group, loaded), history) in groups.iter().zip(loaded).zip(histories) {
             let Some(group) = group else { continue };
-            let day_of = |ms: i64| parcel::day(ms as f64 / 3_600_000.0);
             let state = &loaded.waybill.state;
             let view = state.received.as_ref();
             let mut days: Vec<i64> = group
@@ -44,9 +43,9 @@ impl<S: Sink> Detector<S> {
                 .chain(history)
                 .chain(view.into_iter().flat_map(|v| &v.waiting))
                 .chain(&state.pending)
-                .map(|e| day_of(time::millis(e.occurred_at.as_ref())))
-                .chain(view.map(|v| day_of(v.newest)))
-                .chain(Some(day_of(state.last_event_at)))
+                .map(|e| parcel::day_of_millis(time::millis(e.occurred_at.as_ref())))
+                .chain(view.map(|v| parcel::day_of_millis(v.newest)))
+                .chain(Some(parcel::day_of_millis(state.last_event_at)))
                 .collect();
             days.sort_unstable();
             days.dedup();

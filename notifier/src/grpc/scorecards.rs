@@ -13,6 +13,7 @@ use trackstream_lanes::scorecard;
 use trackstream_lanes::store::{LaneStore, merchant_key};
 use trackstream_proto::v1::{GetScorecardsRequest, Scorecards};
 use trackstream_runtime::ApiError;
+use trackstream_runtime::ident::Ident;
 use trackstream_runtime::redis::RedisConn;
 
 /// Largest window (the statistics keep 15 days).
@@ -38,14 +39,10 @@ pub async fn scorecards(
         d => d,
     };
     let carrier = request.carrier.trim().to_lowercase();
-    if carrier.len() > 64
-        || !carrier
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ApiError::BadRequest(
-            "carrier must be a carrier code (letters, digits, - or _)".into(),
-        ));
+    if !carrier.is_empty() {
+        Ident::Carrier
+            .check(&carrier)
+            .map_err(|e| ApiError::BadRequest(format!("carrier {e}")))?;
     }
     let store = LaneStore::new(conn.clone(), "reader", i64::from(MAX_DAYS) + 1);
     let keys: Vec<String> = store
