@@ -40,6 +40,8 @@ pub fn message_type(topic: &str) -> Option<&'static str> {
         topics::TRACKING_ALERTS => "trackstream.v1.Alert",
         topics::BUYER_NOTIFICATIONS => "trackstream.v1.BuyerNotification",
         topics::TRACKING_LANES => "trackstream.v1.Scorecard",
+        topics::TRACKING_INCIDENTS => "trackstream.v1.Incident",
+        topics::INCIDENTS_DECLARED => "trackstream.v1.IncidentDeclaration",
         _ => return None,
     })
 }

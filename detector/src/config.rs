@@ -126,6 +126,10 @@ pub struct Config {
     /// The lane statistics consumer this process also runs (consumer group
     /// `<group>-lanes` over `tracking.updates`).
     pub lanes: trackstream_lanes::stream::StatsConfig,
+    /// The incident detector this process also runs (consumer group
+    /// `<group>-incidents` over `tracking.alerts`, `tracking.updates` and
+    /// `incidents.declared`).
+    pub incidents: trackstream_incidents::IncidentsConfig,
 }
 
 #[cfg(test)]
@@ -167,6 +171,10 @@ mod tests {
             assert_eq!(
                 config.lanes,
                 trackstream_lanes::stream::StatsConfig::default()
+            );
+            assert_eq!(
+                config.incidents,
+                trackstream_incidents::IncidentsConfig::default()
             );
         }
     }

@@ -43,7 +43,7 @@
 
 use sha2::Digest as _;
 use trackstream_proto::v1::{
-    Alert, AlertState, Reason, Severity, Shipment, ShipmentUpdate, Status, TrackingEvent,
+    Alert, AlertState, Location, Reason, Severity, Shipment, ShipmentUpdate, Status, TrackingEvent,
     UpdateKind,
 };
 use trackstream_proto::{keys, time};

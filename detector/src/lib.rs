@@ -96,6 +96,34 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     } else {
         None
     };
+    // The incident detector: its own group over the alerts and updates this
+    // detector produces and the operators' declarations (ARCHITECTURE.md,
+    // incidents).
+    let incidents = if config.incidents.enabled {
+        config.incidents.validate().map_err(Error::Config)?;
+        let group = format!("{group}-incidents");
+        let loop_metrics = registry.sub_registry_with_prefix("incidents");
+        let consumer = ConsumerLoop::subscribe(
+            &config.kafka,
+            &group,
+            &[
+                topics::TRACKING_ALERTS,
+                topics::TRACKING_UPDATES,
+                topics::INCIDENTS_DECLARED,
+            ],
+            loop_metrics,
+        )?;
+        let keep = trackstream_runtime::config::duration::millis(config.incidents.keep);
+        let handler = Arc::new(trackstream_incidents::stream::IncidentDetector::new(
+            trackstream_incidents::store::IncidentStore::new(conn.clone(), keep),
+            producer.clone(),
+            config.incidents.clone(),
+            &mut registry,
+        ));
+        Some((consumer, handler))
+    } else {
+        None
+    };
     let mut detector = service::Detector::new(
         engine,
         store::Store::new(conn),
@@ -123,6 +151,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let shutdown = shutdown.clone();
         tokio::spawn(async move { consumer.run(handler, shutdown).await })
     });
+    let incidents = incidents.map(|(consumer, handler)| {
+        let republish = {
+            let handler = handler.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { handler.republish(shutdown).await })
+        };
+        let shutdown = shutdown.clone();
+        let run = tokio::spawn(async move { consumer.run(handler, shutdown).await });
+        (run, republish)
+    });
     let task = tokio::spawn(async move {
         let result = consumer.run(detector, shutdown).await;
         if let Some(stats) = stats {
@@ -130,6 +168,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::error!(%err, "lane statistics consumer failed"),
                 Err(err) => tracing::error!(%err, "lane statistics consumer panicked"),
+            }
+        }
+        if let Some((run, republish)) = incidents {
+            match run.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(%err, "incident detector failed"),
+                Err(err) => tracing::error!(%err, "incident detector panicked"),
+            }
+            if let Err(err) = republish.await {
+                tracing::error!(%err, "incident republisher panicked");
             }
         }
         health.set(false);

@@ -52,8 +52,9 @@ async fn healthz_is_503_while_holding_nothing_and_200_only_after_the_backlog() {
     let readiness = Readiness {
         admin,
         group: GROUP,
-        // Its own group and the lane statistics consumer's.
-        groups: 2,
+        // Its own group, the lane statistics consumer's and the incident
+        // detector's.
+        groups: 3,
         consumed,
         backlog: (2 * BACKLOG) as f64,
     };

@@ -46,8 +46,15 @@ pub mod topics {
     /// key, compacted: the latest scorecard of every lane.
     pub const TRACKING_LANES: &str = "tracking.lanes";
 
+    /// Incidents ([`crate::v1::Incident`]): per merchant, key
+    /// `<merchant_id>/<incident_id>`, and platform-wide, key `<incident_id>`.
+    pub const TRACKING_INCIDENTS: &str = "tracking.incidents";
+    /// Operators' incident declarations ([`crate::v1::IncidentDeclaration`]),
+    /// key = carrier.
+    pub const INCIDENTS_DECLARED: &str = "incidents.declared";
+
     /// Every topic the pipeline uses, for stack scripts and the test kit.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         SCANS_RAW,
         SCANS_DLQ,
         SHIPMENTS,
@@ -57,6 +64,8 @@ pub mod topics {
         BUYER_NOTIFICATIONS,
         TRACKING_DLQ,
         TRACKING_LANES,
+        TRACKING_INCIDENTS,
+        INCIDENTS_DECLARED,
     ];
 }
 

@@ -25,6 +25,11 @@ impl Engine {
             state.status_at = at;
             state.reason = reason as i32;
         }
+        if (state.events == 0 || at >= state.last_event_at)
+            && let Some(location) = event.location.as_ref().filter(|l| !place_unknown(l))
+        {
+            state.place = Some(location.clone());
+        }
         state.last_event_at = if state.events == 0 {
             at
         } else {
@@ -203,8 +208,32 @@ impl Engine {
             opened_at: Some(time::from_millis(slot.opened_at)),
             summary,
             lead_seconds: lead_seconds(rule, reg, slot),
+            location: stuck_at(rule, wb),
+            incident_id: String::new(),
         }
     }
+}
+
+/// Whether a scan's location names no place at all.
+fn place_unknown(location: &Location) -> bool {
+    location.city.is_empty() && location.region.is_empty() && location.text.is_empty()
+}
+
+/// Where the parcel is stuck, for the incident detector: the newest scan's
+/// location, or — before pickup — the registration's origin area.
+fn stuck_at(rule: RuleId, wb: &Waybill) -> Option<Location> {
+    let before_pickup = matches!(rule, RuleId::NoPickup | RuleId::ReturnNotPickedUp);
+    if !before_pickup && let Some(place) = wb.state.place.as_ref() {
+        return Some(place.clone());
+    }
+    let origin = wb.registration.as_ref()?.origin.as_ref()?;
+    Some(Location {
+        region: origin.province.clone(),
+        city: origin.city.clone(),
+        admin_area_code: origin.admin_code.clone(),
+        ..Location::default()
+    })
+    .filter(|l| !place_unknown(l) || !l.admin_area_code.is_empty())
 }
 
 /// How long before the promise `promise_at_risk` opened (0 for other rules).

@@ -4,7 +4,7 @@
 
 use prost::Message as _;
 use trackstream_proto::v1::{
-    Alert, DeliveryPrediction, Shipment, ShipmentUpdate, Status, TrackingEvent,
+    Alert, DeliveryPrediction, Location, Shipment, ShipmentUpdate, Status, TrackingEvent,
 };
 
 use super::event_at;
@@ -92,6 +92,11 @@ pub struct WaybillState {
     /// (ms, 0 = not at risk): the anchor of `promise_at_risk`.
     #[prost(int64, tag = "13")]
     pub risk_at: i64,
+    /// Where the newest scan was (its location without the street-level
+    /// text beyond the carrier's facility name): alerts carry it so the
+    /// incident detector can group stuck parcels by place.
+    #[prost(message, optional, tag = "14")]
+    pub place: Option<Location>,
 }
 
 impl WaybillState {

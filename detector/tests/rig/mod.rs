@@ -71,6 +71,9 @@ tick = "50ms"
 # `promise_at_risk`) come only from lane statistics a test seeds itself.
 [lanes]
 enabled = false
+# Incidents read these alerts; they are tested on their own.
+[incidents]
+enabled = false
 "#,
                 brokers = broker.bootstrap(),
                 redis = redis.url(),

@@ -1,0 +1,154 @@
+use super::*;
+
+const H: i64 = 3_600_000;
+
+fn stuck(n: usize, from: i64, every: i64) -> Vec<Member> {
+    (0..n)
+        .map(|i| Member {
+            waybill: format!("zto:W{i:05}"),
+            merchant: "m-acme".into(),
+            order: format!("o-{i}"),
+            alert_id: format!("zto:W{i:05}:st:1"),
+            rule: "stalled_in_transit".into(),
+            since: from + i as i64 * every,
+            ..Member::default()
+        })
+        .collect()
+}
+
+fn view<'a>(members: &'a [Member], at: i64, active: u32, current: Option<&'a Stored>) -> View<'a> {
+    View {
+        carrier: "zto",
+        place: "浙江省/杭州市",
+        at,
+        members,
+        active,
+        baseline: Baseline::default(),
+        current,
+    }
+}
+
+#[test]
+fn an_incident_opens_when_the_needed_parcel_got_stuck_not_when_we_looked() {
+    let cfg = IncidentsConfig::default();
+    let members = stuck(19, 0, 60_000);
+    assert_eq!(
+        decide(&cfg, &view(&members, 10 * H, 200, None)),
+        None,
+        "19 < floor 20"
+    );
+    let members = stuck(50, 0, 60_000);
+    let decision = decide(&cfg, &view(&members, 10 * H, 200, None)).expect("opens");
+    let incident = &decision.incident;
+    assert_eq!(incident.state, IncidentState::Opened as i32);
+    // The 20th parcel got stuck at minute 19: that is when it opened.
+    assert_eq!(incident.opened_at, 19 * 60_000);
+    assert_eq!(incident.needed, 20);
+    assert_eq!(incident.affected, 50);
+    assert_eq!(decision.link.len(), 50);
+    // 50 ≥ 2 × 20: already past the first tier.
+    assert_eq!(incident.tier, 1);
+    // The same inputs, seen later or in another batching: the same incident.
+    let again = decide(&cfg, &view(&members, 30 * H, 200, None)).expect("opens");
+    assert_eq!(again.incident.id, incident.id);
+    assert_eq!(again.incident.opened_at, incident.opened_at);
+}
+
+#[test]
+fn a_busy_place_needs_its_share_and_more_than_its_normal() {
+    let cfg = IncidentsConfig::default();
+    let members = stuck(40, 0, 1_000);
+    // 40 stuck of 2 000 active: 2 % < 5 %.
+    assert_eq!(decide(&cfg, &view(&members, H, 2_000, None)), None);
+    // A place that normally opens 15 stalls a day needs 45.
+    let mut v = view(&members, H, 400, None);
+    v.baseline = Baseline {
+        opens_per_day: 15.0,
+        share: 0.01,
+    };
+    assert_eq!(needed(&cfg, 400, v.baseline), 45);
+    assert_eq!(decide(&cfg, &v), None);
+}
+
+#[test]
+fn stale_or_moved_parcels_do_not_open_one() {
+    let cfg = IncidentsConfig::default();
+    let mut members = stuck(30, 0, 1_000);
+    for m in members.iter_mut().take(15) {
+        m.moved = 2 * H;
+    }
+    assert_eq!(
+        decide(&cfg, &view(&members, 3 * H, 100, None)),
+        None,
+        "15 still stuck"
+    );
+    // Stuck 8 days ago: not part of today's problem.
+    let members = stuck(30, 0, 1_000);
+    assert_eq!(decide(&cfg, &view(&members, 8 * 24 * H, 100, None)), None);
+}
+
+#[test]
+fn it_grows_escalates_and_resolves_when_most_parcels_moved() {
+    let cfg = IncidentsConfig::default();
+    let mut members = stuck(20, 0, 60_000);
+    let opened = decide(&cfg, &view(&members, H, 100, None))
+        .expect("opens")
+        .incident;
+    assert_eq!(opened.tier, 0);
+    for m in &mut members {
+        m.incident.clone_from(&opened.id);
+    }
+    let mut later = stuck(40, 2 * H, 1_000);
+    later.drain(..20);
+    members.extend(later);
+    let grown = decide(&cfg, &view(&members, 3 * H, 100, Some(&opened))).expect("grows");
+    assert_eq!(grown.incident.state, IncidentState::Escalated as i32);
+    assert_eq!(grown.incident.tier, 1);
+    assert_eq!(grown.incident.affected, 40);
+    assert_eq!(grown.link.len(), 20);
+    assert_eq!(grown.incident.version, opened.version + 1);
+    for m in &mut members {
+        m.incident.clone_from(&opened.id);
+    }
+    // 29 of 40 moved (< 75 %): still open, updated.
+    for (i, m) in members.iter_mut().enumerate().take(29) {
+        m.moved = 5 * H + i as i64;
+    }
+    let update = decide(&cfg, &view(&members, 6 * H, 100, Some(&grown.incident))).expect("moves");
+    assert_eq!(update.incident.state, IncidentState::Updated as i32);
+    assert_eq!(update.incident.moved, 29);
+    members[29].moved = 7 * H;
+    let resolved =
+        decide(&cfg, &view(&members, 8 * H, 100, Some(&update.incident))).expect("resolves");
+    assert_eq!(resolved.incident.state, IncidentState::Resolved as i32);
+    assert_eq!(
+        resolved.incident.resolved_at,
+        7 * H,
+        "when the 30th of 40 moved"
+    );
+    // Nothing changes: no emission.
+    assert_eq!(
+        decide(&cfg, &view(&members, 9 * H, 100, Some(&resolved.incident))),
+        None
+    );
+}
+
+#[test]
+fn a_declaration_links_the_area_and_takes_over_an_open_incident() {
+    let mut members = stuck(5, 0, 1_000);
+    for m in &mut members[..3] {
+        m.alert_id.clear();
+    }
+    let declared = declare(
+        &view(&members, 2 * H, 50, None),
+        IncidentReason::Weather,
+        50 * H,
+    );
+    assert_eq!(declared.incident.source, IncidentSource::Declared as i32);
+    assert_eq!(declared.incident.reason, IncidentReason::Weather as i32);
+    assert_eq!(declared.incident.expected_delay_hours, 48);
+    assert_eq!(declared.link.len(), 5);
+    let lifted = lift(&declared.incident, 10 * H).expect("lifted");
+    assert_eq!(lifted.incident.state, IncidentState::Resolved as i32);
+    assert_eq!(lift(&lifted.incident, 11 * H), None);
+}

@@ -1,0 +1,634 @@
+//! The incident consumer: reads `tracking.alerts`, `tracking.updates` and
+//! `incidents.declared` (consumer group `<group>-incidents`, in the
+//! detector's process), keeps each place's stuck and active parcels in Redis
+//! ([`crate::store`]), evaluates every place a batch touched
+//! ([`crate::detect`]) and writes each change to `tracking.incidents`
+//! ([`crate::record`]) before the batch's offsets are stored.
+//!
+//! Records of one waybill are handled in order (its alerts and updates share
+//! a partition number and so a consumer); different waybills run
+//! concurrently. Every write is idempotent (set members, "first move wins",
+//! HyperLogLogs) and an incident changes only by compare-and-set on its
+//! version, so a batch re-read after a crash changes nothing twice. A change
+//! written to Redis but not yet acknowledged by the broker stays marked and
+//! is published again by [`IncidentDetector::republish`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::StreamExt as _;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use prost::Message as _;
+use trackstream_carriers::carrier_code;
+use trackstream_proto::v1::{
+    Alert, AlertState, IncidentDeclaration, IncidentReason, IncidentSource, IncidentState, Reason,
+    ShipmentUpdate, Status, UpdateKind,
+};
+use trackstream_proto::{keys, time, topics};
+use trackstream_runtime::CancellationToken;
+use trackstream_runtime::kafka::{BatchHandler, HandlerError, Inbound, Producer};
+
+use crate::config::IncidentsConfig;
+use crate::detect::{self, Decision, Member, View};
+use crate::store::{IncidentStore, PlaceId, Snapshot, active_member};
+use crate::{place, record};
+
+/// Waybills handled at once within a batch.
+const CONCURRENCY: usize = 64;
+
+#[derive(Clone, Default)]
+struct Metrics {
+    inputs: Family<Vec<(String, String)>, Counter>,
+    changes: Family<Vec<(String, String)>, Counter>,
+    published: Counter,
+}
+
+/// The [`BatchHandler`] of the incident consumer.
+pub struct IncidentDetector {
+    store: IncidentStore,
+    producer: Producer,
+    config: IncidentsConfig,
+    metrics: Metrics,
+}
+
+fn failed(what: &str) -> impl Fn(redis::RedisError) -> HandlerError + '_ {
+    move |e| HandlerError(format!("incidents: {what}: {e}"))
+}
+
+/// One input, decoded.
+enum Input {
+    Alert(Alert),
+    Update(ShipmentUpdate),
+    Declaration(IncidentDeclaration),
+}
+
+impl IncidentDetector {
+    /// A consumer writing through `store` and publishing with `producer`;
+    /// metrics `<service>_incidents_*`.
+    pub fn new(
+        store: IncidentStore,
+        producer: Producer,
+        config: IncidentsConfig,
+        registry: &mut Registry,
+    ) -> Self {
+        let metrics = Metrics::default();
+        let sub = registry.sub_registry_with_prefix("incidents");
+        sub.register(
+            "inputs",
+            "Records the incident detector read, by topic and outcome",
+            metrics.inputs.clone(),
+        );
+        sub.register(
+            "changes",
+            "Incident changes (opened, escalated, updated, resolved) by source",
+            metrics.changes.clone(),
+        );
+        sub.register(
+            "records_published",
+            "Records produced to tracking.incidents",
+            metrics.published.clone(),
+        );
+        IncidentDetector {
+            store,
+            producer,
+            config,
+            metrics,
+        }
+    }
+
+    fn count(&self, topic: &str, outcome: &str) {
+        self.metrics
+            .inputs
+            .get_or_create(&vec![
+                ("topic".into(), topic.into()),
+                ("outcome".into(), outcome.into()),
+            ])
+            .inc();
+    }
+
+    fn decode(&self, record: &Inbound) -> Option<(String, Input)> {
+        let input = match record.topic.as_str() {
+            topics::TRACKING_ALERTS => Alert::decode(record.payload.as_slice())
+                .map(|a| (keys::waybill_key(&a.carrier, &a.waybill), Input::Alert(a))),
+            topics::TRACKING_UPDATES => {
+                ShipmentUpdate::decode(record.payload.as_slice()).map(|u| {
+                    let key = u
+                        .event
+                        .as_ref()
+                        .map(|e| keys::waybill_key(&e.carrier, &e.waybill))
+                        .unwrap_or_default();
+                    (key, Input::Update(u))
+                })
+            }
+            topics::INCIDENTS_DECLARED => IncidentDeclaration::decode(record.payload.as_slice())
+                .map(|d| (String::new(), Input::Declaration(d))),
+            _ => return None,
+        };
+        match input {
+            Ok(input) => Some(input),
+            Err(err) => {
+                self.count(&record.topic, "undecodable");
+                tracing::warn!(topic = %record.topic, partition = record.partition,
+                    offset = record.offset, %err, "incidents: record not decodable; skipped");
+                None
+            }
+        }
+    }
+
+    /// An alert: a parcel held up at a place, or moving again.
+    async fn on_alert(&self, alert: &Alert, touched: &mut Touched) -> redis::RedisResult<()> {
+        let waybill = keys::waybill_key(&alert.carrier, &alert.waybill);
+        let reason = Reason::try_from(alert.reason).unwrap_or(Reason::Unspecified);
+        let effective = time::millis(alert.effective_at.as_ref());
+        if !place::holds_up(&alert.rule, reason) {
+            self.count(topics::TRACKING_ALERTS, "not_held_up");
+            return Ok(());
+        }
+        if alert.state == AlertState::Resolved as i32 {
+            let (_, stuck) = self.store.positions(&waybill).await?;
+            if let Some(at) = stuck
+                && let Some(member) = self.store.member(&at, &waybill).await?
+                && member.alert_id == alert.alert_id
+            {
+                self.store.moved(&at, &waybill, effective).await?;
+                touched.at(at, effective);
+                self.count(topics::TRACKING_ALERTS, "moved");
+            }
+            return Ok(());
+        }
+        if alert.state != AlertState::Opened as i32 {
+            return Ok(());
+        }
+        let Some(key) = alert.location.as_ref().and_then(place::of) else {
+            self.count(topics::TRACKING_ALERTS, "unplaced");
+            return Ok(());
+        };
+        let at = PlaceId {
+            carrier: alert.carrier.clone(),
+            place: key,
+        };
+        if let Some(existing) = self.store.member(&at, &waybill).await?
+            && existing.alert_id == alert.alert_id
+        {
+            self.count(topics::TRACKING_ALERTS, "repeat");
+            return Ok(());
+        }
+        let member = Member {
+            waybill,
+            merchant: alert.merchant_id.clone(),
+            order: alert.order_id.clone(),
+            alert_id: alert.alert_id.clone(),
+            rule: alert.rule.clone(),
+            reason: alert.reason,
+            since: effective,
+            ..Member::default()
+        };
+        self.store.hold(&at, &member, false).await?;
+        tracing::debug!(waybill = %member.waybill, order_id = %member.order, place = %at.place,
+            rule = %member.rule, "incidents: parcel held up");
+        self.count(topics::TRACKING_ALERTS, "held_up");
+        touched.at(at, effective);
+        Ok(())
+    }
+
+    /// A scan update: where the parcel is active now.
+    async fn on_update(
+        &self,
+        update: &ShipmentUpdate,
+        declared: &BTreeSet<PlaceId>,
+        touched: &mut Touched,
+    ) -> redis::RedisResult<()> {
+        let Some(event) = update.event.as_ref() else {
+            return Ok(());
+        };
+        if update.late || update.kind != UpdateKind::Scan as i32 {
+            return Ok(());
+        }
+        let waybill = keys::waybill_key(&event.carrier, &event.waybill);
+        let when = time::millis(event.occurred_at.as_ref());
+        let status = Status::try_from(update.current_status).unwrap_or(Status::Unspecified);
+        let (from, stuck) = self.store.positions(&waybill).await?;
+        // A parcel a declared incident linked without an alert moves on with
+        // any newer scan that is not itself a problem.
+        if let Some(at) = stuck
+            && let Some(member) = self.store.member(&at, &waybill).await?
+            && member.alert_id.is_empty()
+            && when > member.since
+            && status != Status::Exception
+        {
+            self.store.moved(&at, &waybill, when).await?;
+            touched.at(at, when);
+        }
+        if matches!(
+            status,
+            Status::Delivered | Status::Returned | Status::Cancelled | Status::Expired
+        ) {
+            if let Some(from) = from.as_ref() {
+                self.store.gone(&waybill, from).await?;
+            }
+            self.count(topics::TRACKING_UPDATES, "final");
+            return Ok(());
+        }
+        let Some(key) = event.location.as_ref().and_then(place::of) else {
+            self.count(topics::TRACKING_UPDATES, "unplaced");
+            return Ok(());
+        };
+        let at = PlaceId {
+            carrier: event.carrier.clone(),
+            place: key,
+        };
+        let member = active_member(&waybill, &update.merchant_id, &update.order_id);
+        self.store
+            .seen(&waybill, from.as_ref(), &at, &member, when)
+            .await?;
+        self.count(topics::TRACKING_UPDATES, "seen");
+        if declared.contains(&at) {
+            let held = Member {
+                waybill,
+                merchant: update.merchant_id.clone(),
+                order: update.order_id.clone(),
+                since: when,
+                ..Member::default()
+            };
+            if self.store.hold(&at, &held, true).await? {
+                touched.at(at, when);
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates one place until its change (if any) is committed.
+    async fn evaluate(&self, at: &PlaceId, when: i64) -> redis::RedisResult<bool> {
+        for _ in 0..8 {
+            let snapshot = self.read(at, when).await?;
+            let view = self.view(at, when, &snapshot);
+            let Some(decision) = detect::decide(&self.config, &view) else {
+                return Ok(false);
+            };
+            if self.commit(at, &snapshot, &decision).await? {
+                return Ok(true);
+            }
+        }
+        tracing::warn!(carrier = %at.carrier, place = %at.place,
+            "incidents: place changed by another instance 8 times in a row; evaluated at its next input");
+        Ok(false)
+    }
+
+    async fn read(&self, at: &PlaceId, when: i64) -> redis::RedisResult<Snapshot> {
+        self.store
+            .snapshot(
+                at,
+                when,
+                IncidentsConfig::ms(self.config.active_window),
+                self.config.baseline_days,
+            )
+            .await
+    }
+
+    fn view<'a>(&self, at: &'a PlaceId, when: i64, snapshot: &'a Snapshot) -> View<'a> {
+        View {
+            carrier: &at.carrier,
+            place: &at.place,
+            at: when,
+            members: &snapshot.members,
+            active: snapshot.active,
+            baseline: snapshot.baseline,
+            current: snapshot.current.as_ref(),
+        }
+    }
+
+    /// Members that can go: moved (or stuck) longer ago than twice the stale
+    /// window, and in no open incident.
+    fn trim(&self, snapshot: &Snapshot, when: i64) -> Vec<String> {
+        let horizon = when.saturating_sub(2 * IncidentsConfig::ms(self.config.stale_after));
+        let open = snapshot
+            .current
+            .as_ref()
+            .filter(|c| c.open())
+            .map(|c| c.id.as_str());
+        snapshot
+            .members
+            .iter()
+            .filter(|m| Some(m.incident.as_str()) != open || m.incident.is_empty())
+            .filter(|m| {
+                if m.moved > 0 {
+                    m.moved < horizon
+                } else {
+                    m.since < horizon
+                }
+            })
+            .map(|m| m.waybill.clone())
+            .collect()
+    }
+
+    async fn commit(
+        &self,
+        at: &PlaceId,
+        snapshot: &Snapshot,
+        decision: &Decision,
+    ) -> redis::RedisResult<bool> {
+        let trim = self.trim(snapshot, decision.incident.effective_at);
+        let done = self
+            .store
+            .commit(
+                at,
+                snapshot.version,
+                &decision.incident,
+                &decision.link,
+                &trim,
+            )
+            .await?;
+        if done {
+            let incident = &decision.incident;
+            let state =
+                IncidentState::try_from(incident.state).unwrap_or(IncidentState::Unspecified);
+            let source =
+                IncidentSource::try_from(incident.source).unwrap_or(IncidentSource::Detected);
+            let state_name = state
+                .as_str_name()
+                .trim_start_matches("INCIDENT_STATE_")
+                .to_ascii_lowercase();
+            let source_name = source
+                .as_str_name()
+                .trim_start_matches("INCIDENT_SOURCE_")
+                .to_ascii_lowercase();
+            self.metrics
+                .changes
+                .get_or_create(&vec![
+                    ("state".into(), state_name.clone()),
+                    ("source".into(), source_name.clone()),
+                ])
+                .inc();
+            tracing::info!(incident_id = %incident.id, carrier = %at.carrier, place = %at.place,
+                state = %state_name, source = %source_name, tier = incident.tier,
+                affected = incident.affected, moved = incident.moved, active = incident.active,
+                linked = decision.link.len(), "incident {state_name}");
+            let declared_open =
+                source == IncidentSource::Declared && state != IncidentState::Resolved;
+            if source == IncidentSource::Declared {
+                self.store.set_declared(at, declared_open).await?;
+            }
+        }
+        Ok(done)
+    }
+
+    /// An operator's declaration (or lift).
+    async fn on_declaration(
+        &self,
+        declaration: &IncidentDeclaration,
+    ) -> Result<Vec<PlaceId>, HandlerError> {
+        let mut changed = Vec::new();
+        if !declaration.lift_incident_id.is_empty() {
+            let Some(at) = self
+                .store
+                .place_of(&declaration.lift_incident_id)
+                .await
+                .map_err(failed("lift"))?
+            else {
+                self.count(topics::INCIDENTS_DECLARED, "unknown_incident");
+                tracing::warn!(incident_id = %declaration.lift_incident_id, "incidents: lift of an unknown incident ignored");
+                return Ok(changed);
+            };
+            let when = time::millis(declaration.starts_at.as_ref());
+            let snapshot = self.read(&at, when).await.map_err(failed("lift"))?;
+            if let Some(current) = snapshot
+                .current
+                .as_ref()
+                .filter(|c| c.id == declaration.lift_incident_id)
+                && let Some(decision) = detect::lift(current, when.max(current.effective_at))
+                && self
+                    .commit(&at, &snapshot, &decision)
+                    .await
+                    .map_err(failed("lift"))?
+            {
+                self.store
+                    .set_declared(&at, false)
+                    .await
+                    .map_err(failed("lift"))?;
+                changed.push(at);
+            }
+            self.count(topics::INCIDENTS_DECLARED, "lifted");
+            return Ok(changed);
+        }
+        let carrier = carrier_code::canonical(&declaration.carrier);
+        let Some(province) = place::province(&declaration.province, "") else {
+            self.count(topics::INCIDENTS_DECLARED, "no_area");
+            tracing::warn!(carrier = %carrier, "incidents: declaration without a province ignored");
+            return Ok(changed);
+        };
+        let city = declaration.city.trim();
+        let mut places: Vec<String> = self
+            .store
+            .places(&carrier)
+            .await
+            .map_err(failed("declaration"))?
+            .into_iter()
+            .filter(|p| place::within(p, &province, city))
+            .collect();
+        if places.is_empty() || (!city.is_empty() && !places.iter().any(|p| p.ends_with(city))) {
+            places.push(if city.is_empty() {
+                province.clone()
+            } else {
+                format!("{province}/{city}")
+            });
+        }
+        let reason = IncidentReason::try_from(declaration.reason)
+            .ok()
+            .filter(|r| *r != IncidentReason::Unspecified)
+            .unwrap_or(IncidentReason::Unknown);
+        for key in places {
+            let at = PlaceId {
+                carrier: carrier.clone(),
+                place: key,
+            };
+            let newest = self
+                .store
+                .newest(&at)
+                .await
+                .map_err(failed("declaration"))?;
+            let when = match time::millis(declaration.starts_at.as_ref()) {
+                0 if newest > 0 => newest,
+                0 => time::millis(Some(&time::to_proto(chrono_now()))),
+                starts => starts,
+            };
+            let window = IncidentsConfig::ms(self.config.active_window);
+            let active = self
+                .store
+                .active(&at, when.saturating_sub(window))
+                .await
+                .map_err(failed("declaration"))?;
+            for (member, _) in &active {
+                self.store
+                    .hold(&at, member, true)
+                    .await
+                    .map_err(failed("declaration"))?;
+            }
+            for _ in 0..8 {
+                let snapshot = self.read(&at, when).await.map_err(failed("declaration"))?;
+                let view = self.view(&at, when, &snapshot);
+                let decision =
+                    detect::declare(&view, reason, time::millis(declaration.until.as_ref()));
+                if self
+                    .commit(&at, &snapshot, &decision)
+                    .await
+                    .map_err(failed("declaration"))?
+                {
+                    changed.push(at.clone());
+                    break;
+                }
+            }
+        }
+        self.count(topics::INCIDENTS_DECLARED, "declared");
+        tracing::info!(carrier = %carrier, province = %province, city = %city,
+            declared_by = %declaration.declared_by, places = changed.len(), "incident declared");
+        Ok(changed)
+    }
+
+    /// Produces the place's current incident (if unpublished changes exist)
+    /// and clears the mark.
+    pub async fn publish(&self, at: &PlaceId) -> Result<(), HandlerError> {
+        let snapshot = self
+            .store
+            .snapshot(at, 0, 0, 0)
+            .await
+            .map_err(failed("reading for publish"))?;
+        let Some(incident) = snapshot
+            .current
+            .as_ref()
+            .filter(|_| snapshot.unpublished > 0)
+        else {
+            return self
+                .store
+                .published(at, 0)
+                .await
+                .map_err(failed("publish mark"));
+        };
+        let records = record::records(
+            at,
+            incident,
+            &snapshot.members,
+            self.config.max_parcels_per_record,
+        );
+        let n = records.len() as u64;
+        self.producer
+            .send_all(records)
+            .await
+            .map_err(|e| HandlerError(format!("incidents: producing: {e}")))?;
+        self.metrics.published.inc_by(n);
+        self.store
+            .published(at, incident.version)
+            .await
+            .map_err(failed("publish mark"))
+    }
+
+    /// Publishes changes whose publishing a crash interrupted, every
+    /// `republish_interval`, until `shutdown`.
+    pub async fn republish(&self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.republish_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let dirty = match self.store.dirty().await {
+                Ok(dirty) => dirty,
+                Err(err) => {
+                    tracing::warn!(%err, "incidents: reading unpublished changes failed; retried");
+                    continue;
+                }
+            };
+            for at in dirty {
+                if let Err(err) = self.publish(&at).await {
+                    tracing::warn!(%err, place = %at.place, "incidents: republishing failed; retried");
+                }
+            }
+        }
+    }
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// The places a batch touched, with the newest event time each was touched at.
+#[derive(Default)]
+struct Touched(BTreeMap<PlaceId, i64>);
+
+impl Touched {
+    fn at(&mut self, place: PlaceId, when: i64) {
+        let entry = self.0.entry(place).or_insert(when);
+        *entry = (*entry).max(when);
+    }
+}
+
+impl BatchHandler for IncidentDetector {
+    async fn handle(&self, batch: &[Inbound]) -> Result<(), HandlerError> {
+        let mut by_waybill: BTreeMap<String, Vec<Input>> = BTreeMap::new();
+        let mut declarations = Vec::new();
+        for record in batch {
+            match self.decode(record) {
+                Some((_, Input::Declaration(d))) => declarations.push(d),
+                Some((key, input)) if !key.is_empty() => {
+                    by_waybill.entry(key).or_default().push(input)
+                }
+                _ => {}
+            }
+        }
+        let declared: BTreeSet<PlaceId> = if by_waybill.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.store
+                .declared()
+                .await
+                .map_err(failed("reading declarations"))?
+                .into_iter()
+                .collect()
+        };
+        let results: Vec<redis::RedisResult<Touched>> =
+            futures::stream::iter(by_waybill.into_values())
+                .map(|inputs| {
+                    let declared = &declared;
+                    async move {
+                        let mut touched = Touched::default();
+                        for input in &inputs {
+                            match input {
+                                Input::Alert(alert) => self.on_alert(alert, &mut touched).await?,
+                                Input::Update(update) => {
+                                    self.on_update(update, declared, &mut touched).await?
+                                }
+                                Input::Declaration(_) => {}
+                            }
+                        }
+                        Ok(touched)
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        let mut touched = Touched::default();
+        for result in results {
+            for (at, when) in result.map_err(failed("applying inputs"))?.0 {
+                touched.at(at, when);
+            }
+        }
+        let mut changed: BTreeSet<PlaceId> = BTreeSet::new();
+        for (at, when) in touched.0 {
+            if self
+                .evaluate(&at, when)
+                .await
+                .map_err(failed("evaluating"))?
+            {
+                changed.insert(at);
+            }
+        }
+        for declaration in &declarations {
+            changed.extend(self.on_declaration(declaration).await?);
+        }
+        for at in &changed {
+            self.publish(at).await?;
+        }
+        Ok(())
+    }
+}
