@@ -11,8 +11,10 @@
 //!   `needed = max(floor, factor × the baseline's stalls per day,
 //!   min_share × active, factor × baseline share × active)`. The incident
 //!   opens at the instant the `needed`-th of them got stuck (not when the
-//!   detector happened to look), and its id is a hash of carrier, place and
-//!   that instant;
+//!   detector happened to look; an earlier stall read later moves that
+//!   instant back), and its id is a hash of carrier, place and the instant
+//!   it was first published with (stable for the incident's life; a replay
+//!   in the same order gives the same ids);
 //! - **grow**: parcels stuck at the place after it opened join it; crossing
 //!   `escalate_at` × the opening count escalates it (severity critical);
 //! - **resolve**: once `resolve_share` of its parcels moved again, at the
@@ -243,6 +245,24 @@ fn grow(cfg: &IncidentsConfig, view: &View<'_>, current: &Stored) -> Option<Deci
         .collect();
     moved.sort_unstable();
     let mut next = current.clone();
+    // Parcels can arrive out of event-time order (a backlog, or partitions
+    // read at different paces): the incident opened when its `needed`-th
+    // parcel got stuck, which a late-read earlier stall moves back. The id
+    // stays the one it was first published under.
+    if !declared {
+        let mut since: Vec<i64> = linked.iter().map(|m| m.since).collect();
+        since.sort_unstable();
+        let index = usize::try_from(current.needed)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1);
+        if let Some(at) = since
+            .get(index)
+            .copied()
+            .filter(|at| *at < current.opened_at)
+        {
+            next.opened_at = at;
+        }
+    }
     next.affected = affected;
     next.moved = u32::try_from(moved.len()).unwrap_or(u32::MAX);
     measure(&mut next, view.active.max(affected));
@@ -261,7 +281,10 @@ fn grow(cfg: &IncidentsConfig, view: &View<'_>, current: &Stored) -> Option<Deci
             next.state = IncidentState::Escalated as i32;
             next.tier = tier;
             next.effective_at = view.at.max(current.effective_at);
-        } else if next.affected != current.affected || next.moved != current.moved {
+        } else if next.affected != current.affected
+            || next.moved != current.moved
+            || next.opened_at != current.opened_at
+        {
             next.state = IncidentState::Updated as i32;
             next.effective_at = view.at.max(current.effective_at);
         } else {

@@ -152,3 +152,30 @@ fn a_declaration_links_the_area_and_takes_over_an_open_incident() {
     assert_eq!(lifted.incident.state, IncidentState::Resolved as i32);
     assert_eq!(lift(&lifted.incident, 11 * H), None);
 }
+
+#[test]
+fn stalls_read_out_of_order_move_the_opening_back_not_the_id() {
+    let cfg = IncidentsConfig::default();
+    // The 20 latest stalls are read first (a backlog in reverse order).
+    let mut members = stuck(40, 0, 60_000);
+    let (early, late) = members.split_at_mut(20);
+    let opened = decide(&cfg, &view(late, 2 * H, 100, None))
+        .expect("opens")
+        .incident;
+    assert_eq!(opened.opened_at, 39 * 60_000);
+    for m in late.iter_mut() {
+        m.incident.clone_from(&opened.id);
+    }
+    let _ = early;
+    let grown = decide(&cfg, &view(&members, 2 * H, 100, Some(&opened))).expect("grows");
+    assert_eq!(
+        grown.incident.id, opened.id,
+        "the id it was published under"
+    );
+    assert_eq!(
+        grown.incident.opened_at,
+        19 * 60_000,
+        "when the 20th parcel got stuck"
+    );
+    assert_eq!(grown.incident.affected, 40);
+}

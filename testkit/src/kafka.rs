@@ -79,7 +79,7 @@ pub async fn broker_with_undecodable_backlog(
     per_topic: usize,
     partitions: i32,
 ) -> crate::processes::Broker {
-    use trackstream_runtime::kafka::{OutRecord, Producer};
+    use trackstream_runtime::kafka::OutRecord;
     let broker = crate::processes::Broker::start()
         .await
         .unwrap_or_else(|e| panic!("broker: {e}"));
@@ -90,12 +90,6 @@ pub async fn broker_with_undecodable_backlog(
     create_topics(&broker.bootstrap(), &all)
         .await
         .unwrap_or_else(|e| panic!("creating topics: {e}"));
-    let kafka = KafkaConfig {
-        brokers: broker.bootstrap(),
-        ..KafkaConfig::default()
-    };
-    let producer = Producer::new(&kafka, "backlog", &mut Default::default())
-        .unwrap_or_else(|e| panic!("producer: {e}"));
     let backlog: Vec<OutRecord> = (0..per_topic)
         .flat_map(|i| {
             backlog_topics.iter().map(move |topic| {
@@ -103,11 +97,24 @@ pub async fn broker_with_undecodable_backlog(
             })
         })
         .collect();
-    producer
-        .send_all(backlog)
-        .await
-        .unwrap_or_else(|e| panic!("backlog: {e}"));
+    produce(&broker.bootstrap(), backlog).await;
     broker
+}
+
+/// Produces `records` with the pipeline's producer (acknowledged by the
+/// broker before it returns), as a service or the operator CLI would.
+pub async fn produce(bootstrap: &str, records: Vec<trackstream_runtime::kafka::OutRecord>) {
+    let kafka = KafkaConfig {
+        brokers: bootstrap.to_owned(),
+        ..KafkaConfig::default()
+    };
+    let producer =
+        trackstream_runtime::kafka::Producer::new(&kafka, "testkit", &mut Default::default())
+            .unwrap_or_else(|e| panic!("producer: {e}"));
+    producer
+        .send_all(records)
+        .await
+        .unwrap_or_else(|e| panic!("producing: {e}"));
 }
 
 /// Reads a topic from the beginning in a fresh consumer group, accumulating

@@ -1,0 +1,227 @@
+//! Hub closures: one incident per closed hub, exactly its stranded parcels,
+//! resolved when they move.
+
+use std::collections::BTreeSet;
+
+use chrono::{SubsecRound, Utc};
+use trackstream_proto::time;
+use trackstream_proto::topics;
+use trackstream_proto::v1::{
+    Alert, AlertState, IncidentReason, IncidentSource, IncidentState, Severity,
+};
+use trackstream_sandbox::Sandbox;
+
+use crate::world::{
+    CHENGDU, CITIES, GUANGZHOU, HANGZHOU, Parcel, WAIT, has_state, hours, incidents, latest,
+    listed, minutes, push, reader, register,
+};
+
+/// 1 800 parcels moving normally between the six cities (a sixth of them
+/// through each hub), in flight or delivered, no gap over 10 h.
+fn normal_traffic(n: usize, now: chrono::DateTime<Utc>) -> Vec<Parcel> {
+    (0..n)
+        .map(|i| {
+            let t0 = now - hours(40) + minutes(6 * (i % 380) as i64);
+            Parcel::new("ZN", i, i % 4 == 0).journey(t0, i % 6, (i / 6) % 6, (i + 2) % 6, now)
+        })
+        .collect()
+}
+
+/// `n` parcels stranded at `hub`'s transfer centre, arriving 2 minutes apart
+/// until `last`; every fourth is the other shop's.
+fn stranded(group: &str, n: usize, hub: usize, last: chrono::DateTime<Utc>) -> Vec<Parcel> {
+    (0..n)
+        .map(|i| {
+            let origin = (hub + 1 + i % 5) % 6;
+            Parcel::new(group, i, i % 4 == 3).stranded(origin, hub, last - minutes(2 * i as i64))
+        })
+        .collect()
+}
+
+fn waybills(parcels: &[Parcel], merchant: &str) -> BTreeSet<String> {
+    parcels
+        .iter()
+        .filter(|p| p.merchant == merchant)
+        .map(|p| p.waybill.clone())
+        .collect()
+}
+
+fn place(city: usize) -> String {
+    format!("{}/{}", CITIES[city].0, CITIES[city].1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_closure_stranding_200_of_2000_parcels_is_one_incident_that_resolves_when_they_move()
+{
+    let sandbox = Sandbox::start().await;
+    let now = Utc::now().trunc_subsecs(0);
+    let normal = normal_traffic(1_800, now);
+    // The Hangzhou hub stopped sending parcels on 30 h ago.
+    let stuck = stranded("ZS", 200, HANGZHOU, now - hours(30));
+    register(&sandbox, &normal).await;
+    register(&sandbox, &stuck).await;
+    let mut records = reader(&sandbox);
+    push(&sandbox, normal.iter().chain(&stuck)).await;
+
+    let hangzhou = place(HANGZHOU);
+    let (acme, other) = (waybills(&stuck, "m-acme"), waybills(&stuck, "m-other"));
+    assert_eq!((acme.len(), other.len()), (150, 50));
+    records
+        .until(WAIT, "the hub incident linking all 200 parcels", |r| {
+            let all = incidents_of(r);
+            latest(&all, "")
+                .iter()
+                .any(|i| i.place == hangzhou && i.affected_total == 200)
+                && latest(&all, "m-acme").iter().any(|i| i.affected == 150)
+                && latest(&all, "m-other").iter().any(|i| i.affected == 50)
+        })
+        .await;
+    let all = incidents(&records);
+    let ids: BTreeSet<&str> = all.iter().map(|i| i.incident_id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one incident, not one per parcel: {ids:?}");
+    let first = &all[all
+        .iter()
+        .position(|i| i.merchant_id.is_empty())
+        .expect("platform record")];
+    assert_eq!(
+        first.state,
+        IncidentState::Opened as i32,
+        "it starts OPENED"
+    );
+    assert_eq!(
+        (first.carrier.as_str(), first.place.as_str()),
+        ("zto", hangzhou.as_str())
+    );
+    assert_eq!(first.source, IncidentSource::Detected as i32);
+    assert_eq!(first.reason, IncidentReason::Unknown as i32);
+    assert!(
+        first.parcels.is_empty(),
+        "the platform record lists no parcels"
+    );
+    let id = first.incident_id.clone();
+    // Exactly the stranded parcels, each shop its own.
+    assert_eq!(listed(&all, "m-acme", &id), acme);
+    assert_eq!(listed(&all, "m-other", &id), other);
+    assert!(
+        all.iter()
+            .filter(|i| i.merchant_id == "m-other")
+            .all(|i| i.parcels.iter().all(|p| other.contains(&p.waybill)))
+    );
+    // 200 stuck is past its tiers (2× and 4× the count it needs): critical.
+    let newest = latest(&all, "").pop().expect("platform record");
+    assert!(newest.tier >= 1, "{newest:?}");
+    assert_eq!(newest.severity, Severity::Critical as i32);
+    assert!(
+        newest.active_total >= 200 && newest.share > 0.05,
+        "{newest:?}"
+    );
+
+    // Opened within a bounded time of the stall threshold: at the instant
+    // one of the first 40 stranded parcels passed it (2 minutes apart).
+    let mut alert_reader = sandbox.reader(topics::TRACKING_ALERTS);
+    alert_reader
+        .until(WAIT, "the 200 stall alerts", |r| r.len() >= 200)
+        .await;
+    let mut thresholds: Vec<i64> = alert_reader
+        .decoded::<Alert>()
+        .iter()
+        .filter(|a| a.state == AlertState::Opened as i32 && a.rule == "stalled_in_transit")
+        .map(|a| time::millis(a.effective_at.as_ref()))
+        .collect();
+    thresholds.sort_unstable();
+    assert_eq!(thresholds.len(), 200, "only the stranded parcels stalled");
+    let opened = time::millis(first.opened_at.as_ref());
+    assert!(
+        thresholds.contains(&opened),
+        "opened at a stall's threshold"
+    );
+    assert!(
+        opened >= thresholds[0] && opened <= thresholds[39],
+        "opened {} min after the first threshold",
+        (opened - thresholds[0]) / 60_000
+    );
+
+    // The hub reopens: 160 of the 200 (80 %) leave it an hour ago.
+    let departed = now - hours(1);
+    let mut moving: Vec<Parcel> = stuck.iter().take(160).cloned().collect();
+    for parcel in &mut moving {
+        parcel.scans.clear();
+        parcel.scan("in_transit", departed, CHENGDU, CITIES[CHENGDU].2);
+    }
+    push(&sandbox, &moving).await;
+    records
+        .until(WAIT, "the incident resolved", |r| {
+            let all = incidents_of(r);
+            has_state(&all, &hangzhou, IncidentState::Resolved)
+                && latest(&all, "m-acme")
+                    .iter()
+                    .any(|i| i.state == IncidentState::Resolved as i32)
+        })
+        .await;
+    let all = incidents(&records);
+    let resolved = latest(&all, "").pop().expect("platform record");
+    assert_eq!(resolved.incident_id, id, "the same incident resolves");
+    assert_eq!(resolved.state, IncidentState::Resolved as i32);
+    assert_eq!(
+        time::millis(resolved.resolved_at.as_ref()),
+        departed.timestamp_millis()
+    );
+    assert!(resolved.moved_total >= 150, "{resolved:?}");
+    let acme_view = latest(&all, "m-acme").pop().expect("acme record");
+    assert!(acme_view.parcels.iter().filter(|p| p.moved).count() >= 110);
+    sandbox.shutdown().await;
+}
+
+fn incidents_of(
+    records: &[trackstream_testkit::kafka::Record],
+) -> Vec<trackstream_proto::v1::Incident> {
+    records
+        .iter()
+        .filter_map(|r| prost::Message::decode(r.payload.as_slice()).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_closures_in_two_cities_stay_two_incidents() {
+    let sandbox = Sandbox::start().await;
+    let now = Utc::now().trunc_subsecs(0);
+    let normal = normal_traffic(800, now);
+    let hangzhou = stranded("ZH", 100, HANGZHOU, now - hours(30));
+    let chengdu = stranded("ZC", 60, CHENGDU, now - hours(28));
+    register(&sandbox, &normal).await;
+    register(&sandbox, &hangzhou).await;
+    register(&sandbox, &chengdu).await;
+    let mut records = reader(&sandbox);
+    push(&sandbox, normal.iter().chain(&hangzhou).chain(&chengdu)).await;
+    let places = [place(HANGZHOU), place(CHENGDU)];
+    records
+        .until(WAIT, "both incidents with all their parcels", |r| {
+            let all = latest(&incidents_of(r), "");
+            all.iter()
+                .any(|i| i.place == places[0] && i.affected_total == 100)
+                && all
+                    .iter()
+                    .any(|i| i.place == places[1] && i.affected_total == 60)
+        })
+        .await;
+    let all = incidents(&records);
+    let platform = latest(&all, "");
+    assert_eq!(platform.len(), 2, "{platform:?}");
+    assert_ne!(platform[0].incident_id, platform[1].incident_id);
+    for (city, parcels) in [(HANGZHOU, &hangzhou), (CHENGDU, &chengdu)] {
+        let incident = platform
+            .iter()
+            .find(|i| i.place == place(city))
+            .expect("incident");
+        assert_eq!(
+            listed(&all, "m-acme", &incident.incident_id),
+            waybills(parcels, "m-acme")
+        );
+        assert_eq!(
+            listed(&all, "m-other", &incident.incident_id),
+            waybills(parcels, "m-other")
+        );
+    }
+    assert!(platform.iter().all(|i| i.place != place(GUANGZHOU)));
+    sandbox.shutdown().await;
+}
