@@ -58,8 +58,8 @@ fn failed(what: &str) -> impl Fn(redis::RedisError) -> HandlerError + '_ {
 
 /// One input, decoded.
 enum Input {
-    Alert(Alert),
-    Update(ShipmentUpdate),
+    Alert(Box<Alert>),
+    Update(Box<ShipmentUpdate>),
     Declaration(IncidentDeclaration),
 }
 
@@ -109,8 +109,12 @@ impl IncidentDetector {
 
     fn decode(&self, record: &Inbound) -> Option<(String, Input)> {
         let input = match record.topic.as_str() {
-            topics::TRACKING_ALERTS => Alert::decode(record.payload.as_slice())
-                .map(|a| (keys::waybill_key(&a.carrier, &a.waybill), Input::Alert(a))),
+            topics::TRACKING_ALERTS => Alert::decode(record.payload.as_slice()).map(|a| {
+                (
+                    keys::waybill_key(&a.carrier, &a.waybill),
+                    Input::Alert(Box::new(a)),
+                )
+            }),
             topics::TRACKING_UPDATES => {
                 ShipmentUpdate::decode(record.payload.as_slice()).map(|u| {
                     let key = u
@@ -118,7 +122,7 @@ impl IncidentDetector {
                         .as_ref()
                         .map(|e| keys::waybill_key(&e.carrier, &e.waybill))
                         .unwrap_or_default();
-                    (key, Input::Update(u))
+                    (key, Input::Update(Box::new(u)))
                 })
             }
             topics::INCIDENTS_DECLARED => IncidentDeclaration::decode(record.payload.as_slice())

@@ -38,12 +38,15 @@ pub struct RetentionConfig {
     /// How long the keys live after the order's last known parcel reached a
     /// terminal status (delivered, returned, cancelled, expired; a return
     /// received), so late duplicates and GetOrder still work for a while but the
-    /// buyer's contact does not outlive the order by more than this. Default
-    /// `30d`; read as at least one day and at most 36 500.
+    /// buyer's contact does not outlive the order by more than this. Also how
+    /// long a merchant's resolved incident stays listed after it resolved
+    /// (`crate::incidents`). Default `30d`; read as at least one day and at
+    /// most 36 500.
     #[serde(with = "duration")]
     pub after_terminal: Duration,
     /// How long the keys live after the order was last touched when it never
-    /// ends (a parcel lost without a terminal scan), so nothing lives forever.
+    /// ends (a parcel lost without a terminal scan), so nothing lives forever;
+    /// likewise an incident that never resolves, after its last record.
     /// Default `120d`; clamped like `after_terminal`.
     #[serde(with = "duration")]
     pub after_silence: Duration,
@@ -92,7 +95,7 @@ pub struct GrpcConfig {
     /// Default 256: far above what one order produces in a burst, small enough
     /// that 10 000 watchers stay cheap.
     pub watch_buffer: usize,
-    /// Open watch streams (WatchOrder + WatchAlerts) this instance accepts before
+    /// Open watch streams (WatchOrder + WatchAlerts + WatchIncidents) this instance accepts before
     /// answering UNAVAILABLE, so memory stays bounded and clients go to another
     /// instance. Default 20 000.
     pub max_watchers: usize,
@@ -103,8 +106,8 @@ pub struct GrpcConfig {
     /// more wait for a turn, so a storm of reconnecting watchers queues instead
     /// of timing out on the shared connection. Default 128.
     pub max_concurrent_reads: usize,
-    /// Open watch streams one merchant may hold on this instance (WatchOrder and
-    /// WatchAlerts together), so one token cannot take every slot; more are
+    /// Open watch streams one merchant may hold on this instance (WatchOrder,
+    /// WatchAlerts and WatchIncidents together), so one token cannot take every slot; more are
     /// answered RESOURCE_EXHAUSTED naming the quota. Default: a quarter of
     /// `max_watchers` (5 000 with the defaults), at least 1.
     pub max_watchers_per_merchant: Option<usize>,
@@ -226,6 +229,16 @@ pub struct MessagesConfig {
     /// catch-up. Default `10s`, at most `1h`.
     #[serde(with = "duration")]
     pub catch_up_settle: Duration,
+    /// How long (event time) a DELAYED message is open to being taken over by
+    /// an incident: its horizon is at least its anchor plus this, so a
+    /// live run holds a stall's DELAYED this long, and if every parcel of it is
+    /// linked to an incident (`tracking.incidents`) before then, the buyer gets
+    /// the one INCIDENT message naming the reason instead. The incident
+    /// detector opens an incident only once enough parcels at a place are
+    /// stuck, so the first parcels' stall alerts always come before it.
+    /// Default `2h`; `0s` disables (DELAYED goes out as before); at most `1d`.
+    #[serde(with = "duration")]
+    pub incident_grace: Duration,
     /// Quiet hours in the buyer's zone. Off when absent.
     pub quiet_hours: Option<QuietHoursConfig>,
     /// How often held messages that have become due are looked for (at least
@@ -243,6 +256,7 @@ impl Default for MessagesConfig {
             burst_window: Duration::from_secs(600),
             supersede_window: Duration::ZERO,
             catch_up_settle: Duration::from_secs(10),
+            incident_grace: Duration::from_secs(2 * 3_600),
             quiet_hours: None,
             flush_interval: Duration::from_millis(500),
         }
@@ -294,11 +308,17 @@ mod tests {
         for text in [
             include_str!("../../deploy/local/config/notifier.toml"),
             include_str!("../../deploy/docker/config/notifier.toml"),
+            include_str!("../../deploy/k8s/config/notifier.toml"),
         ] {
             let config: Config =
                 trackstream_runtime::config::load_from(text, Vec::<(String, String)>::new())
                     .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(config.grpc.watcher_quota(), 5_000);
+            assert_eq!(
+                config.messages.incident_grace,
+                Duration::from_secs(7_200),
+                "documented default"
+            );
             assert_eq!(
                 config.retention.after_terminal,
                 Duration::from_secs(30 * DAY_SECS)
@@ -309,12 +329,14 @@ mod tests {
                 (
                     messages.burst_window,
                     messages.supersede_window,
-                    messages.catch_up_settle
+                    messages.catch_up_settle,
+                    messages.incident_grace
                 ),
                 (
                     message_defaults.burst_window,
                     message_defaults.supersede_window,
-                    message_defaults.catch_up_settle
+                    message_defaults.catch_up_settle,
+                    message_defaults.incident_grace
                 ),
                 "the deploy configs spell out the defaults"
             );

@@ -3,14 +3,17 @@
 //!
 //! Three loops run side by side:
 //! - the **messenger** ([`messages`]) in the shared group `trackstream-notifier`
-//!   turns `tracking.updates` / `tracking.alerts` into at most one
-//!   `buyer.notifications` record per milestone per order (templated, contact
-//!   masked, parcels of a burst merged, quiet hours respected), and keeps each
-//!   order's registered parcels (`shipments`) and open alerts for `GetOrder`;
+//!   turns `tracking.updates` / `tracking.alerts` / `tracking.incidents` into at
+//!   most one `buyer.notifications` record per milestone per order (templated,
+//!   contact masked, parcels of a burst merged, quiet hours respected, one
+//!   INCIDENT message instead of a DELAYED per parcel), and keeps each order's
+//!   registered parcels (`shipments`), open alerts and incident links for
+//!   `GetOrder` and each merchant's incidents for `ListIncidents`
+//!   ([`incidents`]);
 //! - the **flusher** (same [`messages::Messenger`]) sends held messages when they
 //!   become due, on any instance ([`outbox`] holds them in Redis);
-//! - the **live follower** ([`live`]) in a per-instance group fans updates and
-//!   alerts out to this instance's gRPC watchers through bounded [`hub`]s, so
+//! - the **live follower** ([`live`]) in a per-instance group fans updates,
+//!   alerts and incidents out to this instance's gRPC watchers through bounded [`hub`]s, so
 //!   every instance can serve any order's watch.
 //!
 //! The gRPC server ([`grpc`]) reads history from the per-order log the detector
@@ -31,6 +34,7 @@ pub mod contact;
 pub mod deliver;
 pub mod grpc;
 pub mod hub;
+pub mod incidents;
 pub mod lifecycle;
 pub mod live;
 pub mod mask;
@@ -96,7 +100,7 @@ pub async fn start_with_clock(
         config.messages.clone(),
         &config.retention,
         merchants.clone(),
-        clock,
+        clock.clone(),
         lease_ms,
         &mut registry,
     )?);
@@ -107,6 +111,7 @@ pub async fn start_with_clock(
             topics::TRACKING_UPDATES,
             topics::TRACKING_ALERTS,
             topics::SHIPMENTS,
+            topics::TRACKING_INCIDENTS,
         ],
         &mut registry,
     )?;
@@ -114,7 +119,11 @@ pub async fn start_with_clock(
     let live_loop = ConsumerLoop::subscribe_from(
         &config.kafka,
         &live_group,
-        &[topics::TRACKING_UPDATES, topics::TRACKING_ALERTS],
+        &[
+            topics::TRACKING_UPDATES,
+            topics::TRACKING_ALERTS,
+            topics::TRACKING_INCIDENTS,
+        ],
         StartAt::Latest,
         registry.sub_registry_with_prefix("live"),
     )?;
@@ -123,13 +132,17 @@ pub async fn start_with_clock(
     let fan_out = Arc::new(live::FanOut {
         orders: Arc::new(hub::Hub::new(metrics.cutoffs.clone())),
         alerts: Arc::new(hub::Hub::new(metrics.cutoffs.clone())),
+        incidents: Arc::new(hub::Hub::new(metrics.cutoffs.clone())),
     });
     let api = grpc::Api {
         conn: conn.clone(),
-        outbox: outbox::Outbox::new(conn),
+        outbox: outbox::Outbox::new(conn.clone()),
         merchants,
         orders: fan_out.orders.clone(),
         alerts: fan_out.alerts.clone(),
+        incidents: fan_out.incidents.clone(),
+        incident_store: incidents::IncidentStore::new(conn, &config.retention),
+        clock: clock.clone(),
         buffer: config.grpc.watch_buffer,
         watchers: quota::Watchers::new(
             config.grpc.max_watchers,

@@ -2,8 +2,9 @@
 //!
 //! Every notifier key of an order (`crate::outbox::order_keys`: parcels and
 //! returns with the buyer's contact, held messages, message state, the parcels
-//! of each milestone's message, the open-alert index, and `{o:O}:final`, the
-//! parcels that reached a terminal status) gets one absolute expiry, set with
+//! of each milestone's message, the open-alert index, the parcels' incident
+//! links `{o:O}:incidents`, and `{o:O}:final`, the parcels that reached a
+//! terminal status) gets one absolute expiry, set with
 //! `PEXPIREAT` each time a batch touches the order:
 //!
 //! - once every known parcel of the order is final (delivered, returned,

@@ -1,6 +1,6 @@
 //! Watch-stream slots: an instance-wide limit (`grpc.max_watchers`) and a
-//! per-merchant quota (`grpc.max_watchers_per_merchant`) over WatchOrder and
-//! WatchAlerts together, so one merchant's token — leaked, or a client bug
+//! per-merchant quota (`grpc.max_watchers_per_merchant`) over WatchOrder,
+//! WatchAlerts and WatchIncidents together, so one merchant's token — leaked, or a client bug
 //! reconnecting in a loop — cannot take every slot of an instance.
 //!
 //! A [`Slot`] is held by the task feeding a stream and frees both counts when
@@ -106,7 +106,7 @@ impl Watchers {
                 "watch refused: merchant at its watcher quota"
             );
             return Err(Status::resource_exhausted(format!(
-                "merchant watcher quota exceeded: {held} of {} open WatchOrder/WatchAlerts streams \
+                "merchant watcher quota exceeded: {held} of {} open WatchOrder/WatchAlerts/WatchIncidents streams \
                  on this instance (grpc.max_watchers_per_merchant); close a stream before opening another",
                 self.per_merchant
             )));

@@ -4,6 +4,8 @@ use trackstream_proto::v1::{Milestone, Reason, Status};
 
 use crate::config::{MessagesConfig, Template};
 
+pub mod incident;
+
 /// The milestone a scan status reaches, if any.
 pub fn milestone_for_status(status: Status) -> Option<Milestone> {
     match status {
@@ -16,7 +18,7 @@ pub fn milestone_for_status(status: Status) -> Option<Milestone> {
 }
 
 /// Every milestone a buyer message can be for.
-pub const MILESTONES: [Milestone; 7] = [
+pub const MILESTONES: [Milestone; 8] = [
     Milestone::Shipped,
     Milestone::OutForDelivery,
     Milestone::AvailableForPickup,
@@ -24,6 +26,7 @@ pub const MILESTONES: [Milestone; 7] = [
     Milestone::Delayed,
     Milestone::Exception,
     Milestone::ReturnReceived,
+    Milestone::Incident,
 ];
 
 /// The short name of a milestone used in config and notification ids
@@ -65,6 +68,9 @@ pub struct Vars<'a> {
     /// "Arriving around" sentence (SHIPPED, high-confidence prediction
     /// only; see [`eta_sentence`]), else empty.
     pub eta: &'a str,
+    /// The expected delay of an incident, as the tail of its sentence
+    /// (INCIDENT only, when known; see [`incident::delay_text`]), else empty.
+    pub delay: &'a str,
 }
 
 fn builtin(locale: &str, milestone: Milestone) -> (&'static str, &'static str) {
@@ -126,6 +132,14 @@ fn builtin(locale: &str, milestone: Milestone) -> (&'static str, &'static str) {
             "Return received",
             "{merchant}: we received your return for order {order_id} (waybill {waybill}) and will process it shortly.",
         ),
+        (Milestone::Incident, true) => (
+            "包裹延误通知",
+            "{merchant}：您的包裹（订单 {order_id}，运单 {waybill}）因{reason}在{location}滞留{delay}，{next}",
+        ),
+        (Milestone::Incident, false) => (
+            "Your parcel is held up",
+            "{merchant}: your parcel (order {order_id}, waybill {waybill}) is held up in {location} by {reason}{delay}. {next}",
+        ),
         (_, true) => ("物流更新", "{merchant}：订单 {order_id} 有新的物流信息。"),
         (_, false) => (
             "Tracking update",
@@ -138,6 +152,15 @@ fn builtin(locale: &str, milestone: Milestone) -> (&'static str, &'static str) {
 /// message that tells the buyer whether they have to do anything.
 pub fn next_step(locale: &str, milestone: Milestone, reason: Reason) -> &'static str {
     let zh = locale.starts_with("zh");
+    if milestone == Milestone::Incident {
+        // Nothing for the buyer to do, and no contact: the reason is the
+        // carrier network's, not this parcel's.
+        return if zh {
+            "我们会持续跟进。"
+        } else {
+            "We are following it closely."
+        };
+    }
     if milestone == Milestone::Delayed {
         return match (reason, zh) {
             (Reason::CustomsHold | Reason::CustomsDocuments | Reason::CustomsDuties, true) => {
@@ -297,6 +320,7 @@ fn substitute(text: &str, vars: &Vars<'_>, next: &str) -> String {
                 "next" => next,
                 "contact" => vars.contact,
                 "eta" => vars.eta,
+                "delay" => vars.delay,
                 _ => return None,
             };
             Some((value, close))

@@ -76,14 +76,14 @@ async fn healthz_waits_for_both_groups_and_the_messenger_backlog() {
     assert!(
         assigned
             .iter()
-            .any(|(group, n)| group == GROUP && *n == 12.0),
-        "the messenger holds all 12 partitions: {assigned:?}"
+            .any(|(group, n)| group == GROUP && *n == 16.0),
+        "the messenger holds all 16 partitions (updates, alerts, shipments, incidents): {assigned:?}"
     );
     assert!(
         assigned
             .iter()
-            .any(|(group, n)| group.starts_with("trackstream-notifier-live-") && *n == 8.0),
-        "the live follower holds all 8 partitions: {assigned:?}"
+            .any(|(group, n)| group.starts_with("trackstream-notifier-live-") && *n == 12.0),
+        "the live follower holds all 12 partitions (updates, alerts, incidents): {assigned:?}"
     );
 
     shutdown.cancel();

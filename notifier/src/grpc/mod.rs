@@ -1,5 +1,6 @@
-//! The gRPC `TrackingService`: GetOrder, WatchOrder and WatchAlerts, each scoped to
-//! the merchant of the caller's bearer token.
+//! The gRPC `TrackingService`: GetOrder, WatchOrder, WatchAlerts, GetScorecards,
+//! ListIncidents and WatchIncidents, each scoped to the merchant of the caller's
+//! bearer token.
 //!
 //! WatchOrder has no gap and no duplicate across the replay/live seam: it
 //! subscribes to live updates *before* reading history, skips live updates it
@@ -16,11 +17,12 @@
 //!
 //! Layout: this file holds the service, its unary call and the order view
 //! (`build_order`, `decode_updates`); `order_watch` runs one WatchOrder
-//! stream; `scorecards` answers GetScorecards. WatchAlerts has no history, so it stays in the handler here.
+//! stream; `scorecards` answers GetScorecards; `incidents` answers
+//! ListIncidents; `merchant_watch` feeds WatchAlerts and WatchIncidents
+//! streams, which have no history.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -32,8 +34,8 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use trackstream_proto::v1::tracking_service_server::TrackingService;
 use trackstream_proto::v1::{
-    Alert, AlertState, GetOrderRequest, Order, Parcel, ShipmentUpdate, WatchAlertsRequest,
-    WatchOrderRequest,
+    Alert, AlertState, GetOrderRequest, Incident, Incidents, ListIncidentsRequest, Order, Parcel,
+    ShipmentUpdate, WatchAlertsRequest, WatchIncidentsRequest, WatchOrderRequest,
 };
 use trackstream_proto::{keys, time};
 use trackstream_runtime::ApiError;
@@ -41,14 +43,19 @@ use trackstream_runtime::merchants::{MerchantConfig, MerchantDirectory};
 use trackstream_runtime::order_log;
 use trackstream_runtime::redis::RedisConn;
 
+use crate::clock::Clock;
 use crate::hub::Hub;
+use crate::incidents::IncidentStore;
 use crate::outbox::Outbox;
 use crate::quota::Watchers;
 use crate::{mask, validate};
 
+pub mod incidents;
+mod merchant_watch;
 mod order_watch;
 pub mod scorecards;
 
+use merchant_watch::forward_live;
 use order_watch::OrderWatch;
 
 const HISTORY_PAGE: usize = 500;
@@ -71,7 +78,7 @@ impl WatchMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "grpc_watchers",
-            "Open WatchOrder and WatchAlerts streams",
+            "Open WatchOrder, WatchAlerts and WatchIncidents streams",
             self.watchers.clone(),
         );
         registry.register(
@@ -104,6 +111,12 @@ pub struct Api {
     pub orders: Arc<Hub<ShipmentUpdate>>,
     /// Live alert watchers.
     pub alerts: Arc<Hub<Alert>>,
+    /// Live incident watchers (by merchant).
+    pub incidents: Arc<Hub<Incident>>,
+    /// Merchants' incidents and orders' incident links (kept by the messenger).
+    pub incident_store: IncidentStore,
+    /// Now, for ListIncidents' look back (the notifier's clock).
+    pub clock: Arc<dyn Clock>,
     /// Per-watcher buffer.
     pub buffer: usize,
     /// Watch slots: the instance limit and the per-merchant quota.
@@ -304,13 +317,14 @@ impl TrackingService for Api {
             .iter()
             .filter_map(|b| Alert::decode(b.get(8..)?).ok())
             .collect();
-        Ok(Response::new(build_order(
-            &order_id,
-            &merchant.id,
-            updates,
-            registrations,
-            alerts,
-        )))
+        let links = self
+            .incident_store
+            .links(&order)
+            .await
+            .map_err(ApiError::from)?;
+        let mut built = build_order(&order_id, &merchant.id, updates, registrations, alerts);
+        incidents::link_alerts(&mut built.open_alerts, &links);
+        Ok(Response::new(built))
     }
 
     async fn get_scorecards(
@@ -380,38 +394,56 @@ impl TrackingService for Api {
             return Err(ApiError::Forbidden("token is not valid for that merchant".into()).into());
         }
         let slot = self.watchers.acquire(&merchant.id)?;
-        let mut live = self.alerts.subscribe(&merchant.id, self.buffer);
+        let live = self.alerts.subscribe(&merchant.id, self.buffer);
         let (tx, rx) = mpsc::channel(self.buffer.max(1));
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            // The client hanging up ends the task (and frees the slot) at once,
-            // not at the next alert.
-            let gone = tx.clone();
-            loop {
-                let next = tokio::select! {
-                    next = live.rx.recv() => next,
-                    () = gone.closed() => return,
-                    _ = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("server shutting down; reconnect"))).await;
-                        return;
-                    }
-                };
-                let Some(alert) = next else { break };
-                if alert.severity < min_severity || alert.merchant_id != merchant.id {
-                    continue;
-                }
-                if tx.send(Ok((*alert).clone())).await.is_err() {
-                    return;
-                }
-            }
-            if live.lagged.load(Ordering::Acquire) {
-                let _ = tx
-                    .send(Err(Status::resource_exhausted(
-                        "alert watcher fell behind; reconnect (GetOrder shows open alerts)",
-                    )))
-                    .await;
-            }
+            forward_live(
+                live,
+                &tx,
+                &shutdown,
+                |alert: &Alert| alert.severity >= min_severity && alert.merchant_id == merchant.id,
+                "alert watcher fell behind; reconnect (GetOrder shows open alerts)",
+            )
+            .await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_incidents(
+        &self,
+        request: Request<ListIncidentsRequest>,
+    ) -> Result<Response<Incidents>, Status> {
+        let merchant = self.merchant(&request)?.clone();
+        let _permit = read_permit(&self.reads).await?;
+        let now = self.clock.now();
+        let listed =
+            incidents::list(&self.incident_store, &merchant.id, request.get_ref(), now).await?;
+        Ok(Response::new(listed))
+    }
+
+    type WatchIncidentsStream = ReceiverStream<Result<Incident, Status>>;
+
+    async fn watch_incidents(
+        &self,
+        request: Request<WatchIncidentsRequest>,
+    ) -> Result<Response<Self::WatchIncidentsStream>, Status> {
+        let merchant = self.merchant(&request)?.clone();
+        let slot = self.watchers.acquire(&merchant.id)?;
+        let live = self.incidents.subscribe(&merchant.id, self.buffer);
+        let (tx, rx) = mpsc::channel(self.buffer.max(1));
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            forward_live(
+                live,
+                &tx,
+                &shutdown,
+                |incident: &Incident| incident.merchant_id == merchant.id,
+                "incident watcher fell behind; reconnect (ListIncidents shows the current state)",
+            )
+            .await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -1,14 +1,16 @@
-//! The consumer side: decode a batch, group it by order, apply each order's
-//! inputs in offset order (several orders at once), dead-letter what cannot be
-//! decoded, and send what became due.
+//! The consumer side: decode a batch, store its incident records (split by
+//! order), group it by order, apply each order's inputs in offset order
+//! (several orders at once), dead-letter what cannot be decoded, and send what
+//! became due.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use prost::Message;
 use redis::AsyncCommands;
-use trackstream_proto::v1::{Alert, Milestone, Shipment, ShipmentUpdate};
+use trackstream_proto::v1::{AffectedParcel, Alert, Incident, Milestone, Shipment, ShipmentUpdate};
 use trackstream_proto::{keys, topics};
 use trackstream_runtime::kafka::{BatchHandler, HandlerError, Inbound, OutRecord};
 use trackstream_runtime::order_log;
@@ -18,10 +20,18 @@ use super::{Messenger, ORDERS_IN_FLIGHT};
 use crate::lifecycle;
 
 /// One decoded input record.
-enum Input {
+pub(super) enum Input {
     Shipment(Box<Shipment>),
     Alert(Box<Alert>),
     Update(Box<ShipmentUpdate>),
+    /// A record of `tracking.incidents` as decoded; stored and split by order
+    /// before the batch is grouped (`incident`).
+    IncidentRecord(Box<Incident>),
+    /// One order's share of a current per-merchant incident record.
+    Incident {
+        incident: Arc<Incident>,
+        parcels: Vec<AffectedParcel>,
+    },
 }
 
 impl Input {
@@ -34,6 +44,8 @@ impl Input {
             Shipment::decode(payload).map(|s| Input::Shipment(Box::new(s)))
         } else if record.topic == topics::TRACKING_ALERTS {
             Alert::decode(payload).map(|a| Input::Alert(Box::new(a)))
+        } else if record.topic == topics::TRACKING_INCIDENTS {
+            Incident::decode(payload).map(|i| Input::IncidentRecord(Box::new(i)))
         } else {
             ShipmentUpdate::decode(payload).map(|update| Input::Update(Box::new(update)))
         }
@@ -45,6 +57,10 @@ impl Input {
             Input::Shipment(shipment) => (&shipment.merchant_id, &shipment.order_id),
             Input::Alert(alert) => (&alert.merchant_id, &alert.order_id),
             Input::Update(update) => (&update.merchant_id, &update.order_id),
+            Input::IncidentRecord(_) => return None,
+            Input::Incident { incident, parcels } => {
+                (&incident.merchant_id, &parcels.first()?.order_id)
+            }
         };
         (!order.is_empty()).then(|| order_log::order_ref(merchant, order))
     }
@@ -82,19 +98,25 @@ impl Messenger {
     ) -> redis::RedisResult<Vec<(String, Milestone)>> {
         let mut due = Vec::new();
         for input in inputs {
-            let trigger = match input {
+            let triggers = match input {
                 Input::Shipment(shipment) => {
                     self.outbox.record_parcel(&shipment, true).await?;
-                    None
+                    Vec::new()
                 }
-                Input::Alert(alert) => self.on_alert(*alert).await?,
-                Input::Update(update) => self.on_update(*update).await?,
+                Input::Alert(alert) => self.on_alert(*alert).await?.into_iter().collect(),
+                Input::Update(update) => self.on_update(*update).await?.into_iter().collect(),
+                Input::Incident { incident, parcels } => {
+                    self.on_incident(&incident, &parcels).await?
+                }
+                // Split before grouping (`expand_incidents`); never here.
+                Input::IncidentRecord(_) => Vec::new(),
             };
-            if let Some(trigger) = trigger
-                && let Some(ready) = self.hold(trigger, now).await?
-                && !due.contains(&ready)
-            {
-                due.push(ready);
+            for trigger in triggers {
+                if let Some(ready) = self.hold(trigger, now).await?
+                    && !due.contains(&ready)
+                {
+                    due.push(ready);
+                }
             }
         }
         Ok(due)
@@ -125,14 +147,23 @@ impl BatchHandler for Messenger {
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut letters = Vec::new();
         let mut orphans = Vec::new();
+        let mut decoded = Vec::with_capacity(batch.len());
         for record in batch {
-            let input = match Input::decode(record) {
-                Ok(input) => input,
+            match Input::decode(record) {
+                Ok(input) => decoded.push(input),
                 Err(err) => {
                     letters.push(self.letters.letter(record, "undecodable", &err.to_string()));
-                    continue;
                 }
-            };
+            }
+        }
+        self.dead_letter(letters).await?;
+        // Incident records are merchant-wide: stored first, in batch order,
+        // then applied as per-order inputs like the rest.
+        let decoded = self
+            .expand_incidents(decoded, now)
+            .await
+            .map_err(|e| HandlerError(format!("redis: {e}")))?;
+        for input in decoded {
             // Inputs without an order (nothing to message) are still applied.
             let Some(order_ref) = input.order_ref() else {
                 orphans.push(input);
@@ -153,7 +184,6 @@ impl BatchHandler for Messenger {
             }
             orders[slot].inputs.push(input);
         }
-        self.dead_letter(letters).await?;
         let mut touches = Vec::with_capacity(orders.len());
         let mut work = Vec::with_capacity(orders.len() + 1);
         for order in orders {

@@ -14,13 +14,19 @@
 //!   `burst_window`; a parcel reaching it later is not in the message and gets
 //!   none of its own (one message per milestone per order), as in a live run
 //!   where the window had closed;
-//! - **horizon**: anchor + `supersede_window`, or, for a non-urgent milestone
-//!   whose anchor falls in the buyer's quiet hours, the end of that night (+ the
-//!   order's spread) when that is later — how long a live run holds the message;
+//! - **horizon**: anchor + `supersede_window` (for DELAYED at least anchor +
+//!   `incident_grace`), or, for a non-urgent milestone whose anchor falls in
+//!   the buyer's quiet hours, the end of that night (+ the order's spread) when
+//!   that is later — how long a live run holds the message;
 //! - **superseded**: a message of rank 1–3 (`outbox::rank`) is dropped when a
 //!   higher-ranked milestone (not dead-lettered) was reached by *every* parcel of
 //!   its composition at an event time before its horizon. Delivered (highest)
-//!   and return received (apart) are never superseded;
+//!   and return received (apart) are never superseded. INCIDENT ranks with
+//!   exception and out for delivery, so it takes over a DELAYED whose every
+//!   parcel was linked to an incident within the grace — the stall's first
+//!   alerts always come before the incident that groups them, hence the grace
+//!   — but never an EXCEPTION (same rank), which names the carrier's own
+//!   reason;
 //! - **lead parcel**: the lowest waybill key of the composition. Its
 //!   registration gives the locale, time zone and merchant name, and its contact
 //!   is the one used (else the next listed parcel's, else the lowest-keyed
@@ -49,6 +55,9 @@ pub struct Rules {
     pub quiet: Option<QuietHours>,
     /// Catch-up settle (wall clock), ms.
     pub settle_ms: i64,
+    /// Incident grace (event time), ms: the least horizon of a DELAYED
+    /// message; 0 = none.
+    pub incident_grace_ms: i64,
 }
 
 /// The earliest event time among `times` (waybill key → ms).
@@ -82,7 +91,12 @@ pub fn horizon(rules: &Rules, milestone: Milestone, anchor: i64, zone: Tz, order
     if !supersedable(milestone) {
         return anchor;
     }
-    let stale = anchor.saturating_add(rules.supersede_window_ms);
+    let window = if milestone == Milestone::Delayed {
+        rules.supersede_window_ms.max(rules.incident_grace_ms)
+    } else {
+        rules.supersede_window_ms
+    };
+    let stale = anchor.saturating_add(window);
     let night = DateTime::<Utc>::from_timestamp_millis(anchor)
         .and_then(|at| {
             rules

@@ -9,6 +9,7 @@ fn rules(supersede_minutes: i64, quiet: bool) -> Rules {
         burst_window_ms: 10 * MIN,
         supersede_window_ms: supersede_minutes * MIN,
         settle_ms: 10_000,
+        incident_grace_ms: 0,
         quiet: quiet.then(|| {
             QuietHours::from_config(&QuietHoursConfig {
                 spread: std::time::Duration::ZERO,
@@ -248,5 +249,89 @@ fn a_message_whose_registration_is_not_in_yet_waits_the_settle_not_the_window() 
     assert_eq!(
         due(&r, &first, at(t), None),
         (at(t + 10 * MIN), Wait::BurstWindow)
+    );
+}
+
+#[test]
+fn an_incident_within_the_grace_takes_over_a_delayed_message_but_never_an_exception() {
+    let r = Rules {
+        incident_grace_ms: 120 * MIN,
+        ..rules(0, false)
+    };
+    let t = ms("2025-03-10T10:00:00Z");
+    // The DELAYED horizon is the grace; other milestones are unaffected.
+    assert_eq!(
+        horizon(&r, Milestone::Delayed, t, Tz::UTC, "O"),
+        t + 120 * MIN
+    );
+    assert_eq!(horizon(&r, Milestone::Shipped, t, Tz::UTC, "O"), t);
+    assert_eq!(horizon(&r, Milestone::Exception, t, Tz::UTC, "O"), t);
+    // A longer staleness window still wins.
+    let wide = Rules {
+        supersede_window_ms: 180 * MIN,
+        ..r.clone()
+    };
+    assert_eq!(
+        horizon(&wide, Milestone::Delayed, t, Tz::UTC, "O"),
+        t + 180 * MIN
+    );
+    let composed = vec!["sf:A".to_owned(), "sf:B".to_owned()];
+    let delayed_horizon = horizon(&r, Milestone::Delayed, t, Tz::UTC, "O");
+    let both = higher(
+        Milestone::Incident,
+        "held",
+        &[("sf:A", t + 30 * MIN), ("sf:B", t + 90 * MIN)],
+    );
+    assert_eq!(
+        superseded_by(
+            Milestone::Delayed,
+            &composed,
+            delayed_horizon,
+            std::slice::from_ref(&both)
+        ),
+        Some(Milestone::Incident),
+        "every parcel linked within the grace"
+    );
+    let one = higher(Milestone::Incident, "sent", &[("sf:A", t + 30 * MIN)]);
+    assert_eq!(
+        superseded_by(Milestone::Delayed, &composed, delayed_horizon, &[one]),
+        None,
+        "B is in no incident: the DELAYED message stands"
+    );
+    let after = higher(
+        Milestone::Incident,
+        "sent",
+        &[("sf:A", t + 30 * MIN), ("sf:B", t + 120 * MIN)],
+    );
+    assert_eq!(
+        superseded_by(Milestone::Delayed, &composed, delayed_horizon, &[after]),
+        None,
+        "B's incident came at the end of the grace, not before"
+    );
+    let dead = higher(
+        Milestone::Incident,
+        "dead",
+        &[("sf:A", t + MIN), ("sf:B", t + MIN)],
+    );
+    assert_eq!(
+        superseded_by(Milestone::Delayed, &composed, delayed_horizon, &[dead]),
+        None
+    );
+    assert_eq!(
+        superseded_by(
+            Milestone::Exception,
+            &composed,
+            t + 120 * MIN,
+            std::slice::from_ref(&both)
+        ),
+        None,
+        "an exception names the carrier's reason: an incident never replaces it"
+    );
+    // Without the grace a live DELAYED goes at once; with it, it waits.
+    let live = pending(Milestone::Delayed, t, t, true);
+    assert_eq!(due(&rules(0, false), &live, at(t), None), (at(t), Wait::No));
+    assert_eq!(
+        due(&r, &live, at(t), None),
+        (at(t + 120 * MIN), Wait::Horizon)
     );
 }

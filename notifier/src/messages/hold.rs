@@ -29,6 +29,7 @@ impl Messenger {
             reason,
             at,
             prediction,
+            incident,
         } = trigger;
         if shipment.order_id.is_empty() {
             return Ok(None);
@@ -85,6 +86,7 @@ impl Messenger {
             reason: reason as i32,
             created_at: Some(time::from_millis(at_ms)),
             prediction,
+            incident,
         };
         let added = self
             .outbox

@@ -29,6 +29,11 @@
 //!   passed when it is held (a backlog) and that could still change waits
 //!   `catch_up_settle`, so the rest of the backlog is applied before it is
 //!   decided;
+//! - **incidents** — a stuck parcel linked to an incident (`tracking.incidents`,
+//!   `incident`) reaches the INCIDENT milestone: one message naming the reason,
+//!   the place and the expected delay. A DELAYED message is held
+//!   `incident_grace` (event time) so that, when every parcel of it is linked
+//!   before then, the INCIDENT message takes its place (superseding, `decide`);
 //! - **dedup** — a resend, a replay or another parcel of an already-sent
 //!   milestone is a no-op (`{o:O}:ms`).
 //!
@@ -47,7 +52,8 @@
 //! again. An input record that cannot be decoded is dead-lettered too.
 //!
 //! Layout, one concern a file: this file holds the messenger and its
-//! settings; `triggers` derives milestones from updates and alerts; `hold`
+//! settings; `triggers` derives milestones from updates and alerts;
+//! `incident` stores incident records and derives INCIDENT milestones; `hold`
 //! merges and schedules held messages; `decide` holds the event-time rules;
 //! `send` decides due messages (sent or superseded), produces them and
 //! produces them (and runs the flusher); `render` builds the message a buyer
@@ -69,6 +75,7 @@ use trackstream_runtime::redis::RedisConn;
 
 use crate::clock::Clock;
 use crate::config::{MessagesConfig, RetentionConfig};
+use crate::incidents::IncidentStore;
 use crate::lifecycle::Lifecycle;
 use crate::outbox::Outbox;
 use crate::quiet::{self, QuietHours};
@@ -77,6 +84,7 @@ use crate::templates;
 mod batch;
 pub mod decide;
 mod hold;
+mod incident;
 mod render;
 mod send;
 mod triggers;
@@ -99,6 +107,11 @@ struct Metrics {
     suppressed: Family<Labels, Counter>,
     held: Family<Labels, Counter>,
     superseded: Family<Labels, Counter>,
+    /// Incident records consumed, by outcome (`stored`, `duplicate`, `stale`,
+    /// `expired`, `platform`).
+    incident_records: Family<Labels, Counter>,
+    /// Held DELAYED messages dropped because an incident took them over.
+    delayed_superseded_by_incident: Counter,
 }
 
 /// A parcel reaching a milestone.
@@ -114,6 +127,8 @@ struct Trigger {
     /// The update's delivery prediction (the SHIPPED message's "arriving
     /// around" at high confidence).
     prediction: Option<trackstream_proto::v1::DeliveryPrediction>,
+    /// The incident an INCIDENT milestone is for (what its message says).
+    incident: Option<crate::outbox::IncidentNote>,
 }
 
 /// The buyer-message handler (also maintains the order's parcel and open-alert
@@ -132,6 +147,7 @@ pub struct Messenger {
     instance: String,
     metrics: Metrics,
     index_alert: redis::Script,
+    incidents: IncidentStore,
     lifecycle: Lifecycle,
     letters: DeadLetters,
 }
@@ -163,6 +179,12 @@ pub enum ConfigError {
         trackstream_runtime::config::duration::format(*.0)
     )]
     Settle(std::time::Duration),
+    /// `incident_grace` is longer than a DELAYED message may be held.
+    #[error(
+        "messages.incident_grace {} is over the maximum of 1d",
+        trackstream_runtime::config::duration::format(*.0)
+    )]
+    IncidentGrace(std::time::Duration),
 }
 
 /// The longest burst window accepted (one day): beyond it a "burst" is not one.
@@ -174,6 +196,10 @@ pub const MAX_SUPERSEDE_WINDOW: std::time::Duration = std::time::Duration::from_
 
 /// The longest catch-up settle accepted (one hour).
 pub const MAX_CATCH_UP_SETTLE: std::time::Duration = std::time::Duration::from_secs(3_600);
+
+/// The longest incident grace accepted (one day): every DELAYED message of a
+/// live run waits this long.
+pub const MAX_INCIDENT_GRACE: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 impl From<ConfigError> for Error {
     fn from(err: ConfigError) -> Self {
@@ -213,6 +239,9 @@ impl Messenger {
         if config.catch_up_settle > MAX_CATCH_UP_SETTLE {
             return Err(ConfigError::Settle(config.catch_up_settle));
         }
+        if config.incident_grace > MAX_INCIDENT_GRACE {
+            return Err(ConfigError::IncidentGrace(config.incident_grace));
+        }
         let burst_window = chrono::Duration::from_std(config.burst_window).unwrap_or_default();
         let rules = decide::Rules {
             burst_window_ms: burst_window.num_milliseconds(),
@@ -220,12 +249,15 @@ impl Messenger {
                 .unwrap_or(i64::MAX),
             quiet: quiet.clone(),
             settle_ms: i64::try_from(config.catch_up_settle.as_millis()).unwrap_or(i64::MAX),
+            incident_grace_ms: i64::try_from(config.incident_grace.as_millis()).unwrap_or(i64::MAX),
         };
         let metrics = Metrics {
             sent: Family::default(),
             suppressed: Family::default(),
             held: Family::default(),
             superseded: Family::default(),
+            incident_records: Family::default(),
+            delayed_superseded_by_incident: Counter::default(),
         };
         registry.register(
             "buyer_messages",
@@ -247,6 +279,16 @@ impl Messenger {
             "Held buyer messages dropped because every parcel of theirs reached a later milestone before their horizon (event time)",
             metrics.superseded.clone(),
         );
+        registry.register(
+            "incident_records",
+            "Per-merchant incident records consumed from tracking.incidents, by outcome (stored, duplicate, stale, expired; platform: the platform-wide record, ignored)",
+            metrics.incident_records.clone(),
+        );
+        registry.register(
+            "delayed_superseded_by_incident",
+            "Held DELAYED messages dropped because every parcel of theirs was linked to an incident within messages.incident_grace (the INCIDENT message went instead)",
+            metrics.delayed_superseded_by_incident.clone(),
+        );
         let lifecycle = Lifecycle::new(conn.clone(), retention, registry);
         let letters = DeadLetters::register(
             registry,
@@ -256,6 +298,7 @@ impl Messenger {
         );
         Ok(Messenger {
             outbox: Outbox::new(conn.clone()),
+            incidents: IncidentStore::new(conn.clone(), retention),
             lifecycle,
             letters,
             conn,

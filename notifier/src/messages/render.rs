@@ -90,7 +90,18 @@ pub fn render_message(
             .join("; ")
     };
     let reason = Reason::try_from(held.reason).unwrap_or(Reason::Unspecified);
-    let reason_text = templates::reason_text(&locale, reason, "");
+    let incident = held
+        .incident
+        .as_ref()
+        .filter(|_| milestone == Milestone::Incident);
+    let (reason_text, location) = match incident {
+        // One place for the whole message: the incident's.
+        Some(incident) => (
+            templates::incident::reason_text(&locale, incident.reason).to_owned(),
+            templates::incident::place_text(&locale, &incident.place),
+        ),
+        None => (templates::reason_text(&locale, reason, ""), location),
+    };
     let waybill_text = waybills.join(", ");
     let carrier_text = carriers.join(", ");
     let zone = crate::quiet::zone(
@@ -105,6 +116,9 @@ pub fn render_message(
     } else {
         String::new()
     };
+    let delay = incident.map_or_else(String::new, |i| {
+        templates::incident::delay_text(&locale, i.expected_delay_hours, i.until.as_ref(), zone)
+    });
     let vars = templates::Vars {
         merchant: &merchant_name,
         order_id: &shipment.order_id,
@@ -116,6 +130,7 @@ pub fn render_message(
         next: templates::next_step(&locale, milestone, reason),
         contact: &contact,
         eta: &eta,
+        delay: &delay,
     };
     let text = templates::render(config, &shipment.merchant_id, &locale, milestone, &vars);
     let mut channels = vec![Channel::App as i32];
@@ -175,6 +190,7 @@ mod tests {
             reason: Reason::Unspecified as i32,
             created_at: Some(time::from_millis(1_000)),
             prediction: None,
+            incident: None,
         }
     }
 

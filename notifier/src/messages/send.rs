@@ -186,6 +186,9 @@ impl Messenger {
                             .superseded
                             .get_or_create(&Self::label(milestone))
                             .inc();
+                        if milestone == Milestone::Delayed && by == Milestone::Incident {
+                            self.metrics.delayed_superseded_by_incident.inc();
+                        }
                         Decided::Gone
                     }
                     claimed => claimed.into(),
@@ -215,6 +218,7 @@ impl Messenger {
             reason: lead_held.map_or(0, |h| h.reason),
             created_at: Some(trackstream_proto::time::from_millis(anchor)),
             prediction: lead_held.and_then(|h| h.prediction.clone()),
+            incident: lead_held.and_then(|h| h.incident.clone()),
         };
         Ok(Decided::Send(Box::new(self.render(
             &held,
@@ -242,8 +246,13 @@ impl Messenger {
             parcels,
             now,
         );
+        let incident_id = held
+            .incident
+            .as_ref()
+            .map_or("", |i| i.incident_id.as_str());
         tracing::info!(order_id = %notification.order_id, merchant_id = %notification.merchant_id,
-            parcels = parcels.len(), milestone = milestone.as_str_name(), "buyer message rendered");
+            parcels = parcels.len(), milestone = milestone.as_str_name(), incident_id,
+            "buyer message rendered");
         OutRecord::new(
             topics::BUYER_NOTIFICATIONS,
             message_key(&notification.merchant_id, &notification.order_id),

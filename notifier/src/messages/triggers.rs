@@ -54,6 +54,7 @@ impl Messenger {
             reason: Reason::Unspecified,
             at: event.occurred_at,
             prediction,
+            incident: None,
         }))
     }
 
@@ -83,43 +84,16 @@ impl Messenger {
             "carrier_exception" => Milestone::Exception,
             _ => return Ok(None),
         };
-        let waybill_key = keys::waybill_key(&alert.carrier, &alert.waybill);
-        let known = match self.outbox.parcel(&order, &waybill_key).await? {
-            Some(shipment) => Some(shipment),
-            None => self
-                .outbox
-                .parcels(&order)
-                .await?
-                .into_iter()
-                .find(|s| !s.is_return && s.merchant_id == alert.merchant_id)
-                .map(|mut s| {
-                    s.carrier.clone_from(&alert.carrier);
-                    s.waybill.clone_from(&alert.waybill);
-                    s
-                }),
-        };
-        let (shipment, registered) = match known {
-            Some(shipment) if shipment.is_return => return Ok(None),
-            Some(shipment) => (shipment, true),
-            None => {
-                // The notifier reads `shipments`, `tracking.updates` and
-                // `tracking.alerts` independently, so in a backlog an alert can
-                // come before anything else of its parcel. Like an update, it
-                // leaves a contact-less copy (the registration overwrites it)
-                // and its message waits the catch-up settle for the
-                // registration instead of being dropped.
-                let copy = Shipment {
-                    merchant_id: alert.merchant_id.clone(),
-                    order_id: alert.order_id.clone(),
-                    carrier: alert.carrier.clone(),
-                    waybill: alert.waybill.clone(),
-                    ..Shipment::default()
-                };
-                self.outbox.record_parcel(&copy, false).await?;
-                tracing::info!(order_id = %alert.order_id, waybill = %alert.waybill,
-                    "alert before its parcel's registration: message waits for it");
-                (copy, false)
-            }
+        let Some((shipment, registered)) = self
+            .parcel_of(
+                &alert.merchant_id,
+                &alert.order_id,
+                &alert.carrier,
+                &alert.waybill,
+            )
+            .await?
+        else {
+            return Ok(None);
         };
         Ok(Some(Trigger {
             shipment,
@@ -129,6 +103,61 @@ impl Messenger {
             reason: Reason::try_from(alert.reason).unwrap_or(Reason::Unspecified),
             at: alert.effective_at,
             prediction: None,
+            incident: None,
         }))
+    }
+
+    /// The shipment an alert or incident about parcel `carrier`/`waybill` of
+    /// `order_id` is messaged with, and whether it is the registration; `None`
+    /// for a return (buyers get no delay message about their own return).
+    pub(super) async fn parcel_of(
+        &self,
+        merchant_id: &str,
+        order_id: &str,
+        carrier: &str,
+        waybill: &str,
+    ) -> redis::RedisResult<Option<(Shipment, bool)>> {
+        let order = order_log::order_ref(merchant_id, order_id);
+        let waybill_key = keys::waybill_key(carrier, waybill);
+        let known = match self.outbox.parcel(&order, &waybill_key).await? {
+            Some(shipment) => Some(shipment),
+            None => self
+                .outbox
+                .parcels(&order)
+                .await?
+                .into_iter()
+                .find(|s| !s.is_return && s.merchant_id == merchant_id)
+                .map(|mut s| {
+                    s.carrier = carrier.to_owned();
+                    s.waybill = waybill.to_owned();
+                    s
+                }),
+        };
+        Ok(match known {
+            Some(shipment) if shipment.is_return => None,
+            Some(shipment) => Some((shipment, true)),
+            None => {
+                // The notifier reads `shipments`, `tracking.updates`,
+                // `tracking.alerts` and `tracking.incidents` independently, so
+                // in a backlog an alert can come before anything else of its
+                // parcel. Like an update, it leaves a contact-less copy (the
+                // registration overwrites it) and its message waits the
+                // catch-up settle for the registration instead of being dropped.
+                let copy = Shipment {
+                    merchant_id: merchant_id.to_owned(),
+                    order_id: order_id.to_owned(),
+                    carrier: carrier.to_owned(),
+                    waybill: waybill.to_owned(),
+                    ..Shipment::default()
+                };
+                self.outbox.record_parcel(&copy, false).await?;
+                tracing::info!(
+                    order_id,
+                    waybill,
+                    "alert before its parcel's registration: message waits for it"
+                );
+                Some((copy, false))
+            }
+        })
     }
 }

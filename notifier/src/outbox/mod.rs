@@ -15,6 +15,7 @@
 //! | `{o:O}:returns` | hash | waybill key → encoded `Shipment` (return shipments, likewise) |
 //! | `{o:O}:alerts` | hash | alert id → rank + encoded `Alert` (the open-alert index of `GetOrder`) |
 //! | `{o:O}:final` | hash | waybill key → ms its parcel reached a terminal status (notifier clock) |
+//! | `{o:O}:incidents` | hash | waybill key → id of the incident the parcel is linked to (`GetOrder` fills its open alerts' `incident_id` from it; [`crate::incidents`]) |
 //!
 //! `:parcels` and `:returns` are the only keys holding a raw buyer contact
 //! ([`crate::contact`]). Every key above expires together ([`crate::lifecycle`]).
@@ -68,6 +69,32 @@ pub struct Held {
     /// The delivery prediction of the update that reached the milestone.
     #[prost(message, optional, tag = "4")]
     pub prediction: Option<trackstream_proto::v1::DeliveryPrediction>,
+    /// The incident of an INCIDENT milestone (what its message says).
+    #[prost(message, optional, tag = "5")]
+    pub incident: Option<IncidentNote>,
+}
+
+/// What an INCIDENT message says about its incident, kept with the held
+/// message so it is rendered from the record that linked the parcel. Nothing
+/// of the buyer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IncidentNote {
+    /// The incident's id (logs).
+    #[prost(string, tag = "1")]
+    pub incident_id: String,
+    /// `IncidentReason`.
+    #[prost(int32, tag = "2")]
+    pub reason: i32,
+    /// Where the parcels are held up, as a buyer reads it (the city, else the
+    /// place's last part or the region).
+    #[prost(string, tag = "3")]
+    pub place: String,
+    /// Expected extra delay in hours; 0 = unknown.
+    #[prost(uint32, tag = "4")]
+    pub expected_delay_hours: u32,
+    /// A declared incident's expected end.
+    #[prost(message, optional, tag = "5")]
+    pub until: Option<prost_types::Timestamp>,
 }
 
 /// What adding a parcel to a milestone's message did.
@@ -129,7 +156,7 @@ return 0
 pub fn rank(milestone: Milestone) -> u8 {
     match milestone {
         Milestone::Shipped | Milestone::Delayed => 1,
-        Milestone::OutForDelivery | Milestone::Exception => 2,
+        Milestone::OutForDelivery | Milestone::Exception | Milestone::Incident => 2,
         Milestone::AvailableForPickup => 3,
         Milestone::Delivered => 4,
         _ => 0,
@@ -149,10 +176,18 @@ pub struct Outbox {
 /// Every notifier key of an order, `:parcels`, `:returns` and `:final` first
 /// (the lifecycle script relies on that order).
 pub fn order_keys(order_ref: &str) -> Vec<String> {
-    let mut keys: Vec<String> = ["parcels", "returns", "final", "ms", "held", "alerts"]
-        .into_iter()
-        .map(|suffix| order_log::key(order_ref, suffix))
-        .collect();
+    let mut keys: Vec<String> = [
+        "parcels",
+        "returns",
+        "final",
+        "ms",
+        "held",
+        "alerts",
+        "incidents",
+    ]
+    .into_iter()
+    .map(|suffix| order_log::key(order_ref, suffix))
+    .collect();
     keys.extend(MILESTONES.into_iter().map(|m| hw_key(order_ref, m)));
     keys.extend(MILESTONES.into_iter().map(|m| ht_key(order_ref, m)));
     keys
@@ -467,6 +502,8 @@ mod tests {
         assert!(rank(Milestone::OutForDelivery) > rank(Milestone::Shipped));
         assert!(rank(Milestone::Delivered) > rank(Milestone::Exception));
         assert_eq!(rank(Milestone::Exception), rank(Milestone::OutForDelivery));
+        assert_eq!(rank(Milestone::Incident), rank(Milestone::Exception));
+        assert!(rank(Milestone::Incident) > rank(Milestone::Delayed));
         assert_eq!(rank(Milestone::ReturnReceived), 0);
     }
 }
