@@ -7,9 +7,10 @@ use chrono::{SubsecRound, Utc};
 use trackstream_proto::time;
 use trackstream_proto::topics;
 use trackstream_proto::v1::{
-    Alert, AlertState, IncidentReason, IncidentSource, IncidentState, Severity,
+    Alert, AlertState, BuyerNotification, GetOrderRequest, IncidentReason, IncidentSource,
+    IncidentState, ListIncidentsRequest, Milestone, Severity,
 };
-use trackstream_sandbox::Sandbox;
+use trackstream_sandbox::{ACME_TOKEN, OTHER_TOKEN, Sandbox, authed};
 
 use crate::world::{
     CHENGDU, CITIES, GUANGZHOU, HANGZHOU, Parcel, WAIT, has_state, hours, incidents, latest,
@@ -141,6 +142,84 @@ async fn a_hub_closure_stranding_200_of_2000_parcels_is_one_incident_that_resolv
         (opened - thresholds[0]) / 60_000
     );
 
+    // Buyers: one message per stranded order naming the incident, and not
+    // the generic DELAYED the stall alert alone would have sent.
+    let mut messages = sandbox.reader(topics::BUYER_NOTIFICATIONS);
+    let orders: BTreeSet<String> = stuck.iter().map(|p| p.order.clone()).collect();
+    messages
+        .until(WAIT, "an incident message for every stranded order", |r| {
+            let sent: BTreeSet<String> = notifications(r)
+                .into_iter()
+                .filter(|n| n.milestone == Milestone::Incident as i32)
+                .map(|n| n.order_id)
+                .collect();
+            sent == orders
+        })
+        .await;
+    let sent = messages.decoded::<BuyerNotification>();
+    let incident_messages: Vec<&BuyerNotification> = sent
+        .iter()
+        .filter(|n| n.milestone == Milestone::Incident as i32)
+        .collect();
+    assert_eq!(incident_messages.len(), 200, "one per order");
+    assert!(
+        incident_messages
+            .iter()
+            .all(|n| n.body.contains("杭州市") && !n.body.contains("13812345678"))
+    );
+    let delayed: Vec<&str> = sent
+        .iter()
+        .filter(|n| n.milestone == Milestone::Delayed as i32 && orders.contains(&n.order_id))
+        .map(|n| n.order_id.as_str())
+        .collect();
+    assert!(
+        delayed.is_empty(),
+        "generic DELAYED beside the incident: {delayed:?}"
+    );
+
+    // Merchants: ListIncidents shows each shop its own parcels only, and an
+    // order's open alert names the incident.
+    let mut grpc = sandbox.grpc().await;
+    for (token, n) in [(ACME_TOKEN, 150), (OTHER_TOKEN, 50)] {
+        let listed = grpc
+            .list_incidents(authed(ListIncidentsRequest::default(), token))
+            .await
+            .expect("ListIncidents")
+            .into_inner()
+            .incidents;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(
+            (listed[0].incident_id.as_str(), listed[0].affected),
+            (id.as_str(), n)
+        );
+        assert_eq!(
+            listed[0].affected_total, 200,
+            "the place-wide size, as a number"
+        );
+    }
+    let acme_order = stuck
+        .iter()
+        .find(|p| p.merchant == "m-acme")
+        .expect("acme parcel");
+    let order = grpc
+        .get_order(authed(
+            GetOrderRequest {
+                order_id: acme_order.order.clone(),
+            },
+            ACME_TOKEN,
+        ))
+        .await
+        .expect("GetOrder")
+        .into_inner();
+    assert!(
+        order
+            .open_alerts
+            .iter()
+            .any(|a| a.rule == "stalled_in_transit" && a.incident_id == id),
+        "{:?}",
+        order.open_alerts
+    );
+
     // The hub reopens: 160 of the 200 (80 %) leave it an hour ago.
     let departed = now - hours(1);
     let mut moving: Vec<Parcel> = stuck.iter().take(160).cloned().collect();
@@ -170,6 +249,13 @@ async fn a_hub_closure_stranding_200_of_2000_parcels_is_one_incident_that_resolv
     let acme_view = latest(&all, "m-acme").pop().expect("acme record");
     assert!(acme_view.parcels.iter().filter(|p| p.moved).count() >= 110);
     sandbox.shutdown().await;
+}
+
+fn notifications(records: &[trackstream_testkit::kafka::Record]) -> Vec<BuyerNotification> {
+    records
+        .iter()
+        .filter_map(|r| prost::Message::decode(r.payload.as_slice()).ok())
+        .collect()
 }
 
 fn incidents_of(
