@@ -10,6 +10,10 @@
 //! - [`predict`] — the delivery-prediction accuracy benchmark behind
 //!   `trackstream-predict` (`trackstream-lanes` on a generated history:
 //!   calibration, error by stage, coverage, promise-at-risk, a degraded lane);
+//! - [`incidents`] — the incident detector's benchmark behind
+//!   `trackstream-incidents` (weeks of generated traffic with ordinary
+//!   stalls and injected hub closures through the real detector, Redis and
+//!   broker: detection delay, false incidents, messages saved, cost);
 //! - [`report`] — percentiles, the markdown tables and the SVG plot written into
 //!   `benches/RESULTS.md`;
 //! - the load itself (parcel lifecycles pushed as signed provider webhooks)
@@ -21,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod e2e;
+pub mod incidents;
 pub mod predict;
 pub mod report;
 pub mod scale;

@@ -22,6 +22,7 @@
 mod decode;
 mod dlq;
 mod http;
+mod incidents;
 mod order;
 mod records;
 mod repartition;
@@ -98,6 +99,10 @@ enum Command {
     /// `tracking.events` grew to more partitions (the detector stopped; see
     /// docs/SCALING.md) and print a JSON summary.
     Repartition(repartition::RepartitionArgs),
+    /// Declare an incident (a carrier's closure of an area) or lift one, on
+    /// incidents.declared (docs/INCIDENTS.md).
+    #[command(subcommand)]
+    Incidents(incidents::IncidentsCommand),
     /// Print a shell completion script (e.g. `trackstream completions bash >
     /// /etc/bash_completion.d/trackstream`).
     Completions {
@@ -151,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay(args).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::Repartition(args) => repartition::run(args).await,
+        Command::Incidents(command) => incidents::run(command).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "trackstream", &mut script);

@@ -8,8 +8,8 @@
 //! - **open** (detected): the parcels stuck at the place at time `t` — an
 //!   alert that holds a parcel up opened at most `stale_after` before `t`, not
 //!   moved by `t`, not in an earlier incident — number at least
-//!   `needed = max(floor, factor × the baseline's stalls per day,
-//!   min_share × active, factor × baseline share × active)`. The incident
+//!   `needed = max(floor, factor × the baseline's daily peak of parcels stuck
+//!   at once, min_share × active, factor × baseline share × active)`. The incident
 //!   opens at the instant the `needed`-th of them got stuck (not when the
 //!   detector happened to look; an earlier stall read later moves that
 //!   instant back), and its id is a hash of carrier, place and the instant
@@ -110,12 +110,13 @@ impl Stored {
     }
 }
 
-/// The place's normal: stalls opened per day and their share of the parcels
-/// seen, over the trailing baseline days.
+/// The place's normal over the trailing baseline days: the most parcels
+/// stuck there at once on a day (outside incidents), averaged, and the share
+/// of the parcels seen there that got stuck.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Baseline {
-    /// Stalls opened per day.
-    pub opens_per_day: f64,
+    /// Mean of the daily peaks of parcels stuck at once.
+    pub peak: f64,
     /// Stalls opened per parcel seen.
     pub share: f64,
 }
@@ -151,7 +152,7 @@ pub struct Decision {
 /// The count an incident needs at a place with `active` parcels.
 pub fn needed(cfg: &IncidentsConfig, active: u32, baseline: Baseline) -> u32 {
     let active = f64::from(active);
-    let by_count = (cfg.baseline_factor * baseline.opens_per_day).ceil();
+    let by_count = (cfg.baseline_factor * baseline.peak).ceil();
     let by_share = (cfg.min_share * active).ceil();
     let by_baseline_share = (cfg.baseline_factor * baseline.share * active).ceil();
     let most = by_count.max(by_share).max(by_baseline_share);
@@ -174,13 +175,18 @@ pub fn decide(cfg: &IncidentsConfig, view: &View<'_>) -> Option<Decision> {
     }
 }
 
-fn open(cfg: &IncidentsConfig, view: &View<'_>) -> Option<Decision> {
+/// The parcels stuck at the place at `at` that no incident holds: what an
+/// incident would open with, and what the baseline's daily peak counts.
+pub fn stuck<'a>(cfg: &IncidentsConfig, members: &'a [Member], at: i64) -> Vec<&'a Member> {
     let stale = IncidentsConfig::ms(cfg.stale_after);
-    let mut stuck: Vec<&Member> = view
-        .members
+    members
         .iter()
-        .filter(|m| m.incident.is_empty() && !m.alert_id.is_empty() && m.stuck_at(view.at, stale))
-        .collect();
+        .filter(|m| m.incident.is_empty() && !m.alert_id.is_empty() && m.stuck_at(at, stale))
+        .collect()
+}
+
+fn open(cfg: &IncidentsConfig, view: &View<'_>) -> Option<Decision> {
+    let mut stuck = stuck(cfg, view.members, view.at);
     let active = view
         .active
         .max(u32::try_from(stuck.len()).unwrap_or(u32::MAX));

@@ -60,10 +60,10 @@ fn a_busy_place_needs_its_share_and_more_than_its_normal() {
     let members = stuck(40, 0, 1_000);
     // 40 stuck of 2 000 active: 2 % < 5 %.
     assert_eq!(decide(&cfg, &view(&members, H, 2_000, None)), None);
-    // A place that normally opens 15 stalls a day needs 45.
+    // A place that normally has up to 15 parcels stuck at once needs 45.
     let mut v = view(&members, H, 400, None);
     v.baseline = Baseline {
-        opens_per_day: 15.0,
+        peak: 15.0,
         share: 0.01,
     };
     assert_eq!(needed(&cfg, 400, v.baseline), 45);

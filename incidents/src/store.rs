@@ -11,8 +11,9 @@
 //! - `:i` hash: `v` version, `j` the incident (JSON), `d` the version not yet
 //!   published;
 //! - `:so:<day>` / `:sa:<day>` HyperLogLogs of the stalls opened and the
-//!   parcels seen per day (the baseline; idempotent, so a re-read batch
-//!   counts nothing twice).
+//!   parcels seen per day, and `:pk` zset day → the most parcels stuck at
+//!   once that day outside incidents (the baseline; idempotent, so a re-read
+//!   batch counts nothing twice).
 //!
 //! Per parcel: `{ipos:<waybill>}` where its newest scan was (to take it out
 //! of the previous place's active set) and `{istuck:<waybill>}` the place it
@@ -326,7 +327,8 @@ impl IncidentStore {
         let today = day(when);
         for d in (today - baseline_days)..today {
             pipe.pfcount(at.key(&format!("so:{d}")))
-                .pfcount(at.key(&format!("sa:{d}")));
+                .pfcount(at.key(&format!("sa:{d}")))
+                .zscore(at.key("pk"), d);
         }
         let mut conn = self.conn.clone();
         let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
@@ -349,10 +351,11 @@ impl IncidentStore {
         let active: u32 = redis::from_redis_value(next("active")?)?;
         let (version, json, unpublished): (Option<u32>, Option<String>, Option<u32>) =
             redis::from_redis_value(next("incident")?)?;
-        let (mut opens, mut seen) = (0u64, 0u64);
+        let (mut opens, mut seen, mut peaks) = (0u64, 0u64, 0f64);
         for _ in 0..baseline_days {
             opens += redis::from_redis_value::<u64>(next("baseline")?)?;
             seen += redis::from_redis_value::<u64>(next("baseline")?)?;
+            peaks += redis::from_redis_value::<Option<f64>>(next("baseline")?)?.unwrap_or(0.0);
         }
         let mut members: Vec<Member> = members
             .iter()
@@ -371,7 +374,7 @@ impl IncidentStore {
             members,
             active,
             baseline: Baseline {
-                opens_per_day: opens as f64 / baseline_days.max(1) as f64,
+                peak: peaks / baseline_days.max(1) as f64,
                 share: if seen == 0 {
                     0.0
                 } else {
@@ -382,6 +385,24 @@ impl IncidentStore {
             version: version.unwrap_or(0),
             unpublished: unpublished.unwrap_or(0),
         })
+    }
+
+    /// Raises the day's peak of parcels stuck at once at the place to
+    /// `count` (never lowers it: a re-read batch changes nothing).
+    pub async fn peak(&self, at: &PlaceId, when: i64, count: usize) -> redis::RedisResult<()> {
+        let key = at.key("pk");
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg("GT")
+            .arg(count)
+            .arg(day(when))
+            .ignore()
+            .pexpire(&key, self.keep_ms)
+            .ignore()
+            .query_async(&mut conn)
+            .await
     }
 
     /// Replaces the incident read at `version` with `incident`, links `link`

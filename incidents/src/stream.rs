@@ -266,6 +266,10 @@ impl IncidentDetector {
     async fn evaluate(&self, at: &PlaceId, when: i64) -> redis::RedisResult<bool> {
         for _ in 0..8 {
             let snapshot = self.read(at, when).await?;
+            let stuck = detect::stuck(&self.config, &snapshot.members, when).len();
+            if stuck > 0 {
+                self.store.peak(at, when, stuck).await?;
+            }
             let view = self.view(at, when, &snapshot);
             let Some(decision) = detect::decide(&self.config, &view) else {
                 return Ok(false);
