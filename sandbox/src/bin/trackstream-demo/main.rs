@@ -9,7 +9,10 @@
 //! generic JSON, one push per scan in event-time order: the local stack
 //! configures secrets for those two providers only. Deadlines of stalled
 //! parcels are already in the past, so the detector fires them at once and the
-//! alerts show up within seconds.
+//! alerts show up within seconds. Then a hub closure ([`closure`]): parcels
+//! stuck at one transfer centre become one incident.
+
+mod closure;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -55,6 +58,9 @@ struct Args {
     /// Kdniao AppKey (the signing key).
     #[arg(long, default_value = "demo-kdniao-appkey")]
     kdniao_appkey: String,
+    /// Parcels stranded at one hub after the main load (0 = no closure).
+    #[arg(long, default_value_t = 40)]
+    stranded: usize,
 }
 
 /// The formats the local stack has secrets for (deploy/local/config/ingest.toml).
@@ -396,5 +402,5 @@ async fn main() -> anyhow::Result<()> {
             card.carrier, card.deliveries, card.transit_p50_hours, card.transit_p90_hours,
         );
     }
-    Ok(())
+    closure::run(&http, &args, &run, &mut grpc).await
 }

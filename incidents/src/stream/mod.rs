@@ -12,6 +12,11 @@
 //! version, so a batch re-read after a crash changes nothing twice. A change
 //! written to Redis but not yet acknowledged by the broker stays marked and
 //! is published again by [`IncidentDetector::republish`].
+//!
+//! Layout: this file decodes inputs, applies alerts and updates, evaluates
+//! and commits; `declare` handles operators' declarations and lifts;
+//! `publish` writes a place's incident to the topic and runs the
+//! republisher.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,19 +25,20 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use prost::Message as _;
-use trackstream_carriers::carrier_code;
 use trackstream_proto::v1::{
-    Alert, AlertState, IncidentDeclaration, IncidentReason, IncidentSource, IncidentState, Reason,
-    ShipmentUpdate, Status, UpdateKind,
+    Alert, AlertState, IncidentDeclaration, IncidentSource, IncidentState, Reason, ShipmentUpdate,
+    Status, UpdateKind,
 };
 use trackstream_proto::{keys, time, topics};
-use trackstream_runtime::CancellationToken;
 use trackstream_runtime::kafka::{BatchHandler, HandlerError, Inbound, Producer};
+
+mod declare;
+mod publish;
 
 use crate::config::IncidentsConfig;
 use crate::detect::{self, Decision, Member, View};
+use crate::place;
 use crate::store::{IncidentStore, PlaceId, Snapshot, active_member};
-use crate::{place, record};
 
 /// Waybills handled at once within a batch.
 const CONCURRENCY: usize = 64;
@@ -380,184 +386,6 @@ impl IncidentDetector {
         }
         Ok(done)
     }
-
-    /// An operator's declaration (or lift).
-    async fn on_declaration(
-        &self,
-        declaration: &IncidentDeclaration,
-    ) -> Result<Vec<PlaceId>, HandlerError> {
-        let mut changed = Vec::new();
-        if !declaration.lift_incident_id.is_empty() {
-            let Some(at) = self
-                .store
-                .place_of(&declaration.lift_incident_id)
-                .await
-                .map_err(failed("lift"))?
-            else {
-                self.count(topics::INCIDENTS_DECLARED, "unknown_incident");
-                tracing::warn!(incident_id = %declaration.lift_incident_id, "incidents: lift of an unknown incident ignored");
-                return Ok(changed);
-            };
-            let when = time::millis(declaration.starts_at.as_ref());
-            let snapshot = self.read(&at, when).await.map_err(failed("lift"))?;
-            if let Some(current) = snapshot
-                .current
-                .as_ref()
-                .filter(|c| c.id == declaration.lift_incident_id)
-                && let Some(decision) = detect::lift(current, when.max(current.effective_at))
-                && self
-                    .commit(&at, &snapshot, &decision)
-                    .await
-                    .map_err(failed("lift"))?
-            {
-                self.store
-                    .set_declared(&at, false)
-                    .await
-                    .map_err(failed("lift"))?;
-                changed.push(at);
-            }
-            self.count(topics::INCIDENTS_DECLARED, "lifted");
-            return Ok(changed);
-        }
-        let carrier = carrier_code::canonical(&declaration.carrier);
-        let Some(province) = place::province(&declaration.province, "") else {
-            self.count(topics::INCIDENTS_DECLARED, "no_area");
-            tracing::warn!(carrier = %carrier, "incidents: declaration without a province ignored");
-            return Ok(changed);
-        };
-        let city = declaration.city.trim();
-        let mut places: Vec<String> = self
-            .store
-            .places(&carrier)
-            .await
-            .map_err(failed("declaration"))?
-            .into_iter()
-            .filter(|p| place::within(p, &province, city))
-            .collect();
-        if places.is_empty() || (!city.is_empty() && !places.iter().any(|p| p.ends_with(city))) {
-            places.push(if city.is_empty() {
-                province.clone()
-            } else {
-                format!("{province}/{city}")
-            });
-        }
-        let reason = IncidentReason::try_from(declaration.reason)
-            .ok()
-            .filter(|r| *r != IncidentReason::Unspecified)
-            .unwrap_or(IncidentReason::Unknown);
-        for key in places {
-            let at = PlaceId {
-                carrier: carrier.clone(),
-                place: key,
-            };
-            let newest = self
-                .store
-                .newest(&at)
-                .await
-                .map_err(failed("declaration"))?;
-            let when = match time::millis(declaration.starts_at.as_ref()) {
-                0 if newest > 0 => newest,
-                0 => time::millis(Some(&time::to_proto(chrono_now()))),
-                starts => starts,
-            };
-            let window = IncidentsConfig::ms(self.config.active_window);
-            let active = self
-                .store
-                .active(&at, when.saturating_sub(window))
-                .await
-                .map_err(failed("declaration"))?;
-            for (member, _) in &active {
-                self.store
-                    .hold(&at, member, true)
-                    .await
-                    .map_err(failed("declaration"))?;
-            }
-            for _ in 0..8 {
-                let snapshot = self.read(&at, when).await.map_err(failed("declaration"))?;
-                let view = self.view(&at, when, &snapshot);
-                let decision =
-                    detect::declare(&view, reason, time::millis(declaration.until.as_ref()));
-                if self
-                    .commit(&at, &snapshot, &decision)
-                    .await
-                    .map_err(failed("declaration"))?
-                {
-                    changed.push(at.clone());
-                    break;
-                }
-            }
-        }
-        self.count(topics::INCIDENTS_DECLARED, "declared");
-        tracing::info!(carrier = %carrier, province = %province, city = %city,
-            declared_by = %declaration.declared_by, places = changed.len(), "incident declared");
-        Ok(changed)
-    }
-
-    /// Produces the place's current incident (if unpublished changes exist)
-    /// and clears the mark.
-    pub async fn publish(&self, at: &PlaceId) -> Result<(), HandlerError> {
-        let snapshot = self
-            .store
-            .snapshot(at, 0, 0, 0)
-            .await
-            .map_err(failed("reading for publish"))?;
-        let Some(incident) = snapshot
-            .current
-            .as_ref()
-            .filter(|_| snapshot.unpublished > 0)
-        else {
-            return self
-                .store
-                .published(at, 0)
-                .await
-                .map_err(failed("publish mark"));
-        };
-        let records = record::records(
-            at,
-            incident,
-            &snapshot.members,
-            self.config.max_parcels_per_record,
-        );
-        let n = records.len() as u64;
-        self.producer
-            .send_all(records)
-            .await
-            .map_err(|e| HandlerError(format!("incidents: producing: {e}")))?;
-        self.metrics.published.inc_by(n);
-        self.store
-            .published(at, incident.version)
-            .await
-            .map_err(failed("publish mark"))
-    }
-
-    /// Publishes changes whose publishing a crash interrupted, every
-    /// `republish_interval`, until `shutdown`.
-    pub async fn republish(&self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.config.republish_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let dirty = match self.store.dirty().await {
-                Ok(dirty) => dirty,
-                Err(err) => {
-                    tracing::warn!(%err, "incidents: reading unpublished changes failed; retried");
-                    continue;
-                }
-            };
-            for at in dirty {
-                if let Err(err) = self.publish(&at).await {
-                    tracing::warn!(%err, place = %at.place, "incidents: republishing failed; retried");
-                }
-            }
-        }
-    }
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
 }
 
 /// The places a batch touched, with the newest event time each was touched at.
