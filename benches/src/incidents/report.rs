@@ -88,21 +88,23 @@ pub fn print(opts: &Options, floor: usize, world: &World, records: &[Incident], 
     let (mut linked, mut right, mut held) = (0usize, 0usize, 0usize);
     let (mut parcel_alerts, mut notifications) = (0usize, 0usize);
     let (mut orders_affected, mut buyer_with) = (0usize, 0usize);
-    let mut notified: BTreeSet<(String, String, i32, u32)> = BTreeSet::new();
+    // A merchant is notified when one of its parcels is first linked to an
+    // incident and when the incident resolves (escalations and updates
+    // refresh the incident it already has; they wake nobody).
+    let mut notified: BTreeMap<(String, String), bool> = BTreeMap::new();
     for r in records
         .iter()
         .filter(|r| !r.merchant_id.is_empty() && matched.contains_key(&r.incident_id))
     {
-        if r.state != IncidentState::Updated as i32 {
-            notified.insert((
-                r.merchant_id.clone(),
-                r.incident_id.clone(),
-                r.state,
-                r.tier,
-            ));
-        }
+        let resolved = notified
+            .entry((r.merchant_id.clone(), r.incident_id.clone()))
+            .or_default();
+        *resolved |= r.state == IncidentState::Resolved as i32;
     }
-    notifications += notified.len();
+    notifications += notified
+        .values()
+        .map(|resolved| 1 + usize::from(*resolved))
+        .sum::<usize>();
     for (id, n) in &matched {
         let closure = &world.closures[*n];
         let truth: BTreeSet<&str> = closure.stalled.iter().map(|(k, _)| k.as_str()).collect();
@@ -177,7 +179,8 @@ pub fn print(opts: &Options, floor: usize, world: &World, records: &[Incident], 
         100.0 * right as f64 / held.max(1) as f64
     );
     println!(
-        "| merchant notifications | {parcel_alerts} parcel alert emissions (opened, resolved) → {notifications} incident notifications (opened, escalated, resolved, per merchant and incident) |"
+        "| merchant notifications | {parcel_alerts} parcel alerts (opened, resolved) → {notifications} incident notifications (per merchant: when its first parcel is linked, when it resolves) ({} merchant × incident pairs) |",
+        notified.len()
     );
     println!(
         "| buyer messages for the affected orders | {orders_affected} generic DELAYED without incidents → {buyer_with} with: {orders_affected} name the cause, {} orders also got a DELAYED (stuck > {}h before the incident opened) |",
