@@ -55,7 +55,7 @@ pub fn platform(place_id: &PlaceId, incident: &Stored) -> Incident {
         moved_total: incident.moved,
         version: incident.version,
         summary: format!(
-            "{} {}: {} {} parcels held up ({:.1} % of {} active; normally {:.1} %), {} moved again",
+            "{} {} ({}): {} parcels held up ({:.1} % of {} active; normally {:.1} %), {} moved again",
             place_id.carrier,
             place_id.place,
             reason
