@@ -32,9 +32,11 @@ pub struct Input {
     pub payload: Vec<u8>,
 }
 
-/// A closure injected into the traffic.
+/// A group hold injected into the traffic: a hub closure, or a late truck.
 #[derive(Debug, Clone)]
 pub struct Closure {
+    /// A closure (`true`) or a late truck.
+    pub closure: bool,
     pub carrier: &'static str,
     pub place: String,
     pub start: i64,
@@ -46,8 +48,9 @@ pub struct Closure {
 /// The generated traffic.
 pub struct World {
     pub inputs: Vec<Input>,
+    /// The closures, then the late trucks.
     pub closures: Vec<Closure>,
-    /// Stall alerts opened by ordinary trouble (random stalls, late trucks).
+    /// Stall alerts opened by random stalls (not in a closure or a truck).
     pub ordinary_stalls: usize,
     /// Late trucks (correlated ordinary stalls).
     pub late_trucks: usize,
@@ -221,12 +224,21 @@ pub fn generate(opts: &Options) -> World {
         closures: closures
             .iter()
             .map(|(c, h, s, e)| Closure {
+                closure: true,
                 carrier: CARRIERS[*c],
                 place: place(*h),
                 start: *s,
                 end: *e,
                 stalled: Vec::new(),
             })
+            .chain(late.iter().map(|l| Closure {
+                closure: false,
+                carrier: CARRIERS[l.carrier],
+                place: place(l.hub),
+                start: l.from,
+                end: l.to,
+                stalled: Vec::new(),
+            }))
             .collect(),
         ordinary_stalls: 0,
         late_trucks: trucks,
@@ -301,8 +313,11 @@ pub fn generate(opts: &Options) -> World {
             let closed = world.closures.iter_mut().find(|c| {
                 c.carrier == CARRIERS[p.carrier]
                     && c.place == place(*city_i)
-                    && *at >= c.start - 6 * H
-                    && *at < c.end
+                    && if c.closure {
+                        *at >= c.start - 6 * H && *at < c.end
+                    } else {
+                        *at >= c.start && *at < c.end
+                    }
             });
             match closed {
                 Some(c) => c.stalled.push((p.key.clone(), threshold)),
