@@ -349,6 +349,25 @@ pub fn declare(view: &View<'_>, reason: IncidentReason, until: i64) -> Decision 
     Decision { incident, link }
 }
 
+/// How long the resolved `incident` held its parcels that moved again
+/// (median of moved − stuck since, in whole hours); `None` without moves.
+/// Kept per carrier and place, it is the next incident's expected delay.
+pub fn held_hours(members: &[Member], incident: &Stored) -> Option<u32> {
+    let mut held: Vec<i64> = members
+        .iter()
+        .filter(|m| m.incident == incident.id && m.moved > m.since)
+        .map(|m| m.moved - m.since)
+        .collect();
+    if held.is_empty() {
+        return None;
+    }
+    held.sort_unstable();
+    let median = held[held.len() / 2];
+    u32::try_from((median + 1_800_000) / 3_600_000)
+        .ok()
+        .filter(|h| *h > 0)
+}
+
 /// The operator lifts a declared incident: resolved now.
 pub fn lift(current: &Stored, at: i64) -> Option<Decision> {
     if !current.open() {

@@ -179,3 +179,24 @@ fn stalls_read_out_of_order_move_the_opening_back_not_the_id() {
     );
     assert_eq!(grown.incident.affected, 40);
 }
+
+#[test]
+fn a_resolved_incident_remembers_how_long_it_held_its_parcels() {
+    let mut members = stuck(5, 0, 60_000);
+    for (i, m) in members.iter_mut().enumerate() {
+        m.incident = "inc-1".into();
+        m.moved = m.since + (28 + i as i64) * H;
+    }
+    members[4].moved = 0;
+    let incident = Stored {
+        id: "inc-1".into(),
+        ..Stored::default()
+    };
+    // Holds 28, 29, 30, 31 h (one never moved): the median.
+    assert_eq!(held_hours(&members, &incident), Some(30));
+    let other = Stored {
+        id: "inc-2".into(),
+        ..Stored::default()
+    };
+    assert_eq!(held_hours(&members, &other), None);
+}

@@ -20,7 +20,9 @@
 //! is a member of. Index keys under `{inc}`: `:dirty` (places with a change
 //! not yet published), `:declared` (places with an open declared incident),
 //! `:places|<carrier>` (a carrier's places, for province-wide declarations),
-//! `:ids` (incident id → place).
+//! `:ids` (incident id → place), `:holds|<carrier>[|<place>]` (the last 20
+//! resolved incidents' median holds in hours, 90 days: the next incident's
+//! expected delay).
 //!
 //! Every key expires `keep` (default 14 days) after its place's or parcel's
 //! last change. No buyer contact is stored: order ids and waybills only.
@@ -32,6 +34,10 @@ use crate::detect::{Baseline, Member, Stored};
 
 const DAY_MS: i64 = 86_400_000;
 const SEP: char = '\u{1f}';
+/// Resolved incidents' holds remembered per place and per carrier.
+const HOLDS: isize = 20;
+/// How long that history lives after the last incident added to it.
+const HOLDS_KEEP_MS: i64 = 90 * DAY_MS;
 
 /// A carrier × place.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -469,6 +475,48 @@ impl IncidentStore {
             let _: () = conn.srem(index("dirty"), at.encode()).await?;
         }
         Ok(())
+    }
+
+    /// Remembers how long a resolved incident held its parcels, for the
+    /// place and for the carrier (the 20 latest each, 90 days).
+    pub async fn record_hold(&self, at: &PlaceId, hours: u32) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for key in [
+            index(&format!("holds|{}|{}", at.carrier, at.place)),
+            index(&format!("holds|{}", at.carrier)),
+        ] {
+            pipe.lpush(&key, hours)
+                .ignore()
+                .ltrim(&key, 0, HOLDS - 1)
+                .ignore()
+                .pexpire(&key, HOLDS_KEEP_MS)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await
+    }
+
+    /// The expected delay of a new incident at `at`, in hours: the median hold
+    /// of the carrier's last incidents there (at least 2), else anywhere (at
+    /// least 3); `None` when that history is too thin to say.
+    pub async fn expected_hold(&self, at: &PlaceId) -> redis::RedisResult<Option<u32>> {
+        let mut conn = self.conn.clone();
+        let (here, carrier): (Vec<u32>, Vec<u32>) = redis::pipe()
+            .lrange(index(&format!("holds|{}|{}", at.carrier, at.place)), 0, -1)
+            .lrange(index(&format!("holds|{}", at.carrier)), 0, -1)
+            .query_async(&mut conn)
+            .await?;
+        let median = |mut v: Vec<u32>| {
+            v.sort_unstable();
+            v[v.len() / 2]
+        };
+        Ok(if here.len() >= 2 {
+            Some(median(here))
+        } else if carrier.len() >= 3 {
+            Some(median(carrier))
+        } else {
+            None
+        })
     }
 
     /// Places with a change not yet published.

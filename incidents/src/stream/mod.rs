@@ -277,10 +277,22 @@ impl IncidentDetector {
                 self.store.peak(at, when, stuck).await?;
             }
             let view = self.view(at, when, &snapshot);
-            let Some(decision) = detect::decide(&self.config, &view) else {
+            let Some(mut decision) = detect::decide(&self.config, &view) else {
                 return Ok(false);
             };
+            let incident = &mut decision.incident;
+            if incident.state == IncidentState::Opened as i32 && incident.expected_delay_hours == 0
+            {
+                // What the carrier's earlier incidents here (or anywhere) held
+                // their parcels for: the buyers' expected delay.
+                incident.expected_delay_hours = self.store.expected_hold(at).await?.unwrap_or(0);
+            }
             if self.commit(at, &snapshot, &decision).await? {
+                if decision.incident.state == IncidentState::Resolved as i32
+                    && let Some(hours) = detect::held_hours(&snapshot.members, &decision.incident)
+                {
+                    self.store.record_hold(at, hours).await?;
+                }
                 return Ok(true);
             }
         }

@@ -1,0 +1,188 @@
+//! The incident detector as a stage, on a real `redis-server` and a real
+//! broker, fed the records the detector writes: per-merchant records, an
+//! expected delay learnt from the place's earlier incidents, and a batch read
+//! twice changing nothing.
+
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use prost::Message as _;
+use trackstream_incidents::IncidentsConfig;
+use trackstream_incidents::store::IncidentStore;
+use trackstream_incidents::stream::IncidentDetector;
+use trackstream_proto::time::from_millis;
+use trackstream_proto::topics;
+use trackstream_proto::v1::{Alert, AlertState, Incident, IncidentState, Location};
+use trackstream_runtime::config::{KafkaConfig, RedisConfig};
+use trackstream_runtime::kafka::{BatchHandler as _, Inbound, Producer};
+use trackstream_runtime::redis::RedisConn;
+use trackstream_testkit::kafka::{TopicReader, create_topics};
+use trackstream_testkit::processes::{Broker, RedisServer};
+
+const H: i64 = 3_600_000;
+const DAY: i64 = 24 * H;
+const T0: i64 = 1_733_000_000_000;
+
+fn alert(n: usize, group: i64, state: AlertState, at: i64) -> Inbound {
+    let waybill = format!("W{group}-{n:03}");
+    let alert = Alert {
+        alert_id: format!("zto:{waybill}:st:1"),
+        rule: "stalled_in_transit".into(),
+        state: state as i32,
+        carrier: "zto".into(),
+        waybill,
+        order_id: format!("O{group}-{n:03}"),
+        merchant_id: if n.is_multiple_of(2) { "m-a" } else { "m-b" }.into(),
+        effective_at: Some(from_millis(at)),
+        location: Some(Location {
+            region: "浙江".into(),
+            city: "杭州市".into(),
+            ..Location::default()
+        }),
+        ..Alert::default()
+    };
+    Inbound {
+        topic: topics::TRACKING_ALERTS.into(),
+        partition: 0,
+        offset: 0,
+        key: None,
+        payload: alert.encode_to_vec(),
+        headers: Vec::new(),
+    }
+}
+
+/// 24 parcels of group `group` stall a minute apart from `start`, and move
+/// again `held` later.
+fn closure(group: i64, start: i64, held: i64) -> (Vec<Inbound>, Vec<Inbound>) {
+    let opened = (0..24)
+        .map(|n| alert(n, group, AlertState::Opened, start + n as i64 * 60_000))
+        .collect();
+    let resolved = (0..24)
+        .map(|n| {
+            alert(
+                n,
+                group,
+                AlertState::Resolved,
+                start + n as i64 * 60_000 + held,
+            )
+        })
+        .collect();
+    (opened, resolved)
+}
+
+fn published(registry: &Registry) -> u64 {
+    let mut text = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("incidents_records_published_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_incident_expects_the_delay_the_places_last_ones_held_and_a_reread_changes_nothing()
+ {
+    let redis = RedisServer::start().await.expect("redis");
+    let broker = Broker::start().await.expect("broker");
+    create_topics(&broker.bootstrap(), &[(topics::TRACKING_INCIDENTS, 2)])
+        .await
+        .expect("topics");
+    let kafka = KafkaConfig {
+        brokers: broker.bootstrap(),
+        ..KafkaConfig::default()
+    };
+    let mut registry = Registry::default();
+    let producer = Producer::new(&kafka, "stage-test", &mut registry).expect("producer");
+    let conn = RedisConn::connect(&RedisConfig {
+        url: redis.url(),
+        cluster_nodes: Vec::new(),
+    })
+    .await
+    .expect("redis connection");
+    let detector = IncidentDetector::new(
+        IncidentStore::new(conn, 14 * DAY),
+        producer,
+        IncidentsConfig::default(),
+        &mut registry,
+    );
+
+    // Two closures at the hub, each holding its parcels 30 h.
+    for group in 0..2 {
+        let (opened, resolved) = closure(group, T0 + group * 3 * DAY, 30 * H);
+        detector.handle(&opened).await.expect("opened");
+        let before = published(&registry);
+        // The same batch again (a crash before offsets were stored): nothing new.
+        detector.handle(&opened).await.expect("re-read");
+        assert_eq!(
+            published(&registry),
+            before,
+            "a re-read batch published again"
+        );
+        detector.handle(&resolved).await.expect("resolved");
+    }
+    // A third: buyers can be told to expect about 30 h.
+    let (opened, _) = closure(2, T0 + 6 * DAY, 30 * H);
+    detector.handle(&opened).await.expect("third");
+
+    let expected = published(&registry);
+    let mut reader = TopicReader::new(&broker.bootstrap(), topics::TRACKING_INCIDENTS);
+    reader
+        .until(Duration::from_secs(60), "every record", |r| {
+            r.len() as u64 >= expected
+        })
+        .await;
+    let records: Vec<Incident> = reader.decoded();
+    let platform: Vec<&Incident> = records
+        .iter()
+        .filter(|i| i.merchant_id.is_empty())
+        .collect();
+    let ids: std::collections::BTreeSet<&str> =
+        platform.iter().map(|i| i.incident_id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "three incidents: {ids:?}");
+    let opened: Vec<&&Incident> = platform
+        .iter()
+        .filter(|i| i.state == IncidentState::Opened as i32)
+        .collect();
+    assert_eq!(opened.len(), 3);
+    assert_eq!(opened[0].expected_delay_hours, 0, "no history yet");
+    assert_eq!(
+        opened[1].expected_delay_hours, 0,
+        "one incident is not a history"
+    );
+    assert_eq!(
+        opened[2].expected_delay_hours, 30,
+        "the hub's last two held 30 h"
+    );
+    assert_eq!(
+        platform
+            .iter()
+            .filter(|i| i.state == IncidentState::Resolved as i32)
+            .count(),
+        2
+    );
+    // Each shop's record lists its own parcels only.
+    for merchant in ["m-a", "m-b"] {
+        let mine: Vec<&Incident> = records
+            .iter()
+            .filter(|i| i.merchant_id == merchant)
+            .collect();
+        assert!(!mine.is_empty());
+        assert!(mine.iter().all(|i| i.parcels.iter().all(|p| {
+            let n: usize = p
+                .order_id
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(99);
+            n.is_multiple_of(2) == (merchant == "m-a")
+        })));
+        assert!(
+            mine.iter()
+                .all(|i| i.affected as usize == i.parcels.len() && i.affected < i.affected_total)
+        );
+    }
+}
