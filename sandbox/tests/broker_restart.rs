@@ -140,12 +140,42 @@ async fn every_acknowledged_webhook_survives_a_broker_sigkill_and_restart_once()
     // the deadline, the message says how many were read).
     let wanted: Vec<String> = acked.iter().map(|i| format!("scan {i}")).collect();
     let mut updates = sandbox.reader(topics::TRACKING_UPDATES);
-    updates
-        .until(WAIT, "every acknowledged scan's update", |records| {
+    let all_there = updates
+        .try_until(WAIT, |records| {
             let by_text = texts(records);
             wanted.iter().all(|t| by_text.contains_key(t))
         })
         .await;
+    if !all_there {
+        // Say where the missing scans stopped: a lost write, a stage that
+        // stopped, or a reader that missed a partition.
+        let by_text = texts(&updates.records);
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|t| !by_text.contains_key(*t))
+            .collect();
+        let mut partitions = BTreeMap::new();
+        for record in &updates.records {
+            *partitions.entry(record.partition).or_insert(0) += 1;
+        }
+        let mut raw = sandbox.reader(topics::SCANS_RAW);
+        let mut events = sandbox.reader(topics::TRACKING_EVENTS);
+        let _ = raw
+            .try_until(Duration::from_secs(20), |r| r.len() >= wanted.len())
+            .await;
+        let _ = events
+            .try_until(Duration::from_secs(20), |r| r.len() >= wanted.len())
+            .await;
+        panic!(
+            "{} acknowledged scans have no update (acked {} before the crash, {} in all): {missing:?}; \
+             updates read per partition {partitions:?}; scans.raw has {} records, tracking.events {}",
+            missing.len(),
+            acked_before,
+            acked.len(),
+            raw.records.len(),
+            events.records.len(),
+        );
+    }
     let decoded: Vec<ShipmentUpdate> = updates.decoded();
     let by_text = texts(&updates.records);
     // None twice: one update per scan, one scan per order sequence number.

@@ -154,14 +154,23 @@ impl TopicReader {
         what: &str,
         done: impl Fn(&[Record]) -> bool,
     ) -> &[Record] {
+        assert!(
+            self.try_until(timeout, done).await,
+            "timed out after {timeout:?} waiting for {what}; read {} records",
+            self.records.len()
+        );
+        &self.records
+    }
+
+    /// Reads until `done(records)` holds (`true`) or `timeout` passes
+    /// (`false`), for a test that explains a timeout itself.
+    pub async fn try_until(&mut self, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         while !done(&self.records) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out after {timeout:?} waiting for {what}; read {} records",
-                self.records.len()
-            );
+            if left.is_zero() {
+                return false;
+            }
             if let Ok(Ok(message)) =
                 tokio::time::timeout(left.min(Duration::from_millis(500)), self.consumer.recv())
                     .await
@@ -190,7 +199,7 @@ impl TopicReader {
                 });
             }
         }
-        &self.records
+        true
     }
 
     /// Records decoded as `T` (undecodable ones skipped).
