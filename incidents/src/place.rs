@@ -13,7 +13,7 @@ use trackstream_proto::v1::{Location, Reason};
 /// The grouping key of a location, `None` when it names no place.
 pub fn of(location: &Location) -> Option<String> {
     let province = province(&location.region, &location.admin_area_code);
-    let city = clean(&location.city);
+    let city = city(&location.city);
     match (province, city) {
         (Some(p), Some(c)) => Some(format!("{p}/{c}")),
         (Some(p), None) => Some(p),
@@ -28,6 +28,24 @@ pub fn province(region: &str, admin_code: &str) -> Option<String> {
         .or_else(|| area::province_for_code(admin_code))
         .map(|p| p.name.to_owned())
         .or_else(|| clean(region))
+}
+
+/// A city name written one way: a bare two- or three-character Chinese name
+/// ("杭州", "北京") gets its 市, as carriers and admin divisions write it
+/// ("杭州市"); anything else (an autonomous prefecture, a district, an English
+/// name) stays as written.
+pub fn city(name: &str) -> Option<String> {
+    let name = clean(name)?;
+    let chars: Vec<char> = name.chars().collect();
+    let chinese = chars.iter().all(|c| ('\u{4e00}'..='\u{9fff}').contains(c));
+    let suffixed = ["市", "区", "县", "旗", "盟"]
+        .iter()
+        .any(|s| name.ends_with(s));
+    Some(if chinese && !suffixed && (2..=3).contains(&chars.len()) {
+        format!("{name}市")
+    } else {
+        name
+    })
 }
 
 /// Whether place `place` lies in the declared area (province, optional city).
@@ -120,6 +138,17 @@ mod tests {
         assert_eq!(of(&a).as_deref(), Some("浙江省/杭州市"));
         assert_eq!(of(&a), of(&b));
         assert_eq!(of(&a), of(&c));
+        let bare = Location {
+            region: "浙江省".into(),
+            city: "杭州".into(),
+            ..Location::default()
+        };
+        assert_eq!(of(&bare), of(&a), "杭州 and 杭州市 are one city");
+        assert_eq!(
+            city("恩施土家族苗族自治州").as_deref(),
+            Some("恩施土家族苗族自治州")
+        );
+        assert_eq!(city("Hangzhou").as_deref(), Some("Hangzhou"));
         assert_eq!(of(&Location::default()), None);
         let text = Location {
             text: "Memphis {hub}".into(),

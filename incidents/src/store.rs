@@ -17,10 +17,11 @@
 //!
 //! Per parcel: `{ipos:<waybill>}` where its newest scan was (to take it out
 //! of the previous place's active set) and `{istuck:<waybill>}` the place it
-//! is a member of. Index keys under `{inc}`: `:dirty` (places with a change
+//! is a member of; `{incid:<id>}` the place of an incident (for a lift).
+//! Index keys under `{inc}`: `:dirty` (places with a change
 //! not yet published), `:declared` (places with an open declared incident),
 //! `:places|<carrier>` (a carrier's places, for province-wide declarations),
-//! `:ids` (incident id → place), `:holds|<carrier>[|<place>]` (the last 20
+//! `:holds|<carrier>[|<place>]` (the last 20
 //! resolved incidents' median holds in hours, 90 days: the next incident's
 //! expected delay).
 //!
@@ -34,6 +35,8 @@ use crate::detect::{Baseline, Member, Stored};
 
 const DAY_MS: i64 = 86_400_000;
 const SEP: char = '\u{1f}';
+/// Days of peaks kept (more than any sensible `baseline_days`).
+const PEAK_DAYS: i64 = 62;
 /// Resolved incidents' holds remembered per place and per carrier.
 const HOLDS: isize = 20;
 /// How long that history lives after the last incident added to it.
@@ -113,10 +116,7 @@ if v ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[3], 'j', ARGV[2], 'd', ARGV[3])
 local n = tonumber(ARGV[5])
 for i = 1, n do redis.call('HSET', KEYS[2], ARGV[6 + i], ARGV[6]) end
-for i = 7 + n, #ARGV do
-  redis.call('HDEL', KEYS[2], ARGV[i]); redis.call('HDEL', KEYS[3], ARGV[i]); redis.call('HDEL', KEYS[4], ARGV[i])
-end
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
 return 1
 ";
 
@@ -150,6 +150,11 @@ fn decode_member(waybill: &str, text: &str) -> Option<Member> {
 /// The active-set member of a parcel.
 pub fn active_member(waybill: &str, merchant: &str, order: &str) -> String {
     format!("{waybill}{SEP}{merchant}{SEP}{order}")
+}
+
+/// Where an incident is (`{incid:<id>}` → place), for a lift.
+fn id_key(incident: &str) -> String {
+    format!("{{incid:{incident}}}")
 }
 
 fn index(part: &str) -> String {
@@ -213,6 +218,9 @@ impl IncidentStore {
             .arg(member)
             .ignore()
             .pexpire(&active, self.keep_ms)
+            .ignore()
+            // A parcel never scanned again (nor final) leaves after `keep`.
+            .zrembyscore(&active, "-inf", when.saturating_sub(self.keep_ms))
             .ignore()
             .pfadd(&seen, waybill)
             .ignore()
@@ -405,14 +413,43 @@ impl IncidentStore {
             .arg(count)
             .arg(day(when))
             .ignore()
+            // Days before the baseline's reach go (a week of them per write, so
+            // every old day is dropped by some later evaluation).
+            .zrem(
+                &key,
+                (1..=7)
+                    .map(|d| day(when) - PEAK_DAYS - d)
+                    .collect::<Vec<_>>(),
+            )
+            .ignore()
             .pexpire(&key, self.keep_ms)
             .ignore()
             .query_async(&mut conn)
             .await
     }
 
+    /// Forgets members that can no longer matter (moved or stuck long ago,
+    /// in no open incident): their moves and links with them. Only this
+    /// instance writes these waybills' members (their records share its
+    /// partitions), so nothing it did not read can be lost.
+    pub async fn trim(&self, at: &PlaceId, waybills: &[String]) -> redis::RedisResult<()> {
+        if waybills.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .hdel(at.key("m"), waybills)
+            .ignore()
+            .hdel(at.key("x"), waybills)
+            .ignore()
+            .hdel(at.key("l"), waybills)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+    }
+
     /// Replaces the incident read at `version` with `incident`, links `link`
-    /// to it and drops the `trim`med members; `false` when another instance
+    /// to it; `false` when another instance
     /// changed the place meanwhile (evaluate again).
     pub async fn commit(
         &self,
@@ -420,7 +457,6 @@ impl IncidentStore {
         version: u32,
         incident: &Stored,
         link: &[String],
-        trim: &[String],
     ) -> redis::RedisResult<bool> {
         let json = serde_json::to_string(incident).map_err(|e| {
             redis::RedisError::from((
@@ -436,7 +472,12 @@ impl IncidentStore {
         let _: () = redis::pipe()
             .sadd(index("dirty"), at.encode())
             .ignore()
-            .hset(index("ids"), &incident.id, at.encode())
+            .set_options(
+                id_key(&incident.id),
+                at.encode(),
+                redis::SetOptions::default()
+                    .with_expiration(redis::SetExpiry::PX(self.keep_ms as u64)),
+            )
             .ignore()
             .query_async(&mut conn)
             .await?;
@@ -445,8 +486,6 @@ impl IncidentStore {
         script
             .key(at.key("i"))
             .key(at.key("l"))
-            .key(at.key("m"))
-            .key(at.key("x"))
             .arg(version)
             .arg(json)
             .arg(incident.version)
@@ -456,9 +495,7 @@ impl IncidentStore {
         for waybill in link {
             script.arg(waybill);
         }
-        for waybill in trim {
-            script.arg(waybill);
-        }
+
         let done: i64 = script.invoke_async(&mut conn).await?;
         Ok(done == 1)
     }
@@ -553,7 +590,7 @@ impl IncidentStore {
     /// The place of an incident id.
     pub async fn place_of(&self, incident: &str) -> redis::RedisResult<Option<PlaceId>> {
         let mut conn = self.conn.clone();
-        let at: Option<String> = conn.hget(index("ids"), incident).await?;
+        let at: Option<String> = conn.get(id_key(incident)).await?;
         Ok(at.as_deref().and_then(PlaceId::decode))
     }
 

@@ -57,16 +57,16 @@ impl IncidentDetector {
             tracing::warn!(carrier = %carrier, "incidents: declaration without a province ignored");
             return Ok(changed);
         };
-        let city = declaration.city.trim();
+        let city = place::city(&declaration.city).unwrap_or_default();
         let mut places: Vec<String> = self
             .store
             .places(&carrier)
             .await
             .map_err(failed("declaration"))?
             .into_iter()
-            .filter(|p| place::within(p, &province, city))
+            .filter(|p| place::within(p, &province, &city))
             .collect();
-        if places.is_empty() || (!city.is_empty() && !places.iter().any(|p| p.ends_with(city))) {
+        if places.is_empty() {
             places.push(if city.is_empty() {
                 province.clone()
             } else {

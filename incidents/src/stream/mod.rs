@@ -272,6 +272,7 @@ impl IncidentDetector {
     async fn evaluate(&self, at: &PlaceId, when: i64) -> redis::RedisResult<bool> {
         for _ in 0..8 {
             let snapshot = self.read(at, when).await?;
+            self.store.trim(at, &self.trim(&snapshot, when)).await?;
             let stuck = detect::stuck(&self.config, &snapshot.members, when).len();
             if stuck > 0 {
                 self.store.peak(at, when, stuck).await?;
@@ -354,16 +355,9 @@ impl IncidentDetector {
         snapshot: &Snapshot,
         decision: &Decision,
     ) -> redis::RedisResult<bool> {
-        let trim = self.trim(snapshot, decision.incident.effective_at);
         let done = self
             .store
-            .commit(
-                at,
-                snapshot.version,
-                &decision.incident,
-                &decision.link,
-                &trim,
-            )
+            .commit(at, snapshot.version, &decision.incident, &decision.link)
             .await?;
         if done {
             let incident = &decision.incident;
