@@ -25,6 +25,7 @@ pub struct Options {
     pub(crate) fetch_wait_ms: Option<u64>,
     pub(crate) batch_linger_ms: Option<u64>,
     pub(crate) without_lanes: bool,
+    pub(crate) without_incidents: bool,
     pub(crate) concurrency: usize,
     /// Offer the first step again after the last one: same load, broker holding
     /// every record of the run (see `fn run`).
@@ -73,6 +74,10 @@ struct Cli {
     /// measures what they cost.
     #[arg(long)]
     without_lanes: bool,
+    /// Run the detector without its incident detector (`[incidents]` off):
+    /// the other half of a paired run that measures what it costs.
+    #[arg(long)]
+    without_incidents: bool,
     /// Results file whose generated part is rewritten (default
     /// benches/RESULTS.md).
     #[arg(long)]
@@ -102,6 +107,7 @@ pub fn options() -> anyhow::Result<Options> {
         fetch_wait_ms: cli.fetch_wait_ms,
         batch_linger_ms: cli.batch_linger_ms,
         without_lanes: cli.without_lanes,
+        without_incidents: cli.without_incidents,
         concurrency: cli.concurrency.max(1),
         repeat_first: !cli.no_repeat,
         broker_storage: Storage::from_name(&cli.broker_storage)

@@ -181,7 +181,7 @@ pub(crate) fn splice_results(path: &Path, table: &str) -> anyhow::Result<()> {
 pub(crate) fn settings(opts: &Options, broker: String) -> String {
     let defaults = trackstream_runtime::config::KafkaConfig::default();
     format!(
-        "broker {broker}; {} partitions per topic; services' `kafka.fetch_wait_max` {}, `kafka.batch_linger` {}; {} webhooks in flight at most; delivery predictions and lane statistics {}",
+        "broker {broker}; {} partitions per topic; services' `kafka.fetch_wait_max` {}, `kafka.batch_linger` {}; {} webhooks in flight at most; delivery predictions and lane statistics {}; incident detector {}",
         opts.partitions,
         opts.fetch_wait_ms.map_or_else(
             || format!(
@@ -198,7 +198,8 @@ pub(crate) fn settings(opts: &Options, broker: String) -> String {
             |v| format!("{v}ms")
         ),
         opts.concurrency,
-        if opts.without_lanes { "off" } else { "on" }
+        if opts.without_lanes { "off" } else { "on" },
+        if opts.without_incidents { "off" } else { "on" }
     )
 }
 

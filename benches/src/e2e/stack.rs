@@ -206,6 +206,8 @@ pub(crate) struct Tuning {
     pub(crate) batch_linger_ms: Option<u64>,
     /// Predictions and lane statistics off in the detector.
     pub(crate) without_lanes: bool,
+    /// The incident detector off in the detector.
+    pub(crate) without_incidents: bool,
 }
 
 impl From<&Options> for Tuning {
@@ -214,6 +216,7 @@ impl From<&Options> for Tuning {
             fetch_wait_ms: opts.fetch_wait_ms,
             batch_linger_ms: opts.batch_linger_ms,
             without_lanes: opts.without_lanes,
+            without_incidents: opts.without_incidents,
         }
     }
 }
@@ -260,11 +263,15 @@ pub(crate) fn write_configs(
         dir.join("normalize.toml"),
         format!("{common}{}", admin(normalize)),
     )?;
-    let lanes = if tuning.without_lanes {
+    let mut lanes = if tuning.without_lanes {
         "[forecast]\nenabled = false\n[lanes]\nenabled = false\n"
     } else {
         ""
-    };
+    }
+    .to_owned();
+    if tuning.without_incidents {
+        lanes.push_str("[incidents]\nenabled = false\n");
+    }
     std::fs::write(
         dir.join("detector.toml"),
         format!(
