@@ -175,6 +175,12 @@ impl IncidentStore {
         }
     }
 
+    /// `SET` options: the value lives `keep` after this write.
+    fn expiring(&self) -> redis::SetOptions {
+        redis::SetOptions::default()
+            .with_expiration(redis::SetExpiry::PX(u64::try_from(self.keep_ms).unwrap_or(u64::MAX)))
+    }
+
     /// Where each parcel's newest scan was.
     pub async fn positions(
         &self,
@@ -229,8 +235,7 @@ impl IncidentStore {
             .set_options(
                 format!("{{ipos:{waybill}}}"),
                 format!("{}\n{member}", at.encode()),
-                redis::SetOptions::default()
-                    .with_expiration(redis::SetExpiry::PX(self.keep_ms as u64)),
+                self.expiring(),
             )
             .ignore()
             .sadd(index(&format!("places|{}", at.carrier)), &at.place)
@@ -296,8 +301,7 @@ impl IncidentStore {
                 .set_options(
                     format!("{{istuck:{}}}", member.waybill),
                     at.encode(),
-                    redis::SetOptions::default()
-                        .with_expiration(redis::SetExpiry::PX(self.keep_ms as u64)),
+                    self.expiring(),
                 )
                 .ignore()
                 .query_async(&mut conn)
@@ -475,8 +479,7 @@ impl IncidentStore {
             .set_options(
                 id_key(&incident.id),
                 at.encode(),
-                redis::SetOptions::default()
-                    .with_expiration(redis::SetExpiry::PX(self.keep_ms as u64)),
+                self.expiring(),
             )
             .ignore()
             .query_async(&mut conn)
