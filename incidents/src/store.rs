@@ -177,8 +177,9 @@ impl IncidentStore {
 
     /// `SET` options: the value lives `keep` after this write.
     fn expiring(&self) -> redis::SetOptions {
-        redis::SetOptions::default()
-            .with_expiration(redis::SetExpiry::PX(u64::try_from(self.keep_ms).unwrap_or(u64::MAX)))
+        redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(
+            u64::try_from(self.keep_ms).unwrap_or(u64::MAX),
+        ))
     }
 
     /// Where each parcel's newest scan was.
@@ -476,11 +477,7 @@ impl IncidentStore {
         let _: () = redis::pipe()
             .sadd(index("dirty"), at.encode())
             .ignore()
-            .set_options(
-                id_key(&incident.id),
-                at.encode(),
-                self.expiring(),
-            )
+            .set_options(id_key(&incident.id), at.encode(), self.expiring())
             .ignore()
             .query_async(&mut conn)
             .await?;
