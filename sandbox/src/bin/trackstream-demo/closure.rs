@@ -109,19 +109,35 @@ pub async fn run(
         .cloned()
         .unwrap_or_default();
     println!(
-        "incident on tracking.incidents: {} — {} records for {} parcels ({}); {}",
+        "incident on tracking.incidents: {} ({} records read so far) for {} parcels ({}); {}",
         incident.incident_id,
         all.len(),
         incident.affected_total,
         IncidentReason::try_from(incident.reason).map_or("?", |r| r.as_str_name()),
         incident.summary
     );
-    let listed = grpc
-        .list_incidents(authed(ListIncidentsRequest::default(), &args.token))
-        .await
-        .context("ListIncidents")?
-        .into_inner()
-        .incidents;
+    // The notifier stores the merchant's record from the same topic; poll
+    // (with a deadline) until it lists the incident with all its parcels.
+    let wanted_id = incident.incident_id.clone();
+    let listed = trackstream_testkit::within(Duration::from_secs(60), || {
+        let mut grpc = grpc.clone();
+        let wanted_id = wanted_id.clone();
+        let token = args.token.clone();
+        async move {
+            let listed = grpc
+                .list_incidents(authed(ListIncidentsRequest::default(), &token))
+                .await
+                .ok()?
+                .into_inner()
+                .incidents;
+            listed
+                .iter()
+                .any(|i| i.incident_id == wanted_id && i.affected as usize >= args.stranded)
+                .then_some(listed)
+        }
+    })
+    .await
+    .context("ListIncidents did not list the hub's incident within 60 s")?;
     for i in &listed {
         println!(
             "ListIncidents: {} {} {} — {} of the merchant's parcels (orders {}…), opened {}",
