@@ -353,10 +353,15 @@ async fn scorecards_count_the_callers_parcels_beside_a_labelled_platform_baselin
         }
     };
     let find = |cards: &[Scorecard], key: &str| cards.iter().find(|c| c.key == key).cloned();
+    // Each delivery is counted under 8 keys (4 levels, platform-wide and the
+    // merchant's), written concurrently: wait for every key the test reads.
     let acme = trackstream_testkit::eventually(WAIT, "every delivery counted", || async {
         let acme = cards(ACME_TOKEN).await;
-        let total = find(&acme.global_baseline, &lane).map_or(0, |c| c.deliveries);
-        (total == 5).then_some(acme)
+        let count = |cards: &[Scorecard], key: &str| find(cards, key).map_or(0, |c| c.deliveries);
+        (count(&acme.global_baseline, &lane) == 5
+            && count(&acme.merchant, &lane) == 3
+            && count(&acme.merchant, "c|zto") == 3)
+            .then_some(acme)
     })
     .await;
     let own = find(&acme.merchant, &lane).expect("acme's lane card");
@@ -374,7 +379,14 @@ async fn scorecards_count_the_callers_parcels_beside_a_labelled_platform_baselin
     assert!((baseline.on_time_vs_promise - 0.6).abs() < 1e-9);
     assert_eq!(acme.merchant.len(), acme.global_baseline.len());
 
-    let other = cards(OTHER_TOKEN).await;
+    let other =
+        trackstream_testkit::eventually(WAIT, "the other shop's deliveries counted", || async {
+            let other = cards(OTHER_TOKEN).await;
+            find(&other.merchant, &lane)
+                .is_some_and(|c| c.deliveries == 2)
+                .then_some(other)
+        })
+        .await;
     let theirs = find(&other.merchant, &lane).expect("the other merchant's card");
     assert_eq!((theirs.deliveries, theirs.on_time_vs_promise), (2, 0.0));
     assert!(
