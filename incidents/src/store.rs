@@ -203,6 +203,13 @@ impl IncidentStore {
         Ok((pos, stuck.as_deref().and_then(PlaceId::decode)))
     }
 
+    /// The place `waybill` is a member of, if any.
+    pub async fn stuck(&self, waybill: &str) -> redis::RedisResult<Option<PlaceId>> {
+        let mut conn = self.conn.clone();
+        let stuck: Option<String> = conn.get(format!("{{istuck:{waybill}}}")).await?;
+        Ok(stuck.as_deref().and_then(PlaceId::decode))
+    }
+
     /// A scan at `at` (place, event time) of a parcel last seen at `from`.
     pub async fn seen(
         &self,

@@ -70,19 +70,6 @@ fn closure(group: i64, start: i64, held: i64) -> (Vec<Inbound>, Vec<Inbound>) {
     (opened, resolved)
 }
 
-fn published(registry: &Registry) -> u64 {
-    let mut text = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("incidents_records_published_total ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_incident_expects_the_delay_the_places_last_ones_held_and_a_reread_changes_nothing()
  {
@@ -114,11 +101,11 @@ async fn the_next_incident_expects_the_delay_the_places_last_ones_held_and_a_rer
     for group in 0..2 {
         let (opened, resolved) = closure(group, T0 + group * 3 * DAY, 30 * H);
         detector.handle(&opened).await.expect("opened");
-        let before = published(&registry);
+        let before = detector.records_published();
         // The same batch again (a crash before offsets were stored): nothing new.
         detector.handle(&opened).await.expect("re-read");
         assert_eq!(
-            published(&registry),
+            detector.records_published(),
             before,
             "a re-read batch published again"
         );
@@ -128,7 +115,7 @@ async fn the_next_incident_expects_the_delay_the_places_last_ones_held_and_a_rer
     let (opened, _) = closure(2, T0 + 6 * DAY, 30 * H);
     detector.handle(&opened).await.expect("third");
 
-    let expected = published(&registry);
+    let expected = detector.records_published();
     let mut reader = TopicReader::new(&broker.bootstrap(), topics::TRACKING_INCIDENTS);
     reader
         .until(Duration::from_secs(60), "every record", |r| {

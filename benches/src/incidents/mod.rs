@@ -108,21 +108,6 @@ async fn redis_cpu(url: &str) -> anyhow::Result<f64> {
     Ok(info_field(&info, "used_cpu_user") + info_field(&info, "used_cpu_sys"))
 }
 
-fn published(registry: &Registry) -> u64 {
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
-        return 0;
-    }
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("incidents_records_published_total ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 /// Runs the benchmark until it ends or a signal stops it (Redis and the
 /// broker stop with it).
 pub fn main(opts: &Options) -> anyhow::Result<()> {
@@ -137,7 +122,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
         world.parcels,
         world.inputs.len(),
         world.closures.len(),
-        world.late_trucks
+        world.late_trucks()
     );
     let redis = RedisServer::start().await.context("redis")?;
     let broker = Broker::start().await.context("broker")?;
@@ -201,7 +186,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
         redis_cpu: redis_cpu(&redis.url()).await? - redis0,
         redis_bytes: info_field(&redis_info(&redis.url(), "memory").await?, "used_memory") as u64,
     };
-    let expected = published(&registry);
+    let expected = detector.records_published();
     let mut reader = TopicReader::new(&broker.bootstrap(), topics::TRACKING_INCIDENTS);
     reader
         .until(

@@ -166,7 +166,7 @@ pub fn print(opts: &Options, floor: usize, world: &World, records: &[Incident], 
         world.parcels,
         world.closures.iter().filter(|c| c.closure).count(),
         world.ordinary_stalls,
-        world.late_trucks,
+        world.late_trucks(),
         opts.seed
     );
     println!("| measure | value |\n|---|---|");
@@ -174,10 +174,10 @@ pub fn print(opts: &Options, floor: usize, world: &World, records: &[Incident], 
         "| closures detected | {detected} of {} ({detectable} stranded ≥ {floor} parcels past the threshold) |",
         world.closures.iter().filter(|c| c.closure).count()
     );
-    if world.late_trucks > 0 {
+    if world.late_trucks() > 0 {
         println!(
             "| late trucks reported as incidents | {trucks_reported} of {} ({trucks_big} held ≥ {floor} parcels past the threshold: real group holds) |",
-            world.late_trucks
+            world.late_trucks()
         );
     }
     println!(

@@ -52,13 +52,18 @@ pub struct World {
     pub closures: Vec<Closure>,
     /// Stall alerts opened by random stalls (not in a closure or a truck).
     pub ordinary_stalls: usize,
-    /// Late trucks (correlated ordinary stalls).
-    pub late_trucks: usize,
     pub parcels: usize,
     /// Event time the measured part starts.
     pub measured_from: i64,
     /// (waybill key → order key) of every parcel, for the buyer count.
     pub orders: std::collections::HashMap<String, String>,
+}
+
+impl World {
+    /// Late trucks injected (the group holds that are not closures).
+    pub fn late_trucks(&self) -> usize {
+        self.closures.iter().filter(|c| !c.closure).count()
+    }
 }
 
 /// City `i`: its province and a city name of its own.
@@ -241,7 +246,6 @@ pub fn generate(opts: &Options) -> World {
             }))
             .collect(),
         ordinary_stalls: 0,
-        late_trucks: trucks,
         parcels: parcels.len(),
         measured_from,
         orders: std::collections::HashMap::new(),

@@ -103,6 +103,12 @@ impl IncidentDetector {
         }
     }
 
+    /// Records produced to `tracking.incidents` so far (the
+    /// `records_published` counter), for tools that read the topic back.
+    pub fn records_published(&self) -> u64 {
+        self.metrics.published.get()
+    }
+
     fn count(&self, topic: &str, outcome: &str) {
         self.metrics
             .inputs
@@ -156,7 +162,7 @@ impl IncidentDetector {
             return Ok(());
         }
         if alert.state == AlertState::Resolved as i32 {
-            let (_, stuck) = self.store.positions(&waybill).await?;
+            let stuck = self.store.stuck(&waybill).await?;
             if let Some(at) = stuck
                 && let Some(member) = self.store.member(&at, &waybill).await?
                 && member.alert_id == alert.alert_id
