@@ -27,6 +27,9 @@ pub struct Config {
     pub messages: MessagesConfig,
     /// How long the notifier keeps an order's state (and the buyer contact in it).
     pub retention: RetentionConfig,
+    /// The tracking page, console and HTTP JSON API (`trackstream-web`), and
+    /// the link buyer messages carry. Absent: no HTTP listener, no links.
+    pub web: Option<trackstream_web::WebConfig>,
 }
 
 /// Lifetime of every notifier key of an order (parcels and their contacts,

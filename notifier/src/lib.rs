@@ -44,6 +44,7 @@ pub mod quiet;
 pub mod quota;
 pub mod templates;
 pub mod validate;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// `/healthz` and `/metrics` address.
     pub admin_addr: SocketAddr,
+    /// The web face's address (tracking page, console, HTTP API), when `[web]`
+    /// is configured.
+    pub web_addr: Option<SocketAddr>,
     /// Completes after shutdown.
     pub task: tokio::task::JoinHandle<Result<(), Error>>,
 }
@@ -94,16 +98,31 @@ pub async fn start_with_clock(
     let lease_ms = trackstream_runtime::config::duration::millis(config.kafka.produce_timeout)
         .saturating_mul(2)
         .saturating_add(5_000);
-    let messenger = Arc::new(messages::Messenger::new(
-        conn.clone(),
-        producer.clone(),
-        config.messages.clone(),
-        &config.retention,
-        merchants.clone(),
-        clock.clone(),
-        lease_ms,
-        &mut registry,
-    )?);
+    let message_links = match &config.web {
+        Some(web) => {
+            web.validate().map_err(Error::Config)?;
+            let index = web::WebIndex::new(
+                conn.clone(),
+                trackstream_web::Links::new(web),
+                config.retention.after_silence_ms(),
+            );
+            Some(web::MessageLinks::new(web, index))
+        }
+        None => None,
+    };
+    let messenger = Arc::new(
+        messages::Messenger::new(
+            conn.clone(),
+            producer.clone(),
+            config.messages.clone(),
+            &config.retention,
+            merchants.clone(),
+            clock.clone(),
+            lease_ms,
+            &mut registry,
+        )?
+        .with_web(message_links.clone()),
+    );
     let messenger_loop = ConsumerLoop::subscribe(
         &config.kafka,
         &group,
@@ -134,14 +153,14 @@ pub async fn start_with_clock(
         alerts: Arc::new(hub::Hub::new(metrics.cutoffs.clone())),
         incidents: Arc::new(hub::Hub::new(metrics.cutoffs.clone())),
     });
-    let api = grpc::Api {
+    let api = Arc::new(grpc::Api {
         conn: conn.clone(),
         outbox: outbox::Outbox::new(conn.clone()),
         merchants,
         orders: fan_out.orders.clone(),
         alerts: fan_out.alerts.clone(),
         incidents: fan_out.incidents.clone(),
-        incident_store: incidents::IncidentStore::new(conn, &config.retention),
+        incident_store: incidents::IncidentStore::new(conn.clone(), &config.retention),
         clock: clock.clone(),
         buffer: config.grpc.watch_buffer,
         watchers: quota::Watchers::new(
@@ -156,7 +175,7 @@ pub async fn start_with_clock(
         )),
         metrics,
         shutdown: shutdown.clone(),
-    };
+    });
     // NOT_SERVING until the live follower owns its partitions: an instance that
     // cannot deliver live updates yet should not be given watchers.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -205,7 +224,7 @@ pub async fn start_with_clock(
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(
-                TrackingServiceServer::new(api)
+                TrackingServiceServer::from_arc(api.clone())
                     .max_decoding_message_size(config.grpc.max_request_bytes.max(64)),
             )
             .serve_with_incoming_shutdown(
@@ -213,6 +232,45 @@ pub async fn start_with_clock(
                 async move { grpc_shutdown.cancelled().await },
             ),
     );
+
+    // The web face, over the same API, and the console's dead-letter counts.
+    let mut web_tasks = Vec::new();
+    let web_addr = match (config.web.clone(), message_links) {
+        (Some(web_config), Some(links)) => {
+            let backend = web::backend::NotifierBackend {
+                api: api.clone(),
+                index: links.index.clone(),
+            };
+            let web = trackstream_web::Web::new(backend, web_config, &mut registry)
+                .map_err(Error::Config)?;
+            let (addr, server) = trackstream_web::serve(Arc::new(web), shutdown.clone()).await?;
+            web_tasks.push(tokio::spawn(async move {
+                match server.await {
+                    Ok(Err(err)) => tracing::warn!(%err, "web server ended with an error"),
+                    Err(err) => tracing::error!(%err, "web server panicked"),
+                    Ok(Ok(())) => {}
+                }
+            }));
+            let counter = web::deadletters::DeadLetterCounter {
+                conn: conn.clone(),
+                merchants: api.merchants.ids().map(str::to_owned).collect(),
+            };
+            let letters_loop = ConsumerLoop::subscribe(
+                &config.kafka,
+                &format!("{group}-deadletters"),
+                &[topics::SCANS_DLQ, topics::TRACKING_DLQ],
+                registry.sub_registry_with_prefix("deadletters"),
+            )?;
+            let letters_shutdown = shutdown.clone();
+            web_tasks.push(tokio::spawn(async move {
+                if let Err(err) = letters_loop.run(Arc::new(counter), letters_shutdown).await {
+                    tracing::warn!(%err, "dead-letter counter ended with an error");
+                }
+            }));
+            Some(addr)
+        }
+        _ => None,
+    };
 
     // Ready only when both groups hold their partitions and caught up: the
     // messenger (buyer messages) and this instance's live follower (watchers).
@@ -224,8 +282,8 @@ pub async fn start_with_clock(
         vec![messenger_loop.ready_gate(), live_loop.ready_gate()],
     )
     .await?;
-    tracing::info!(%grpc_addr, %admin_addr, group, live_group, tls = config.grpc.tls.is_some(),
-        "notifier running");
+    tracing::info!(%grpc_addr, %admin_addr, ?web_addr, group, live_group,
+        tls = config.grpc.tls.is_some(), "notifier running");
 
     let live_task = tokio::spawn(live_loop.run(fan_out, shutdown.clone()));
     let flusher = tokio::spawn(messenger.clone().run_flusher(shutdown.clone()));
@@ -246,6 +304,9 @@ pub async fn start_with_clock(
             Err(err) => tracing::error!(%err, "grpc server panicked"),
             Ok(Ok(())) => {}
         }
+        for task in web_tasks {
+            let _ = task.await;
+        }
         producer.flush(std::time::Duration::from_secs(10));
         tracing::info!("notifier stopped");
         result
@@ -253,6 +314,7 @@ pub async fn start_with_clock(
     Ok(Running {
         grpc_addr,
         admin_addr,
+        web_addr,
         task,
     })
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tonic::Status;
+use trackstream_runtime::ApiError;
 
 /// Open watches, in total and per merchant.
 #[derive(Debug, Default)]
@@ -79,7 +79,7 @@ impl Watchers {
     /// A slot for a watch of `merchant_id`: UNAVAILABLE at the instance limit
     /// (another instance can take it), RESOURCE_EXHAUSTED at the merchant's quota
     /// (no instance will: close a stream first).
-    pub fn acquire(&self, merchant_id: &str) -> Result<Slot, Status> {
+    pub fn acquire(&self, merchant_id: &str) -> Result<Slot, ApiError> {
         let mut counts = self
             .counts
             .lock()
@@ -92,8 +92,9 @@ impl Watchers {
                 max_watchers = self.max_watchers,
                 "watch refused: instance at max_watchers"
             );
-            return Err(Status::unavailable(
-                "this instance is at its watcher limit; retry, another instance will take it",
+            return Err(ApiError::Unavailable(
+                "this instance is at its watcher limit; retry, another instance will take it"
+                    .into(),
             ));
         }
         let held = counts.per_merchant.get(merchant_id).copied().unwrap_or(0);
@@ -105,11 +106,14 @@ impl Watchers {
                 quota = self.per_merchant,
                 "watch refused: merchant at its watcher quota"
             );
-            return Err(Status::resource_exhausted(format!(
-                "merchant watcher quota exceeded: {held} of {} open WatchOrder/WatchAlerts/WatchIncidents streams \
+            return Err(ApiError::RateLimited {
+                retry_after_secs: 1,
+                reason: format!(
+                    "merchant watcher quota exceeded: {held} of {} open WatchOrder/WatchAlerts/WatchIncidents streams \
                  on this instance (grpc.max_watchers_per_merchant); close a stream before opening another",
-                self.per_merchant
-            )));
+                    self.per_merchant
+                ),
+            });
         }
         counts.total += 1;
         *counts
@@ -142,7 +146,7 @@ mod tests {
         let a1 = watchers.acquire("a");
         let a2 = watchers.acquire("a");
         assert!(a1.is_ok() && a2.is_ok());
-        let refused = watchers.acquire("a").err().map(|s| s.code());
+        let refused = watchers.acquire("a").err().map(|s| s.grpc_code());
         assert_eq!(refused, Some(tonic::Code::ResourceExhausted));
         let b1 = watchers.acquire("b");
         assert!(b1.is_ok());
@@ -151,7 +155,7 @@ mod tests {
         assert!(again.is_ok(), "a closed stream frees its slot");
         let b2 = watchers.acquire("b");
         assert!(b2.is_ok());
-        let full = watchers.acquire("c").err().map(|s| s.code());
+        let full = watchers.acquire("c").err().map(|s| s.grpc_code());
         assert_eq!(full, Some(tonic::Code::Unavailable), "instance limit first");
     }
 }

@@ -66,6 +66,23 @@ pub enum ApiError {
     /// A bug or an unexpected state: 500 / INTERNAL.
     #[error("{0}")]
     Internal(String),
+    /// A buyer link that was not signed by us (or was altered): 401 /
+    /// UNAUTHENTICATED, kind `link_invalid`, so a page can say so in plain words.
+    #[error("{0}")]
+    LinkInvalid(String),
+    /// A genuine buyer link past its expiry: 401 / UNAUTHENTICATED, kind
+    /// `link_expired` (the page offers the lookup by order number instead).
+    #[error("{0}")]
+    LinkExpired(String),
+    /// Too many attempts from this caller (or at this target) in the window:
+    /// 429 with `Retry-After`, RESOURCE_EXHAUSTED. Retry after the wait.
+    #[error("{reason}")]
+    RateLimited {
+        /// What was limited, in plain words.
+        reason: String,
+        /// Seconds until the window admits another attempt.
+        retry_after_secs: u64,
+    },
 }
 
 impl ApiError {
@@ -83,6 +100,8 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooSlow(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::LinkInvalid(_) | ApiError::LinkExpired(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -96,9 +115,12 @@ impl ApiError {
             ApiError::Conflict(_) => tonic::Code::AlreadyExists,
             ApiError::Unprocessable(_) => tonic::Code::FailedPrecondition,
             ApiError::RequestTimeout(_) => tonic::Code::DeadlineExceeded,
-            ApiError::PayloadTooLarge(_) | ApiError::TooSlow(_) => tonic::Code::ResourceExhausted,
+            ApiError::PayloadTooLarge(_) | ApiError::TooSlow(_) | ApiError::RateLimited { .. } => {
+                tonic::Code::ResourceExhausted
+            }
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
             ApiError::Internal(_) => tonic::Code::Internal,
+            ApiError::LinkInvalid(_) | ApiError::LinkExpired(_) => tonic::Code::Unauthenticated,
         }
     }
 
@@ -116,6 +138,9 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooSlow(_) => "too_slow",
             ApiError::Internal(_) => "internal",
+            ApiError::LinkInvalid(_) => "link_invalid",
+            ApiError::LinkExpired(_) => "link_expired",
+            ApiError::RateLimited { .. } => "too_many_requests",
         }
     }
 }
@@ -123,7 +148,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.kind(), "reason": self.to_string() });
-        (self.http_status(), axum::Json(body)).into_response()
+        let mut response = (self.http_status(), axum::Json(body)).into_response();
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs.max(1)),
+            );
+        }
+        response
     }
 }
 

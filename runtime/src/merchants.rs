@@ -172,6 +172,11 @@ impl MerchantDirectory {
         found.ok_or_else(|| ApiError::Unauthorized("unknown bearer token".into()))
     }
 
+    /// Every configured merchant id.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.merchants.iter().map(|m| m.id.as_str())
+    }
+
     /// A merchant by id (for display names).
     pub fn get(&self, id: &str) -> Option<&MerchantConfig> {
         self.merchants.iter().find(|m| m.id == id)

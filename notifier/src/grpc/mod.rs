@@ -187,6 +187,118 @@ impl Api {
     }
 }
 
+impl Api {
+    /// The order as `GetOrder` answers it (contacts masked, open alerts linked
+    /// to their incidents). The caller has authorized the order.
+    pub async fn read_order(&self, merchant_id: &str, order_id: &str) -> Result<Order, ApiError> {
+        let order = order_log::order_ref(merchant_id, order_id);
+        let _permit = read_permit(&self.reads).await?;
+        let mut conn = self.conn.clone();
+        let mut updates = Vec::new();
+        let mut after = 0;
+        loop {
+            let raw = order_log::updates_after(&mut conn, &order, after, HISTORY_PAGE).await?;
+            let full = raw.len() == HISTORY_PAGE;
+            let page = decode_updates(raw);
+            let next = page.last().map(|u| u.seq);
+            updates.extend(page);
+            match next {
+                Some(seq) if full && seq > after => after = seq,
+                _ => break,
+            }
+        }
+        let registrations = self.outbox.parcels(&order).await?;
+        let stored: Vec<Vec<u8>> = redis::cmd("HVALS")
+            .arg(order_log::key(&order, "alerts"))
+            .query_async(&mut conn)
+            .await?;
+        let alerts = stored
+            .iter()
+            .filter_map(|b| Alert::decode(b.get(8..)?).ok())
+            .collect();
+        let links = self.incident_store.links(&order).await?;
+        let mut built = build_order(order_id, merchant_id, updates, registrations, alerts);
+        incidents::link_alerts(&mut built.open_alerts, &links);
+        Ok(built)
+    }
+
+    /// Starts a `WatchOrder` stream of the merchant's order after `after_seq`
+    /// (in the merchant's watcher quota): the gRPC call and the web face's
+    /// event stream both run on it.
+    pub async fn open_order_watch(
+        &self,
+        merchant: &MerchantConfig,
+        order_id: String,
+        after_seq: u64,
+    ) -> Result<mpsc::Receiver<Result<ShipmentUpdate, Status>>, ApiError> {
+        validate::order_id(&order_id)?;
+        let slot = self.watchers.acquire(&merchant.id)?;
+        self.authorize_order(merchant, &order_id).await?;
+        // Subscribe first: anything produced from now on reaches us live.
+        let live = self
+            .orders
+            .subscribe(&order_log::order_ref(&merchant.id, &order_id), self.buffer);
+        let (tx, rx) = mpsc::channel(self.buffer.max(1));
+        let watch = OrderWatch {
+            conn: self.conn.clone(),
+            reads: self.reads.clone(),
+            order_id,
+            merchant_id: merchant.id.clone(),
+            last: after_seq,
+            tx,
+        };
+        let span = tracing::info_span!("watch_order", order_id = %watch.order_id, after_seq);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                watch.run(live, shutdown).await;
+            }
+            .instrument(span),
+        );
+        Ok(rx)
+    }
+
+    /// Starts a `WatchAlerts` stream of the merchant's alerts at or above
+    /// `min_severity` (in its watcher quota).
+    pub fn open_alert_watch(
+        &self,
+        merchant_id: &str,
+        min_severity: i32,
+    ) -> Result<mpsc::Receiver<Result<Alert, Status>>, ApiError> {
+        let slot = self.watchers.acquire(merchant_id)?;
+        let live = self.alerts.subscribe(merchant_id, self.buffer);
+        let (tx, rx) = mpsc::channel(self.buffer.max(1));
+        let shutdown = self.shutdown.clone();
+        let merchant_id = merchant_id.to_owned();
+        tokio::spawn(async move {
+            let _slot = slot;
+            forward_live(
+                live,
+                &tx,
+                &shutdown,
+                |alert: &Alert| alert.severity >= min_severity && alert.merchant_id == merchant_id,
+                "alert watcher fell behind; reconnect (GetOrder shows open alerts)",
+            )
+            .await;
+        });
+        Ok(rx)
+    }
+
+    /// Whether the order is the merchant's (the same rule as every call).
+    pub async fn visible(
+        &self,
+        merchant: &MerchantConfig,
+        order_id: &str,
+    ) -> Result<bool, ApiError> {
+        match self.authorize_order(merchant, order_id).await {
+            Ok(()) => Ok(true),
+            Err(ApiError::NotFound(_) | ApiError::BadRequest(_)) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+}
+
 fn decode_updates(raw: Vec<Vec<u8>>) -> Vec<ShipmentUpdate> {
     raw.iter()
         .filter_map(|b| ShipmentUpdate::decode(b.as_slice()).ok())
@@ -289,42 +401,9 @@ impl TrackingService for Api {
         let merchant = self.merchant(&request)?.clone();
         let order_id = request.into_inner().order_id;
         self.authorize_order(&merchant, &order_id).await?;
-        let order = order_log::order_ref(&merchant.id, &order_id);
-        let _permit = read_permit(&self.reads).await?;
-        let mut conn = self.conn.clone();
-        let mut updates = Vec::new();
-        let mut after = 0;
-        loop {
-            let raw = order_log::updates_after(&mut conn, &order, after, HISTORY_PAGE)
-                .await
-                .map_err(ApiError::from)?;
-            let full = raw.len() == HISTORY_PAGE;
-            let page = decode_updates(raw);
-            let next = page.last().map(|u| u.seq);
-            updates.extend(page);
-            match next {
-                Some(seq) if full && seq > after => after = seq,
-                _ => break,
-            }
-        }
-        let registrations = self.outbox.parcels(&order).await.map_err(ApiError::from)?;
-        let stored: Vec<Vec<u8>> = redis::cmd("HVALS")
-            .arg(order_log::key(&order, "alerts"))
-            .query_async(&mut conn)
-            .await
-            .map_err(ApiError::from)?;
-        let alerts = stored
-            .iter()
-            .filter_map(|b| Alert::decode(b.get(8..)?).ok())
-            .collect();
-        let links = self
-            .incident_store
-            .links(&order)
-            .await
-            .map_err(ApiError::from)?;
-        let mut built = build_order(&order_id, &merchant.id, updates, registrations, alerts);
-        incidents::link_alerts(&mut built.open_alerts, &links);
-        Ok(Response::new(built))
+        Ok(Response::new(
+            self.read_order(&merchant.id, &order_id).await?,
+        ))
     }
 
     async fn get_scorecards(
@@ -350,31 +429,9 @@ impl TrackingService for Api {
             order_id,
             after_seq,
         } = request.into_inner();
-        validate::order_id(&order_id)?;
-        let slot = self.watchers.acquire(&merchant.id)?;
-        self.authorize_order(&merchant, &order_id).await?;
-        // Subscribe first: anything produced from now on reaches us live.
-        let live = self
-            .orders
-            .subscribe(&order_log::order_ref(&merchant.id, &order_id), self.buffer);
-        let (tx, rx) = mpsc::channel(self.buffer.max(1));
-        let watch = OrderWatch {
-            conn: self.conn.clone(),
-            reads: self.reads.clone(),
-            order_id,
-            merchant_id: merchant.id,
-            last: after_seq,
-            tx,
-        };
-        let span = tracing::info_span!("watch_order", order_id = %watch.order_id, after_seq);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(
-            async move {
-                let _slot = slot;
-                watch.run(live, shutdown).await;
-            }
-            .instrument(span),
-        );
+        let rx = self
+            .open_order_watch(&merchant, order_id, after_seq)
+            .await?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -393,21 +450,7 @@ impl TrackingService for Api {
         if !merchant_id.is_empty() && merchant_id != merchant.id {
             return Err(ApiError::Forbidden("token is not valid for that merchant".into()).into());
         }
-        let slot = self.watchers.acquire(&merchant.id)?;
-        let live = self.alerts.subscribe(&merchant.id, self.buffer);
-        let (tx, rx) = mpsc::channel(self.buffer.max(1));
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            forward_live(
-                live,
-                &tx,
-                &shutdown,
-                |alert: &Alert| alert.severity >= min_severity && alert.merchant_id == merchant.id,
-                "alert watcher fell behind; reconnect (GetOrder shows open alerts)",
-            )
-            .await;
-        });
+        let rx = self.open_alert_watch(&merchant.id, min_severity)?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -101,6 +101,9 @@ impl Messenger {
             let triggers = match input {
                 Input::Shipment(shipment) => {
                     self.outbox.record_parcel(&shipment, true).await?;
+                    if let Some(web) = &self.web {
+                        web.index.registered(&shipment).await?;
+                    }
                     Vec::new()
                 }
                 Input::Alert(alert) => self.on_alert(*alert).await?.into_iter().collect(),

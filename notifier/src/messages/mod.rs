@@ -150,6 +150,7 @@ pub struct Messenger {
     incidents: IncidentStore,
     lifecycle: Lifecycle,
     letters: DeadLetters,
+    web: Option<crate::web::MessageLinks>,
 }
 
 /// Why the messenger could not be built.
@@ -313,7 +314,15 @@ impl Messenger {
             instance: format!("{:016x}", rand::random::<u64>()),
             metrics,
             index_alert: redis::Script::new(triggers::INDEX_ALERT_LUA),
+            web: None,
         })
+    }
+
+    /// With the web face: messages carry the tracking-page link, and
+    /// registrations and alerts are indexed for the pages.
+    pub fn with_web(mut self, web: Option<crate::web::MessageLinks>) -> Self {
+        self.web = web;
+        self
     }
 
     fn label(milestone: Milestone) -> Labels {

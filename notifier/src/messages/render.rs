@@ -157,6 +157,7 @@ pub fn render_message(
         waybills,
         created_at: held.created_at.or_else(|| Some(time::to_proto(now))),
         deliver_at: Some(time::to_proto(now)),
+        tracking_url: String::new(),
     }
 }
 

@@ -237,7 +237,7 @@ impl Messenger {
         parcels: &[(String, String)],
         now: DateTime<Utc>,
     ) -> OutRecord {
-        let notification = render_message(
+        let mut notification = render_message(
             &self.config,
             &self.merchants,
             held,
@@ -246,6 +246,14 @@ impl Messenger {
             parcels,
             now,
         );
+        if let (Some(web), Some(shipment)) = (&self.web, held.shipment.as_ref()) {
+            notification.tracking_url = web.tracking_url(shipment, buyer, now);
+            notification.body = crate::web::with_link(
+                &notification.body,
+                &notification.locale,
+                &notification.tracking_url,
+            );
+        }
         let incident_id = held
             .incident
             .as_ref()

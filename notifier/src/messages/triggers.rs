@@ -73,6 +73,11 @@ impl Messenger {
             .arg(alert.encode_to_vec())
             .invoke_async(&mut conn)
             .await?;
+        if let Some(web) = &self.web {
+            web.index
+                .alert(&alert, self.clock.now().timestamp_millis())
+                .await?;
+        }
         if alert.state != AlertState::Opened as i32 {
             return Ok(None);
         }
