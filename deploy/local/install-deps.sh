@@ -8,6 +8,10 @@
 #                       group protocol) or tansu 0.6.0 (its predecessor, kept for
 #                       the side-by-side benchmark, docs/ARCHITECTURE.md "Broker");
 #   * protoc        — not needed: proto/ compiles .proto files with a vendored protoc.
+#   * the browser tests' parts — Debian's chromium (/usr/bin/chromium), a CJK
+#                     font (so Chinese pages render in screenshots), Node.js with
+#                     npm when missing, and web/browser's npm packages from its
+#                     lockfile (`npm ci`, re-run only when the lockfile changed).
 #
 # nisshi needs rustc >= 1.96. The script picks the toolchain itself: the default
 # one when it is new enough, else an installed nightly, else it stops and says
@@ -44,6 +48,29 @@ if ! command -v redis-server >/dev/null 2>&1; then
   # The package starts a system-wide instance on :6379; the stack uses its own
   # instances on other ports, so the system one is stopped to stay out of the way.
   (as_root service redis-server stop >/dev/null 2>&1 || true)
+fi
+
+# Debian packages not on the machine yet, installed in one apt run.
+apt_missing=()
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || apt_missing+=(fonts-wqy-microhei)
+command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  log "installing ${apt_missing[*]} from Debian packages"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${apt_missing[@]}" >&2
+fi
+
+# The browser tests' npm packages, exactly as locked; the lockfile's hash in
+# node_modules says whether the installed set is current.
+browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../web/browser" && pwd)"
+lock_hash="$(sha256sum "$browser_dir/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$browser_dir/node_modules/.lock-hash" 2>/dev/null)" != "$lock_hash" ]; then
+  log "installing the browser tests' npm packages (npm ci)"
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  echo "$lock_hash" >"$browser_dir/node_modules/.lock-hash"
 fi
 
 if [ -n "${BROKER_BIN:-}" ]; then

@@ -23,6 +23,12 @@ use trackstream_testkit::kafka::TopicReader;
 use trackstream_testkit::processes::{Broker, RedisServer};
 use trackstream_testkit::services::Services;
 
+/// The buyer-link secret of sandbox configs (tests sign links with it, e.g.
+/// an expired one).
+pub const WEB_LINK_SECRET: &str = "sandbox-link-secret-0123456789abcdef";
+/// The phone pepper of sandbox configs.
+pub const WEB_PHONE_PEPPER: &str = "sandbox-phone-pepper-0123456789abcdef";
+
 /// Secret of the generic webhook in sandbox configs.
 pub const GENERIC_SECRET: &str = "generic-secret";
 pub use trackstream_testkit::merchants::{ACME_TOKEN, OTHER_TOKEN};
@@ -101,6 +107,15 @@ impl Configs {
             ..Default::default()
         };
         notifier.grpc.listen = "127.0.0.1:0".into();
+        notifier.web = Some(trackstream_web::WebConfig {
+            listen: "127.0.0.1:0".into(),
+            // The port is known only once bound: tests take a message link's
+            // path and open it on `Sandbox::web_addr`.
+            public_url: "http://sandbox.invalid".into(),
+            link_secret: WEB_LINK_SECRET.into(),
+            phone_pepper: WEB_PHONE_PEPPER.into(),
+            ..trackstream_web::WebConfig::default()
+        });
         Configs {
             partitions: 4,
             ingest,
@@ -128,6 +143,9 @@ pub struct Sandbox {
     pub ingest_admin_addr: SocketAddr,
     /// The notifier's gRPC address.
     pub grpc_addr: SocketAddr,
+    /// The notifier's web face (tracking page, console, HTTP API), when
+    /// `notifier.web` is configured (it is by default).
+    pub web_addr: Option<SocketAddr>,
     http: reqwest::Client,
 }
 
@@ -183,6 +201,7 @@ impl Sandbox {
             ingest_addr: ingest.http_addr,
             ingest_admin_addr: ingest.admin_addr,
             grpc_addr: notifier.grpc_addr,
+            web_addr: notifier.web_addr,
             services: Services::new(
                 shutdown,
                 vec![ingest.task, normalize.task, detector.task, notifier.task],

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -42,6 +42,11 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
         "console.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/console.js"),
+    ),
+    (
+        "console-panels.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/console-panels.js"),
     ),
     (
         "openapi.json",
@@ -88,7 +93,9 @@ pub fn asset(name: &str) -> Response {
             *body,
         )
             .into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
+        None => {
+            trackstream_runtime::ApiError::NotFound(format!("no asset {name:?}")).into_response()
+        }
     }
 }
 
@@ -208,6 +215,22 @@ fn monogram(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_script_and_style_a_page_loads_is_served() {
+        for html in [TRACK_HTML, LOOKUP_HTML, CONSOLE_HTML] {
+            for reference in html.split("/assets/").skip(1) {
+                let name: String = reference
+                    .chars()
+                    .take_while(|c| !matches!(c, '"' | '\'' | '?'))
+                    .collect();
+                assert!(
+                    ASSETS.iter().any(|(n, _, _)| *n == name),
+                    "a page loads /assets/{name}, which is not served"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_monogram_escapes_a_hostile_shop_name() {
