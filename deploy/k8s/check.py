@@ -323,6 +323,7 @@ def check_deployment(path, dep, cms, secrets, by_kind, partitions, brokers):
         listeners["http"] = "http.listen"
     if svc == "notifier":
         listeners["grpc"] = "grpc.listen"
+        listeners["http"] = "web.listen"
     for port_name, key in listeners.items():
         port = listen_port(cm_path, svc, full, key)
         if port is not None and ports.get(port_name) != port:

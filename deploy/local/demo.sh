@@ -3,7 +3,10 @@
 # demo (a few hundred parcels of generated scans through real webhooks), print
 # counts and samples of updates, alerts and buyer messages, then stop everything.
 #
-#   deploy/local/demo.sh            (PARCELS=300 by default)
+#   deploy/local/demo.sh              (PARCELS=300 by default)
+#   deploy/local/demo.sh --keep-up    the same, then the stack stays up (Ctrl-C
+#                                     stops it) to click through the printed
+#                                     tracking page, lookup and console URLs
 #
 # Services log JSON to $STACK_DIR/<service>.log.
 set -euo pipefail
@@ -12,6 +15,14 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 export STACK_DIR="${STACK_DIR:-${TMPDIR:-/tmp}/trackstream-stack}"
 PARCELS="${PARCELS:-300}"
+keep_up=0
+for arg in "$@"; do
+  case "$arg" in
+    --keep-up) keep_up=1 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
 log() { printf '[demo] %s\n' "$*" >&2; }
 
 wait_port() {
@@ -52,8 +63,16 @@ wait_port 8080 ingest
 wait_port 9102 normalize
 wait_port 9103 detector
 wait_port 50051 notifier
+wait_port 8090 notifier
 
 "$bin/trackstream-demo" --parcels "$PARCELS" \
   --ingest http://127.0.0.1:8080 --grpc http://127.0.0.1:50051 --brokers 127.0.0.1:19092 \
   --merchant-token demo-merchant-token --generic-secret demo-generic-secret \
-  --kdniao-account 1234567 --kdniao-appkey demo-kdniao-appkey
+  --kdniao-account 1234567 --kdniao-appkey demo-kdniao-appkey \
+  --web http://127.0.0.1:8090
+
+if [ "$keep_up" = 1 ]; then
+  log "the stack stays up: open the URLs above (console token: demo-merchant-token); Ctrl-C stops it"
+  trap 'exit 0' INT TERM
+  while true; do sleep 3600 & wait $!; done
+fi

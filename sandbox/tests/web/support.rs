@@ -82,8 +82,7 @@ pub async fn message_link(sandbox: &Sandbox, order_id: &str) -> (BuyerNotificati
     let message = messages
         .decoded::<BuyerNotification>()
         .into_iter()
-        .filter(with_link)
-        .last()
+        .rfind(with_link)
         .expect("a message with a link");
     let path = message
         .tracking_url
@@ -174,8 +173,11 @@ impl Client {
     }
 }
 
-/// Each parcel's `(waybill, [statuses newest first])` of each order of a buyer view.
-pub fn timelines(view: &Value) -> Vec<(String, Vec<(String, Vec<String>)>)> {
+/// A parcel's waybill and its timeline's statuses, newest first.
+pub type Timeline = (String, Vec<String>);
+
+/// Each parcel's [`Timeline`] of each order of a buyer view.
+pub fn timelines(view: &Value) -> Vec<(String, Vec<Timeline>)> {
     let strings = |v: &Value, key: &str| v[key].as_str().unwrap_or_default().to_owned();
     view["orders"]
         .as_array()

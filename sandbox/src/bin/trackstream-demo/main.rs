@@ -13,6 +13,7 @@
 //! stuck at one transfer centre become one incident.
 
 mod closure;
+mod web;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -58,6 +59,9 @@ struct Args {
     /// Kdniao AppKey (the signing key).
     #[arg(long, default_value = "demo-kdniao-appkey")]
     kdniao_appkey: String,
+    /// The notifier's web face (tracking page, console, HTTP API).
+    #[arg(long, default_value = "http://127.0.0.1:8090")]
+    web: String,
     /// Parcels stranded at one hub after the main load (0 = no closure).
     #[arg(long, default_value_t = 40)]
     stranded: usize,
@@ -402,5 +406,6 @@ async fn main() -> anyhow::Result<()> {
             card.carrier, card.deliveries, card.transit_p50_hours, card.transit_p90_hours,
         );
     }
+    web::show(&http, &args, &messages, &parcels).await?;
     closure::run(&http, &args, &run, &mut grpc).await
 }
