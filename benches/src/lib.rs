@@ -14,6 +14,9 @@
 //!   `trackstream-incidents` (weeks of generated traffic with ordinary
 //!   stalls and injected hub closures through the real detector, Redis and
 //!   broker: detection delay, false incidents, messages saved, cost);
+//! - [`web`] — the web face's benchmark behind `trackstream-web` (a notifier
+//!   with its web face over a real Redis and broker: buyer views per second and
+//!   their latency, and produce → open buyer page latency for many streams);
 //! - [`report`] — percentiles, the markdown tables and the SVG plot written into
 //!   `benches/RESULTS.md`;
 //! - the load itself (parcel lifecycles pushed as signed provider webhooks)
@@ -29,6 +32,7 @@ pub mod incidents;
 pub mod predict;
 pub mod report;
 pub mod scale;
+pub mod web;
 
 /// Runs `work` on a multi-threaded runtime until it ends or `SIGINT` /
 /// `SIGTERM` arrives; on a signal `on_stop` runs and the answer is an error

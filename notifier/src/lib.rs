@@ -243,14 +243,7 @@ pub async fn start_with_clock(
             };
             let web = trackstream_web::Web::new(backend, web_config, &mut registry)
                 .map_err(Error::Config)?;
-            let (addr, server) = trackstream_web::serve(Arc::new(web), shutdown.clone()).await?;
-            web_tasks.push(tokio::spawn(async move {
-                match server.await {
-                    Ok(Err(err)) => tracing::warn!(%err, "web server ended with an error"),
-                    Err(err) => tracing::error!(%err, "web server panicked"),
-                    Ok(Ok(())) => {}
-                }
-            }));
+            let addr = trackstream_web::serve(Arc::new(web), shutdown.clone()).await?;
             let counter = web::deadletters::DeadLetterCounter {
                 conn: conn.clone(),
                 merchants: api.merchants.ids().map(str::to_owned).collect(),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use trackstream_runtime::config::duration;
+use trackstream_runtime::config::{ListenerLimits, duration};
 
 /// Shortest accepted `link_secret` / `phone_pepper`: 32 bytes, the HMAC-SHA256
 /// block strength, so neither can be found by guessing.
@@ -62,6 +62,11 @@ pub struct WebConfig {
     /// Comment lines on idle event streams, so proxies keep them open. Default `15s`.
     #[serde(with = "duration")]
     pub keep_alive: Duration,
+    /// Connection hygiene of the listener (`[web.limits]`: header-read, idle and
+    /// request timeouts, connection cap; an open event stream is a request in
+    /// progress, not idle). Default: the listener defaults with
+    /// `max_connections` 10 000, since every open page holds one connection.
+    pub limits: ListenerLimits,
 }
 
 impl Default for WebConfig {
@@ -81,6 +86,10 @@ impl Default for WebConfig {
             max_orders_per_link: 20,
             logos: BTreeMap::new(),
             keep_alive: Duration::from_secs(15),
+            limits: ListenerLimits {
+                max_connections: 10_000,
+                ..ListenerLimits::default()
+            },
         }
     }
 }
@@ -102,6 +111,7 @@ impl std::fmt::Debug for WebConfig {
             .field("max_orders_per_link", &self.max_orders_per_link)
             .field("logos", &self.logos)
             .field("keep_alive", &self.keep_alive)
+            .field("limits", &self.limits)
             .finish()
     }
 }

@@ -137,19 +137,16 @@ impl Metrics {
     }
 }
 
-/// Binds `web.config.listen` and serves until `shutdown`; returns the bound
-/// address and the server task.
+/// Binds `web.config.listen` and serves until `shutdown` on the runtime's
+/// listener (header-read, idle and request timeouts, a connection cap; the
+/// client address as `ConnectInfo`); returns the bound address.
 pub async fn serve<B: Backend>(
     web: Arc<Web<B>>,
     shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
-    let listener = tokio::net::TcpListener::bind(&web.config.listen).await?;
-    let addr = listener.local_addr()?;
-    let app = api::router(web).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    });
-    Ok((addr, task))
+) -> Result<SocketAddr, trackstream_runtime::Error> {
+    let listen = web.config.listen.clone();
+    let limits = web.config.limits.clone();
+    limits.validate()?;
+    trackstream_runtime::admin::serve_router_with(&listen, api::router(web), &limits, shutdown)
+        .await
 }

@@ -253,19 +253,23 @@ impl hyper::service::Service<hyper::Request<Incoming>> for RequestService {
     type Error = Infallible;
     type Future = Pin<Box<dyn std::future::Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
         self.watch.on_request();
         let in_flight = InFlight(self.watch.clone());
+        // Handlers that need the client's address read it as axum's `ConnectInfo`.
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         let handled = self.app.call(request);
         let timeout = self.timeout;
         let listener = self.listener.clone();
         let peer = self.peer;
         Box::pin(async move {
-            let _in_flight = in_flight;
             match tokio::time::timeout(timeout, handled).await {
-                Ok(Ok(response)) => Ok(response.map(Body::new)),
+                Ok(Ok(response)) => Ok(until_body_ends(response.map(Body::new), in_flight)),
                 Ok(Err(never)) => match never {},
                 Err(_) => {
+                    drop(in_flight);
                     record_close(&listener, peer, CloseReason::Request, timeout);
                     let mut response = ApiError::RequestTimeout(format!(
                         "request not completed within {} ms",
@@ -282,6 +286,31 @@ impl hyper::service::Service<hyper::Request<Incoming>> for RequestService {
             }
         })
     }
+}
+
+/// An event stream (`text/event-stream`) is a request in progress until its
+/// body ends — the client hangs up or the stream is over — so the idle clock
+/// does not cut a live stream between two events; the request timeout covers
+/// only the wait for its head. Any other response is done when its head is
+/// ready (its body is already in memory), and keeps its length.
+fn until_body_ends(response: Response, in_flight: InFlight) -> Response {
+    let streaming = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !streaming {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = Body::from_stream(futures::StreamExt::map(
+        body.into_data_stream(),
+        move |chunk| {
+            let _held = &in_flight;
+            chunk
+        },
+    ));
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]
@@ -304,12 +333,29 @@ mod tests {
     async fn start(limits: &ListenerLimits) -> (SocketAddr, CancellationToken) {
         let app = Router::new()
             .route("/ok", get(|| async { "ok" }))
-            .route("/hang", get(std::future::pending::<&'static str>));
+            .route("/hang", get(std::future::pending::<&'static str>))
+            .route("/events", get(events));
         let shutdown = CancellationToken::new();
         let addr = serve("127.0.0.1:0", app, limits, shutdown.clone())
             .await
             .unwrap_or_else(|e| panic!("serve: {e}"));
         (addr, shutdown)
+    }
+
+    /// An event stream of 5 events 100 ms apart (longer than the tests' idle timeout).
+    async fn events() -> Response {
+        let ticks = futures::stream::unfold(0u32, |n| async move {
+            if n == 5 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok::<_, Infallible>(format!("data: {n}\n\n")), n + 1))
+        });
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+            Body::from_stream(ticks),
+        )
+            .into_response()
     }
 
     async fn connect(addr: SocketAddr) -> TcpStream {
@@ -336,6 +382,21 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("write: {e}"));
         read_to_close(&mut stream).await
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_is_not_idle_between_its_events() {
+        // Idle timeout 50 ms, events 100 ms apart: a stream counted idle once
+        // its head was sent would be cut after the first event.
+        let (addr, shutdown) = start(&limits(5_000, 50, 5_000, 64)).await;
+        let text = get_once(addr, "/events").await;
+        for n in 0..5 {
+            assert!(
+                text.contains(&format!("data: {n}")),
+                "event {n} missing: {text}"
+            );
+        }
+        shutdown.cancel();
     }
 
     #[tokio::test]
