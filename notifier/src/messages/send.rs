@@ -247,7 +247,14 @@ impl Messenger {
             now,
         );
         if let (Some(web), Some(shipment)) = (&self.web, held.shipment.as_ref()) {
-            notification.tracking_url = web.tracking_url(shipment, buyer, now);
+            // The link lasts from the message's creation, not from this render:
+            // a resend or a replay renders the same message, link included.
+            let created = notification
+                .created_at
+                .as_ref()
+                .and_then(trackstream_proto::time::from_proto)
+                .unwrap_or(now);
+            notification.tracking_url = web.tracking_url(shipment, buyer, created);
             notification.body = crate::web::with_link(
                 &notification.body,
                 &notification.locale,

@@ -39,14 +39,16 @@ impl MessageLinks {
         self.index.links()
     }
 
-    /// The page link for a message about `shipment`'s order to `buyer`: all of
-    /// that buyer's orders in the shop when the buyer has a contact, else the
-    /// order alone; "" when no link can be signed.
+    /// The page link for a message about `shipment`'s order to `buyer`, created
+    /// at `created` (it lasts `link_ttl` from then, so rendering the same
+    /// message twice gives the same link): all of that buyer's orders in the
+    /// shop when the buyer has a contact, else the order alone; "" when no
+    /// link can be signed.
     pub fn tracking_url(
         &self,
         shipment: &Shipment,
         buyer: Option<&BuyerContact>,
-        now: DateTime<Utc>,
+        created: DateTime<Utc>,
     ) -> String {
         let scope = buyer
             .and_then(|b| self.links().buyer_key(&b.phone, &b.email))
@@ -55,7 +57,7 @@ impl MessageLinks {
             .sign(&Link {
                 merchant_id: shipment.merchant_id.clone(),
                 scope,
-                expires_at: now.timestamp().saturating_add(self.ttl_secs),
+                expires_at: created.timestamp().saturating_add(self.ttl_secs),
             })
             .map_or_else(String::new, |token| format!("{}/t/{token}", self.base_url))
     }
