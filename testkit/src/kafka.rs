@@ -117,8 +117,15 @@ pub async fn produce(bootstrap: &str, records: Vec<trackstream_runtime::kafka::O
         .unwrap_or_else(|e| panic!("producing: {e}"));
 }
 
-/// Reads a topic from the beginning in a fresh consumer group, accumulating
-/// records so tests can wait for conditions over everything seen so far.
+/// Reads a topic from the beginning, accumulating records so tests can wait
+/// for conditions over everything seen so far.
+///
+/// The reader assigns itself every partition the topic has when it is created
+/// (no consumer group to join): a group join races with the services' own
+/// groups on the broker's coordinator, and a reader whose join stalled read
+/// nothing for minutes (a hub-closure test saw 0 records in 180 s while the
+/// incident had been published within seconds). Only a topic without
+/// partitions yet is read through a group subscription.
 pub struct TopicReader {
     consumer: StreamConsumer,
     /// Everything read so far, in arrival order.
@@ -137,9 +144,31 @@ impl TopicReader {
             .set("session.timeout.ms", "6000")
             .create()
             .unwrap_or_else(|e| panic!("creating reader for {topic}: {e}"));
-        consumer
-            .subscribe(&[topic])
-            .unwrap_or_else(|e| panic!("subscribing to {topic}: {e}"));
+        let partitions: Vec<i32> = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .ok()
+            .and_then(|m| {
+                m.topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            })
+            .unwrap_or_default();
+        if partitions.is_empty() {
+            consumer
+                .subscribe(&[topic])
+                .unwrap_or_else(|e| panic!("subscribing to {topic}: {e}"));
+        } else {
+            let mut assignment = rdkafka::TopicPartitionList::new();
+            for partition in partitions {
+                assignment
+                    .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+                    .unwrap_or_else(|e| panic!("assigning {topic}/{partition}: {e}"));
+            }
+            consumer
+                .assign(&assignment)
+                .unwrap_or_else(|e| panic!("assigning {topic}: {e}"));
+        }
         TopicReader {
             consumer,
             records: Vec::new(),

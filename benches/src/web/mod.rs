@@ -155,7 +155,7 @@ async fn run(opts: &Options) -> anyhow::Result<()> {
         ms(percentile(&live.latencies, 0.99)),
         ms(live.latencies.last().copied().unwrap_or_default()),
     );
-    world.stop();
+    world.stop().await;
     Ok(())
 }
 

@@ -53,6 +53,8 @@ pub struct World {
     conn: RedisConn,
     producer: Producer,
     shutdown: CancellationToken,
+    task:
+        tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), trackstream_runtime::Error>>>>,
 }
 
 /// What the live measurement saw.
@@ -128,8 +130,6 @@ impl World {
             .await
             .map_err(|e| anyhow::anyhow!("notifier: {e}"))?;
         let base = format!("http://{}", running.web_addr.context("the web face")?);
-        // Stopped by `stop` (the process ends right after).
-        drop(running.task);
         let conn = RedisConn::connect(&redis_config).await?;
         let producer = Producer::new(&kafka, "bench", &mut Registry::default())?;
 
@@ -241,6 +241,7 @@ impl World {
             conn,
             producer,
             shutdown,
+            task: tokio::sync::Mutex::new(Some(running.task)),
         })
     }
 
@@ -339,8 +340,11 @@ impl World {
         })
     }
 
-    /// Stops the notifier.
-    pub fn stop(&self) {
+    /// Stops the notifier (before Redis and the broker go).
+    pub async fn stop(&self) {
         self.shutdown.cancel();
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = task.await;
+        }
     }
 }
