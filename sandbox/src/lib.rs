@@ -29,6 +29,20 @@ pub const WEB_LINK_SECRET: &str = "sandbox-link-secret-0123456789abcdef";
 /// The phone pepper of sandbox configs.
 pub const WEB_PHONE_PEPPER: &str = "sandbox-phone-pepper-0123456789abcdef";
 
+/// The notifier's `[web]` in sandbox configs (a second notifier a test starts
+/// uses it too, so both sign the same links).
+pub fn web_config() -> trackstream_web::WebConfig {
+    trackstream_web::WebConfig {
+        listen: "127.0.0.1:0".into(),
+        // The port is known only once bound: tests take a message link's
+        // path and open it on `Sandbox::web_addr`.
+        public_url: "http://sandbox.invalid".into(),
+        link_secret: WEB_LINK_SECRET.into(),
+        phone_pepper: WEB_PHONE_PEPPER.into(),
+        ..trackstream_web::WebConfig::default()
+    }
+}
+
 /// Secret of the generic webhook in sandbox configs.
 pub const GENERIC_SECRET: &str = "generic-secret";
 pub use trackstream_testkit::merchants::{ACME_TOKEN, OTHER_TOKEN};
@@ -107,15 +121,7 @@ impl Configs {
             ..Default::default()
         };
         notifier.grpc.listen = "127.0.0.1:0".into();
-        notifier.web = Some(trackstream_web::WebConfig {
-            listen: "127.0.0.1:0".into(),
-            // The port is known only once bound: tests take a message link's
-            // path and open it on `Sandbox::web_addr`.
-            public_url: "http://sandbox.invalid".into(),
-            link_secret: WEB_LINK_SECRET.into(),
-            phone_pepper: WEB_PHONE_PEPPER.into(),
-            ..trackstream_web::WebConfig::default()
-        });
+        notifier.web = Some(web_config());
         Configs {
             partitions: 4,
             ingest,

@@ -190,6 +190,8 @@ async fn a_backlog_through_the_whole_stack_sends_what_the_live_notifier_sent() {
     config.grpc.listen = "127.0.0.1:0".into();
     config.merchants = trackstream_testkit::merchants::two_merchants();
     config.messages = messages("backlog");
+    // The same link secrets: the backlog must send the same links too.
+    config.web = Some(trackstream_sandbox::web_config());
     let shutdown = trackstream_runtime::CancellationToken::new();
     let running =
         trackstream_notifier::start_with_clock(config, Arc::new(SystemClock), shutdown.clone())

@@ -68,14 +68,21 @@ async fn a_hub_closure_stranding_200_of_2000_parcels_is_one_incident_that_resolv
     let (acme, other) = (waybills(&stuck, "m-acme"), waybills(&stuck, "m-other"));
     assert_eq!((acme.len(), other.len()), (150, 50));
     records
-        .until(WAIT, "the hub incident linking all 200 parcels", |r| {
-            let all = incidents_of(r);
-            latest(&all, "")
-                .iter()
-                .any(|i| i.place == hangzhou && i.affected_total == 200)
-                && latest(&all, "m-acme").iter().any(|i| i.affected == 150)
-                && latest(&all, "m-other").iter().any(|i| i.affected == 50)
-        })
+        .until(
+            WAIT,
+            "the hub incident linking all 200 parcels, escalated",
+            |r| {
+                let all = incidents_of(r);
+                // The opening record may already hold all 200 (a backlog is read
+                // at once); the escalation it is past follows in later records.
+                latest(&all, "").iter().any(|i| {
+                    i.place == hangzhou
+                        && i.affected_total == 200
+                        && i.severity == Severity::Critical as i32
+                }) && latest(&all, "m-acme").iter().any(|i| i.affected == 150)
+                    && latest(&all, "m-other").iter().any(|i| i.affected == 50)
+            },
+        )
         .await;
     let all = incidents(&records);
     let ids: BTreeSet<&str> = all.iter().map(|i| i.incident_id.as_str()).collect();
@@ -118,7 +125,10 @@ async fn a_hub_closure_stranding_200_of_2000_parcels_is_one_incident_that_resolv
     );
 
     // Opened within a bounded time of the stall threshold: at the instant
-    // one of the first 40 stranded parcels passed it (2 minutes apart).
+    // one of the first 100 stranded parcels passed it (2 minutes apart) — the
+    // count it needs is 20 or more by the place's baseline, which the UTC day
+    // boundary inside the generated 40 hours of normal traffic moves (it
+    // needed up to ~47 at 09:30 UTC, under 40 at 22:00 UTC).
     let mut alert_reader = sandbox.reader(topics::TRACKING_ALERTS);
     alert_reader
         .until(WAIT, "the 200 stall alerts", |r| r.len() >= 200)
@@ -138,7 +148,7 @@ async fn a_hub_closure_stranding_200_of_2000_parcels_is_one_incident_that_resolv
         "opened at a stall's threshold"
     );
     assert!(
-        opened >= thresholds[0] && opened <= thresholds[39],
+        opened >= thresholds[0] && opened <= thresholds[99],
         "opened {} min after the first threshold",
         (opened - thresholds[0]) / 60_000
     );

@@ -59,12 +59,7 @@ async fn a_lookup_answers_one_404_for_every_miss_and_is_rate_limited_per_order()
         )
         .await;
     assert_eq!(status, 200, "{view}");
-    let orders: Vec<&str> = view["orders"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["order_id"].as_str())
-        .collect();
+    let orders: Vec<&str> = support::order_ids(&view["orders"]);
     assert_eq!(orders, ["L-1"], "a lookup opens that order only");
 
     // Wrong digits, another shop's order, an unknown order: one answer.
@@ -193,12 +188,7 @@ async fn a_link_opens_its_buyers_orders_only_and_its_streams_resume_by_sequence(
             },
         )
         .await;
-    let orders: Vec<&str> = view["orders"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["order_id"].as_str())
-        .collect();
+    let orders: Vec<&str> = support::order_ids(&view["orders"]);
     assert_eq!(
         orders,
         ["S-1"],
@@ -293,12 +283,7 @@ async fn the_console_api_signs_in_by_token_and_finds_orders_by_exact_keys_only()
             .get(&search("+86 138 1234 5678"), Some(ACME_TOKEN))
             .await;
         if found["query_kind"] == "phone" {
-            let ids: Vec<&str> = found["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r["order_id"].as_str())
-                .collect();
+            let ids: Vec<&str> = support::order_ids(&found["results"]);
             assert_eq!(ids, ["K-1"], "only the caller's orders: {found}");
             assert_eq!(found["results"][0]["contact_masked"], "138****5678");
             break;
@@ -318,12 +303,7 @@ async fn the_console_api_signs_in_by_token_and_finds_orders_by_exact_keys_only()
         ("SFK9", "none", vec![]),
     ] {
         let (status, found) = client.get(&search(q), Some(ACME_TOKEN)).await;
-        let got: Vec<&str> = found["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["order_id"].as_str())
-            .collect();
+        let got: Vec<&str> = support::order_ids(&found["results"]);
         assert_eq!(
             (status, found["query_kind"].as_str(), got),
             (200, Some(kind), ids),

@@ -202,3 +202,12 @@ pub fn timelines(view: &Value) -> Vec<(String, Vec<Timeline>)> {
         })
         .collect()
 }
+
+/// The `order_id`s of a JSON list of orders or search results, in order.
+pub fn order_ids(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["order_id"].as_str())
+        .collect()
+}
