@@ -266,21 +266,32 @@ impl Api {
         merchant_id: &str,
         min_severity: i32,
     ) -> Result<mpsc::Receiver<Result<Alert, Status>>, ApiError> {
+        let merchant = merchant_id.to_owned();
+        self.open_merchant_watch(
+            &self.alerts,
+            merchant_id,
+            move |alert: &Alert| alert.severity >= min_severity && alert.merchant_id == merchant,
+            "alert watcher fell behind; reconnect (GetOrder shows open alerts)",
+        )
+    }
+
+    /// A merchant's live stream from `hub` (WatchAlerts, WatchIncidents): a
+    /// slot of its watcher quota, a hub subscription, and the records `keep`
+    /// accepts forwarded until hang-up, shutdown or cut-off.
+    fn open_merchant_watch<T: Clone + Send + Sync + 'static>(
+        &self,
+        hub: &Arc<Hub<T>>,
+        merchant_id: &str,
+        keep: impl Fn(&T) -> bool + Send + 'static,
+        lagged: &'static str,
+    ) -> Result<mpsc::Receiver<Result<T, Status>>, ApiError> {
         let slot = self.watchers.acquire(merchant_id)?;
-        let live = self.alerts.subscribe(merchant_id, self.buffer);
+        let live = hub.subscribe(merchant_id, self.buffer);
         let (tx, rx) = mpsc::channel(self.buffer.max(1));
         let shutdown = self.shutdown.clone();
-        let merchant_id = merchant_id.to_owned();
         tokio::spawn(async move {
             let _slot = slot;
-            forward_live(
-                live,
-                &tx,
-                &shutdown,
-                |alert: &Alert| alert.severity >= min_severity && alert.merchant_id == merchant_id,
-                "alert watcher fell behind; reconnect (GetOrder shows open alerts)",
-            )
-            .await;
+            forward_live(live, &tx, &shutdown, keep, lagged).await;
         });
         Ok(rx)
     }
@@ -472,22 +483,14 @@ impl TrackingService for Api {
         &self,
         request: Request<WatchIncidentsRequest>,
     ) -> Result<Response<Self::WatchIncidentsStream>, Status> {
-        let merchant = self.merchant(&request)?.clone();
-        let slot = self.watchers.acquire(&merchant.id)?;
-        let live = self.incidents.subscribe(&merchant.id, self.buffer);
-        let (tx, rx) = mpsc::channel(self.buffer.max(1));
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            forward_live(
-                live,
-                &tx,
-                &shutdown,
-                |incident: &Incident| incident.merchant_id == merchant.id,
-                "incident watcher fell behind; reconnect (ListIncidents shows the current state)",
-            )
-            .await;
-        });
+        let merchant_id = self.merchant(&request)?.id.clone();
+        let keep_id = merchant_id.clone();
+        let rx = self.open_merchant_watch(
+            &self.incidents,
+            &merchant_id,
+            move |incident: &Incident| incident.merchant_id == keep_id,
+            "incident watcher fell behind; reconnect (ListIncidents shows the current state)",
+        )?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -1,7 +1,5 @@
 //! The JSON API and its event streams, without a browser.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use serde_json::{Value, json};
 use trackstream_sandbox::{ACME_TOKEN, OTHER_TOKEN, Sandbox};
@@ -22,24 +20,22 @@ async fn a_lookup_answers_one_404_for_every_miss_and_is_rate_limited_per_order()
     let lookup = |order: &str, digits: &str| json!({"order_id": order, "phone_last4": digits});
     // The registration reaches the notifier asynchronously; the merchant's own
     // view says when (a lookup is not polled: every try counts).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while client
-        .get("/api/v1/merchant/orders/L-1", Some(ACME_TOKEN))
-        .await
-        .0
-        != 200
-        || client
-            .get("/api/v1/merchant/orders/L-9", Some(OTHER_TOKEN))
-            .await
-            .0
-            != 200
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the registrations never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    client
+        .until(
+            "/api/v1/merchant/orders/L-1",
+            Some(ACME_TOKEN),
+            "L-1 registered",
+            |_| true,
+        )
+        .await;
+    client
+        .until(
+            "/api/v1/merchant/orders/L-9",
+            Some(OTHER_TOKEN),
+            "L-9 registered",
+            |_| true,
+        )
+        .await;
     let lookup_at = |order: &'static str, digits: &'static str| {
         let client = &client;
         async move {
@@ -180,6 +176,7 @@ async fn a_link_opens_its_buyers_orders_only_and_its_streams_resume_by_sequence(
     let view = client
         .until(
             &format!("/api/v1/track/{token}"),
+            None,
             "both scans of S-1",
             |v| {
                 v["orders"][0]["parcels"][0]["events"]
@@ -277,23 +274,20 @@ async fn the_console_api_signs_in_by_token_and_finds_orders_by_exact_keys_only()
         )
     };
     // Registrations reach the notifier asynchronously.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, found) = client
-            .get(&search("+86 138 1234 5678"), Some(ACME_TOKEN))
-            .await;
-        if found["query_kind"] == "phone" {
-            let ids: Vec<&str> = support::order_ids(&found["results"]);
-            assert_eq!(ids, ["K-1"], "only the caller's orders: {found}");
-            assert_eq!(found["results"][0]["contact_masked"], "138****5678");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the phone search found nothing: {found}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let found = client
+        .until(
+            &search("+86 138 1234 5678"),
+            Some(ACME_TOKEN),
+            "the phone search",
+            |found| found["query_kind"] == "phone",
+        )
+        .await;
+    assert_eq!(
+        support::order_ids(&found["results"]),
+        ["K-1"],
+        "only the caller's orders: {found}"
+    );
+    assert_eq!(found["results"][0]["contact_masked"], "138****5678");
     for (q, kind, ids) in [
         ("SFK1", "waybill", vec!["K-1"]),
         ("K-1", "order", vec!["K-1"]),
@@ -319,6 +313,59 @@ async fn the_console_api_signs_in_by_token_and_finds_orders_by_exact_keys_only()
         .await;
     assert_eq!(status, 200, "{order}");
     assert!(!order.to_string().contains("13812345678"), "{order}");
+    // A carrier exception opens an alert on the merchant's board, and only there.
+    let now = Utc::now();
+    support::push(&sandbox, &support::scan("SFK1", "exception", now, "深圳市")).await;
+    let board = client
+        .until(
+            "/api/v1/merchant/alerts?min_severity=WARNING",
+            Some(ACME_TOKEN),
+            "the alert on the board",
+            |board| !board["alerts"].as_array().is_none_or(Vec::is_empty),
+        )
+        .await;
+    let waybills: Vec<&str> = board["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["waybill"].as_str())
+        .collect();
+    assert_eq!(waybills, ["SFK1"], "{board}");
+    let (_, theirs) = client
+        .get("/api/v1/merchant/alerts", Some(OTHER_TOKEN))
+        .await;
+    assert_eq!(theirs["alerts"], json!([]), "another shop's board");
+
+    // A scan normalize sets aside (dated a day ahead) counts on its owner's
+    // console, not on the other shop's.
+    support::push(
+        &sandbox,
+        &support::scan(
+            "SFK1",
+            "in_transit",
+            now + chrono::Duration::days(1),
+            "深圳市",
+        ),
+    )
+    .await;
+    let letters = client
+        .until(
+            "/api/v1/merchant/deadletters",
+            Some(ACME_TOKEN),
+            "the dead letter counted",
+            |letters| letters["total"] != 0,
+        )
+        .await;
+    assert_eq!(
+        letters["by_cause"],
+        json!([{"stage": "normalize", "cause": "future_dated", "count": 1}]),
+        "{letters}"
+    );
+    let (_, theirs) = client
+        .get("/api/v1/merchant/deadletters", Some(OTHER_TOKEN))
+        .await;
+    assert_eq!(theirs["total"], 0, "{theirs}");
+
     for path in [
         "/api/v1/merchant/alerts",
         "/api/v1/merchant/incidents",

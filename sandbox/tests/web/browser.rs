@@ -104,6 +104,7 @@ async fn the_buyer_page_opened_from_a_real_message_shows_the_timeline_live_in_tw
     client
         .until(
             &format!("/api/v1/track/{token}"),
+            None,
             "the buyer view",
             |view| support::timelines(view) == expected,
         )

@@ -156,20 +156,20 @@ impl Client {
         &self.http
     }
 
-    /// Polls `path` until `done` holds for its JSON (deadline [`WAIT`]).
-    pub async fn until(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let (status, body) = self.get(path, None).await;
-            if status == 200 && done(&body) {
-                return body;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: not within {WAIT:?}; last answer {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    /// Polls `path` (with a bearer token when given) until `done` holds for
+    /// its JSON answer, within [`WAIT`]; returns that answer.
+    pub async fn until(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        trackstream_testkit::eventually(WAIT, what, || async {
+            let (status, body) = self.get(path, token).await;
+            (status == 200 && done(&body)).then_some(body)
+        })
+        .await
     }
 }
 

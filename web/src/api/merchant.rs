@@ -104,35 +104,23 @@ pub async fn search<B: Backend>(
             "q: 1 to 128 printable characters".into(),
         ));
     }
-    let mut kind = "none";
-    let mut ids: Vec<String> = Vec::new();
-    if web.backend.order(&merchant.id, q).await?.is_some() {
-        kind = "order";
-        ids.push(q.to_owned());
-    }
-    if ids.is_empty() {
-        ids = web.backend.waybill_orders(&merchant.id, q).await?;
-        if !ids.is_empty() {
-            kind = "waybill";
+    let (kind, orders) = match web.backend.order(&merchant.id, q).await? {
+        // An exact order id: the order read once, for the answer too.
+        Some(order) => ("order", vec![order]),
+        None => {
+            let (kind, ids) = matching_ids(&web, &merchant.id, q).await?;
+            let mut orders = Vec::new();
+            for order_id in ids.iter().take(MAX_RESULTS) {
+                orders.extend(web.backend.order(&merchant.id, order_id).await?);
+            }
+            (kind, orders)
         }
-    }
-    if ids.is_empty()
-        && normalize_phone(q).is_some_and(|d| d.len() >= 7)
-        && let Some(key) = web.links.phone_key(q)
-    {
-        ids = web
-            .backend
-            .buyer_orders(&merchant.id, &key, MAX_RESULTS)
-            .await?;
-        if !ids.is_empty() {
-            kind = "phone";
-        }
-    }
-    let mut results = Vec::new();
-    for order_id in ids.iter().take(MAX_RESULTS) {
-        if let Some(order) = web.backend.order(&merchant.id, order_id).await? {
-            let view = view::order_view(&order);
-            results.push(SearchResult {
+    };
+    let results: Vec<SearchResult> = orders
+        .iter()
+        .map(|order| {
+            let view = view::order_view(order);
+            SearchResult {
                 order_id: view.order_id,
                 parcels: view
                     .parcels
@@ -144,9 +132,9 @@ pub async fn search<B: Backend>(
                     })
                     .collect(),
                 contact_masked: view.contact_masked,
-            });
-        }
-    }
+            }
+        })
+        .collect();
     tracing::info!(merchant_id = %merchant.id, query_kind = kind, results = results.len(),
         "console search");
     web.metrics.search(kind);
@@ -154,6 +142,31 @@ pub async fn search<B: Backend>(
         query_kind: kind,
         results,
     }))
+}
+
+/// The order ids `q` finds as a waybill, else as the buyer's phone, and which
+/// it matched as (`none` when neither).
+async fn matching_ids<B: Backend>(
+    web: &Web<B>,
+    merchant_id: &str,
+    q: &str,
+) -> Result<(&'static str, Vec<String>), ApiError> {
+    let ids = web.backend.waybill_orders(merchant_id, q).await?;
+    if !ids.is_empty() {
+        return Ok(("waybill", ids));
+    }
+    if normalize_phone(q).is_some_and(|d| d.len() >= 7)
+        && let Some(key) = web.links.phone_key(q)
+    {
+        let ids = web
+            .backend
+            .buyer_orders(merchant_id, &key, MAX_RESULTS)
+            .await?;
+        if !ids.is_empty() {
+            return Ok(("phone", ids));
+        }
+    }
+    Ok(("none", Vec::new()))
 }
 
 /// `?min_severity=`.
