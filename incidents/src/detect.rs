@@ -121,6 +121,69 @@ pub struct Baseline {
     pub share: f64,
 }
 
+/// One UTC day of a place's history, as the store counted it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Day {
+    /// The day's first instant (ms).
+    pub start: i64,
+    /// Stalls opened there that day.
+    pub opens: u64,
+    /// Parcels seen there that day.
+    pub seen: u64,
+    /// The most parcels stuck there at once that day.
+    pub peak: f64,
+}
+
+/// A day, in ms.
+pub const DAY_MS: i64 = 86_400_000;
+
+impl Baseline {
+    /// The place's normal at `at` from its trailing `days`, leaving out the
+    /// parcels this decision is about: those stuck now (a pile-up that began
+    /// before midnight must not raise its own bar after it — the opening
+    /// instant, and whether it opens at all, would move with the UTC time of
+    /// day) and those linked to earlier incidents (an incident is not the
+    /// place's normal). The store's per-day counts include them, so their
+    /// stalls come off the day they opened on and their number off every
+    /// day's peak they were stuck on. Taking off a parcel the peak's instant
+    /// did not hold only lowers the bar, which the floor and the share
+    /// bound; a day never goes below zero.
+    pub fn of(cfg: &IncidentsConfig, days: &[Day], members: &[Member], at: i64) -> Baseline {
+        let stale = IncidentsConfig::ms(cfg.stale_after);
+        let excluded: Vec<&Member> = members
+            .iter()
+            .filter(|m| !m.alert_id.is_empty() && (!m.incident.is_empty() || m.stuck_at(at, stale)))
+            .collect();
+        let (mut opens, mut seen, mut peaks) = (0u64, 0u64, 0f64);
+        for day in days {
+            let end = day.start + DAY_MS;
+            let opened_then = excluded
+                .iter()
+                .filter(|m| (day.start..end).contains(&m.since))
+                .count() as u64;
+            let stuck_then = excluded
+                .iter()
+                .filter(|m| {
+                    m.since < end
+                        && m.since > day.start.saturating_sub(stale)
+                        && (m.moved == 0 || m.moved > day.start)
+                })
+                .count() as f64;
+            opens += day.opens.saturating_sub(opened_then);
+            seen += day.seen;
+            peaks += (day.peak - stuck_then).max(0.0);
+        }
+        Baseline {
+            peak: peaks / days.len().max(1) as f64,
+            share: if seen == 0 {
+                0.0
+            } else {
+                opens as f64 / seen as f64
+            },
+        }
+    }
+}
+
 /// What the store holds for one carrier × place, at event time `at`.
 #[derive(Debug, Clone)]
 pub struct View<'a> {

@@ -200,3 +200,89 @@ fn a_resolved_incident_remembers_how_long_it_held_its_parcels() {
     };
     assert_eq!(held_hours(&members, &other), None);
 }
+
+/// Seven UTC days before the day of `at`, each as `f(day index)` makes it.
+fn days(at: i64, f: impl Fn(usize) -> (u64, u64, f64)) -> Vec<Day> {
+    let today = at.div_euclid(DAY_MS);
+    (0..7)
+        .map(|i| {
+            let (opens, seen, peak) = f(i);
+            Day {
+                start: (today - 7 + i as i64) * DAY_MS,
+                opens,
+                seen,
+                peak,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_pile_up_across_midnight_does_not_raise_its_own_bar() {
+    let cfg = IncidentsConfig::default();
+    // 60 parcels stuck 4 minutes apart from 22:00 UTC: 30 before midnight.
+    let midnight = 20 * DAY_MS;
+    let members = stuck(60, midnight - 2 * H, 4 * 60_000);
+    let at = midnight + 3 * H;
+    // Yesterday counted their 30 stalls among 100 parcels seen, and up to 30
+    // stuck at once; the days before were quiet.
+    let history = days(at, |i| {
+        if i == 6 {
+            (30, 100, 30.0)
+        } else {
+            (0, 100, 0.0)
+        }
+    });
+    let baseline = Baseline::of(&cfg, &history, &members, at);
+    assert_eq!(baseline, Baseline::default(), "the pile-up is not normal");
+    // Counted as normal they would make it need 3 × 30/700 × 400 = 52 (and
+    // more the later midnight falls in the pile-up); left out, the floor:
+    // the 20th parcel, before midnight, opens it.
+    let mut v = view(&members, at, 400, None);
+    v.baseline = baseline;
+    let decision = decide(&cfg, &v).expect("opens");
+    assert_eq!(decision.incident.needed, 20);
+    assert_eq!(decision.incident.opened_at, members[19].since);
+    // The same decision evaluated before midnight, on the day before's
+    // baseline: the same incident.
+    let before = midnight - 1;
+    let earlier = days(before, |_| (0, 100, 0.0));
+    let mut v = view(&members, before, 400, None);
+    v.baseline = Baseline::of(&cfg, &earlier, &members, before);
+    let first = decide(&cfg, &v).expect("opens before midnight too");
+    assert_eq!(first.incident.id, decision.incident.id);
+}
+
+#[test]
+fn an_earlier_incidents_parcels_are_not_the_places_normal_but_the_rest_is() {
+    let cfg = IncidentsConfig::default();
+    let at = 30 * DAY_MS + 12 * H;
+    let day_of_incident = (30 - 3) * DAY_MS;
+    // 40 parcels of a resolved incident, stuck and moved on one day …
+    let mut members = stuck(40, day_of_incident + H, 60_000);
+    for m in &mut members {
+        m.incident = "inc-1".into();
+        m.moved = day_of_incident + 10 * H;
+    }
+    // … and one background parcel that got stuck and moved the next day.
+    let mut background = stuck(1, day_of_incident + 30 * H, 0).remove(0);
+    background.waybill = "zto:B1".into();
+    background.moved = day_of_incident + 40 * H;
+    members.push(background);
+    // That day counted 50 stalls (40 of the incident) and up to 45 stuck at
+    // once; every day saw 100 parcels, 7 of them stuck at once at most.
+    let history = days(at, |i| match i {
+        4 => (50, 100, 45.0),
+        5 => (1, 100, 7.0),
+        _ => (0, 100, 7.0),
+    });
+    let baseline = Baseline::of(&cfg, &history, &members, at);
+    // 10 + 1 stalls of 700 seen; peaks 7 × 6 + (45 − 40) over 7 days (the
+    // background parcel is stuck no more: it stays in).
+    assert!((baseline.share - 11.0 / 700.0).abs() < 1e-9, "{baseline:?}");
+    assert!((baseline.peak - 47.0 / 7.0).abs() < 1e-9, "{baseline:?}");
+    // Nothing of its own to leave out: the store's counts as they are.
+    let quiet = Baseline::of(&cfg, &history, &[], at);
+    assert!((quiet.share - 51.0 / 700.0).abs() < 1e-9);
+    assert!((quiet.peak - 87.0 / 7.0).abs() < 1e-9);
+}

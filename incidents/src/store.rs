@@ -31,9 +31,8 @@
 use redis::AsyncCommands;
 use trackstream_runtime::redis::RedisConn;
 
-use crate::detect::{Baseline, Member, Stored};
+use crate::detect::{DAY_MS, Day, Member, Stored};
 
-const DAY_MS: i64 = 86_400_000;
 const SEP: char = '\u{1f}';
 /// Days of peaks kept (more than any sensible `baseline_days`).
 const PEAK_DAYS: i64 = 62;
@@ -91,8 +90,9 @@ pub struct Snapshot {
     pub members: Vec<Member>,
     /// Parcels active at the place.
     pub active: u32,
-    /// The place's normal.
-    pub baseline: Baseline,
+    /// The trailing baseline days, oldest first (`detect::Baseline::of`
+    /// makes the place's normal of them).
+    pub days: Vec<Day>,
     /// Its latest incident.
     pub current: Option<Stored>,
     /// The stored version (0 = none).
@@ -377,11 +377,14 @@ impl IncidentStore {
         let active: u32 = redis::from_redis_value(next("active")?)?;
         let (version, json, unpublished): (Option<u32>, Option<String>, Option<u32>) =
             redis::from_redis_value(next("incident")?)?;
-        let (mut opens, mut seen, mut peaks) = (0u64, 0u64, 0f64);
-        for _ in 0..baseline_days {
-            opens += redis::from_redis_value::<u64>(next("baseline")?)?;
-            seen += redis::from_redis_value::<u64>(next("baseline")?)?;
-            peaks += redis::from_redis_value::<Option<f64>>(next("baseline")?)?.unwrap_or(0.0);
+        let mut days = Vec::with_capacity(usize::try_from(baseline_days).unwrap_or(0));
+        for d in (today - baseline_days)..today {
+            days.push(Day {
+                start: d * DAY_MS,
+                opens: redis::from_redis_value(next("baseline")?)?,
+                seen: redis::from_redis_value(next("baseline")?)?,
+                peak: redis::from_redis_value::<Option<f64>>(next("baseline")?)?.unwrap_or(0.0),
+            });
         }
         let mut members: Vec<Member> = members
             .iter()
@@ -399,14 +402,7 @@ impl IncidentStore {
         Ok(Snapshot {
             members,
             active,
-            baseline: Baseline {
-                peak: peaks / baseline_days.max(1) as f64,
-                share: if seen == 0 {
-                    0.0
-                } else {
-                    opens as f64 / seen as f64
-                },
-            },
+            days,
             current,
             version: version.unwrap_or(0),
             unpublished: unpublished.unwrap_or(0),

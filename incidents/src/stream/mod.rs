@@ -326,7 +326,7 @@ impl IncidentDetector {
             at: when,
             members: &snapshot.members,
             active: snapshot.active,
-            baseline: snapshot.baseline,
+            baseline: detect::Baseline::of(&self.config, &snapshot.days, &snapshot.members, when),
             current: snapshot.current.as_ref(),
         }
     }
