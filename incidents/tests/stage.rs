@@ -130,10 +130,13 @@ async fn the_next_incident_expects_the_delay_the_places_last_ones_held_and_a_rer
     let ids: std::collections::BTreeSet<&str> =
         platform.iter().map(|i| i.incident_id.as_str()).collect();
     assert_eq!(ids.len(), 3, "three incidents: {ids:?}");
-    let opened: Vec<&&Incident> = platform
+    // In event-time order: the records are keyed by incident, so a reader
+    // of both partitions may read a later incident's records first.
+    let mut opened: Vec<&&Incident> = platform
         .iter()
         .filter(|i| i.state == IncidentState::Opened as i32)
         .collect();
+    opened.sort_by_key(|i| trackstream_proto::time::millis(i.opened_at.as_ref()));
     assert_eq!(opened.len(), 3);
     assert_eq!(opened[0].expected_delay_hours, 0, "no history yet");
     assert_eq!(
