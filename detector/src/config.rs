@@ -15,7 +15,7 @@ pub enum ClockMode {
     #[default]
     Wall,
     /// Per-partition event-time watermark: the latest `occurred_at` seen, minus
-    /// `allowed_lateness`. Replaying a week of scans in seconds yields the same
+    /// `allowed_lateness` and 1 ms ([`event_clock`]). Replaying a week of scans in seconds yields the same
     /// alerts as living through it.
     Event,
 }
@@ -47,6 +47,20 @@ pub struct TimerConfig {
     /// deadlines depend only on the scans (replays stay deterministic).
     #[serde(with = "duration")]
     pub grace: Duration,
+}
+
+/// The event clock of a partition whose newest scan is at `watermark` (ms):
+/// deadlines at or before it fire and scans at or before it fold. It is one
+/// millisecond short of `watermark − allowed_lateness` because a scan exactly
+/// `allowed_lateness` behind the newest may still arrive, and it must fold in
+/// the canonical order (time, progress rank, id) with any scan of the same
+/// instant — not after one merely because it came later (with lateness 0, a
+/// second same-instant scan arriving in the next batch folded after the first,
+/// and the alerts depended on which came first).
+pub fn event_clock(watermark: i64, allowed_lateness: Duration) -> i64 {
+    watermark
+        .saturating_sub(duration::millis(allowed_lateness))
+        .saturating_sub(1)
 }
 
 impl Default for TimerConfig {

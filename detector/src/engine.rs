@@ -13,7 +13,8 @@
 //! - an arriving event at or after `folded_at` waits in `pending` (sorted) until
 //!   the clock passes it, so scans that arrive out of order, in any batching,
 //!   fold exactly as the time-sorted sequence would. With the event clock the
-//!   clock is the partition's watermark minus `allowed_lateness`: every scan no
+//!   clock is the partition's watermark minus `allowed_lateness` and 1 ms
+//!   ([`crate::config::event_clock`]): every scan no
 //!   more than that behind the newest one seen yields the alerts of the clean
 //!   sequence, however it was shuffled, duplicated, batched or replayed;
 //! - an event older than `folded_at` is applied at once without firing

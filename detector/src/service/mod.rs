@@ -10,7 +10,8 @@
 //!
 //! The clock each fold runs to is [`Detector::clock`]: wall time, or with the
 //! event clock the partition's watermark (newest `occurred_at` seen, including
-//! the batch at hand) minus `allowed_lateness`. The stored watermark — what the
+//! the batch at hand) minus `allowed_lateness` and 1 ms
+//! ([`crate::config::event_clock`]). The stored watermark — what the
 //! timer loop fires against — only advances after a batch is committed, so the
 //! timer loop never fires a deadline that a scan of the batch in flight would
 //! have prevented.
@@ -220,7 +221,8 @@ impl<S: Sink> Detector<S> {
     }
 
     /// The clock deadlines of `partition` fire against, in ms: wall time, or
-    /// the stored event-time watermark minus `allowed_lateness`.
+    /// the stored event-time watermark minus `allowed_lateness`
+    /// ([`crate::config::event_clock`]).
     pub async fn clock(&self, partition: i32) -> Result<i64, HandlerError> {
         Ok(match self.timers.clock {
             ClockMode::Wall => (self.wall)(),
@@ -230,9 +232,7 @@ impl<S: Sink> Detector<S> {
                     .watermark(partition)
                     .await
                     .map_err(Failure::from)?;
-                stored.saturating_sub(trackstream_runtime::config::duration::millis(
-                    self.timers.allowed_lateness,
-                ))
+                crate::config::event_clock(stored, self.timers.allowed_lateness)
             }
         })
     }

@@ -170,14 +170,13 @@ impl<S: Sink> Detector<S> {
             Source::Batch { newest } => newest,
             Source::Timers { .. } | Source::Outbox => i64::MIN,
         };
-        let clock =
-            match (clock, self.timers.clock) {
-                (Some(clock), _) => clock,
-                (None, ClockMode::Wall) => (self.wall)(),
-                (None, ClockMode::Event) => stored.max(newest).saturating_sub(
-                    trackstream_runtime::config::duration::millis(self.timers.allowed_lateness),
-                ),
-            };
+        let clock = match (clock, self.timers.clock) {
+            (Some(clock), _) => clock,
+            (None, ClockMode::Wall) => (self.wall)(),
+            (None, ClockMode::Event) => {
+                crate::config::event_clock(stored.max(newest), self.timers.allowed_lateness)
+            }
+        };
         // A registration joining a waybill that already has scans needs the
         // stored history (to send the order every scan so far): rare, fetched
         // in flight together.
