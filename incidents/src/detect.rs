@@ -138,36 +138,30 @@ pub struct Day {
 pub const DAY_MS: i64 = 86_400_000;
 
 impl Baseline {
-    /// The place's normal for decisions on the UTC day starting at
-    /// `day_start`: its `baseline_days` days before that day, from `days`
-    /// (oldest first; a day missing counts as 0), leaving out the parcels of
-    /// incidents — an incident is not the place's normal: a linked parcel's
-    /// stall comes off the day it opened on, and the parcel off every day's
-    /// peak it was stuck on (never below zero).
-    ///
-    /// The day is the decision's own (the instant a parcel got stuck), not
-    /// the day the detector looked: a backlog read after midnight must decide
-    /// an opening before it on the baseline a live run had then, or a
-    /// pile-up's stalls of the day before — read in the same batch — become
-    /// "yesterday's normal" and raise its own bar.
-    pub fn of(cfg: &IncidentsConfig, days: &[Day], members: &[Member], day_start: i64) -> Baseline {
+    /// The place's normal at `at` from its trailing `days`, leaving out the
+    /// parcels this decision is about: those stuck now (a pile-up that began
+    /// before midnight must not raise its own bar after it — the opening
+    /// instant, and whether it opens at all, would move with the UTC time of
+    /// day) and those linked to earlier incidents (an incident is not the
+    /// place's normal). The store's per-day counts include them, so their
+    /// stalls come off the day they opened on and their number off every
+    /// day's peak they were stuck on. Taking off a parcel the peak's instant
+    /// did not hold only lowers the bar, which the floor and the share
+    /// bound; a day never goes below zero.
+    pub fn of(cfg: &IncidentsConfig, days: &[Day], members: &[Member], at: i64) -> Baseline {
         let stale = IncidentsConfig::ms(cfg.stale_after);
-        let from = day_start.saturating_sub(cfg.baseline_days.saturating_mul(DAY_MS));
-        let linked: Vec<&Member> = members
+        let excluded: Vec<&Member> = members
             .iter()
-            .filter(|m| !m.alert_id.is_empty() && !m.incident.is_empty())
+            .filter(|m| !m.alert_id.is_empty() && (!m.incident.is_empty() || m.stuck_at(at, stale)))
             .collect();
         let (mut opens, mut seen, mut peaks) = (0u64, 0u64, 0f64);
-        for day in days
-            .iter()
-            .filter(|d| d.start >= from && d.start < day_start)
-        {
+        for day in days {
             let end = day.start + DAY_MS;
-            let opened_then = linked
+            let opened_then = excluded
                 .iter()
                 .filter(|m| (day.start..end).contains(&m.since))
                 .count() as u64;
-            let stuck_then = linked
+            let stuck_then = excluded
                 .iter()
                 .filter(|m| {
                     m.since < end
@@ -180,7 +174,7 @@ impl Baseline {
             peaks += (day.peak - stuck_then).max(0.0);
         }
         Baseline {
-            peak: peaks / cfg.baseline_days.max(1) as f64,
+            peak: peaks / days.len().max(1) as f64,
             share: if seen == 0 {
                 0.0
             } else {
@@ -188,11 +182,6 @@ impl Baseline {
             },
         }
     }
-}
-
-/// The first instant of the UTC day holding `at` (ms).
-pub fn day_start(at: i64) -> i64 {
-    at.div_euclid(DAY_MS) * DAY_MS
 }
 
 /// What the store holds for one carrier × place, at event time `at`.
@@ -208,12 +197,8 @@ pub struct View<'a> {
     pub members: &'a [Member],
     /// Parcels active at the place.
     pub active: u32,
-    /// The place's normal on the day of `at`.
+    /// The place's normal.
     pub baseline: Baseline,
-    /// The place's per-day history (oldest first), enough for the baseline of
-    /// any day a stuck parcel got stuck on (`baseline_days` before the
-    /// oldest of them).
-    pub days: &'a [Day],
     /// The place's latest incident.
     pub current: Option<&'a Stored>,
 }
@@ -268,25 +253,16 @@ fn open(cfg: &IncidentsConfig, view: &View<'_>) -> Option<Decision> {
     let active = view
         .active
         .max(u32::try_from(stuck.len()).unwrap_or(u32::MAX));
+    let needed = needed(cfg, active, view.baseline);
     let count = u32::try_from(stuck.len()).unwrap_or(u32::MAX);
-    if count < cfg.floor {
+    if count < needed {
         return None;
     }
     stuck.sort_by(|a, b| (a.since, &a.waybill).cmp(&(b.since, &b.waybill)));
-    // It opens at the first instant a parcel got stuck with as many stuck as
-    // that instant's day needed: what a live run, evaluating as each stall
-    // came, decided then.
-    let mut by_day: BTreeMap<i64, (u32, Baseline)> = BTreeMap::new();
-    let (index, needed, baseline) = stuck.iter().enumerate().find_map(|(index, m)| {
-        let day = day_start(m.since);
-        let (needed, baseline) = *by_day.entry(day).or_insert_with(|| {
-            let baseline = Baseline::of(cfg, view.days, view.members, day);
-            (needed(cfg, active, baseline), baseline)
-        });
-        (index + 1 >= usize::try_from(needed).unwrap_or(usize::MAX))
-            .then_some((index, needed, baseline))
-    })?;
-    let opened_at = stuck[index].since;
+    let index = usize::try_from(needed)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1);
+    let opened_at = stuck.get(index).map_or(view.at, |m| m.since);
     let reason = infer_reason(stuck.iter().copied());
     let mut incident = Stored {
         id: incident_id(view.carrier, view.place, opened_at),
@@ -297,7 +273,7 @@ fn open(cfg: &IncidentsConfig, view: &View<'_>) -> Option<Decision> {
         effective_at: opened_at,
         needed,
         affected: count,
-        baseline_share: baseline.share,
+        baseline_share: view.baseline.share,
         version: view.current.map_or(0, |c| c.version),
         ..Stored::default()
     };

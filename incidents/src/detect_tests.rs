@@ -24,7 +24,6 @@ fn view<'a>(members: &'a [Member], at: i64, active: u32, current: Option<&'a Sto
         members,
         active,
         baseline: Baseline::default(),
-        days: &[],
         current,
     }
 }
@@ -62,19 +61,12 @@ fn a_busy_place_needs_its_share_and_more_than_its_normal() {
     // 40 stuck of 2 000 active: 2 % < 5 %.
     assert_eq!(decide(&cfg, &view(&members, H, 2_000, None)), None);
     // A place that normally has up to 15 parcels stuck at once needs 45.
-    // (7 days of 15 at once at the most, 1 stall of 100 seen a day.)
-    let history = days(H, |_| (1, 100, 15.0));
-    let baseline = Baseline::of(&cfg, &history, &members, day_start(H));
-    assert_eq!(
-        baseline,
-        Baseline {
-            peak: 15.0,
-            share: 0.01
-        }
-    );
-    assert_eq!(needed(&cfg, 400, baseline), 45);
     let mut v = view(&members, H, 400, None);
-    v.days = &history;
+    v.baseline = Baseline {
+        peak: 15.0,
+        share: 0.01,
+    };
+    assert_eq!(needed(&cfg, 400, v.baseline), 45);
     assert_eq!(decide(&cfg, &v), None);
 }
 
@@ -226,14 +218,14 @@ fn days(at: i64, f: impl Fn(usize) -> (u64, u64, f64)) -> Vec<Day> {
 }
 
 #[test]
-fn a_backlog_read_after_midnight_opens_on_the_baseline_the_live_run_had() {
+fn a_pile_up_across_midnight_does_not_raise_its_own_bar() {
     let cfg = IncidentsConfig::default();
     // 60 parcels stuck 4 minutes apart from 22:00 UTC: 30 before midnight.
     let midnight = 20 * DAY_MS;
     let members = stuck(60, midnight - 2 * H, 4 * 60_000);
     let at = midnight + 3 * H;
-    // Read after midnight, "yesterday" already counts their 30 stalls among
-    // 100 parcels seen, and up to 30 stuck at once; the days before were quiet.
+    // Yesterday counted their 30 stalls among 100 parcels seen, and up to 30
+    // stuck at once; the days before were quiet.
     let history = days(at, |i| {
         if i == 6 {
             (30, 100, 30.0)
@@ -241,52 +233,24 @@ fn a_backlog_read_after_midnight_opens_on_the_baseline_the_live_run_had() {
             (0, 100, 0.0)
         }
     });
-    let today = Baseline::of(&cfg, &history, &members, day_start(at));
-    // Taken as today's normal they would make it need 3 × 30/700 × 400 = 52.
-    assert_eq!(needed(&cfg, 400, today), 52);
+    let baseline = Baseline::of(&cfg, &history, &members, at);
+    assert_eq!(baseline, Baseline::default(), "the pile-up is not normal");
+    // Counted as normal they would make it need 3 × 30/700 × 400 = 52 (and
+    // more the later midnight falls in the pile-up); left out, the floor:
+    // the 20th parcel, before midnight, opens it.
     let mut v = view(&members, at, 400, None);
-    v.baseline = today;
-    v.days = &history;
+    v.baseline = baseline;
     let decision = decide(&cfg, &v).expect("opens");
-    // But its 20th parcel got stuck before midnight, when the day before's
-    // baseline held nothing: it opened then, at the floor.
     assert_eq!(decision.incident.needed, 20);
     assert_eq!(decision.incident.opened_at, members[19].since);
-    assert_eq!(decision.incident.affected, 60);
-    // The live run, evaluating before midnight: the same incident.
+    // The same decision evaluated before midnight, on the day before's
+    // baseline: the same incident.
     let before = midnight - 1;
+    let earlier = days(before, |_| (0, 100, 0.0));
     let mut v = view(&members, before, 400, None);
-    v.days = &history;
+    v.baseline = Baseline::of(&cfg, &earlier, &members, before);
     let first = decide(&cfg, &v).expect("opens before midnight too");
     assert_eq!(first.incident.id, decision.incident.id);
-    assert_eq!(first.incident.needed, 20);
-}
-
-#[test]
-fn a_pile_up_below_the_bar_before_midnight_needs_the_next_days_bar() {
-    let cfg = IncidentsConfig::default();
-    // The day before was busy: 12 stalls a day among 100 seen (3 × 12 %
-    // × 400 = 144 needed); yesterday quiet. 150 parcels stuck from 23:00,
-    // 2 minutes apart: 30 before midnight, not enough for yesterday's bar …
-    let midnight = 20 * DAY_MS;
-    let members = stuck(150, midnight - H, 2 * 60_000);
-    let at = midnight + 5 * H;
-    let history: Vec<Day> = (0..8)
-        .map(|i| Day {
-            start: midnight - (8 - i) * DAY_MS,
-            opens: if i == 0 { 84 } else { 0 },
-            seen: 100,
-            peak: 0.0,
-        })
-        .collect();
-    let mut v = view(&members, at, 400, None);
-    v.days = &history;
-    let decision = decide(&cfg, &v).expect("opens");
-    // … yesterday needed 3 × 84/700 × 400 = 144; today the busy day has left
-    // the 7-day window, the floor's 20 were long reached: it opens at the
-    // first parcel stuck today, the 31st.
-    assert_eq!(decision.incident.opened_at, members[30].since);
-    assert_eq!(decision.incident.needed, 20);
 }
 
 #[test]
@@ -300,9 +264,10 @@ fn an_earlier_incidents_parcels_are_not_the_places_normal_but_the_rest_is() {
         m.incident = "inc-1".into();
         m.moved = day_of_incident + 10 * H;
     }
-    // … and one background parcel, stuck the next day and still stuck now.
+    // … and one background parcel that got stuck and moved the next day.
     let mut background = stuck(1, day_of_incident + 30 * H, 0).remove(0);
     background.waybill = "zto:B1".into();
+    background.moved = day_of_incident + 40 * H;
     members.push(background);
     // That day counted 50 stalls (40 of the incident) and up to 45 stuck at
     // once; every day saw 100 parcels, 7 of them stuck at once at most.
@@ -311,13 +276,13 @@ fn an_earlier_incidents_parcels_are_not_the_places_normal_but_the_rest_is() {
         5 => (1, 100, 7.0),
         _ => (0, 100, 7.0),
     });
-    let baseline = Baseline::of(&cfg, &history, &members, day_start(at));
-    // 10 + 1 stalls of 700 seen; peaks 7 × 6 + (45 − 40) over 7 days: the
-    // background parcel is the place's normal and stays in.
+    let baseline = Baseline::of(&cfg, &history, &members, at);
+    // 10 + 1 stalls of 700 seen; peaks 7 × 6 + (45 − 40) over 7 days (the
+    // background parcel is stuck no more: it stays in).
     assert!((baseline.share - 11.0 / 700.0).abs() < 1e-9, "{baseline:?}");
     assert!((baseline.peak - 47.0 / 7.0).abs() < 1e-9, "{baseline:?}");
-    // Nothing linked: the store's counts as they are.
-    let quiet = Baseline::of(&cfg, &history, &[], day_start(at));
+    // Nothing of its own to leave out: the store's counts as they are.
+    let quiet = Baseline::of(&cfg, &history, &[], at);
     assert!((quiet.share - 51.0 / 700.0).abs() < 1e-9);
     assert!((quiet.peak - 87.0 / 7.0).abs() < 1e-9);
 }

@@ -90,8 +90,8 @@ pub struct Snapshot {
     pub members: Vec<Member>,
     /// Parcels active at the place.
     pub active: u32,
-    /// The `history_days` days before the evaluated one, oldest first
-    /// (`detect::Baseline::of` makes a day's normal of them).
+    /// The trailing baseline days, oldest first (`detect::Baseline::of`
+    /// makes the place's normal of them).
     pub days: Vec<Day>,
     /// Its latest incident.
     pub current: Option<Stored>,
@@ -338,7 +338,7 @@ impl IncidentStore {
         at: &PlaceId,
         when: i64,
         active_window_ms: i64,
-        history_days: i64,
+        baseline_days: i64,
     ) -> redis::RedisResult<Snapshot> {
         let mut pipe = redis::pipe();
         pipe.hgetall(at.key("m"))
@@ -351,7 +351,7 @@ impl IncidentStore {
             .arg("j")
             .arg("d");
         let today = day(when);
-        for d in (today - history_days)..today {
+        for d in (today - baseline_days)..today {
             pipe.pfcount(at.key(&format!("so:{d}")))
                 .pfcount(at.key(&format!("sa:{d}")))
                 .zscore(at.key("pk"), d);
@@ -377,8 +377,8 @@ impl IncidentStore {
         let active: u32 = redis::from_redis_value(next("active")?)?;
         let (version, json, unpublished): (Option<u32>, Option<String>, Option<u32>) =
             redis::from_redis_value(next("incident")?)?;
-        let mut days = Vec::with_capacity(usize::try_from(history_days).unwrap_or(0));
-        for d in (today - history_days)..today {
+        let mut days = Vec::with_capacity(usize::try_from(baseline_days).unwrap_or(0));
+        for d in (today - baseline_days)..today {
             days.push(Day {
                 start: d * DAY_MS,
                 opens: redis::from_redis_value(next("baseline")?)?,

@@ -314,10 +314,7 @@ impl IncidentDetector {
                 at,
                 when,
                 IncidentsConfig::ms(self.config.active_window),
-                // The baseline of any day a stuck parcel can have got stuck on.
-                self.config.baseline_days
-                    + IncidentsConfig::ms(self.config.stale_after).div_euclid(detect::DAY_MS)
-                    + 1,
+                self.config.baseline_days,
             )
             .await
     }
@@ -329,13 +326,7 @@ impl IncidentDetector {
             at: when,
             members: &snapshot.members,
             active: snapshot.active,
-            baseline: detect::Baseline::of(
-                &self.config,
-                &snapshot.days,
-                &snapshot.members,
-                detect::day_start(when),
-            ),
-            days: &snapshot.days,
+            baseline: detect::Baseline::of(&self.config, &snapshot.days, &snapshot.members, when),
             current: snapshot.current.as_ref(),
         }
     }
