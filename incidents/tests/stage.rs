@@ -104,14 +104,28 @@ fn closure(group: i64, start: i64, held: i64) -> (Vec<Inbound>, Vec<Inbound>) {
     (opened, resolved)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_next_incident_expects_the_delay_the_places_last_ones_held_and_a_reread_changes_nothing()
- {
+/// The first `expected` records on `tracking.incidents`.
+async fn published(broker: &Broker, expected: u64) -> Vec<Incident> {
+    let mut reader = TopicReader::new(&broker.bootstrap(), topics::TRACKING_INCIDENTS);
+    reader
+        .until(Duration::from_secs(60), "every record", |r| {
+            r.len() as u64 >= expected
+        })
+        .await;
+    reader.decoded()
+}
+
+/// A real Redis and broker (`tracking.incidents` with `partitions`), and the
+/// incident detector on them with the default settings.
+async fn stage(partitions: i32) -> (RedisServer, Broker, IncidentDetector) {
     let redis = RedisServer::start().await.expect("redis");
     let broker = Broker::start().await.expect("broker");
-    create_topics(&broker.bootstrap(), &[(topics::TRACKING_INCIDENTS, 2)])
-        .await
-        .expect("topics");
+    create_topics(
+        &broker.bootstrap(),
+        &[(topics::TRACKING_INCIDENTS, partitions)],
+    )
+    .await
+    .expect("topics");
     let kafka = KafkaConfig {
         brokers: broker.bootstrap(),
         ..KafkaConfig::default()
@@ -130,6 +144,13 @@ async fn the_next_incident_expects_the_delay_the_places_last_ones_held_and_a_rer
         IncidentsConfig::default(),
         &mut registry,
     );
+    (redis, broker, detector)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_incident_expects_the_delay_the_places_last_ones_held_and_a_reread_changes_nothing()
+ {
+    let (_redis, broker, detector) = stage(2).await;
 
     // Two closures at the hub, each holding its parcels 30 h.
     for group in 0..2 {
@@ -150,13 +171,7 @@ async fn the_next_incident_expects_the_delay_the_places_last_ones_held_and_a_rer
     detector.handle(&opened).await.expect("third");
 
     let expected = detector.records_published();
-    let mut reader = TopicReader::new(&broker.bootstrap(), topics::TRACKING_INCIDENTS);
-    reader
-        .until(Duration::from_secs(60), "every record", |r| {
-            r.len() as u64 >= expected
-        })
-        .await;
-    let records: Vec<Incident> = reader.decoded();
+    let records = published(&broker, expected).await;
     let platform: Vec<&Incident> = records
         .iter()
         .filter(|i| i.merchant_id.is_empty())
@@ -220,29 +235,7 @@ async fn the_next_incident_expects_the_delay_the_places_last_ones_held_and_a_rer
 /// 20th parcel, before midnight, and 200 is past both tiers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_across_midnight_opens_at_the_floor_not_at_a_bar_it_raised_itself() {
-    let redis = RedisServer::start().await.expect("redis");
-    let broker = Broker::start().await.expect("broker");
-    create_topics(&broker.bootstrap(), &[(topics::TRACKING_INCIDENTS, 1)])
-        .await
-        .expect("topics");
-    let kafka = KafkaConfig {
-        brokers: broker.bootstrap(),
-        ..KafkaConfig::default()
-    };
-    let mut registry = Registry::default();
-    let producer = Producer::new(&kafka, "stage-test", &mut registry).expect("producer");
-    let conn = RedisConn::connect(&RedisConfig {
-        url: redis.url(),
-        cluster_nodes: Vec::new(),
-    })
-    .await
-    .expect("redis connection");
-    let detector = IncidentDetector::new(
-        IncidentStore::new(conn, 14 * DAY),
-        producer,
-        IncidentsConfig::default(),
-        &mut registry,
-    );
+    let (_redis, broker, detector) = stage(1).await;
 
     // 200 parcels stall 2 minutes apart, the 75th-earliest just before midnight.
     let midnight = (T0 / DAY + 1) * DAY;
@@ -268,13 +261,7 @@ async fn a_backlog_across_midnight_opens_at_the_floor_not_at_a_bar_it_raised_its
 
     let expected = detector.records_published();
     assert!(expected > 0, "no incident opened");
-    let mut reader = TopicReader::new(&broker.bootstrap(), topics::TRACKING_INCIDENTS);
-    reader
-        .until(Duration::from_secs(60), "every record", |r| {
-            r.len() as u64 >= expected
-        })
-        .await;
-    let records: Vec<Incident> = reader.decoded();
+    let records = published(&broker, expected).await;
     let platform = records
         .iter()
         .rfind(|i| i.merchant_id.is_empty())
