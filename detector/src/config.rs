@@ -15,8 +15,8 @@ pub enum ClockMode {
     #[default]
     Wall,
     /// Per-partition event-time watermark: the latest `occurred_at` seen, minus
-    /// `allowed_lateness` and 1 ms ([`event_clock`]). Replaying a week of scans in seconds yields the same
-    /// alerts as living through it.
+    /// `allowed_lateness` and 1 ms ([`event_clock`]). Replaying a week of
+    /// scans in seconds yields the same alerts as living through it.
     Event,
 }
 

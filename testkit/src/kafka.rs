@@ -233,18 +233,19 @@ impl TopicReader {
 
     /// Records decoded as `T` (undecodable ones skipped).
     pub fn decoded<T: prost::Message + Default>(&self) -> Vec<T> {
-        self.records
-            .iter()
-            .filter_map(|r| T::decode(r.payload.as_slice()).ok())
-            .collect()
+        decode(&self.records)
     }
+}
+
+/// `records` decoded as `T` (undecodable ones skipped).
+pub fn decode<T: prost::Message + Default>(records: &[Record]) -> Vec<T> {
+    records
+        .iter()
+        .filter_map(|r| T::decode(r.payload.as_slice()).ok())
+        .collect()
 }
 
 /// Decodes every record as `T` and applies `check`.
 pub fn all<T: prost::Message + Default>(records: &[Record], check: impl Fn(&[T]) -> bool) -> bool {
-    let decoded: Vec<T> = records
-        .iter()
-        .filter_map(|r| T::decode(r.payload.as_slice()).ok())
-        .collect();
-    check(&decoded)
+    check(&decode::<T>(records))
 }

@@ -7,10 +7,11 @@ use chrono::{DateTime, NaiveTime, SubsecRound, Utc};
 use trackstream_proto::time;
 use trackstream_proto::topics;
 use trackstream_proto::v1::{
-    Alert, AlertState, BuyerNotification, GetOrderRequest, IncidentReason, IncidentSource,
-    IncidentState, ListIncidentsRequest, Milestone, Severity,
+    Alert, AlertState, BuyerNotification, GetOrderRequest, Incident, IncidentReason,
+    IncidentSource, IncidentState, ListIncidentsRequest, Milestone, Severity,
 };
 use trackstream_sandbox::{ACME_TOKEN, OTHER_TOKEN, Sandbox, authed};
+use trackstream_testkit::kafka::decode;
 
 use crate::world::{
     CHENGDU, CITIES, GUANGZHOU, HANGZHOU, Parcel, WAIT, has_state, hours, incidents, latest,
@@ -99,7 +100,7 @@ async fn a_hub_closure_stranding_200_of_2000_parcels_is_one_incident_that_resolv
             WAIT,
             "the hub incident linking all 200 parcels, escalated",
             |r| {
-                let all = incidents_of(r);
+                let all = decode::<Incident>(r);
                 // The opening record may already hold all 200 (a backlog is read
                 // at once); the escalation it is past follows in later records.
                 latest(&all, "").iter().any(|i| {
@@ -183,7 +184,7 @@ async fn a_hub_closure_stranding_200_of_2000_parcels_is_one_incident_that_resolv
     let orders: BTreeSet<String> = stuck.iter().map(|p| p.order.clone()).collect();
     messages
         .until(WAIT, "an incident message for every stranded order", |r| {
-            let sent: BTreeSet<String> = notifications(r)
+            let sent: BTreeSet<String> = decode::<BuyerNotification>(r)
                 .into_iter()
                 .filter(|n| n.milestone == Milestone::Incident as i32)
                 .map(|n| n.order_id)
@@ -265,7 +266,7 @@ async fn a_hub_closure_stranding_200_of_2000_parcels_is_one_incident_that_resolv
     push(&sandbox, &moving).await;
     records
         .until(WAIT, "the incident resolved", |r| {
-            let all = incidents_of(r);
+            let all = decode::<Incident>(r);
             has_state(&all, &hangzhou, IncidentState::Resolved)
                 && latest(&all, "m-acme")
                     .iter()
@@ -286,32 +287,15 @@ async fn a_hub_closure_stranding_200_of_2000_parcels_is_one_incident_that_resolv
     sandbox.shutdown().await;
 }
 
-fn notifications(records: &[trackstream_testkit::kafka::Record]) -> Vec<BuyerNotification> {
-    records
-        .iter()
-        .filter_map(|r| prost::Message::decode(r.payload.as_slice()).ok())
-        .collect()
-}
-
 /// The opening instants of the stall alerts read, earliest first.
 fn stall_thresholds(records: &[trackstream_testkit::kafka::Record]) -> Vec<i64> {
-    let mut thresholds: Vec<i64> = records
+    let mut thresholds: Vec<i64> = decode::<Alert>(records)
         .iter()
-        .filter_map(|r| prost::Message::decode(r.payload.as_slice()).ok())
-        .filter(|a: &Alert| a.state == AlertState::Opened as i32 && a.rule == "stalled_in_transit")
+        .filter(|a| a.state == AlertState::Opened as i32 && a.rule == "stalled_in_transit")
         .map(|a| time::millis(a.effective_at.as_ref()))
         .collect();
     thresholds.sort_unstable();
     thresholds
-}
-
-fn incidents_of(
-    records: &[trackstream_testkit::kafka::Record],
-) -> Vec<trackstream_proto::v1::Incident> {
-    records
-        .iter()
-        .filter_map(|r| prost::Message::decode(r.payload.as_slice()).ok())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,7 +310,7 @@ async fn two_closures_in_two_cities_stay_two_incidents() {
     register(&sandbox, &chengdu).await;
     let mut records = reader(&sandbox);
     push(&sandbox, normal.iter().chain(&hangzhou).chain(&chengdu)).await;
-    let expected = |city: usize, parcels: &[Parcel], all: &[trackstream_proto::v1::Incident]| {
+    let expected = |city: usize, parcels: &[Parcel], all: &[Incident]| {
         latest(all, "")
             .iter()
             .find(|i| i.place == place(city))
@@ -337,7 +321,7 @@ async fn two_closures_in_two_cities_stay_two_incidents() {
     };
     records
         .until(WAIT, "both incidents with all their parcels", |r| {
-            let all = incidents_of(r);
+            let all = decode::<Incident>(r);
             expected(HANGZHOU, &hangzhou, &all) && expected(CHENGDU, &chengdu, &all)
         })
         .await;
